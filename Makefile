@@ -1,0 +1,66 @@
+# The verbs of the CRM platform. Everything sets itself up: the first target you run creates
+# .venv from requirements.lock. All local state lives in $(CRM_HOME) (default .crm/).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export CRM_HOME ?= $(CURDIR)/.crm
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+DATE ?= $(shell date -u -d yesterday +%F)
+CUSTOMERS ?= 5000
+PORT ?= 8000
+SEED ?= 42
+
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock setup.cfg | cksum | cut -d' ' -f1)
+MANIFEST := dbt_project/target/manifest.json
+DBT_SOURCES := $(shell find dbt_project -type f \( -name '*.sql' -o -name '*.yml' -o -name '*.csv' \) -not -path '*/target/*' -not -path '*/logs/*' 2>/dev/null)
+
+.PHONY: help setup demo serve sandbox airflow test lint format lock clean
+
+help:  ## list the verbs
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
+
+$(STAMP): requirements.lock setup.cfg pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@rm -f $(VENV)/.installed-*; touch $@
+
+$(MANIFEST): $(STAMP) $(DBT_SOURCES)
+	$(BIN)/python -m crm.cli dbt-parse
+
+setup: $(STAMP) $(MANIFEST)  ## create .venv from the lock file and parse the dbt project
+
+demo: setup  ## run the daily DAG crm_daily through Airflow (DATE, CUSTOMERS, SEED)
+	$(BIN)/python -m crm.cli demo --date $(DATE) --customers $(CUSTOMERS) --seed $(SEED)
+
+serve: setup  ## serve the read API on the demo's cache (PORT)
+	$(BIN)/python -m crm.cli serve --port $(PORT)
+
+sandbox: setup  ## serve the core-banking sandbox on its own (PORT, CUSTOMERS, SEED)
+	$(BIN)/python -m crm.cli sandbox --port $(PORT) --customers $(CUSTOMERS) --seed $(SEED)
+
+airflow: setup  ## start the Airflow UI (airflow standalone) on the project's DAGs
+	$(BIN)/python -m crm.cli airflow
+
+test: setup  ## ruff, then the whole pytest suite (DAG integrity and the end-to-end run included)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+lint: setup  ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup  ## apply ruff's formatting and safe fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+lock:  ## re-resolve requirements.lock from setup.cfg (needs uv: make setup first)
+	$(BIN)/uv pip compile setup.cfg --extra dev --universal --python-version 3.11 \
+		--custom-compile-command "make lock" -o requirements.lock
+
+clean:  ## remove local state (.crm/) and dbt build output; keeps .venv
+	rm -rf $(CRM_HOME) dbt_project/target dbt_project/logs

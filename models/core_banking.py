@@ -1,0 +1,108 @@
+"""Contracts of the records the integration API returns, one pydantic model per entity.
+
+The sandbox produces records that honour them; the extraction checks every record against them
+and quarantines what breaks them. Field names are the API's (snake_case JSON).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Segment = Literal["MASIVO", "EMPRENDEDOR", "PREFERENTE", "PREMIUM"]
+IncomeBand = Literal["B1", "B2", "B3", "B4", "B5"]  # < 1.5k, 1.5-3k, 3-6k, 6-12k, >= 12k PEN/month
+Product = Literal[
+    "SAVINGS", "CHECKING", "CTS", "TERM_DEPOSIT", "CREDIT_CARD", "PERSONAL_LOAN", "MORTGAGE", "INSURANCE"
+]
+Currency = Literal["PEN", "USD"]
+TransactionType = Literal[
+    "SALARY_DEPOSIT", "POS_PURCHASE", "ATM_WITHDRAWAL", "TRANSFER", "WALLET_P2P", "BILL_PAYMENT"
+]
+Channel = Literal["SMS", "EMAIL", "PHONE", "PUSH", "SOCIAL"]
+Response = Literal["ACCEPTED", "DECLINED", "NO_ANSWER"]
+
+PRODUCTS: tuple[str, ...] = Product.__args__
+CHANNELS: tuple[str, ...] = Channel.__args__
+INCOME_BANDS: tuple[str, ...] = IncomeBand.__args__
+SEGMENTS: tuple[str, ...] = Segment.__args__
+
+PositiveId = Annotated[int, Field(gt=0)]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=False)
+
+
+class Customer(_Record):
+    customer_id: PositiveId
+    document_type: Literal["DNI", "RUC"]
+    document_number: str
+    full_name: str = Field(min_length=1)
+    birth_date: dt.date
+    region: str = Field(min_length=1)
+    district: str = Field(min_length=1)
+    segment: Segment
+    income_band: IncomeBand
+    consent_sms: bool
+    consent_email: bool
+    consent_phone: bool
+    consent_push: bool
+    consent_social: bool
+    created_on: dt.date
+    updated_on: dt.date
+
+    @model_validator(mode="after")
+    def _document(self) -> Customer:
+        expected = 8 if self.document_type == "DNI" else 11
+        if not (self.document_number.isdigit() and len(self.document_number) == expected):
+            raise ValueError(f"document_number must be {expected} digits for {self.document_type}")
+        return self
+
+
+class Account(_Record):
+    account_id: PositiveId
+    customer_id: PositiveId
+    product: Product
+    currency: Currency
+    balance: Decimal = Field(max_digits=16, decimal_places=2)
+    opened_on: dt.date
+    status: Literal["ACTIVE", "CLOSED"]
+    updated_on: dt.date
+
+
+class Transaction(_Record):
+    transaction_id: str = Field(min_length=1)
+    account_id: PositiveId
+    customer_id: PositiveId
+    booking_date: dt.date
+    type: TransactionType
+    merchant_category: str | None = None
+    amount: Decimal = Field(max_digits=14, decimal_places=2)
+    currency: Currency
+
+
+class CampaignResponse(_Record):
+    response_id: str = Field(min_length=1)
+    customer_id: PositiveId
+    campaign_id: str = Field(min_length=1)
+    channel: Channel
+    contact_date: dt.date
+    response: Response
+
+
+ENTITIES: dict[str, type[_Record]] = {
+    "customers": Customer,
+    "accounts": Account,
+    "transactions": Transaction,
+    "campaign_responses": CampaignResponse,
+}
+
+PRIMARY_KEYS: dict[str, str] = {
+    "customers": "customer_id",
+    "accounts": "account_id",
+    "transactions": "transaction_id",
+    "campaign_responses": "response_id",
+}

@@ -1,0 +1,34 @@
+"""``python -m sandbox``: serve the sandbox bank (``make sandbox`` and the embedded service)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+from pathlib import Path
+
+import uvicorn
+
+from sandbox.api import create_app
+from sandbox.bank import Bank
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="sandbox", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--customers", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--credentials-file", type=Path, help="JSON with client_id and client_secret")
+    args = parser.parse_args(argv)
+    if args.credentials_file:
+        creds = json.loads(args.credentials_file.read_text())
+    else:
+        creds = {"client_id": "crm-platform", "client_secret": secrets.token_urlsafe(24)}
+        print(f"OAuth2 client credentials for this run: {json.dumps(creds)}", flush=True)
+    app = create_app(Bank(args.customers, args.seed), creds["client_id"], creds["client_secret"])
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

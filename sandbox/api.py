@@ -1,0 +1,161 @@
+"""The sandbox bank served over HTTP, shaped like the bank's integration API.
+
+``POST /oauth/token`` (OAuth2 client credentials) gives a bearer token that expires; every list
+endpoint pages with an opaque ``cursor`` and a bounded ``page_size`` and answers
+``{"data": [...], "next_cursor": "..." | null}``. Records come in customer order, so a cursor is
+just the position of the next record and any page can be regenerated on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable, Iterable
+from typing import Annotated
+
+import numpy as np
+from fastapi import Depends, FastAPI, Form, Header, HTTPException, Query
+from fastapi.responses import JSONResponse
+
+from sandbox.bank import Bank, day_number
+
+MAX_PAGE_SIZE = 5000
+TOKEN_TTL_S = 900
+
+Key = tuple[int, int, int]
+Generator = Callable[[np.ndarray], Iterable[tuple[Key, dict]]]
+
+
+def _encode(key: Key) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
+
+
+def _decode(cursor: str | None) -> Key:
+    if not cursor:
+        return (1, 0, 0)
+    try:
+        a, b, c = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return (int(a), int(b), int(c))
+    except (ValueError, TypeError):
+        raise HTTPException(400, detail="malformed cursor") from None
+
+
+def paginate(bank: Bank, generate: Generator, per_customer: float, cursor: str | None, page_size: int) -> dict:
+    """One page of ``generate`` records in (customer, day, index) order, starting at ``cursor``."""
+    start = _decode(cursor)
+    block = max(1, int(page_size / max(per_customer, 1e-6)))
+    out: list[tuple[Key, dict]] = []
+    cid = start[0]
+    while len(out) <= page_size and cid <= bank.size:
+        ids = np.arange(cid, min(cid + block, bank.size + 1))
+        out.extend(kr for kr in generate(ids) if kr[0] >= start)
+        cid = int(ids[-1]) + 1
+    if len(out) > page_size:
+        next_cursor = _encode(out[page_size][0])
+        out = out[:page_size]
+    else:
+        next_cursor = None
+    return {"data": [r for _, r in out], "next_cursor": next_cursor}
+
+
+def _days(date_from: dt.date, date_to: dt.date) -> list[dt.date]:
+    if date_to < date_from:
+        raise HTTPException(400, detail="date_to is before date_from")
+    if (date_to - date_from).days > 731:
+        raise HTTPException(400, detail="a date range may span at most two years")
+    return [date_from + dt.timedelta(days=i) for i in range((date_to - date_from).days + 1)]
+
+
+def create_app(bank: Bank, client_id: str, client_secret: str) -> FastAPI:
+    app = FastAPI(
+        title="Core-banking sandbox",
+        description="A deterministic synthetic Peruvian retail bank behind an integration API.",
+        version="1.0",
+    )
+    signing_key = hashlib.sha256(f"{client_secret}:{bank.seed}".encode()).digest()
+
+    def issue_token() -> str:
+        expiry = str(int(time.time()) + TOKEN_TTL_S)
+        sig = hmac.new(signing_key, expiry.encode(), hashlib.sha256).hexdigest()
+        return f"{expiry}.{sig}"
+
+    def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise HTTPException(401, detail="missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+        expiry, _, sig = authorization[7:].partition(".")
+        good = hmac.new(signing_key, expiry.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(sig, good) or not expiry.isdigit() or int(expiry) < time.time():
+            raise HTTPException(401, detail="invalid or expired token", headers={"WWW-Authenticate": "Bearer"})
+
+    auth = [Depends(require_token)]
+    PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok", "customers": bank.size, "seed": bank.seed}
+
+    @app.post("/oauth/token")
+    def token(
+        grant_type: Annotated[str, Form()],
+        client_id_: Annotated[str, Form(alias="client_id")],
+        client_secret_: Annotated[str, Form(alias="client_secret")],
+    ) -> dict:
+        if grant_type != "client_credentials":
+            raise HTTPException(400, detail={"error": "unsupported_grant_type"})
+        ok_id = hmac.compare_digest(client_id_, client_id)
+        ok_secret = hmac.compare_digest(client_secret_, client_secret)
+        if not (ok_id and ok_secret):
+            raise HTTPException(401, detail={"error": "invalid_client"})
+        return {"access_token": issue_token(), "token_type": "bearer", "expires_in": TOKEN_TTL_S}
+
+    @app.get("/v1/customers", dependencies=auth)
+    def customers(as_of: dt.date, page_size: PageSize = 1000, cursor: str | None = None) -> JSONResponse:
+        def gen(ids: np.ndarray):
+            return (((r["customer_id"], 0, 0), r) for r in bank.customers(ids, as_of))
+
+        return JSONResponse(paginate(bank, gen, 1, cursor, page_size))
+
+    @app.get("/v1/accounts", dependencies=auth)
+    def accounts(as_of: dt.date, page_size: PageSize = 1000, cursor: str | None = None) -> JSONResponse:
+        def gen(ids: np.ndarray):
+            return (((r["customer_id"], 0, r["account_id"] % 10), r) for r in bank.accounts(ids, as_of))
+
+        return JSONResponse(paginate(bank, gen, 3, cursor, page_size))
+
+    @app.get("/v1/transactions", dependencies=auth)
+    def transactions(
+        date_from: dt.date, date_to: dt.date, page_size: PageSize = 1000, cursor: str | None = None
+    ) -> JSONResponse:
+        days = _days(date_from, date_to)
+
+        def gen(ids: np.ndarray):
+            rows = []
+            for day in days:
+                dn = day_number(day)
+                rows.extend(((r["customer_id"], dn, int(r["transaction_id"][-1])), r) for r in bank.transactions(ids, day))
+            rows.sort(key=lambda kr: kr[0])
+            return rows
+
+        return JSONResponse(paginate(bank, gen, 0.9 * len(days), cursor, page_size))
+
+    @app.get("/v1/campaign-responses", dependencies=auth)
+    def campaign_responses(
+        date_from: dt.date, date_to: dt.date, page_size: PageSize = 1000, cursor: str | None = None
+    ) -> JSONResponse:
+        days = _days(date_from, date_to)
+
+        def gen(ids: np.ndarray):
+            rows = []
+            for day in days:
+                dn = day_number(day)
+                rows.extend(((r["customer_id"], dn, 0), r) for r in bank.campaign_responses(ids, day))
+            rows.sort(key=lambda kr: kr[0])
+            return rows
+
+        return JSONResponse(paginate(bank, gen, 0.004 * len(days), cursor, page_size))
+
+    return app

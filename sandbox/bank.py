@@ -1,0 +1,365 @@
+"""A deterministic synthetic Peruvian retail bank, generated from ids, never held in memory.
+
+Every attribute of a customer, account, transaction or campaign contact is a pure function of
+``(seed, ids, date)`` through a counter-based hash (splitmix64), so any page of any entity can be
+generated on its own, in any order, with memory bounded by the page. Customers ``1..size`` exist;
+their campaign responses follow a hidden propensity (:meth:`Bank.true_propensity`) that depends on
+the customer's latent profile and the campaign's product, so a model can learn real signal.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from models.core_banking import CHANNELS, INCOME_BANDS
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_EPOCH = dt.date(1970, 1, 1)
+HISTORY_ANCHOR = dt.date(2024, 1, 1)  # customers joined over the ten years before this date
+SEEDS_DIR = Path(__file__).resolve().parent.parent / "dbt_project" / "seeds"
+
+REGIONS = {
+    "LIMA": (0.46, ["MIRAFLORES", "SAN ISIDRO", "SURCO", "SAN JUAN DE LURIGANCHO", "LOS OLIVOS", "ATE", "COMAS"]),
+    "AREQUIPA": (0.09, ["CERCADO", "CAYMA", "YANAHUARA"]),
+    "LA LIBERTAD": (0.08, ["TRUJILLO", "VICTOR LARCO"]),
+    "PIURA": (0.07, ["PIURA", "CASTILLA", "SULLANA"]),
+    "CALLAO": (0.07, ["BELLAVISTA", "LA PERLA", "VENTANILLA"]),
+    "LAMBAYEQUE": (0.06, ["CHICLAYO", "LAMBAYEQUE"]),
+    "CUSCO": (0.06, ["CUSCO", "WANCHAQ", "SANTIAGO"]),
+    "JUNIN": (0.06, ["HUANCAYO", "EL TAMBO"]),
+    "ICA": (0.05, ["ICA", "CHINCHA ALTA"]),
+}
+FIRST_NAMES = [
+    "JOSE", "LUIS", "CARLOS", "JUAN", "JORGE", "MIGUEL", "CESAR", "VICTOR", "ROSA", "MARIA",
+    "ANA", "CARMEN", "LUCIA", "JULIA", "SOFIA", "VALERIA", "DIEGO", "ALONSO", "CAMILA", "FIORELLA",
+]  # fmt: skip
+LAST_NAMES = [
+    "QUISPE", "FLORES", "SANCHEZ", "RODRIGUEZ", "GARCIA", "ROJAS", "MAMANI", "HUAMAN", "CHAVEZ",
+    "TORRES", "RAMOS", "VARGAS", "CASTILLO", "MENDOZA", "DIAZ", "RIOS", "GUTIERREZ", "PAREDES",
+]  # fmt: skip
+MERCHANT_CATEGORIES = ["GROCERY", "RESTAURANTS", "FUEL", "TRAVEL", "ELECTRONICS", "CLOTHING", "HEALTH", "ENTERTAINMENT"]
+# account slots: slot k of customer c has account id c*10+k
+SLOT_PRODUCTS = ["SAVINGS", "CREDIT_CARD", "CTS", "TERM_DEPOSIT", "PERSONAL_LOAN", "MORTGAGE", "INSURANCE", "CHECKING"]
+MAX_TX_PER_DAY = 4
+CONTACT_RATE = 0.004  # chance that a customer is contacted by some campaign on a given day
+
+# hidden propensity: product -> (intercept, weights on the latent profile)
+# profile columns: income_z, age_z, digital, activity, has_card, balance_z, young_family
+_PROPENSITY = {
+    "CREDIT_CARD": (-2.6, [0.6, -0.2, 0.5, 0.7, 0.3, 0.1, 0.0]),
+    "PERSONAL_LOAN": (-2.9, [-0.3, -0.1, 0.2, 0.6, 0.4, -0.6, 0.4]),
+    "CTS": (-2.7, [0.2, -0.4, 0.1, 0.2, 0.0, 0.2, 0.3]),
+    "TERM_DEPOSIT": (-3.2, [0.5, 0.7, -0.3, -0.2, 0.0, 0.9, 0.0]),
+    "MORTGAGE": (-3.8, [0.8, -0.3, 0.1, 0.1, 0.2, 0.5, 1.2]),
+    "INSURANCE": (-3.0, [0.3, 0.5, 0.0, 0.0, 0.5, 0.2, 0.6]),
+    "SAVINGS": (-2.4, [-0.1, -0.6, 0.9, 0.3, 0.0, 0.0, 0.0]),
+}
+
+
+def day_number(day: dt.date) -> int:
+    return (day - _EPOCH).days
+
+
+def from_day_number(n: int) -> dt.date:
+    return _EPOCH + dt.timedelta(days=int(n))
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def uniform(seed: int, *keys: np.ndarray | int) -> np.ndarray:
+    """Uniform [0, 1) numbers, one per element of the broadcast ``keys``, a pure function of them."""
+    with np.errstate(over="ignore"):
+        h = _mix(np.asarray(seed, dtype=np.uint64) + _GOLDEN)
+        for k in keys:
+            h = _mix(h ^ (np.asarray(k).astype(np.uint64) * _GOLDEN + np.uint64(0x632BE59BD9B4E019)))
+    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def normal(seed: int, *keys: np.ndarray | int) -> np.ndarray:
+    u1 = uniform(seed, *keys, 1)
+    u2 = uniform(seed, *keys, 2)
+    return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2 * np.pi * u2)
+
+
+@dataclass(frozen=True)
+class Campaign:
+    campaign_id: str
+    product: str
+    channels: tuple[str, ...]
+
+
+def load_campaigns(seeds_dir: Path = SEEDS_DIR) -> list[Campaign]:
+    """The campaigns database as the bank's systems know it (the dbt seeds)."""
+    with open(seeds_dir / "campaign_channels.csv") as fh:
+        rows = sorted(csv.DictReader(fh), key=lambda r: (r["campaign_id"], int(r["preference"])))
+    channels: dict[str, list[str]] = {}
+    for row in rows:
+        channels.setdefault(row["campaign_id"], []).append(row["channel"])
+    with open(seeds_dir / "campaigns.csv") as fh:
+        return [
+            Campaign(r["campaign_id"], r["product"], tuple(channels.get(r["campaign_id"], ())))
+            for r in csv.DictReader(fh)
+        ]
+
+
+class Bank:
+    """The synthetic bank of ``size`` customers for ``seed``."""
+
+    def __init__(self, size: int, seed: int, campaigns: list[Campaign] | None = None):
+        if size < 1:
+            raise ValueError("size must be at least 1 customer")
+        self.size = size
+        self.seed = seed
+        self.campaigns = campaigns if campaigns is not None else load_campaigns()
+        self._campaign_index = {c.campaign_id: i for i, c in enumerate(self.campaigns)}
+
+    # ---- customers -------------------------------------------------------------------------
+    def _u(self, *keys) -> np.ndarray:
+        return uniform(self.seed, *keys)
+
+    def profile(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """The latent profile of customers ``ids``: what the hidden propensity depends on."""
+        ids = np.asarray(ids, dtype=np.int64)
+        age = 18 + (self._u(ids, 1) ** 1.3) * 62
+        income_z = normal(self.seed, ids, 2) + 0.02 * (np.minimum(age, 55) - 35)
+        digital = np.clip(1.1 - age / 70 + 0.3 * (self._u(ids, 3) - 0.5), 0, 1)
+        activity = np.clip(0.15 + 1.2 * self._u(ids, 4) + 0.25 * income_z, 0.05, 3.0)
+        has_card = self._u(ids, 10 + 1) < np.clip(0.25 + 0.15 * income_z, 0.05, 0.9)
+        balance_z = 0.7 * income_z + 0.5 * normal(self.seed, ids, 5) + 0.01 * (age - 40)
+        young_family = ((age > 26) & (age < 42)).astype(float) * (self._u(ids, 6) < 0.6)
+        return {
+            "age": age,
+            "income_z": income_z,
+            "digital": digital,
+            "activity": activity,
+            "has_card": has_card.astype(float),
+            "balance_z": balance_z,
+            "young_family": young_family,
+        }
+
+    def customers(self, ids: np.ndarray, as_of: dt.date) -> list[dict]:
+        ids = np.asarray(ids, dtype=np.int64)
+        p = self.profile(ids)
+        anchor = day_number(HISTORY_ANCHOR)
+        created = anchor - (self._u(ids, 20) * 3650).astype(np.int64)
+        birth = anchor - (p["age"] * 365.25).astype(np.int64)
+        band = np.clip(np.digitize(p["income_z"], [-0.8, 0.1, 0.9, 1.7]), 0, 4)
+        u_seg = self._u(ids, 21)
+        segment = np.where(
+            u_seg < 0.12,
+            "EMPRENDEDOR",
+            np.where(band >= 4, "PREMIUM", np.where(band >= 3, "PREFERENTE", "MASIVO")),
+        )
+        region_names = list(REGIONS)
+        cum = np.cumsum([REGIONS[r][0] for r in region_names])
+        region_idx = np.minimum(np.searchsorted(cum / cum[-1], self._u(ids, 22)), len(region_names) - 1)
+        # consents change over time: e-mail consent is given on a customer-specific day
+        d = day_number(as_of)
+        email_from = anchor + (self._u(ids, 30) * 1400).astype(np.int64) - 400
+        consent = {
+            "consent_sms": self._u(ids, 31) < 0.8,
+            "consent_email": (self._u(ids, 32) < 0.75) & (email_from <= d),
+            "consent_phone": self._u(ids, 33) < 0.55,
+            "consent_push": p["digital"] > 0.35,
+            "consent_social": (p["digital"] > 0.55) & (self._u(ids, 34) < 0.7),
+        }
+        updated = np.maximum(created, np.where(email_from <= d, email_from, created))
+        is_ruc = segment == "EMPRENDEDOR"
+        dni = (self._u(ids, 41) * 1e8).astype(np.int64)
+        ruc = (self._u(ids, 40) * 1e9).astype(np.int64)
+        first = np.array(FIRST_NAMES)[(self._u(ids, 42) * len(FIRST_NAMES)).astype(int)]
+        last1 = np.array(LAST_NAMES)[(self._u(ids, 43) * len(LAST_NAMES)).astype(int)]
+        last2 = np.array(LAST_NAMES)[(self._u(ids, 44) * len(LAST_NAMES)).astype(int)]
+        u_district = self._u(ids, 45)
+        consent_lists = {k: v.tolist() for k, v in consent.items()}
+        out = []
+        for i, cid in enumerate(ids.tolist()):
+            region = region_names[region_idx[i]]
+            districts = REGIONS[region][1]
+            out.append(
+                {
+                    "customer_id": cid,
+                    "document_type": "RUC" if is_ruc[i] else "DNI",
+                    "document_number": f"10{ruc[i]:09d}" if is_ruc[i] else f"{dni[i]:08d}",
+                    "full_name": f"{first[i]} {last1[i]} {last2[i]}",
+                    "birth_date": from_day_number(birth[i]).isoformat(),
+                    "region": region,
+                    "district": districts[int(u_district[i] * len(districts))],
+                    "segment": str(segment[i]),
+                    "income_band": INCOME_BANDS[band[i]],
+                    **{k: v[i] for k, v in consent_lists.items()},
+                    "created_on": from_day_number(created[i]).isoformat(),
+                    "updated_on": from_day_number(min(updated[i], d)).isoformat(),
+                }
+            )
+        return out
+
+    # ---- accounts --------------------------------------------------------------------------
+    def _holdings(self, ids: np.ndarray) -> np.ndarray:
+        """Boolean matrix (customers x slots): which account slots each customer has."""
+        p = self.profile(ids)
+        u = self._u(ids[:, None], 50 + np.arange(len(SLOT_PRODUCTS))[None, :])
+        prob = np.column_stack(
+            [
+                np.ones(len(ids)),
+                np.clip(0.25 + 0.15 * p["income_z"], 0.05, 0.9),
+                np.where(p["age"] < 65, 0.45, 0.0),
+                np.clip(0.08 + 0.1 * p["balance_z"], 0.01, 0.6),
+                np.clip(0.12 + 0.05 * p["activity"], 0.0, 0.5),
+                np.clip(0.03 + 0.05 * p["income_z"] + 0.05 * p["young_family"], 0.0, 0.4),
+                np.clip(0.12 + 0.05 * p["age"] / 40, 0.0, 0.5),
+                np.where(p["income_z"] > 1.2, 0.5, 0.05),
+            ]
+        )
+        held = u < prob
+        held[:, 1] = p["has_card"] > 0  # the card the profile says the customer has
+        return held
+
+    def accounts(self, ids: np.ndarray, as_of: dt.date) -> list[dict]:
+        ids = np.asarray(ids, dtype=np.int64)
+        held = self._holdings(ids)
+        p = self.profile(ids)
+        anchor = day_number(HISTORY_ANCHOR)
+        created = anchor - (self._u(ids, 20) * 3650).astype(np.int64)
+        d = day_number(as_of)
+        out = []
+        scale = {"SAVINGS": 1.0, "CHECKING": 2.0, "CTS": 1.5, "TERM_DEPOSIT": 4.0, "CREDIT_CARD": -0.4,
+                 "PERSONAL_LOAN": -2.5, "MORTGAGE": -30.0, "INSURANCE": 0.0}  # fmt: skip
+        for i, cid in enumerate(ids.tolist()):
+            for slot in np.flatnonzero(held[i]).tolist():
+                product = SLOT_PRODUCTS[slot]
+                acc = cid * 10 + slot
+                opened = created[i] + int(self._u(acc, 60)[()] * 2500) if slot else created[i]
+                if opened > d:
+                    continue  # not opened yet on this date: new accounts appear day by day
+                usd = product in ("SAVINGS", "TERM_DEPOSIT") and self._u(acc, 61)[()] < 0.15
+                base = np.exp(8.0 + 0.9 * p["balance_z"][i]) * scale[product]
+                wiggle = 1 + 0.08 * np.sin(2 * np.pi * (d / 30.0 + self._u(acc, 62)[()]))
+                balance = round(float(base * wiggle / (3.7 if usd else 1.0)), 2)
+                out.append(
+                    {
+                        "account_id": acc,
+                        "customer_id": cid,
+                        "product": product,
+                        "currency": "USD" if usd else "PEN",
+                        "balance": f"{balance:.2f}",
+                        "opened_on": from_day_number(opened).isoformat(),
+                        "status": "ACTIVE",
+                        "updated_on": as_of.isoformat(),
+                    }
+                )
+        return out
+
+    # ---- transactions ----------------------------------------------------------------------
+    def transaction_counts(self, ids: np.ndarray, day: dt.date) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        act = self.profile(ids)["activity"]
+        n = np.floor(act + self._u(ids, day_number(day), 70)).astype(np.int64)
+        created = day_number(HISTORY_ANCHOR) - (self._u(ids, 20) * 3650).astype(np.int64)
+        return np.where(created <= day_number(day), np.minimum(n, MAX_TX_PER_DAY), 0)
+
+    def transactions(self, ids: np.ndarray, day: dt.date) -> list[dict]:
+        ids = np.asarray(ids, dtype=np.int64)
+        counts = self.transaction_counts(ids, day)
+        if counts.sum() == 0:
+            return []
+        p = self.profile(ids)
+        cid = np.repeat(ids, counts)
+        j = np.arange(len(cid)) - np.repeat(np.cumsum(counts) - counts, counts)
+        dn = day_number(day)
+        income = np.repeat(np.exp(7.6 + 0.7 * p["income_z"]), counts)
+        has_card = np.repeat(p["has_card"] > 0, counts)
+        u_type = self._u(cid, dn, j, 71)
+        types = np.select(
+            [u_type < 0.45, u_type < 0.58, u_type < 0.70, u_type < 0.88, u_type < 0.99],
+            ["POS_PURCHASE", "ATM_WITHDRAWAL", "TRANSFER", "WALLET_P2P", "BILL_PAYMENT"],
+            "SALARY_DEPOSIT",
+        )
+        payday = (day.day in (15, 28)) & (j == 0) & (self._u(cid, 72) < 0.6)
+        types = np.where(payday, "SALARY_DEPOSIT", types)
+        mcc = np.array(MERCHANT_CATEGORIES)[(self._u(cid, dn, j, 73) * len(MERCHANT_CATEGORIES)).astype(int)]
+        amount = np.where(
+            types == "SALARY_DEPOSIT",
+            income,
+            -np.round(np.exp(3.0 + 0.5 * np.log(income / 1000 + 1) + 1.1 * normal(self.seed, cid, dn, j, 74)), 2),
+        )
+        account = np.where((types == "POS_PURCHASE") & has_card, cid * 10 + 1, cid * 10)
+        date_s = day.isoformat()
+        return [
+            {
+                "transaction_id": f"T{dn:06d}{c:09d}{jj}",
+                "account_id": int(a),
+                "customer_id": int(c),
+                "booking_date": date_s,
+                "type": str(t),
+                "merchant_category": str(m) if t == "POS_PURCHASE" else None,
+                "amount": f"{amt:.2f}",
+                "currency": "PEN",
+            }
+            for c, jj, a, t, m, amt in zip(
+                cid.tolist(), j.tolist(), account.tolist(), types, mcc, amount.tolist(), strict=True
+            )
+        ]
+
+    # ---- campaign contacts and responses ---------------------------------------------------
+    def true_propensity(self, ids: np.ndarray, campaign_id: str) -> np.ndarray:
+        """The hidden probability that customers ``ids`` accept ``campaign_id`` when contacted."""
+        ids = np.asarray(ids, dtype=np.int64)
+        p = self.profile(ids)
+        campaign = self.campaigns[self._campaign_index[campaign_id]]
+        intercept, w = _PROPENSITY.get(campaign.product, (-3.0, [0.2] * 7))
+        age_z = (p["age"] - 45) / 15
+        x = np.column_stack(
+            [p["income_z"], age_z, p["digital"], p["activity"], p["has_card"], p["balance_z"], p["young_family"]]
+        )
+        # each campaign has its own twist on its product's propensity
+        twist = (uniform(self.seed, self._campaign_index[campaign_id], 80) - 0.5) * 0.6
+        return 1 / (1 + np.exp(-(intercept + twist + x @ np.asarray(w))))
+
+    def campaign_responses(self, ids: np.ndarray, day: dt.date) -> list[dict]:
+        ids = np.asarray(ids, dtype=np.int64)
+        dn = day_number(day)
+        contacted = ids[self._u(ids, dn, 90) < CONTACT_RATE]
+        if len(contacted) == 0 or not self.campaigns:
+            return []
+        created = day_number(HISTORY_ANCHOR) - (self._u(contacted, 20) * 3650).astype(np.int64)
+        contacted = contacted[created <= dn]
+        pick = (self._u(contacted, dn, 91) * len(self.campaigns)).astype(int)
+        if len(contacted) == 0:
+            return []
+        consents = {c["customer_id"]: c for c in self.customers(contacted, day)}
+        prob = np.empty(len(contacted))
+        for k in np.unique(pick).tolist():
+            prob[pick == k] = self.true_propensity(contacted[pick == k], self.campaigns[k].campaign_id)
+        u = self._u(contacted, dn, 92)
+        out = []
+        for i, (cid, k) in enumerate(zip(contacted.tolist(), pick.tolist(), strict=True)):
+            campaign = self.campaigns[k]
+            consented = [ch for ch in campaign.channels if consents[cid][f"consent_{ch.lower()}"]]
+            channel = consented[0] if consented else (campaign.channels[0] if campaign.channels else CHANNELS[0])
+            response = "ACCEPTED" if u[i] < prob[i] else ("DECLINED" if u[i] < prob[i] + 0.35 else "NO_ANSWER")
+            out.append(
+                {
+                    "response_id": f"R{dn:06d}{cid:09d}",
+                    "customer_id": cid,
+                    "campaign_id": campaign.campaign_id,
+                    "channel": channel,
+                    "contact_date": day.isoformat(),
+                    "response": response,
+                }
+            )
+        return out
+
+    @cached_property
+    def campaign_ids(self) -> list[str]:
+        return [c.campaign_id for c in self.campaigns]
