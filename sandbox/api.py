@@ -27,6 +27,7 @@ MAX_PAGE_SIZE = 5000
 TOKEN_TTL_S = 900
 
 Key = tuple[int, int, int]
+PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 Generator = Callable[[np.ndarray], Iterable[tuple[Key, dict]]]
 
 
@@ -92,7 +93,6 @@ def create_app(bank: Bank, client_id: str, client_secret: str) -> FastAPI:
             raise HTTPException(401, detail="invalid or expired token", headers={"WWW-Authenticate": "Bearer"})
 
     auth = [Depends(require_token)]
-    PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -133,12 +133,10 @@ def create_app(bank: Bank, client_id: str, client_secret: str) -> FastAPI:
         days = _days(date_from, date_to)
 
         def gen(ids: np.ndarray):
-            rows = []
-            for day in days:
-                dn = day_number(day)
-                rows.extend(((r["customer_id"], dn, int(r["transaction_id"][-1])), r) for r in bank.transactions(ids, day))
-            rows.sort(key=lambda kr: kr[0])
-            return rows
+            return (
+                ((r["customer_id"], int(r["transaction_id"][1:7]), int(r["transaction_id"][-1])), r)
+                for r in bank.transactions(ids, days)
+            )
 
         return JSONResponse(paginate(bank, gen, 0.9 * len(days), cursor, page_size))
 

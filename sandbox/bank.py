@@ -261,53 +261,54 @@ class Bank:
         return out
 
     # ---- transactions ----------------------------------------------------------------------
-    def transaction_counts(self, ids: np.ndarray, day: dt.date) -> np.ndarray:
+    def transactions(self, ids: np.ndarray, days: list[dt.date]) -> list[dict]:
+        """Transactions of customers ``ids`` booked on ``days``, in (customer, day, index) order."""
         ids = np.asarray(ids, dtype=np.int64)
-        act = self.profile(ids)["activity"]
-        n = np.floor(act + self._u(ids, day_number(day), 70)).astype(np.int64)
-        created = day_number(HISTORY_ANCHOR) - (self._u(ids, 20) * 3650).astype(np.int64)
-        return np.where(created <= day_number(day), np.minimum(n, MAX_TX_PER_DAY), 0)
-
-    def transactions(self, ids: np.ndarray, day: dt.date) -> list[dict]:
-        ids = np.asarray(ids, dtype=np.int64)
-        counts = self.transaction_counts(ids, day)
-        if counts.sum() == 0:
+        if len(ids) == 0 or not days:
             return []
         p = self.profile(ids)
-        cid = np.repeat(ids, counts)
-        j = np.arange(len(cid)) - np.repeat(np.cumsum(counts) - counts, counts)
-        dn = day_number(day)
-        income = np.repeat(np.exp(7.6 + 0.7 * p["income_z"]), counts)
-        has_card = np.repeat(p["has_card"] > 0, counts)
+        dns = np.array([day_number(d) for d in days], dtype=np.int64)
+        created = day_number(HISTORY_ANCHOR) - (self._u(ids, 20) * 3650).astype(np.int64)
+        # grid customers x days, flattened customer-major
+        g_cid = np.repeat(ids, len(dns))
+        g_dn = np.tile(dns, len(ids))
+        n = np.floor(np.repeat(p["activity"], len(dns)) + self._u(g_cid, g_dn, 70)).astype(np.int64)
+        n = np.where(np.repeat(created, len(dns)) <= g_dn, np.minimum(n, MAX_TX_PER_DAY), 0)
+        if n.sum() == 0:
+            return []
+        cid = np.repeat(g_cid, n)
+        dn = np.repeat(g_dn, n)
+        j = np.arange(len(cid)) - np.repeat(np.cumsum(n) - n, n)
+        income = np.repeat(np.repeat(np.exp(7.6 + 0.7 * p["income_z"]), len(dns)), n)
+        has_card = np.repeat(np.repeat(p["has_card"] > 0, len(dns)), n)
         u_type = self._u(cid, dn, j, 71)
         types = np.select(
             [u_type < 0.45, u_type < 0.58, u_type < 0.70, u_type < 0.88, u_type < 0.99],
             ["POS_PURCHASE", "ATM_WITHDRAWAL", "TRANSFER", "WALLET_P2P", "BILL_PAYMENT"],
             "SALARY_DEPOSIT",
         )
-        payday = (day.day in (15, 28)) & (j == 0) & (self._u(cid, 72) < 0.6)
+        dom = np.array([from_day_number(x).day for x in dns])[np.searchsorted(dns, dn)] if len(dns) else dn
+        payday = np.isin(dom, (15, 28)) & (j == 0) & (self._u(cid, 72) < 0.6)
         types = np.where(payday, "SALARY_DEPOSIT", types)
         mcc = np.array(MERCHANT_CATEGORIES)[(self._u(cid, dn, j, 73) * len(MERCHANT_CATEGORIES)).astype(int)]
-        amount = np.where(
-            types == "SALARY_DEPOSIT",
-            income,
-            -np.round(np.exp(3.0 + 0.5 * np.log(income / 1000 + 1) + 1.1 * normal(self.seed, cid, dn, j, 74)), 2),
-        )
+        spend = np.exp(3.0 + 0.5 * np.log(income / 1000 + 1) + 1.1 * normal(self.seed, cid, dn, j, 74))
+        amount = np.where(types == "SALARY_DEPOSIT", income, -spend)
         account = np.where((types == "POS_PURCHASE") & has_card, cid * 10 + 1, cid * 10)
-        date_s = day.isoformat()
+        iso = {int(x): from_day_number(x).isoformat() for x in dns}
         return [
             {
-                "transaction_id": f"T{dn:06d}{c:09d}{jj}",
-                "account_id": int(a),
-                "customer_id": int(c),
-                "booking_date": date_s,
-                "type": str(t),
-                "merchant_category": str(m) if t == "POS_PURCHASE" else None,
+                "transaction_id": f"T{d:06d}{c:09d}{jj}",
+                "account_id": a,
+                "customer_id": c,
+                "booking_date": iso[d],
+                "type": t,
+                "merchant_category": m if t == "POS_PURCHASE" else None,
                 "amount": f"{amt:.2f}",
                 "currency": "PEN",
             }
-            for c, jj, a, t, m, amt in zip(
-                cid.tolist(), j.tolist(), account.tolist(), types, mcc, amount.tolist(), strict=True
+            for c, d, jj, a, t, m, amt in zip(
+                cid.tolist(), dn.tolist(), j.tolist(), account.tolist(), types.tolist(), mcc.tolist(),
+                amount.tolist(), strict=True,
             )
         ]
 

@@ -1,0 +1,4 @@
+{#- Analysts query raw, staging, intermediate, marts and campaigns: use the folder's schema as is. -#}
+{% macro generate_schema_name(custom_schema_name, node) -%}
+    {%- if custom_schema_name is none -%}{{ target.schema }}{%- else -%}{{ custom_schema_name | trim }}{%- endif -%}
+{%- endmacro %}

@@ -1,0 +1,25 @@
+-- Balances (in PEN) and product holdings of each customer on the business date.
+{% set products = ['SAVINGS', 'CHECKING', 'CTS', 'TERM_DEPOSIT', 'CREDIT_CARD', 'PERSONAL_LOAN', 'MORTGAGE', 'INSURANCE'] %}
+with accounts as (
+    select
+        customer_id,
+        product,
+        case when currency = 'USD' then balance * {{ var('usd_pen_rate', 3.75) }} else balance end as balance_pen
+    from {{ ref('stg_core_banking__accounts') }}
+    where status = 'ACTIVE'
+),
+
+aggregated as (
+    select
+        customer_id,
+        count(*) as n_products,
+        sum(case when balance_pen > 0 then balance_pen else 0 end) as total_balance_pen,
+        sum(case when balance_pen < 0 then -balance_pen else 0 end) as total_debt_pen,
+        {% for p in products %}
+        max(case when product = '{{ p }}' then 1 else 0 end) as has_{{ p | lower }}{{ "," if not loop.last }}
+        {% endfor %}
+    from accounts
+    group by customer_id
+)
+
+select * from aggregated

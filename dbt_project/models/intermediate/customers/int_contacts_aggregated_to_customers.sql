@@ -1,0 +1,22 @@
+-- Each customer's contact history over the last 365 days.
+with responses as (
+    select
+        customer_id,
+        response,
+        {{ dbt.datediff('contact_date', business_date(), 'day') }} as days_ago
+    from {{ ref('stg_core_banking__campaign_responses') }}
+),
+
+aggregated as (
+    select
+        customer_id,
+        count(*) as contacts_365d,
+        sum(case when response = 'ACCEPTED' then 1 else 0 end) as accepts_365d,
+        sum(case when response = 'DECLINED' then 1 else 0 end) as declines_365d,
+        min(days_ago) as days_since_last_contact
+    from responses
+    where days_ago < 365
+    group by customer_id
+)
+
+select * from aggregated

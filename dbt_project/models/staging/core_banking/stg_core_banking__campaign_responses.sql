@@ -1,0 +1,20 @@
+with source as (
+    select * from {{ source('core_banking', 'campaign_responses') }}
+    where contact_date <= {{ business_date() }}
+),
+
+renamed as (
+    select
+        -- ids
+        response_id,
+        customer_id,
+        campaign_id,
+        -- strings
+        channel,
+        response,
+        -- dates
+        contact_date
+    from source
+)
+
+select * from renamed

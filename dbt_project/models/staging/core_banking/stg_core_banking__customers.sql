@@ -1,0 +1,30 @@
+with source as (
+    select * from {{ source('core_banking', 'customers') }}
+    where _business_date = {{ business_date() }}
+),
+
+renamed as (
+    select
+        -- ids
+        customer_id,
+        document_type,
+        -- strings
+        segment,
+        income_band,
+        region,
+        district,
+        -- consents (0/1)
+        cast(consent_sms as integer) as consent_sms,
+        cast(consent_email as integer) as consent_email,
+        cast(consent_phone as integer) as consent_phone,
+        cast(consent_push as integer) as consent_push,
+        cast(consent_social as integer) as consent_social,
+        -- dates
+        birth_date,
+        created_on,
+        updated_on,
+        _business_date as as_of_date
+    from source
+)
+
+select * from renamed
