@@ -1,0 +1,52 @@
+"""MLflow tracking and registry: where the propensity model is logged, registered and found."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from crm.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "crm-campaign-propensity"
+CHAMPION = "champion"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def mlflow_client(settings: Settings | None = None):
+    """Point MLflow at the configured store and return a client (creates the local store)."""
+    settings = settings or get_settings()
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    import mlflow  # noqa: PLC0415
+
+    if settings.mlflow_tracking_uri.startswith("sqlite:///"):
+        (settings.home / "mlflow").mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        mlflow.create_experiment(EXPERIMENT, artifact_location=settings.mlflow_artifact_root)
+    mlflow.set_experiment(EXPERIMENT)
+    return mlflow.MlflowClient()
+
+
+def champion(settings: Settings | None = None) -> ModelRef | None:
+    """The registered model version holding the ``champion`` alias, or None."""
+    settings = settings or get_settings()
+    client = mlflow_client(settings)
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+    try:
+        mv = client.get_model_version_by_alias(settings.model_name, CHAMPION)
+    except MlflowException:
+        return None
+    return ModelRef(settings.model_name, str(mv.version))
