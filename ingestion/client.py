@@ -6,7 +6,7 @@ import logging
 import random
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -39,7 +39,7 @@ class IntegrationApiClient:
         self._max_retries = max_retries
         self._backoff_s = backoff_s
 
-    def __enter__(self) -> IntegrationApiClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -92,7 +92,11 @@ class IntegrationApiClient:
         """Every page of a list endpoint, in order."""
         cursor: str | None = None
         while True:
-            query = {**params, "page_size": page_size, **({"cursor": cursor} if cursor else {})}
+            query = {
+                **params,
+                "page_size": page_size,
+                **({"cursor": cursor} if cursor else {}),
+            }
             body = self._request("GET", path, params=query).json()
             yield body["data"]
             cursor = body.get("next_cursor")

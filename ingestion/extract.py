@@ -54,7 +54,10 @@ class ExtractResult:
 
 def window(entity: str, business_date: dt.date, settings: Settings) -> tuple[dt.date, dt.date] | None:
     """The date range an entity's daily extraction covers (None: a snapshot as of the date)."""
-    days = {"transactions": settings.transaction_lookback_days, "campaign_responses": settings.response_lookback_days}
+    days = {
+        "transactions": settings.transaction_lookback_days,
+        "campaign_responses": settings.response_lookback_days,
+    }
     if entity not in days:
         return None
     return business_date - dt.timedelta(days=days[entity] - 1), business_date
@@ -97,8 +100,10 @@ def _api_client(settings: Settings) -> IntegrationApiClient:
     api = settings.core_api
     if api.url is None:
         sandbox = ensure_sandbox(settings.sandbox_customers, settings.sandbox_seed, settings)
-        return IntegrationApiClient(sandbox.url, sandbox.client_id, sandbox.client_secret)
-    return IntegrationApiClient(api.url, api.client_id, api.client_secret)
+        return IntegrationApiClient(
+            sandbox.url, sandbox.client_id, sandbox.client_secret, max_retries=settings.api_max_retries
+        )
+    return IntegrationApiClient(api.url, api.client_id, api.client_secret, max_retries=settings.api_max_retries)
 
 
 def extract_entity(entity: str, business_date: dt.date, settings: Settings | None = None) -> ExtractResult:
@@ -145,7 +150,15 @@ def extract_entity(entity: str, business_date: dt.date, settings: Settings | Non
         _write_atomically(pa.Table.from_pylist(bad), qpath)
     else:
         qpath.unlink(missing_ok=True)
-    result = ExtractResult(entity, business_date.isoformat(), received, len(good), len(bad), pages, str(path))
+    result = ExtractResult(
+        entity,
+        business_date.isoformat(),
+        received,
+        len(good),
+        len(bad),
+        pages,
+        str(path),
+    )
     log.info("extracted %s", json.dumps(asdict(result)))
     if received and len(bad) / received > settings.max_quarantine_share:
         raise QuarantineLimitExceeded(

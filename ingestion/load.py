@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 
 from crm.settings import Settings, get_settings
+from crm.warehouse import connect
 from ingestion.extract import partition_path, window
 from models.core_banking import ENTITIES
 
@@ -21,7 +22,6 @@ WINDOW_COLUMN = {"transactions": "booking_date", "campaign_responses": "contact_
 
 def load_business_date(business_date: dt.date, settings: Settings | None = None) -> dict[str, int]:
     """Load every entity landed for ``business_date``; returns the rows loaded per table."""
-    import duckdb  # noqa: PLC0415
 
     settings = settings or get_settings()
     paths = {e: partition_path(settings.landing_dir, e, business_date) for e in ENTITIES}
@@ -31,7 +31,7 @@ def load_business_date(business_date: dt.date, settings: Settings | None = None)
     settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
     d = business_date.isoformat()
-    with duckdb.connect(str(settings.duckdb_path)) as con:
+    with connect(settings) as con:
         con.execute("create schema if not exists raw")
         con.execute("begin transaction")
         try:
@@ -40,10 +40,16 @@ def load_business_date(business_date: dt.date, settings: Settings | None = None)
                 con.execute(f"create table if not exists raw.{entity} as select * from {source} limit 0")
                 span = window(entity, business_date, settings)
                 if span is None:
-                    con.execute(f"delete from raw.{entity} where _business_date = ?", [business_date])
+                    con.execute(
+                        f"delete from raw.{entity} where _business_date = ?",
+                        [business_date],
+                    )
                 else:
                     col = WINDOW_COLUMN[entity]
-                    con.execute(f"delete from raw.{entity} where {col} between ? and ?", list(span))
+                    con.execute(
+                        f"delete from raw.{entity} where {col} between ? and ?",
+                        list(span),
+                    )
                 con.execute(f"insert into raw.{entity} by name select * from {source}")
                 counts[entity] = con.execute(f"select count(*) from read_parquet('{path}')").fetchone()[0]
             con.execute("commit")

@@ -22,13 +22,23 @@ def arbitrate(
     if pairs.empty:
         return pairs.assign(rank=pd.Series(dtype="int64"))
     pairs = pairs.assign(priority=pairs["propensity"] * pairs["value_pen"] * pairs["priority_weight"])
-    pairs = pairs.sort_values(["priority", "customer_id", "campaign_id"], ascending=[False, True, True], kind="stable")
+    pairs = pairs.sort_values(
+        ["priority", "customer_id", "campaign_id"],
+        ascending=[False, True, True],
+        kind="stable",
+    )
     customer_codes, _ = pd.factorize(pairs["customer_id"])
     campaign_codes, campaigns = pd.factorize(pairs["campaign_id"])
     channel_codes, channels = pd.factorize(pairs["channel"])
     per_customer = np.zeros(customer_codes.max() + 1, dtype=np.int64)
-    campaign_left = np.array([campaign_capacity.get(c, np.iinfo(np.int64).max) for c in campaigns], dtype=np.int64)
-    channel_left = np.array([channel_capacity.get(c, np.iinfo(np.int64).max) for c in channels], dtype=np.int64)
+    campaign_left = np.array(
+        [campaign_capacity.get(c, np.iinfo(np.int64).max) for c in campaigns],
+        dtype=np.int64,
+    )
+    channel_left = np.array(
+        [channel_capacity.get(c, np.iinfo(np.int64).max) for c in channels],
+        dtype=np.int64,
+    )
     keep = np.zeros(len(pairs), dtype=bool)
     for i, (cu, ca, ch) in enumerate(zip(customer_codes, campaign_codes, channel_codes, strict=True)):
         if per_customer[cu] < max_offers and campaign_left[ca] > 0 and channel_left[ch] > 0:

@@ -27,7 +27,7 @@ def mlflow_client(settings: Settings | None = None):
     """Point MLflow at the configured store and return a client (creates the local store)."""
     settings = settings or get_settings()
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    import mlflow  # noqa: PLC0415
+    import mlflow
 
     if settings.mlflow_tracking_uri.startswith("sqlite:///"):
         (settings.home / "mlflow").mkdir(parents=True, exist_ok=True)
@@ -43,7 +43,7 @@ def champion(settings: Settings | None = None) -> ModelRef | None:
     """The registered model version holding the ``champion`` alias, or None."""
     settings = settings or get_settings()
     client = mlflow_client(settings)
-    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+    from mlflow.exceptions import MlflowException
 
     try:
         mv = client.get_model_version_by_alias(settings.model_name, CHAMPION)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from crm.settings import Settings, get_settings
+from crm.warehouse import connect
 from ml.arbitrate import arbitrate
 from ml.features import FEATURES, REASON_TEXT, scoring_batches
 from ml.registry import CHAMPION, ModelRef, champion, mlflow_client
@@ -46,7 +47,7 @@ def ensure_champion(business_date: dt.date, settings: Settings | None = None) ->
 
 
 def _check_signature(model_uri: str, columns: list[str]) -> None:
-    from mlflow.models import get_model_info  # noqa: PLC0415
+    from mlflow.models import get_model_info
 
     signature = get_model_info(model_uri).signature
     expected = signature.inputs.input_names() if signature is not None else FEATURES
@@ -74,8 +75,7 @@ def _reasons(batch: pd.DataFrame, reference: dict[str, float]) -> list[str]:
 
 def score_and_assign(business_date: dt.date, settings: Settings | None = None) -> ScoringResult:
     """Score every eligible pair of ``business_date`` with the champion, arbitrate, write the result."""
-    import duckdb  # noqa: PLC0415
-    import mlflow  # noqa: PLC0415
+    import mlflow
 
     settings = settings or get_settings()
     ref = ensure_champion(business_date, settings)
@@ -83,7 +83,7 @@ def score_and_assign(business_date: dt.date, settings: Settings | None = None) -
     model_uri = f"models:/{ref.name}@{CHAMPION}"
     model = mlflow.sklearn.load_model(model_uri)
     scored: list[pd.DataFrame] = []
-    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+    with connect(settings) as con:
         reference = {
             c: float(v or 0)
             for c, v in zip(
@@ -105,10 +105,23 @@ def score_and_assign(business_date: dt.date, settings: Settings | None = None) -
         checked = False
         for batch in scoring_batches(con, business_date):
             if not checked:
-                _check_signature(model_uri, [c for c in batch.columns if c in FEATURES or c.startswith("x_")])
+                _check_signature(
+                    model_uri,
+                    [c for c in batch.columns if c in FEATURES or c.startswith("x_")],
+                )
                 checked = True
             propensity = model.predict_proba(batch[FEATURES])[:, 1]
-            out = batch[["customer_id", "campaign_id", "offer_id", "channel", "value_pen", "priority_weight", "valid_until"]].copy()
+            out = batch[
+                [
+                    "customer_id",
+                    "campaign_id",
+                    "offer_id",
+                    "channel",
+                    "value_pen",
+                    "priority_weight",
+                    "valid_until",
+                ]
+            ].copy()
             out["propensity"] = np.round(propensity, 6)
             out["reasons"] = _reasons(batch, reference)
             scored.append(out)
@@ -139,7 +152,6 @@ def score_and_assign(business_date: dt.date, settings: Settings | None = None) -
 
 def write_assignments(business_date: dt.date, assigned: pd.DataFrame, ref: ModelRef, settings: Settings) -> None:
     """Replace the business date's rows of ``marts.customer_campaign_assignments`` in one transaction."""
-    import duckdb  # noqa: PLC0415
 
     frame = pd.DataFrame(
         {
@@ -157,7 +169,7 @@ def write_assignments(business_date: dt.date, assigned: pd.DataFrame, ref: Model
             "reasons": assigned["reasons"].astype(str),
         }
     )
-    with duckdb.connect(str(settings.duckdb_path)) as con:
+    with connect(settings) as con:
         con.execute(
             f"""
             create table if not exists {ASSIGNMENTS_TABLE} (
@@ -171,7 +183,10 @@ def write_assignments(business_date: dt.date, assigned: pd.DataFrame, ref: Model
         )
         con.execute("begin transaction")
         try:
-            con.execute(f"delete from {ASSIGNMENTS_TABLE} where business_date = ?", [business_date])
+            con.execute(
+                f"delete from {ASSIGNMENTS_TABLE} where business_date = ?",
+                [business_date],
+            )
             con.register("frame", frame)
             con.execute(f"insert into {ASSIGNMENTS_TABLE} by name select * from frame")
             con.execute("commit")

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from crm.settings import Settings, get_settings
+from crm.warehouse import connect
 from ml.features import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES, training_frame
 from ml.registry import CHAMPION, ModelRef, mlflow_client
 
@@ -24,18 +25,28 @@ class TrainingError(RuntimeError):
 
 
 def build_pipeline():
-    from sklearn.compose import ColumnTransformer  # noqa: PLC0415
-    from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: PLC0415
-    from sklearn.pipeline import Pipeline  # noqa: PLC0415
-    from sklearn.preprocessing import OneHotEncoder  # noqa: PLC0415
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
 
     pre = ColumnTransformer(
-        [("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False), CATEGORICAL_FEATURES)],
+        [
+            (
+                "categorical",
+                OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                CATEGORICAL_FEATURES,
+            )
+        ],
         remainder="passthrough",
         verbose_feature_names_out=False,
     )
     model = HistGradientBoostingClassifier(
-        max_iter=200, learning_rate=0.05, max_leaf_nodes=15, l2_regularization=1.0, random_state=0
+        max_iter=200,
+        learning_rate=0.05,
+        max_leaf_nodes=15,
+        l2_regularization=1.0,
+        random_state=0,
     )
     return Pipeline([("features", pre), ("model", model)])
 
@@ -47,14 +58,13 @@ def time_split(df: pd.DataFrame, holdout_share: float = 0.2) -> tuple[pd.DataFra
 
 def train_and_register(business_date: dt.date, settings: Settings | None = None, promote: bool = True) -> ModelRef:
     """Train on the contacts known on ``business_date``; register; give it ``champion`` if asked."""
-    import duckdb  # noqa: PLC0415
-    import mlflow  # noqa: PLC0415
-    from mlflow.models import infer_signature  # noqa: PLC0415
-    from sklearn import __version__ as sklearn_version  # noqa: PLC0415
-    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score  # noqa: PLC0415
+    import mlflow
+    from mlflow.models import infer_signature
+    from sklearn import __version__ as sklearn_version
+    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
     settings = settings or get_settings()
-    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+    with connect(settings) as con:
         df = training_frame(con, business_date)
     if len(df) < 200 or df["accepted"].nunique() < 2:
         raise TrainingError(
@@ -101,7 +111,13 @@ def train_and_register(business_date: dt.date, settings: Settings | None = None,
             skops_trusted_types=["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"],
         )
         version = str(info.registered_model_version)
-        log.info("trained %s v%s in run %s: %s", settings.model_name, version, run.info.run_id, metrics)
+        log.info(
+            "trained %s v%s in run %s: %s",
+            settings.model_name,
+            version,
+            run.info.run_id,
+            metrics,
+        )
     if promote:
         client.set_registered_model_alias(settings.model_name, CHAMPION, version)
         log.info("%s v%s is now %s", settings.model_name, version, CHAMPION)

@@ -15,11 +15,23 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 Segment = Literal["MASIVO", "EMPRENDEDOR", "PREFERENTE", "PREMIUM"]
 IncomeBand = Literal["B1", "B2", "B3", "B4", "B5"]  # < 1.5k, 1.5-3k, 3-6k, 6-12k, >= 12k PEN/month
 Product = Literal[
-    "SAVINGS", "CHECKING", "CTS", "TERM_DEPOSIT", "CREDIT_CARD", "PERSONAL_LOAN", "MORTGAGE", "INSURANCE"
+    "SAVINGS",
+    "CHECKING",
+    "CTS",
+    "TERM_DEPOSIT",
+    "CREDIT_CARD",
+    "PERSONAL_LOAN",
+    "MORTGAGE",
+    "INSURANCE",
 ]
 Currency = Literal["PEN", "USD"]
 TransactionType = Literal[
-    "SALARY_DEPOSIT", "POS_PURCHASE", "ATM_WITHDRAWAL", "TRANSFER", "WALLET_P2P", "BILL_PAYMENT"
+    "SALARY_DEPOSIT",
+    "POS_PURCHASE",
+    "ATM_WITHDRAWAL",
+    "TRANSFER",
+    "WALLET_P2P",
+    "BILL_PAYMENT",
 ]
 Channel = Literal["SMS", "EMAIL", "PHONE", "PUSH", "SOCIAL"]
 Response = Literal["ACCEPTED", "DECLINED", "NO_ANSWER"]

@@ -24,7 +24,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.credentials_file:
         creds = json.loads(args.credentials_file.read_text())
     else:
-        creds = {"client_id": "crm-platform", "client_secret": secrets.token_urlsafe(24)}
+        creds = {
+            "client_id": "crm-platform",
+            "client_secret": secrets.token_urlsafe(24),
+        }
         print(f"OAuth2 client credentials for this run: {json.dumps(creds)}", flush=True)
     app = create_app(Bank(args.customers, args.seed), creds["client_id"], creds["client_secret"])
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

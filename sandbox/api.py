@@ -45,7 +45,13 @@ def _decode(cursor: str | None) -> Key:
         raise HTTPException(400, detail="malformed cursor") from None
 
 
-def paginate(bank: Bank, generate: Generator, per_customer: float, cursor: str | None, page_size: int) -> dict:
+def paginate(
+    bank: Bank,
+    generate: Generator,
+    per_customer: float,
+    cursor: str | None,
+    page_size: int,
+) -> dict:
     """One page of ``generate`` records in (customer, day, index) order, starting at ``cursor``."""
     start = _decode(cursor)
     block = max(1, int(page_size / max(per_customer, 1e-6)))
@@ -86,11 +92,19 @@ def create_app(bank: Bank, client_id: str, client_secret: str) -> FastAPI:
 
     def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
         if not authorization or not authorization.lower().startswith("bearer "):
-            raise HTTPException(401, detail="missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                detail="missing bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         expiry, _, sig = authorization[7:].partition(".")
         good = hmac.new(signing_key, expiry.encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(sig, good) or not expiry.isdigit() or int(expiry) < time.time():
-            raise HTTPException(401, detail="invalid or expired token", headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                detail="invalid or expired token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     auth = [Depends(require_token)]
 
@@ -110,7 +124,11 @@ def create_app(bank: Bank, client_id: str, client_secret: str) -> FastAPI:
         ok_secret = hmac.compare_digest(client_secret_, client_secret)
         if not (ok_id and ok_secret):
             raise HTTPException(401, detail={"error": "invalid_client"})
-        return {"access_token": issue_token(), "token_type": "bearer", "expires_in": TOKEN_TTL_S}
+        return {
+            "access_token": issue_token(),
+            "token_type": "bearer",
+            "expires_in": TOKEN_TTL_S,
+        }
 
     @app.get("/v1/customers", dependencies=auth)
     def customers(as_of: dt.date, page_size: PageSize = 1000, cursor: str | None = None) -> JSONResponse:
@@ -128,13 +146,23 @@ def create_app(bank: Bank, client_id: str, client_secret: str) -> FastAPI:
 
     @app.get("/v1/transactions", dependencies=auth)
     def transactions(
-        date_from: dt.date, date_to: dt.date, page_size: PageSize = 1000, cursor: str | None = None
+        date_from: dt.date,
+        date_to: dt.date,
+        page_size: PageSize = 1000,
+        cursor: str | None = None,
     ) -> JSONResponse:
         days = _days(date_from, date_to)
 
         def gen(ids: np.ndarray):
             return (
-                ((r["customer_id"], int(r["transaction_id"][1:7]), int(r["transaction_id"][-1])), r)
+                (
+                    (
+                        r["customer_id"],
+                        int(r["transaction_id"][1:7]),
+                        int(r["transaction_id"][-1]),
+                    ),
+                    r,
+                )
                 for r in bank.transactions(ids, days)
             )
 
@@ -142,7 +170,10 @@ def create_app(bank: Bank, client_id: str, client_secret: str) -> FastAPI:
 
     @app.get("/v1/campaign-responses", dependencies=auth)
     def campaign_responses(
-        date_from: dt.date, date_to: dt.date, page_size: PageSize = 1000, cursor: str | None = None
+        date_from: dt.date,
+        date_to: dt.date,
+        page_size: PageSize = 1000,
+        cursor: str | None = None,
     ) -> JSONResponse:
         days = _days(date_from, date_to)
 

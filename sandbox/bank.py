@@ -25,7 +25,18 @@ HISTORY_ANCHOR = dt.date(2024, 1, 1)  # customers joined over the ten years befo
 SEEDS_DIR = Path(__file__).resolve().parent.parent / "dbt_project" / "seeds"
 
 REGIONS = {
-    "LIMA": (0.46, ["MIRAFLORES", "SAN ISIDRO", "SURCO", "SAN JUAN DE LURIGANCHO", "LOS OLIVOS", "ATE", "COMAS"]),
+    "LIMA": (
+        0.46,
+        [
+            "MIRAFLORES",
+            "SAN ISIDRO",
+            "SURCO",
+            "SAN JUAN DE LURIGANCHO",
+            "LOS OLIVOS",
+            "ATE",
+            "COMAS",
+        ],
+    ),
     "AREQUIPA": (0.09, ["CERCADO", "CAYMA", "YANAHUARA"]),
     "LA LIBERTAD": (0.08, ["TRUJILLO", "VICTOR LARCO"]),
     "PIURA": (0.07, ["PIURA", "CASTILLA", "SULLANA"]),
@@ -43,9 +54,27 @@ LAST_NAMES = [
     "QUISPE", "FLORES", "SANCHEZ", "RODRIGUEZ", "GARCIA", "ROJAS", "MAMANI", "HUAMAN", "CHAVEZ",
     "TORRES", "RAMOS", "VARGAS", "CASTILLO", "MENDOZA", "DIAZ", "RIOS", "GUTIERREZ", "PAREDES",
 ]  # fmt: skip
-MERCHANT_CATEGORIES = ["GROCERY", "RESTAURANTS", "FUEL", "TRAVEL", "ELECTRONICS", "CLOTHING", "HEALTH", "ENTERTAINMENT"]
+MERCHANT_CATEGORIES = [
+    "GROCERY",
+    "RESTAURANTS",
+    "FUEL",
+    "TRAVEL",
+    "ELECTRONICS",
+    "CLOTHING",
+    "HEALTH",
+    "ENTERTAINMENT",
+]
 # account slots: slot k of customer c has account id c*10+k
-SLOT_PRODUCTS = ["SAVINGS", "CREDIT_CARD", "CTS", "TERM_DEPOSIT", "PERSONAL_LOAN", "MORTGAGE", "INSURANCE", "CHECKING"]
+SLOT_PRODUCTS = [
+    "SAVINGS",
+    "CREDIT_CARD",
+    "CTS",
+    "TERM_DEPOSIT",
+    "PERSONAL_LOAN",
+    "MORTGAGE",
+    "INSURANCE",
+    "CHECKING",
+]
 MAX_TX_PER_DAY = 4
 CONTACT_RATE = 0.004  # chance that a customer is contacted by some campaign on a given day
 
@@ -107,7 +136,11 @@ def load_campaigns(seeds_dir: Path = SEEDS_DIR) -> list[Campaign]:
         channels.setdefault(row["campaign_id"], []).append(row["channel"])
     with open(seeds_dir / "campaigns.csv") as fh:
         return [
-            Campaign(r["campaign_id"], r["product"], tuple(channels.get(r["campaign_id"], ())))
+            Campaign(
+                r["campaign_id"],
+                r["product"],
+                tuple(channels.get(r["campaign_id"], ())),
+            )
             for r in csv.DictReader(fh)
         ]
 
@@ -284,7 +317,13 @@ class Bank:
         u_type = self._u(cid, dn, j, 71)
         types = np.select(
             [u_type < 0.45, u_type < 0.58, u_type < 0.70, u_type < 0.88, u_type < 0.99],
-            ["POS_PURCHASE", "ATM_WITHDRAWAL", "TRANSFER", "WALLET_P2P", "BILL_PAYMENT"],
+            [
+                "POS_PURCHASE",
+                "ATM_WITHDRAWAL",
+                "TRANSFER",
+                "WALLET_P2P",
+                "BILL_PAYMENT",
+            ],
             "SALARY_DEPOSIT",
         )
         dom = np.array([from_day_number(x).day for x in dns])[np.searchsorted(dns, dn)] if len(dns) else dn
@@ -307,8 +346,14 @@ class Bank:
                 "currency": "PEN",
             }
             for c, d, jj, a, t, m, amt in zip(
-                cid.tolist(), dn.tolist(), j.tolist(), account.tolist(), types.tolist(), mcc.tolist(),
-                amount.tolist(), strict=True,
+                cid.tolist(),
+                dn.tolist(),
+                j.tolist(),
+                account.tolist(),
+                types.tolist(),
+                mcc.tolist(),
+                amount.tolist(),
+                strict=True,
             )
         ]
 
@@ -321,7 +366,15 @@ class Bank:
         intercept, w = _PROPENSITY.get(campaign.product, (-3.0, [0.2] * 7))
         age_z = (p["age"] - 45) / 15
         x = np.column_stack(
-            [p["income_z"], age_z, p["digital"], p["activity"], p["has_card"], p["balance_z"], p["young_family"]]
+            [
+                p["income_z"],
+                age_z,
+                p["digital"],
+                p["activity"],
+                p["has_card"],
+                p["balance_z"],
+                p["young_family"],
+            ]
         )
         # each campaign has its own twist on its product's propensity
         twist = (uniform(self.seed, self._campaign_index[campaign_id], 80) - 0.5) * 0.6

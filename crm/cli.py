@@ -1,0 +1,312 @@
+"""``python -m crm.cli``: the commands behind the Makefile's verbs."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from crm.settings import REPO_ROOT, Settings, get_settings
+from crm.warehouse import connect
+
+
+def _say(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def dbt_parse(settings: Settings) -> int:
+    """Parse the dbt project into target/manifest.json (what Cosmos renders the DAG from)."""
+    env = {
+        **os.environ,
+        "CRM_DUCKDB_PATH": str(settings.duckdb_path),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+    dbt = Path(sys.executable).parent / "dbt"
+    cmd = [str(dbt), "parse", "--profiles-dir", ".", "--quiet"]
+    return subprocess.run(cmd, cwd=settings.dbt_project_dir, env=env, check=False).returncode
+
+
+def _task_states(settings: Settings, run_id: str) -> list[dict]:
+    from crm.airflow_env import airflow
+
+    done = airflow(
+        ["tasks", "states-for-dag-run", "crm_daily", run_id, "-o", "json"],
+        settings,
+        capture_output=True,
+        text=True,
+    )
+    try:
+        return json.loads(done.stdout[done.stdout.index("[") :])
+    except ValueError:
+        return []
+
+
+def _failure_cause(log_text: str) -> str:
+    """The last exception line of a failed run's log (what a user needs to see first)."""
+    lines = [ln for ln in log_text.splitlines() if re.search(r"\b\w+(Error|Exception|Failed|Exceeded|Mismatch)\b:", ln)]
+    return lines[-1].strip()[:600] if lines else "see the log"
+
+
+def summarize(business_date: dt.date, settings: Settings) -> dict:
+    """What the run produced, read back from each stage's output."""
+    import pyarrow.parquet as pq
+
+    from ingestion.extract import partition_path
+    from models.core_banking import ENTITIES
+
+    out: dict = {"landing": {}, "quarantine": {}, "raw": {}, "marts": {}}
+    for entity in ENTITIES:
+        path = partition_path(settings.landing_dir, entity, business_date)
+        out["landing"][entity] = pq.read_metadata(path).num_rows if path.exists() else 0
+        qpath = partition_path(settings.quarantine_dir, entity, business_date)
+        out["quarantine"][entity] = pq.read_metadata(qpath).num_rows if qpath.exists() else 0
+    with connect(settings) as con:
+        for entity in ENTITIES:
+            out["raw"][entity] = con.execute(f"select count(*) from raw.{entity}").fetchone()[0]
+        for table, col in (
+            ("customer_features", "as_of_date"),
+            ("campaign_eligibility", "as_of_date"),
+            ("customer_campaign_assignments", "business_date"),
+        ):
+            out["marts"][table] = con.execute(
+                f"select count(*) from marts.{table} where {col} = ?", [business_date]
+            ).fetchone()[0]
+        row = con.execute(
+            "select any_value(model_name), any_value(model_version), count(distinct customer_id) "
+            "from marts.customer_campaign_assignments where business_date = ?",
+            [business_date],
+        ).fetchone()
+        out["model"] = {"name": row[0], "version": row[1]}
+        out["customers_with_offers"] = row[2]
+    return out
+
+
+def _snapshot_meta(settings: Settings) -> dict | None:
+    import redis
+
+    from crm.services import ensure_redis
+    from serving.keys import Keys
+
+    client = redis.Redis.from_url(ensure_redis(settings), decode_responses=True)
+    keys = Keys(settings.redis_prefix)
+    sid = client.get(keys.current)
+    meta = client.get(keys.meta(sid)) if sid else None
+    return json.loads(meta) if meta else None
+
+
+def ensure_demo_keys(settings: Settings) -> dict[str, str]:
+    """One API key per role for the demo, in .crm/demo_api_keys.json (hashes in the key store)."""
+    from serving.auth import hash_key, issue_keys, load_key_store
+
+    path = settings.demo_api_keys_path
+    if path.exists():
+        keys = json.loads(path.read_text())
+        store = load_key_store(settings.api_keys_path)
+        if all(hash_key(k) in store for k in keys.values()):
+            return keys
+    keys = issue_keys(settings.api_keys_path)
+    path.write_text(json.dumps(keys, indent=2))
+    path.chmod(0o600)
+    return keys
+
+
+def run_daily(
+    business_date: dt.date,
+    customers: int,
+    seed: int,
+    settings: Settings,
+    quiet: bool = False,
+) -> int:
+    """Run crm_daily for ``business_date`` through ``airflow dags test``; 0 when it succeeded."""
+    from crm.airflow_env import airflow_env, prepare_airflow
+
+    settings.ensure_dirs()
+    prepare_airflow(settings)
+    log_path = settings.home / "runs" / f"crm_daily_{business_date}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    conf = json.dumps({"customers": customers, "seed": seed})
+    env = airflow_env(settings, {"CRM_TASK_RETRIES": "0"})
+    cmd = [
+        str(Path(sys.executable).parent / "airflow"),
+        "dags",
+        "test",
+        "crm_daily",
+        business_date.isoformat(),
+        "-c",
+        conf,
+    ]
+    _say(f"running crm_daily for {business_date} through Airflow (airflow dags test); log: {log_path}")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=REPO_ROOT,
+        )
+        assert proc.stdout is not None
+        seen: set[tuple[str, str]] = set()
+        for line in proc.stdout:
+            log.write(line)
+            m = re.search(r"task_id='([\w.]+)'.*?map_index=(-?\d+)", line)
+            if m and m.group(1, 2) not in seen and not quiet:
+                seen.add(m.group(1, 2))
+                _say(f"  {m.group(1)}{'' if m.group(2) == '-1' else '[' + m.group(2) + ']'}")
+        rc = proc.wait()
+    text = log_path.read_text()
+    finished = re.search(r"DagRun Finished:[^\n]*state=(\w+)", text)
+    ok = rc == 0 and finished is not None and finished.group(1) == "success"
+    failed = []
+    if "Task failed with exception" in text:
+        before_failure = text[: text.index("Task failed with exception")]
+        failed = re.findall(r"task_id='([\w.]+)'", before_failure)[-1:]
+    if not ok:
+        stage = failed[0] if failed else "crm_daily"
+        _say(f"\ncrm_daily FAILED for {business_date} at stage {stage}: {_failure_cause(text)}")
+        _say(f"nothing was published to the cache from this run. Full log: {log_path}")
+        return 1
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    from crm.services import running_services, stop_services_started_since
+
+    os.environ["CRM_SANDBOX_CUSTOMERS"] = str(args.customers)
+    os.environ["CRM_SANDBOX_SEED"] = str(args.seed)
+    settings = get_settings()
+    business_date = dt.date.fromisoformat(args.date)
+    before = running_services(settings)
+    try:
+        rc = run_daily(business_date, args.customers, args.seed, settings)
+        if rc:
+            return rc
+        summary = summarize(business_date, settings)
+        meta = _snapshot_meta(settings)
+        keys = ensure_demo_keys(settings)
+    finally:
+        stopped = stop_services_started_since(before, settings)
+    _say(
+        f"\ncrm_daily succeeded for business date {business_date} ({args.customers} sandbox customers, seed {args.seed})"
+    )
+    _say("rows per stage:")
+    for stage in ("landing", "quarantine", "raw", "marts"):
+        _say(f"  {stage:<11}" + ", ".join(f"{k}={v}" for k, v in summary[stage].items()))
+    _say(f"customers with offers: {summary['customers_with_offers']}")
+    _say(f"model: {summary['model']['name']} version {summary['model']['version']} (alias champion)")
+    if meta:
+        _say(f"cache snapshot: {meta['snapshot_id']} ({meta['customers']} customers, {meta['offers']} offers, "
+             f"{meta['segments']} segments), expires {meta['expires_at']}")  # fmt: skip
+    _say(f"demo API keys (one per role): {settings.demo_api_keys_path}")
+    if stopped:
+        _say(f"stopped the services this run started: {', '.join(stopped)} (the cache is saved and reloads on demand)")
+    some_customer = _first_customer(settings, business_date)
+    _say(
+        "\nhow to look at it:\n"
+        "  make serve                                   # the read API on http://127.0.0.1:8000 (docs at /docs)\n"
+        f'  curl -H "X-API-Key: {keys["sales"][:14]}..." http://127.0.0.1:8000/v1/customers/{some_customer}/offers\n'
+        "     (full keys: cat .crm/demo_api_keys.json)\n"
+        "  make airflow                                 # the Airflow UI with this run, on http://localhost:8080\n"
+        f"  .venv/bin/python -c \"import duckdb; print(duckdb.connect('{settings.duckdb_path}', read_only=True)"
+        ".sql('select * from marts.customer_campaign_assignments limit 10'))\""
+    )
+    return 0
+
+
+def _first_customer(settings: Settings, business_date: dt.date) -> int:
+
+    with connect(settings) as con:
+        row = con.execute(
+            "select min(customer_id) from marts.customer_campaign_assignments where business_date = ?",
+            [business_date],
+        ).fetchone()
+    return int(row[0] or 1)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from crm.services import ensure_redis, running_services, stop_services_started_since
+    from serving.api import create_app
+
+    settings = get_settings()
+    before = running_services(settings)
+    try:
+        url = ensure_redis(settings)
+        if not settings.api_keys_path.exists():
+            ensure_demo_keys(settings)
+        _say(f"read API on http://{args.host}:{args.port} (OpenAPI docs at /docs); keys: {settings.demo_api_keys_path}")
+        uvicorn.run(
+            create_app(url, settings),
+            host=args.host,
+            port=args.port,
+            log_level="info",
+            access_log=False,
+        )
+    finally:
+        stop_services_started_since(before, settings)
+    return 0
+
+
+def airflow_ui(args: argparse.Namespace) -> int:
+    from crm.airflow_env import API_PORT, airflow_env, prepare_airflow
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    prepare_airflow(settings)
+    pw = settings.airflow_home / "simple_auth_manager_passwords.json.generated"
+    _say(f"starting Airflow (airflow standalone) on http://localhost:{API_PORT}")
+    _say(f"log in as admin; the password is in {pw} once it has started. Ctrl-C stops it.")
+    cmd = [str(Path(sys.executable).parent / "airflow"), "standalone"]
+    return subprocess.run(cmd, env=airflow_env(settings), check=False).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="crm", description="CRM campaign platform")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("dbt-parse", help="parse the dbt project into its manifest")
+    p = sub.add_parser("demo", help="run crm_daily through Airflow on the sandbox bank")
+    p.add_argument("--date", default=(dt.date.today() - dt.timedelta(days=1)).isoformat())
+    p.add_argument("--customers", type=int, default=5000)
+    p.add_argument("--seed", type=int, default=42)
+    p = sub.add_parser("serve", help="serve the read API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p = sub.add_parser("sandbox", help="serve the sandbox bank")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--customers", type=int, default=5000)
+    p.add_argument("--seed", type=int, default=42)
+    sub.add_parser("airflow", help="start the Airflow UI")
+    args = parser.parse_args(argv)
+    if args.command == "dbt-parse":
+        return dbt_parse(get_settings())
+    if args.command == "demo":
+        return demo(args)
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "sandbox":
+        from sandbox.__main__ import main as sandbox_main
+
+        sandbox_main(
+            [
+                "--port",
+                str(args.port),
+                "--customers",
+                str(args.customers),
+                "--seed",
+                str(args.seed),
+            ]
+        )
+        return 0
+    if args.command == "airflow":
+        return airflow_ui(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

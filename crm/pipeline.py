@@ -1,0 +1,85 @@
+"""The stages of the daily pipeline as plain functions: what each task of ``crm_daily`` calls.
+
+Each takes the business date (and the run's parameters), does its stage through the package that
+owns it, and returns a small JSON-able summary that Airflow keeps as the task's XCom.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import asdict
+from typing import Any
+
+from crm.settings import Settings, get_settings
+from crm.warehouse import connect
+
+
+def run_settings(params: dict[str, Any] | None = None) -> Settings:
+    """Settings for one run: the environment, with the run's sandbox parameters on top."""
+    settings = get_settings()
+    params = params or {}
+    changes = {}
+    if params.get("customers"):
+        changes["sandbox_customers"] = int(params["customers"])
+    if params.get("seed") is not None:
+        changes["sandbox_seed"] = int(params["seed"])
+    settings = dataclasses.replace(settings, **changes) if changes else settings
+    settings.ensure_dirs()
+    return settings
+
+
+def extract(entity: str, business_date: dt.date, params: dict | None = None) -> dict:
+    from ingestion.extract import extract_entity
+
+    return asdict(extract_entity(entity, business_date, run_settings(params)))
+
+
+def gate_landing(entity: str, business_date: dt.date, params: dict | None = None) -> dict:
+    from expectations.runner import gate_landing as _gate
+
+    outcomes = _gate(entity, business_date, run_settings(params))
+    return {
+        "entity": entity,
+        "expectations": len(outcomes),
+        "warnings": sum(not o.success for o in outcomes),
+    }
+
+
+def load_raw(business_date: dt.date, params: dict | None = None) -> dict:
+    from ingestion.load import load_business_date
+
+    return load_business_date(business_date, run_settings(params))
+
+
+def gate_marts(business_date: dt.date, params: dict | None = None) -> dict:
+
+    from expectations.runner import gate
+
+    settings = run_settings(params)
+    with connect(settings) as con:
+        df = con.execute(
+            "select * from marts.customer_features where as_of_date = ?",
+            [business_date],
+        ).df()
+    outcomes = gate("customer_features", df, f"marts.customer_features as of {business_date}")
+    return {"rows": len(df), "expectations": len(outcomes)}
+
+
+def ensure_model(business_date: dt.date, params: dict | None = None) -> dict:
+    from ml.score import ensure_champion
+
+    ref = ensure_champion(business_date, run_settings(params))
+    return {"model_name": ref.name, "model_version": ref.version}
+
+
+def score_and_assign(business_date: dt.date, params: dict | None = None) -> dict:
+    from ml.score import score_and_assign as _score
+
+    return asdict(_score(business_date, run_settings(params)))
+
+
+def publish(business_date: dt.date, params: dict | None = None) -> dict:
+    from serving.load import publish_snapshot
+
+    return asdict(publish_snapshot(business_date, run_settings(params)))

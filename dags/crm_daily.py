@@ -1,0 +1,167 @@
+"""
+### crm_daily: today's campaign assignment, from core banking to the Redis cache
+
+For business date **D** (the run's logical date, `ds`; the scheduled run for D starts at midnight
+Lima time after D ends):
+
+1. **extract_*** (one mapped task per entity): customers and accounts as of D, transactions of the
+   90 days up to D and campaign responses of the 365 days up to D, from the bank's integration API
+   (Connection `crm_core_banking`; the embedded sandbox bank when none is set) into
+   `landing/<entity>/business_date=D/`. Records that break their contract go to `quarantine/`.
+2. **gate_landing** (mapped): the Great Expectations suite of each landed entity.
+3. **load_raw**: the landed partitions into the warehouse's `raw` schema, in one transaction.
+4. **dbt**: staging → intermediate → marts (`customer_features`, `campaign_eligibility`), one task
+   per model followed by its tests (astronomer-cosmos, rendered from the build-time manifest).
+5. **gate_marts**: the Great Expectations suite of `marts.customer_features`.
+6. **ensure_model**: the `champion` of `crm-campaign-propensity` in MLflow (trains and registers one
+   when the registry has none).
+7. **score_and_assign**: scores every eligible customer x campaign pair, arbitrates (at most 3 offers
+   per customer, campaign and channel capacities) into `marts.customer_campaign_assignments`.
+8. **publish_cache**: writes the assignments to Redis (Connection `crm_redis`; the embedded server
+   when none is set) as a new snapshot with a 24-hour TTL and switches to it atomically.
+
+**Rerun or backfill**: every task reads and writes only D's partitions, so clearing a run (or
+`airflow dags backfill crm_daily -s D1 -e D2`) gives the same rows and the same served offers.
+Warehouse writes share the pool `crm_duckdb` (one slot: DuckDB has one writer).
+Params `customers` and `seed` size the embedded sandbox bank only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+from cosmos import (
+    DbtTaskGroup,
+    ExecutionConfig,
+    ProfileConfig,
+    ProjectConfig,
+    RenderConfig,
+)
+from cosmos.constants import InvocationMode, LoadMode, TestBehavior
+
+from crm.settings import get_settings
+
+ENTITIES = ["customers", "accounts", "transactions", "campaign_responses"]
+WAREHOUSE_POOL = "crm_duckdb"
+
+settings = get_settings()
+DBT_DIR = settings.dbt_project_dir
+
+
+def _business_date(ds: str) -> dt.date:
+    return dt.date.fromisoformat(ds)
+
+
+@dag(
+    dag_id="crm_daily",
+    doc_md=__doc__,
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="America/Lima"),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["crm", "daily"],
+    default_args={
+        "owner": "crm-data",
+        "retries": settings.task_retries,
+        "retry_delay": dt.timedelta(minutes=2),
+    },
+    params={
+        "customers": Param(
+            settings.sandbox_customers,
+            type="integer",
+            minimum=1,
+            description="sandbox bank size",
+        ),
+        "seed": Param(settings.sandbox_seed, type="integer", description="sandbox bank seed"),
+    },
+)
+def crm_daily():
+    @task(map_index_template="{{ entity }}")
+    def extract(entity: str, ds: str | None = None, params: dict | None = None) -> dict:
+        from crm.pipeline import extract as run
+
+        get_current_context()["entity"] = entity
+
+        return run(entity, _business_date(ds), params)
+
+    @task(map_index_template="{{ entity }}")
+    def gate_landing(entity: str, ds: str | None = None, params: dict | None = None) -> dict:
+        from crm.pipeline import gate_landing as run
+
+        get_current_context()["entity"] = entity
+
+        return run(entity, _business_date(ds), params)
+
+    @task(pool=WAREHOUSE_POOL)
+    def load_raw(ds: str | None = None, params: dict | None = None) -> dict:
+        from crm.pipeline import load_raw as run
+
+        return run(_business_date(ds), params)
+
+    dbt = DbtTaskGroup(
+        group_id="dbt",
+        project_config=ProjectConfig(
+            dbt_project_path=DBT_DIR,
+            manifest_path=DBT_DIR / "target" / "manifest.json",
+            project_name="crm",
+        ),
+        profile_config=ProfileConfig(
+            profile_name="crm",
+            target_name=settings.dbt_target,
+            profiles_yml_filepath=DBT_DIR / "profiles.yml",
+        ),
+        execution_config=ExecutionConfig(
+            dbt_executable_path=Path(sys.executable).parent / "dbt",
+            invocation_mode=InvocationMode.DBT_RUNNER,
+        ),
+        render_config=RenderConfig(
+            load_method=LoadMode.DBT_MANIFEST,
+            test_behavior=TestBehavior.AFTER_EACH,
+            should_detach_multiple_parents_tests=True,  # a relationships test runs after both models
+        ),
+        operator_args={
+            "vars": {"business_date": "{{ ds }}"},
+            "env": {
+                "CRM_DUCKDB_PATH": str(settings.duckdb_path),
+                "CRM_DBT_TARGET": settings.dbt_target,
+            },
+            "append_env": True,
+            "install_deps": False,
+            "pool": WAREHOUSE_POOL,
+        },
+    )
+
+    @task(pool=WAREHOUSE_POOL)
+    def gate_marts(ds: str | None = None, params: dict | None = None) -> dict:
+        from crm.pipeline import gate_marts as run
+
+        return run(_business_date(ds), params)
+
+    @task(pool=WAREHOUSE_POOL)
+    def ensure_model(ds: str | None = None, params: dict | None = None) -> dict:
+        from crm.pipeline import ensure_model as run
+
+        return run(_business_date(ds), params)
+
+    @task(pool=WAREHOUSE_POOL)
+    def score_and_assign(ds: str | None = None, params: dict | None = None) -> dict:
+        from crm.pipeline import score_and_assign as run
+
+        return run(_business_date(ds), params)
+
+    @task(pool=WAREHOUSE_POOL)
+    def publish_cache(ds: str | None = None, params: dict | None = None) -> dict:
+        from crm.pipeline import publish as run
+
+        return run(_business_date(ds), params)
+
+    extracted = extract.expand(entity=ENTITIES)
+    gated = gate_landing.expand(entity=ENTITIES)
+    extracted >> gated
+    (gated >> load_raw() >> dbt >> gate_marts() >> ensure_model() >> score_and_assign() >> publish_cache())
+
+
+crm_daily()

@@ -1,0 +1,235 @@
+"""The read API over the live Redis snapshot: marketing segments, sales and mobile offers.
+
+Every response names the snapshot it was read from (``snapshot_id`` and ``X-Snapshot-Id``); a
+request reads one snapshot only, retrying once when the snapshot switched under it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, TypeVar
+
+import redis.asyncio as aioredis
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from crm.settings import Settings, get_settings
+from models.serving import MOBILE_FIELDS
+from serving.auth import hash_key, load_key_store
+from serving.keys import Keys
+
+audit = logging.getLogger("crm.audit")
+T = TypeVar("T")
+
+CustomerId = Annotated[int, Path(gt=0, le=10**12, description="core-banking customer id")]
+CampaignId = Annotated[str, Path(pattern=r"^[A-Z0-9][A-Z0-9-]{1,63}$")]
+
+
+class Principal:
+    def __init__(self, key_id: str, role: str):
+        self.key_id = key_id
+        self.role = role
+
+
+class NoSnapshot(Exception):
+    pass
+
+
+def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    keys = Keys(settings.redis_prefix)
+    key_store = load_key_store(settings.api_keys_path)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        settings.audit_log_path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(settings.audit_log_path)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        audit.addHandler(handler)
+        audit.setLevel(logging.INFO)
+        audit.propagate = False
+        yield
+        audit.removeHandler(handler)
+        await app.state.redis.aclose()
+
+    app = FastAPI(
+        title="CRM campaign assignments",
+        description="Today's campaign assignments, served from the live Redis snapshot.",
+        version="1.0",
+        lifespan=lifespan,
+    )
+
+    def principal(roles: tuple[str, ...]) -> Callable[[Request], Principal]:
+        def check(request: Request) -> Principal:
+            key = request.headers.get("x-api-key")
+
+            entry = key_store.get(hash_key(key)) if key else None
+            if entry is None:
+                raise HTTPException(401, detail="missing or unknown API key (header X-API-Key)")
+            if entry["role"] not in roles:
+                raise HTTPException(403, detail=f"the {entry['role']} role may not call this endpoint")
+            return Principal(entry["key_id"], entry["role"])
+
+        return check
+
+    async def in_snapshot(request: Request, read: Callable[[str], Awaitable[T | None]]) -> tuple[str, T | None]:
+        """Run ``read`` against the live snapshot; once more if it switched during the read."""
+        r: aioredis.Redis = request.app.state.redis
+        for _ in range(2):
+            sid = await r.get(keys.current)
+            if sid is None:
+                raise NoSnapshot
+            value = await read(sid)
+            if value is not None or await r.get(keys.current) == sid:
+                return sid, value
+        return sid, value
+
+    def answer(sid: str, body: dict[str, Any]) -> JSONResponse:
+        return JSONResponse({"snapshot_id": sid, **body}, headers={"X-Snapshot-Id": sid})
+
+    @app.exception_handler(NoSnapshot)
+    async def no_snapshot(request: Request, exc: NoSnapshot) -> JSONResponse:
+        return JSONResponse(
+            {"detail": "no live snapshot: the daily run has not published one"},
+            status_code=503,
+        )
+
+    @app.exception_handler(aioredis.ConnectionError)
+    async def redis_down(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": "the cache is unreachable"}, status_code=503)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz(request: Request) -> Response:
+        try:
+            sid = await request.app.state.redis.get(keys.current)
+        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+            return JSONResponse({"ready": False, "reason": "redis unreachable"}, status_code=503)
+        if sid is None:
+            return JSONResponse({"ready": False, "reason": "no live snapshot"}, status_code=503)
+        return JSONResponse({"ready": True, "snapshot_id": sid})
+
+    @app.get("/v1/snapshot", tags=["snapshot"])
+    async def snapshot(
+        request: Request,
+        who: Annotated[Principal, Depends(principal(("marketing", "sales")))],
+    ) -> JSONResponse:
+        r = request.app.state.redis
+
+        async def read(sid: str):
+            return await r.get(keys.meta(sid))
+
+        sid, raw = await in_snapshot(request, read)
+        meta = json.loads(raw) if raw else {}
+        if meta:
+            created = dt.datetime.fromisoformat(meta["created_at"])
+            meta["age_seconds"] = int((dt.datetime.now(dt.UTC) - created).total_seconds())
+        return answer(sid, {"snapshot": meta})
+
+    @app.get("/v1/campaigns", tags=["campaigns"])
+    async def campaigns(
+        request: Request,
+        who: Annotated[Principal, Depends(principal(("marketing", "sales")))],
+    ) -> JSONResponse:
+        r = request.app.state.redis
+
+        async def read(sid: str):
+            return await r.get(keys.campaigns(sid))
+
+        sid, raw = await in_snapshot(request, read)
+        return answer(sid, {"campaigns": json.loads(raw) if raw else []})
+
+    @app.get("/v1/campaigns/{campaign_id}/customers", tags=["campaigns"])
+    async def campaign_customers(
+        request: Request,
+        campaign_id: CampaignId,
+        who: Annotated[Principal, Depends(principal(("marketing",)))],
+        channel: Annotated[str | None, Query(pattern="^(SMS|EMAIL|PHONE|PUSH|SOCIAL)$")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: Annotated[str | None, Query(pattern=r"^\d{1,9}$")] = None,
+    ) -> JSONResponse:
+        r = request.app.state.redis
+        start = int(cursor or 0)
+
+        async def read(sid: str):
+            listed = await r.get(keys.campaigns(sid))
+            if listed is None:
+                return None
+            if campaign_id not in {c["campaign_id"] for c in json.loads(listed)}:
+                return "unknown"
+            key = keys.segment(sid, campaign_id, channel or "ALL")
+            async with r.pipeline(transaction=False) as pipe:
+                pipe.lrange(key, start, start + limit - 1)
+                pipe.llen(key)
+                entries, total = await pipe.execute()
+            return entries, total
+
+        sid, value = await in_snapshot(request, read)
+        if value is None or value == "unknown":
+            raise HTTPException(
+                404,
+                detail=f"campaign {campaign_id} has no assignments in the live snapshot",
+            )
+        entries, total = value
+        customers = []
+        for i, entry in enumerate(entries):
+            cid, offer_id, priority, ch = entry.split("|")
+            customers.append(
+                {
+                    "customer_id": int(cid),
+                    "position": start + i + 1,
+                    "offer_id": offer_id,
+                    "channel": ch,
+                    "priority": float(priority),
+                }
+            )
+        nxt = start + len(entries)
+        return answer(
+            sid,
+            {
+                "campaign_id": campaign_id,
+                "channel": channel,
+                "total": total,
+                "customers": customers,
+                "next_cursor": str(nxt) if nxt < total else None,
+            },
+        )
+
+    @app.get("/v1/customers/{customer_id}/offers", tags=["customers"])
+    async def customer_offers(
+        request: Request,
+        customer_id: CustomerId,
+        who: Annotated[Principal, Depends(principal(("sales", "mobile", "marketing")))],
+    ) -> JSONResponse:
+        r = request.app.state.redis
+        audit.info(
+            json.dumps(
+                {
+                    "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                    "role": who.role,
+                    "key_id": who.key_id,
+                    "customer_id": customer_id,
+                }
+            )
+        )
+
+        async def read(sid: str):
+            return await r.get(keys.customer(sid, customer_id))
+
+        sid, raw = await in_snapshot(request, read)
+        if raw is None:
+            raise HTTPException(404, detail=f"customer {customer_id} has no offers in the live snapshot")
+        offers = json.loads(raw)
+        if who.role == "mobile":
+            offers = [{k: o[k] for k in MOBILE_FIELDS} for o in offers]
+        return answer(sid, {"customer_id": customer_id, "offers": offers})
+
+    return app

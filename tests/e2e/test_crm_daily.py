@@ -1,0 +1,186 @@
+"""crm_daily end to end through Airflow on a small sandbox bank, then read through the API.
+
+Real parts only: the sandbox over HTTP, DuckDB and dbt, the MLflow store, a Redis server, Airflow
+running the DAG (``airflow dags test``, the same command as ``make demo``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from crm.settings import REPO_ROOT
+
+D = dt.date(2026, 11, 26)
+CUSTOMERS = 400
+
+pytestmark = pytest.mark.e2e
+
+
+def _demo(home, date: dt.date, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CRM_HOME": str(home), **(extra_env or {})}
+    cmd = [
+        sys.executable,
+        "-m",
+        "crm.cli",
+        "demo",
+        "--date",
+        date.isoformat(),
+        "--customers",
+        str(CUSTOMERS),
+        "--seed",
+        "11",
+    ]
+    return subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, check=False)
+
+
+@pytest.fixture(scope="module")
+def e2e_home(crm_home):
+    home = crm_home / "e2e"
+    home.mkdir()
+    return home
+
+
+@pytest.fixture(scope="module")
+def first_run(e2e_home):
+    done = _demo(e2e_home, D)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def _settings(home, monkeypatch):
+    monkeypatch.setenv("CRM_HOME", str(home))
+    from crm.settings import get_settings
+
+    return get_settings()
+
+
+def _assignments(settings):
+    from crm.warehouse import connect
+
+    with connect(settings) as con:
+        return con.execute(
+            "select * from marts.customer_campaign_assignments where business_date = ? order by customer_id, rank", [D]
+        ).df()
+
+
+def _served(settings, customer_ids):
+    from crm.services import ensure_redis
+    from serving.api import create_app
+
+    keys = json.loads(settings.demo_api_keys_path.read_text())
+    with TestClient(create_app(ensure_redis(settings), settings)) as client:
+        return {
+            c: client.get(f"/v1/customers/{c}/offers", headers={"X-API-Key": keys["sales"]}).json()
+            for c in customer_ids
+        }, client.get("/v1/snapshot", headers={"X-API-Key": keys["marketing"]}).json()
+
+
+def test_the_run_reports_every_stage_and_leaves_nothing_running(first_run, e2e_home, monkeypatch):
+    out = first_run.stdout
+    assert f"crm_daily succeeded for business date {D}" in out
+    assert "model: crm-campaign-propensity version 1 (alias champion)" in out
+    assert "cache snapshot: 20261126-" in out
+    settings = _settings(e2e_home, monkeypatch)
+    keys = json.loads(settings.demo_api_keys_path.read_text())
+    assert set(keys) == {"marketing", "sales", "mobile"}
+    from crm.services import running_services
+
+    assert running_services(settings) == set()
+
+
+def test_every_customer_gets_at_most_three_consented_offers(first_run, e2e_home, monkeypatch):
+    settings = _settings(e2e_home, monkeypatch)
+    df = _assignments(settings)
+    assert df["customer_id"].nunique() > CUSTOMERS // 4
+    assert df.groupby("customer_id")["rank"].max().max() <= 3
+    assert not df.duplicated(["customer_id", "campaign_id"]).any()
+    from crm.warehouse import connect
+
+    with connect(settings) as con:
+        consents = (
+            con.execute(
+                "select customer_id, consent_sms, consent_email, consent_phone, consent_push, consent_social "
+                "from marts.customer_features where as_of_date = ?",
+                [D],
+            )
+            .df()
+            .set_index("customer_id")
+        )
+    for row in df.itertuples():
+        assert consents.loc[row.customer_id, f"consent_{row.channel.lower()}"] == 1
+
+
+def test_the_api_serves_what_the_warehouse_assigned(first_run, e2e_home, monkeypatch):
+    settings = _settings(e2e_home, monkeypatch)
+    df = _assignments(settings)
+    sample = sorted(df["customer_id"].unique())[:20]
+    try:
+        served, snapshot = _served(settings, sample)
+    finally:
+        from crm.services import stop_services_started_since
+
+        stop_services_started_since(set(), settings)
+    assert snapshot["snapshot"]["business_date"] == D.isoformat()
+    for c in sample:
+        expected = df[df["customer_id"] == c].sort_values("rank")["campaign_id"].tolist()
+        assert [o["campaign_id"] for o in served[c]["offers"]] == expected
+
+
+def test_rerunning_the_same_date_gives_the_same_assignments_and_offers(first_run, e2e_home, monkeypatch):
+    settings = _settings(e2e_home, monkeypatch)
+    before = _assignments(settings)
+    sample = sorted(before["customer_id"].unique())[:20]
+    try:
+        served_before, snap_before = _served(settings, sample)
+    finally:
+        from crm.services import stop_services_started_since
+
+        stop_services_started_since(set(), settings)
+    again = _demo(e2e_home, D)
+    assert again.returncode == 0, again.stdout[-3000:]
+    after = _assignments(settings)
+    assert before.equals(after)
+    try:
+        served_after, snap_after = _served(settings, sample)
+    finally:
+        stop_services_started_since(set(), settings)
+    strip = lambda d: {c: v["offers"] for c, v in d.items()}  # noqa: E731
+    assert strip(served_before) == strip(served_after)
+    assert snap_after["snapshot_id"] != snap_before["snapshot_id"]
+
+
+def test_a_failing_stage_stops_the_run_names_it_and_publishes_nothing(first_run, e2e_home, monkeypatch):
+    settings = _settings(e2e_home, monkeypatch)
+    from crm.services import ensure_redis, stop_services_started_since
+    from serving.keys import Keys
+
+    r = redis.Redis.from_url(ensure_redis(settings), decode_responses=True)
+    live = r.get(Keys(settings.redis_prefix).current)
+    stop_services_started_since(set(), settings)
+    broken = _demo(
+        e2e_home,
+        D + dt.timedelta(days=1),
+        {
+            "CRM_CORE_API_URL": "http://127.0.0.1:9",
+            "CRM_CORE_CLIENT_ID": "x",
+            "CRM_CORE_CLIENT_SECRET": "y",
+            "CRM_API_MAX_RETRIES": "1",
+        },
+    )
+    assert broken.returncode != 0
+    assert "crm_daily FAILED for 2026-11-27 at stage extract" in broken.stdout
+    assert "IntegrationApiError" in broken.stdout
+    assert "nothing was published" in broken.stdout
+    try:
+        r = redis.Redis.from_url(ensure_redis(settings), decode_responses=True)
+        assert r.get(Keys(settings.redis_prefix).current) == live
+    finally:
+        stop_services_started_since(set(), settings)

@@ -1,0 +1,173 @@
+"""The cache load against a real Redis server, and the read API over it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pandas as pd
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from crm.services import ensure_redis
+from crm.warehouse import connect
+from ml.registry import ModelRef
+from ml.score import write_assignments
+from serving.api import create_app
+from serving.auth import issue_keys
+from serving.keys import Keys
+from serving.load import publish_snapshot
+
+D1 = dt.date(2026, 11, 1)
+D2 = dt.date(2026, 11, 2)
+
+
+def _assignments(n_customers: int, offset: int = 0) -> pd.DataFrame:
+    rows = []
+    for c in range(1, n_customers + 1):
+        for rank, (campaign, channel) in enumerate([("CMP-A", "SMS"), ("CMP-B", "PHONE")], start=1):
+            rows.append(
+                {
+                    "customer_id": c + offset,
+                    "rank": rank,
+                    "campaign_id": campaign,
+                    "offer_id": f"OFR-{campaign[-1]}",
+                    "channel": channel,
+                    "propensity": 0.5 / rank,
+                    "priority": 100.0 / rank + c / 1000,
+                    "valid_until": dt.date(2027, 1, 31),
+                    "reasons": json.dumps(["a reason"]),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def published(settings):
+    write_assignments(D1, _assignments(50), ModelRef("crm-campaign-propensity", "3"), settings)
+    write_assignments(D2, _assignments(40, offset=5), ModelRef("crm-campaign-propensity", "4"), settings)
+    return publish_snapshot(D1, settings)
+
+
+@pytest.fixture(scope="module")
+def api(settings, published):
+    keys = issue_keys(settings.api_keys_path)
+    with TestClient(create_app(ensure_redis(settings), settings)) as client:
+        yield client, keys
+
+
+def get(api, path, role=None, **params):
+    client, keys = api
+    headers = {"X-API-Key": keys[role]} if role else {}
+    return client.get(path, headers=headers, params=params)
+
+
+def test_offers_are_served_best_first_with_the_snapshot_id(api, published):
+    resp = get(api, "/v1/customers/7/offers", "sales")
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["snapshot_id"] == published.snapshot_id == resp.headers["X-Snapshot-Id"]
+    assert [o["campaign_id"] for o in body["offers"]] == ["CMP-A", "CMP-B"]
+    assert {"propensity", "priority", "reasons"} <= set(body["offers"][0])
+
+
+def test_mobile_sees_offers_only_without_scores_or_reasons(api):
+    offers = get(api, "/v1/customers/7/offers", "mobile").json()["offers"]
+    assert offers and all(set(o) == {"rank", "campaign_id", "offer_id", "channel", "valid_until"} for o in offers)
+    assert get(api, "/v1/campaigns", "mobile").status_code == 403
+    assert get(api, "/v1/campaigns/CMP-A/customers", "mobile").status_code == 403
+
+
+def test_keys_are_required_and_roles_enforced(api):
+    assert get(api, "/v1/customers/7/offers").status_code == 401
+    client, _ = api
+    assert client.get("/v1/customers/7/offers", headers={"X-API-Key": "made-up"}).status_code == 401
+    assert get(api, "/v1/campaigns/CMP-A/customers", "sales").status_code == 403
+    assert get(api, "/v1/campaigns", "sales").status_code == 200
+
+
+def test_unknown_and_malformed_ids(api):
+    assert get(api, "/v1/customers/999999/offers", "sales").status_code == 404
+    assert get(api, "/v1/customers/abc/offers", "sales").status_code == 422
+    assert get(api, "/v1/campaigns/CMP-NOPE/customers", "marketing").status_code == 404
+
+
+def test_campaigns_list_the_assigned_counts(api):
+    campaigns = {c["campaign_id"]: c for c in get(api, "/v1/campaigns", "marketing").json()["campaigns"]}
+    assert campaigns["CMP-A"]["assigned"] == 50
+    assert campaigns["CMP-B"]["channels"] == {"PHONE": 50}
+
+
+def test_segments_page_in_priority_order_and_filter_by_channel(api):
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 15, **({"cursor": cursor} if cursor else {})}
+        body = get(api, "/v1/campaigns/CMP-A/customers", "marketing", **params).json()
+        seen += body["customers"]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 50 == len({c["customer_id"] for c in seen})
+    priorities = [c["priority"] for c in seen]
+    assert priorities == sorted(priorities, reverse=True)
+    assert get(api, "/v1/campaigns/CMP-A/customers", "marketing", channel="PHONE").status_code == 404 or (
+        get(api, "/v1/campaigns/CMP-A/customers", "marketing", channel="PHONE").json()["total"] == 0
+    )
+    assert get(api, "/v1/campaigns/CMP-B/customers", "marketing", channel="PHONE").json()["total"] == 50
+
+
+def test_customer_lookups_are_audited_without_other_personal_data(api, settings):
+    get(api, "/v1/customers/8/offers", "sales")
+    lines = [json.loads(x) for x in settings.audit_log_path.read_text().splitlines()]
+    assert set(lines[-1].items()) | {("role", "sales"), ("customer_id", 8)} >= {"role": "sales", "customer_id": 8}
+    assert lines[-1]["customer_id"] == 8 and lines[-1]["role"] == "sales"
+    assert set(lines[-1]) == {"at", "role", "key_id", "customer_id"}
+
+
+def test_a_new_business_date_switches_the_snapshot_and_removes_the_previous(api, settings, published):
+    r = redis.Redis.from_url(ensure_redis(settings), decode_responses=True)
+    keys = Keys(settings.redis_prefix)
+    second = publish_snapshot(D2, settings)
+    assert second.snapshot_id != published.snapshot_id
+    assert second.previous_snapshot_id == published.snapshot_id
+    assert r.get(keys.current) == second.snapshot_id
+    assert not list(r.scan_iter(match=keys.snapshot_pattern(published.snapshot_id)))
+    body = get(api, "/v1/customers/45/offers", "sales").json()
+    assert body["snapshot_id"] == second.snapshot_id
+    assert get(api, "/v1/customers/2/offers", "sales").status_code == 404  # not in D2's assignments
+    assert 23 * 3600 < r.ttl(keys.customer(second.snapshot_id, 45)) <= 24 * 3600
+    meta = get(api, "/v1/snapshot", "marketing").json()["snapshot"]
+    assert meta["business_date"] == "2026-11-02" and meta["model_version"] == "4" and meta["customers"] == 40
+
+
+def test_readyz_answers_503_without_a_live_snapshot(api, settings):
+    client, _ = api
+    assert client.get("/readyz").status_code == 200
+    r = redis.Redis.from_url(ensure_redis(settings), decode_responses=True)
+    keys = Keys(settings.redis_prefix)
+    current = r.get(keys.current)
+    r.delete(keys.current)
+    try:
+        assert client.get("/readyz").status_code == 503
+        assert get(api, "/v1/customers/45/offers", "sales").status_code == 503
+    finally:
+        r.set(keys.current, current)
+
+
+def test_publishing_a_date_without_assignments_fails_and_keeps_the_live_snapshot(settings):
+    from serving.load import PublishError
+
+    r = redis.Redis.from_url(ensure_redis(settings), decode_responses=True)
+    before = r.get(Keys(settings.redis_prefix).current)
+    with pytest.raises(PublishError, match="no assignments for 2020-01-01"):
+        publish_snapshot(dt.date(2020, 1, 1), settings)
+    assert r.get(Keys(settings.redis_prefix).current) == before
+
+
+def test_warehouse_keeps_each_business_date(settings):
+    with connect(settings) as con:
+        rows = dict(
+            con.execute("select business_date, count(*) from marts.customer_campaign_assignments group by 1").fetchall()
+        )
+    assert rows[D1] == 100 and rows[D2] == 80
