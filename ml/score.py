@@ -170,6 +170,7 @@ def write_assignments(business_date: dt.date, assigned: pd.DataFrame, ref: Model
         }
     )
     with connect(settings) as con:
+        con.execute("create schema if not exists marts")
         con.execute(
             f"""
             create table if not exists {ASSIGNMENTS_TABLE} (

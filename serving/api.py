@@ -39,6 +39,26 @@ class NoSnapshot(Exception):
     pass
 
 
+def principal(*roles: str) -> Callable[[Request], Principal]:
+    """A dependency admitting API keys of ``roles``: 401 for no or unknown key, 403 for another role."""
+
+    def check(request: Request) -> Principal:
+        key = request.headers.get("x-api-key")
+        entry = request.app.state.key_store.get(hash_key(key)) if key else None
+        if entry is None:
+            raise HTTPException(401, detail="missing or unknown API key (header X-API-Key)")
+        if entry["role"] not in roles:
+            raise HTTPException(403, detail=f"the {entry['role']} role may not call this endpoint")
+        return Principal(entry["key_id"], entry["role"])
+
+    return check
+
+
+MARKETING_SALES = principal("marketing", "sales")
+MARKETING = principal("marketing")
+OFFER_READERS = principal("sales", "mobile", "marketing")
+
+
 def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     keys = Keys(settings.redis_prefix)
@@ -63,19 +83,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         version="1.0",
         lifespan=lifespan,
     )
-
-    def principal(roles: tuple[str, ...]) -> Callable[[Request], Principal]:
-        def check(request: Request) -> Principal:
-            key = request.headers.get("x-api-key")
-
-            entry = key_store.get(hash_key(key)) if key else None
-            if entry is None:
-                raise HTTPException(401, detail="missing or unknown API key (header X-API-Key)")
-            if entry["role"] not in roles:
-                raise HTTPException(403, detail=f"the {entry['role']} role may not call this endpoint")
-            return Principal(entry["key_id"], entry["role"])
-
-        return check
+    app.state.key_store = key_store
 
     async def in_snapshot(request: Request, read: Callable[[str], Awaitable[T | None]]) -> tuple[str, T | None]:
         """Run ``read`` against the live snapshot; once more if it switched during the read."""
@@ -120,7 +128,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
     @app.get("/v1/snapshot", tags=["snapshot"])
     async def snapshot(
         request: Request,
-        who: Annotated[Principal, Depends(principal(("marketing", "sales")))],
+        who: Annotated[Principal, Depends(MARKETING_SALES)],
     ) -> JSONResponse:
         r = request.app.state.redis
 
@@ -137,7 +145,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
     @app.get("/v1/campaigns", tags=["campaigns"])
     async def campaigns(
         request: Request,
-        who: Annotated[Principal, Depends(principal(("marketing", "sales")))],
+        who: Annotated[Principal, Depends(MARKETING_SALES)],
     ) -> JSONResponse:
         r = request.app.state.redis
 
@@ -151,7 +159,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
     async def campaign_customers(
         request: Request,
         campaign_id: CampaignId,
-        who: Annotated[Principal, Depends(principal(("marketing",)))],
+        who: Annotated[Principal, Depends(MARKETING)],
         channel: Annotated[str | None, Query(pattern="^(SMS|EMAIL|PHONE|PUSH|SOCIAL)$")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: Annotated[str | None, Query(pattern=r"^\d{1,9}$")] = None,
@@ -207,7 +215,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
     async def customer_offers(
         request: Request,
         customer_id: CustomerId,
-        who: Annotated[Principal, Depends(principal(("sales", "mobile", "marketing")))],
+        who: Annotated[Principal, Depends(OFFER_READERS)],
     ) -> JSONResponse:
         r = request.app.state.redis
         audit.info(

@@ -13,6 +13,9 @@ def crm_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh CRM_HOME for the session; every embedded service started in it is stopped after."""
     home = tmp_path_factory.mktemp("crm")
     os.environ["CRM_HOME"] = str(home)
+    os.environ["AIRFLOW_HOME"] = str(home / "airflow")
+    os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+    os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).resolve().parent.parent / "dags")
     os.environ.pop("CRM_DUCKDB_PATH", None)
     os.environ.pop("CRM_REDIS_URL", None)
     os.environ.pop("CRM_CORE_API_URL", None)

@@ -16,7 +16,8 @@ ALLOWED_TAGS = {"crm", "daily", "training", "serving", "ops"}
 def dagbag():
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(REPO_ROOT / "dags"), include_examples=False)
+    # known_pools: a task naming a pool the deployment does not create fails to import
+    return DagBag(dag_folder=str(REPO_ROOT / "dags"), known_pools={"default_pool", "crm_duckdb"})
 
 
 def test_every_dag_file_imports_without_errors(dagbag):

@@ -120,7 +120,6 @@ def test_segments_page_in_priority_order_and_filter_by_channel(api):
 def test_customer_lookups_are_audited_without_other_personal_data(api, settings):
     get(api, "/v1/customers/8/offers", "sales")
     lines = [json.loads(x) for x in settings.audit_log_path.read_text().splitlines()]
-    assert set(lines[-1].items()) | {("role", "sales"), ("customer_id", 8)} >= {"role": "sales", "customer_id": 8}
     assert lines[-1]["customer_id"] == 8 and lines[-1]["role"] == "sales"
     assert set(lines[-1]) == {"at", "role", "key_id", "customer_id"}
 
