@@ -14,6 +14,8 @@ from pathlib import Path
 from crm.settings import REPO_ROOT, Settings, get_settings
 from crm.warehouse import connect
 
+STARTING = re.compile(r"\[DAG TEST\] starting task_id=([\w.]+)(?: map_index=(-?\d+))?")
+
 
 def _say(msg: str = "") -> None:
     print(msg, flush=True)
@@ -151,13 +153,11 @@ def run_daily(
             cwd=REPO_ROOT,
         )
         assert proc.stdout is not None
-        seen: set[tuple[str, str]] = set()
         for line in proc.stdout:
             log.write(line)
-            m = re.search(r"task_id='([\w.]+)'.*?map_index=(-?\d+)", line)
-            if m and m.group(1, 2) not in seen and not quiet:
-                seen.add(m.group(1, 2))
-                _say(f"  {m.group(1)}{'' if m.group(2) == '-1' else '[' + m.group(2) + ']'}")
+            m = STARTING.search(line)
+            if m and not quiet:
+                _say(f"  {m.group(1)}{'' if m.group(2) in (None, '-1') else '[' + m.group(2) + ']'}")
         rc = proc.wait()
     text = log_path.read_text()
     finished = re.search(r"DagRun Finished:[^\n]*state=(\w+)", text)
@@ -165,7 +165,7 @@ def run_daily(
     failed = []
     if "Task failed with exception" in text:
         before_failure = text[: text.index("Task failed with exception")]
-        failed = re.findall(r"task_id='([\w.]+)'", before_failure)[-1:]
+        failed = [m.group(1) for m in STARTING.finditer(before_failure)][-1:]
     if not ok:
         stage = failed[0] if failed else "crm_daily"
         _say(f"\ncrm_daily FAILED for {business_date} at stage {stage}: {_failure_cause(text)}")
