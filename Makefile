@@ -6,6 +6,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 export CRM_HOME ?= $(CURDIR)/.crm
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# no usage telemetry leaves the machine (Cosmos, MLflow, GX, dbt): banks run air-gapped
+export DO_NOT_TRACK := 1
+export SCARF_NO_ANALYTICS := true
+export AIRFLOW__COSMOS__ENABLE_TELEMETRY := False
+export MLFLOW_DISABLE_TELEMETRY := true
+export GX_ANALYTICS_ENABLED := false
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
 DATE ?= $(shell date -u -d yesterday +%F)
 CUSTOMERS ?= 5000

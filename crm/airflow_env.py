@@ -30,6 +30,14 @@ def airflow_env(settings: Settings, extra: dict[str, str] | None = None) -> dict
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{API_PORT}/execution/",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "AIRFLOW__COSMOS__ENABLE_CACHE": "False",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        # no usage telemetry leaves the machine
+        "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+        "DO_NOT_TRACK": "1",
+        "SCARF_NO_ANALYTICS": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "GX_ANALYTICS_ENABLED": "false",
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         "NO_PROXY": "*",
         "no_proxy": "*",
     }

@@ -204,7 +204,8 @@ def demo(args: argparse.Namespace) -> int:
              f"{meta['segments']} segments), expires {meta['expires_at']}")  # fmt: skip
     _say(f"demo API keys (one per role): {settings.demo_api_keys_path}")
     if stopped:
-        _say(f"stopped the services this run started: {', '.join(stopped)} (the cache is saved and reloads on demand)")
+        saved = " (Redis saved the cache; make serve reloads it)" if "redis" in stopped else ""
+        _say(f"stopped the services this run started: {', '.join(stopped)}{saved}")
     some_customer = _first_customer(settings, business_date)
     _say(
         "\nhow to look at it:\n"

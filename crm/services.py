@@ -260,12 +260,28 @@ def running_services(settings: Settings | None = None) -> set[str]:
     return running
 
 
+def _redis_clients(settings: Settings) -> int:
+    """How many other clients are connected to the embedded Redis (a running ``make serve``)."""
+    import redis  # noqa: PLC0415
+
+    try:
+        return len(redis.Redis.from_url(embedded_redis_url(settings)).client_list()) - 1
+    except (redis.RedisError, OSError):
+        return 0
+
+
 def stop_services_started_since(before: set[str], settings: Settings | None = None) -> list[str]:
-    """Stop the embedded services that run now but did not in ``before``; returns their names."""
+    """Stop the embedded services that run now but did not in ``before``; returns their names.
+
+    Redis stays up while another process (a ``make serve`` started meanwhile) is connected to it.
+    """
     settings = settings or get_settings()
     started = sorted(running_services(settings) - before)
     if "sandbox" in started:
         stop_sandbox(settings)
     if "redis" in started:
-        stop_redis(settings)
+        if _redis_clients(settings) > 0:
+            started.remove("redis")
+        else:
+            stop_redis(settings)
     return started

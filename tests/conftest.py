@@ -15,6 +15,14 @@ def crm_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ["CRM_HOME"] = str(home)
     os.environ["AIRFLOW_HOME"] = str(home / "airflow")
     os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+    for var, value in {
+        "DO_NOT_TRACK": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "GX_ANALYTICS_ENABLED": "false",
+        "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+        "SCARF_NO_ANALYTICS": "true",
+    }.items():
+        os.environ.setdefault(var, value)
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).resolve().parent.parent / "dags")
     os.environ.pop("CRM_DUCKDB_PATH", None)
     os.environ.pop("CRM_REDIS_URL", None)
