@@ -262,7 +262,7 @@ def running_services(settings: Settings | None = None) -> set[str]:
 
 def _redis_clients(settings: Settings) -> int:
     """How many other clients are connected to the embedded Redis (a running ``make serve``)."""
-    import redis  # noqa: PLC0415
+    import redis
 
     try:
         return len(redis.Redis.from_url(embedded_redis_url(settings)).client_list()) - 1
