@@ -29,7 +29,7 @@ def airflow_env(settings: Settings, extra: dict[str, str] | None = None) -> dict
         "AIRFLOW__API__PORT": str(API_PORT),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{API_PORT}/execution/",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        "AIRFLOW__COSMOS__ENABLE_CACHE": "False",
+        "AIRFLOW__COSMOS__CACHE_DIR": str(settings.home / "cosmos"),  # partial parses reused across tasks
         "AIRFLOW__API__HOST": "127.0.0.1",
         # no usage telemetry leaves the machine
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",

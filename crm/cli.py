@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from crm.services import running_services, stop_services_started_since
 from crm.settings import REPO_ROOT, Settings, get_settings
 from crm.warehouse import connect
 
@@ -264,7 +265,13 @@ def airflow_ui(args: argparse.Namespace) -> int:
     _say(f"starting Airflow (airflow standalone) on http://localhost:{API_PORT}")
     _say(f"log in as admin; the password is in {pw} once it has started. Ctrl-C stops it.")
     cmd = [str(Path(sys.executable).parent / "airflow"), "standalone"]
-    return subprocess.run(cmd, env=airflow_env(settings), check=False).returncode
+    before = running_services(settings)
+    try:
+        return subprocess.run(cmd, env=airflow_env(settings), check=False).returncode
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_services_started_since(before, settings)
 
 
 def main(argv: list[str] | None = None) -> int:
