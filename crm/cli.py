@@ -124,6 +124,7 @@ def run_daily(
     seed: int,
     settings: Settings,
     quiet: bool = False,
+    force_publish: bool = False,
 ) -> int:
     """Run crm_daily for ``business_date`` through ``airflow dags test``; 0 when it succeeded."""
     from crm.airflow_env import airflow_env, prepare_airflow
@@ -132,7 +133,7 @@ def run_daily(
     prepare_airflow(settings)
     log_path = settings.home / "runs" / f"crm_daily_{business_date}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    conf = json.dumps({"customers": customers, "seed": seed})
+    conf = json.dumps({"customers": customers, "seed": seed, "force_publish": force_publish})
     env = airflow_env(settings, {"CRM_TASK_RETRIES": "0"})
     cmd = [
         str(Path(sys.executable).parent / "airflow"),
@@ -184,7 +185,7 @@ def demo(args: argparse.Namespace) -> int:
     business_date = dt.date.fromisoformat(args.date)
     before = running_services(settings)
     try:
-        rc = run_daily(business_date, args.customers, args.seed, settings)
+        rc = run_daily(business_date, args.customers, args.seed, settings, force_publish=args.force_publish)
         if rc:
             return rc
         summary = summarize(business_date, settings)
@@ -282,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--date", default=(dt.date.today() - dt.timedelta(days=1)).isoformat())
     p.add_argument("--customers", type=int, default=5000)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--force-publish", action="store_true", help="override the publish guard")
     p = sub.add_parser("serve", help="serve the read API")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

@@ -82,4 +82,5 @@ def score_and_assign(business_date: dt.date, params: dict | None = None) -> dict
 def publish(business_date: dt.date, params: dict | None = None) -> dict:
     from serving.load import publish_snapshot
 
-    return asdict(publish_snapshot(business_date, run_settings(params)))
+    force = bool((params or {}).get("force_publish"))
+    return asdict(publish_snapshot(business_date, run_settings(params), force=force))

@@ -23,7 +23,9 @@ Lima time after D ends):
 **Rerun or backfill**: every task reads and writes only D's partitions, so clearing a run (or
 `airflow dags backfill crm_daily -s D1 -e D2`) gives the same rows and the same served offers.
 Warehouse writes share the pool `crm_duckdb` (one slot: DuckDB has one writer).
-Params `customers` and `seed` size the embedded sandbox bank only.
+Params `customers` and `seed` size the embedded sandbox bank only. The publish guard refuses a
+snapshot that serves more than `CRM_MAX_AUDIENCE_SHRINK` (30%) fewer customers than the live one;
+the live snapshot keeps serving, and a rerun with param `force_publish=true` publishes anyway.
 """
 
 from __future__ import annotations
@@ -76,6 +78,9 @@ def _business_date(ds: str) -> dt.date:
             description="sandbox bank size",
         ),
         "seed": Param(settings.sandbox_seed, type="integer", description="sandbox bank seed"),
+        "force_publish": Param(
+            False, type="boolean", description="publish even when the served audience shrank past the guard"
+        ),
     },
 )
 def crm_daily():

@@ -27,6 +27,10 @@ class PublishError(RuntimeError):
     pass
 
 
+class PublishRefused(PublishError):
+    """The publish guard refused a snapshot whose served audience shrank too much."""
+
+
 @dataclass(frozen=True)
 class PublishResult:
     snapshot_id: str
@@ -61,7 +65,9 @@ def publish_snapshot(
     settings: Settings | None = None,
     *,
     now: dt.datetime | None = None,
+    force: bool = False,
 ) -> PublishResult:
+    """Publish ``business_date``'s assignments; ``force`` overrides the publish guard."""
     import redis
 
     settings = settings or get_settings()
@@ -167,6 +173,19 @@ def publish_snapshot(
         raise PublishError(
             f"snapshot {sid}: {found} customer keys in Redis, expected {meta['customers']}; not switched"
         )
+    live_meta = client.get(keys.meta(previous)) if previous else None
+    if live_meta and not force:
+        live = json.loads(live_meta)
+        floor = live["customers"] * (1 - settings.max_audience_shrink)
+        if meta["customers"] < floor:
+            _drop(client, keys, sid)
+            raise PublishRefused(
+                f"publish guard: snapshot for {business_date} serves {meta['customers']} customers, "
+                f"{1 - meta['customers'] / live['customers']:.0%} fewer than the live snapshot {previous} "
+                f"({live['customers']} customers for {live['business_date']}); the bound is "
+                f"CRM_MAX_AUDIENCE_SHRINK={settings.max_audience_shrink:.0%}. The live snapshot keeps serving; "
+                "rerun with the DAG param force_publish=true (make demo FORCE_PUBLISH=1) to publish anyway"
+            )
     client.set(keys.meta(sid), json.dumps(meta), ex=ttl_s)
     client.set(keys.current, sid, ex=ttl_s)  # the atomic switch
     if previous:

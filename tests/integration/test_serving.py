@@ -170,3 +170,20 @@ def test_warehouse_keeps_each_business_date(settings):
             con.execute("select business_date, count(*) from marts.customer_campaign_assignments group by 1").fetchall()
         )
     assert rows[D1] == 100 and rows[D2] == 80
+
+
+def test_the_publish_guard_refuses_a_shrunken_audience_unless_forced(api, settings):
+    from serving.load import PublishRefused
+
+    d3 = dt.date(2026, 11, 3)
+    write_assignments(d3, _assignments(10), ModelRef("crm-campaign-propensity", "4"), settings)
+    r = redis.Redis.from_url(ensure_redis(settings), decode_responses=True)
+    keys = Keys(settings.redis_prefix)
+    live = r.get(keys.current)
+    with pytest.raises(PublishRefused, match=r"serves 10 customers, 75% fewer than the live snapshot"):
+        publish_snapshot(d3, settings)
+    assert r.get(keys.current) == live
+    assert get(api, "/v1/customers/45/offers", "sales").json()["snapshot_id"] == live
+    assert len(list(r.scan_iter(match=f"{settings.redis_prefix}:snap:*:meta"))) == 1  # the refused one is gone
+    forced = publish_snapshot(d3, settings, force=True)
+    assert r.get(keys.current) == forced.snapshot_id
