@@ -9,13 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
 import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from crm.settings import Settings, get_settings
 from models.serving import MOBILE_FIELDS
@@ -37,6 +37,22 @@ class Principal:
 
 class NoSnapshot(Exception):
     pass
+
+
+async def _segment_csv(r: aioredis.Redis, key: str, chunk: int = 10_000) -> AsyncIterator[str]:
+    """The whole segment as CSV, in priority order, read from Redis a chunk at a time."""
+    yield "position,customer_id,offer_id,channel,priority\n"
+    start = 0
+    while True:
+        entries = await r.lrange(key, start, start + chunk - 1)
+        if not entries:
+            return
+        lines = []
+        for i, entry in enumerate(entries, start=start + 1):
+            cid, offer_id, priority, channel = entry.split("|")
+            lines.append(f"{i},{cid},{offer_id},{channel},{priority}\n")
+        yield "".join(lines)
+        start += chunk
 
 
 def principal(*roles: str) -> Callable[[Request], Principal]:
@@ -187,6 +203,15 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
                 detail=f"campaign {campaign_id} has no assignments in the live snapshot",
             )
         entries, total = value
+        if "text/csv" in request.headers.get("accept", ""):
+            return StreamingResponse(
+                _segment_csv(r, keys.segment(sid, campaign_id, channel or "ALL")),
+                media_type="text/csv",
+                headers={
+                    "X-Snapshot-Id": sid,
+                    "Content-Disposition": f'attachment; filename="{campaign_id}-{channel or "ALL"}-{sid}.csv"',
+                },
+            )
         customers = []
         for i, entry in enumerate(entries):
             cid, offer_id, priority, ch = entry.split("|")

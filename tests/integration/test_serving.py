@@ -187,3 +187,16 @@ def test_the_publish_guard_refuses_a_shrunken_audience_unless_forced(api, settin
     assert len(list(r.scan_iter(match=f"{settings.redis_prefix}:snap:*:meta"))) == 1  # the refused one is gone
     forced = publish_snapshot(d3, settings, force=True)
     assert r.get(keys.current) == forced.snapshot_id
+
+
+def test_marketing_can_pull_a_whole_segment_as_csv(api):
+    client, keys = api
+    resp = client.get("/v1/campaigns/CMP-B/customers", headers={"X-API-Key": keys["marketing"], "Accept": "text/csv"})
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/csv")
+    lines = resp.text.strip().splitlines()
+    assert lines[0] == "position,customer_id,offer_id,channel,priority"
+    rows = [line.split(",") for line in lines[1:]]
+    live = get(api, "/v1/campaigns/CMP-B/customers", "marketing").json()["total"]
+    assert len(rows) == live
+    assert [int(r[0]) for r in rows] == list(range(1, live + 1))
+    assert [float(r[4]) for r in rows] == sorted((float(r[4]) for r in rows), reverse=True)
