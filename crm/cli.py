@@ -95,10 +95,10 @@ def _snapshot_meta(settings: Settings) -> dict | None:
     from crm.services import ensure_redis
     from serving.keys import Keys
 
-    client = redis.Redis.from_url(ensure_redis(settings), decode_responses=True)
     keys = Keys(settings.redis_prefix)
-    sid = client.get(keys.current)
-    meta = client.get(keys.meta(sid)) if sid else None
+    with redis.Redis.from_url(ensure_redis(settings), decode_responses=True) as client:
+        sid = client.get(keys.current)
+        meta = client.get(keys.meta(sid)) if sid else None
     return json.loads(meta) if meta else None
 
 

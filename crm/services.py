@@ -260,12 +260,16 @@ def running_services(settings: Settings | None = None) -> set[str]:
     return running
 
 
+READ_API_CLIENT_NAME = "crm-read-api"
+
+
 def _redis_clients(settings: Settings) -> int:
-    """How many other clients are connected to the embedded Redis (a running ``make serve``)."""
+    """How many read APIs (``make serve``) are connected to the embedded Redis."""
     import redis
 
     try:
-        return len(redis.Redis.from_url(embedded_redis_url(settings)).client_list()) - 1
+        with redis.Redis.from_url(embedded_redis_url(settings)) as client:
+            return sum(c.get("name") == READ_API_CLIENT_NAME for c in client.client_list())
     except (redis.RedisError, OSError):
         return 0
 

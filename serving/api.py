@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from crm.services import READ_API_CLIENT_NAME
 from crm.settings import Settings, get_settings
 from models.serving import MOBILE_FIELDS
 from serving.auth import hash_key, load_key_store
@@ -82,7 +83,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        app.state.redis = aioredis.Redis.from_url(redis_url, decode_responses=True, client_name=READ_API_CLIENT_NAME)
         settings.audit_log_path.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(settings.audit_log_path)
         handler.setFormatter(logging.Formatter("%(message)s"))

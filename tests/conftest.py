@@ -27,10 +27,11 @@ def crm_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ.pop("CRM_DUCKDB_PATH", None)
     os.environ.pop("CRM_REDIS_URL", None)
     os.environ.pop("CRM_CORE_API_URL", None)
-    from crm.services import stop_services_started_since
+    from crm.services import stop_redis, stop_sandbox
 
     yield home
-    stop_services_started_since(set())
+    stop_sandbox()
+    stop_redis()
 
 
 @pytest.fixture(scope="session")

@@ -45,7 +45,12 @@ def _demo(home, date: dt.date, extra_env: dict | None = None) -> subprocess.Comp
 def e2e_home(crm_home):
     home = crm_home / "e2e"
     home.mkdir()
-    return home
+    yield home
+    from crm.services import stop_redis, stop_sandbox
+    from crm.settings import Settings
+
+    stop_sandbox(Settings(home=home))
+    stop_redis(Settings(home=home))
 
 
 @pytest.fixture(scope="module")
@@ -162,8 +167,8 @@ def test_a_failing_stage_stops_the_run_names_it_and_publishes_nothing(first_run,
     from crm.services import ensure_redis, stop_services_started_since
     from serving.keys import Keys
 
-    r = redis.Redis.from_url(ensure_redis(settings), decode_responses=True)
-    live = r.get(Keys(settings.redis_prefix).current)
+    with redis.Redis.from_url(ensure_redis(settings), decode_responses=True) as r:
+        live = r.get(Keys(settings.redis_prefix).current)
     stop_services_started_since(set(), settings)
     broken = _demo(
         e2e_home,
@@ -180,7 +185,7 @@ def test_a_failing_stage_stops_the_run_names_it_and_publishes_nothing(first_run,
     assert "IntegrationApiError" in broken.stdout
     assert "nothing was published" in broken.stdout
     try:
-        r = redis.Redis.from_url(ensure_redis(settings), decode_responses=True)
-        assert r.get(Keys(settings.redis_prefix).current) == live
+        with redis.Redis.from_url(ensure_redis(settings), decode_responses=True) as r:
+            assert r.get(Keys(settings.redis_prefix).current) == live
     finally:
         stop_services_started_since(set(), settings)

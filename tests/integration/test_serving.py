@@ -200,3 +200,16 @@ def test_marketing_can_pull_a_whole_segment_as_csv(api):
     assert len(rows) == live
     assert [int(r[0]) for r in rows] == list(range(1, live + 1))
     assert [float(r[4]) for r in rows] == sorted((float(r[4]) for r in rows), reverse=True)
+
+
+def test_a_connected_read_api_keeps_the_embedded_redis_up_when_a_run_ends(api, settings):
+    """make serve running while make demo refreshes the cache: the demo must not stop serve's Redis."""
+    from crm.services import running_services, stop_services_started_since
+
+    client, _ = api
+    assert client.get("/readyz").status_code == 200  # the API holds its connection
+    as_if_the_run_started_redis = running_services(settings) - {"redis"}
+    stopped = stop_services_started_since(as_if_the_run_started_redis, settings)
+    assert "redis" not in stopped
+    assert "redis" in running_services(settings)
+    assert client.get("/readyz").status_code == 200
