@@ -47,16 +47,17 @@ def ensure_champion(business_date: dt.date, settings: Settings | None = None) ->
 
 
 def _check_signature(model_uri: str, columns: list[str]) -> None:
+    """Fail with the column names when the model's signature and our features disagree."""
     from mlflow.models import get_model_info
 
     signature = get_model_info(model_uri).signature
-    expected = signature.inputs.input_names() if signature is not None else FEATURES
-    missing = sorted(set(expected) - set(columns))
-    extra = sorted(set(columns) - set(expected))
-    if missing or extra:
+    expected = set(signature.inputs.input_names()) if signature is not None else set(FEATURES)
+    missing = sorted(expected - set(columns))
+    unexpected = sorted(set(FEATURES) - expected)
+    if missing or unexpected:
         raise FeatureMismatch(
             f"the features do not match the signature of {model_uri}: missing {missing or 'none'}, "
-            f"unexpected {extra or 'none'}"
+            f"not in the signature {unexpected or 'none'}"
         )
 
 
@@ -105,10 +106,7 @@ def score_and_assign(business_date: dt.date, settings: Settings | None = None) -
         checked = False
         for batch in scoring_batches(con, business_date):
             if not checked:
-                _check_signature(
-                    model_uri,
-                    [c for c in batch.columns if c in FEATURES or c.startswith("x_")],
-                )
+                _check_signature(model_uri, list(batch.columns))
                 checked = True
             propensity = model.predict_proba(batch[FEATURES])[:, 1]
             out = batch[
