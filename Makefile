@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
-DATE ?= $(shell date -u -d yesterday +%F)
+DATE ?=
 CUSTOMERS ?= 5000
 PORT ?= 8000
 SEED ?= 42
@@ -40,8 +40,8 @@ $(MANIFEST): $(STAMP) $(DBT_SOURCES)
 
 setup: $(STAMP) $(MANIFEST)  ## create .venv from the lock file and parse the dbt project
 
-demo: setup  ## run the daily DAG crm_daily through Airflow (DATE, CUSTOMERS, SEED, FORCE_PUBLISH=1)
-	$(BIN)/python -m crm.cli demo --date $(DATE) --customers $(CUSTOMERS) --seed $(SEED) $(if $(FORCE_PUBLISH),--force-publish)
+demo: setup  ## run the daily DAG crm_daily through Airflow (DATE=yesterday in Lima, CUSTOMERS, SEED, FORCE_PUBLISH=1)
+	$(BIN)/python -m crm.cli demo $(if $(DATE),--date $(DATE)) --customers $(CUSTOMERS) --seed $(SEED) $(if $(FORCE_PUBLISH),--force-publish)
 
 serve: setup  ## serve the read API on the demo's cache (PORT)
 	$(BIN)/python -m crm.cli serve --port $(PORT)

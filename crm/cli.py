@@ -275,12 +275,19 @@ def airflow_ui(args: argparse.Namespace) -> int:
         stop_services_started_since(before, settings)
 
 
+def yesterday_in_lima() -> dt.date:
+    """The last complete business day of a Peruvian bank."""
+    from zoneinfo import ZoneInfo
+
+    return dt.datetime.now(ZoneInfo("America/Lima")).date() - dt.timedelta(days=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="crm", description="CRM campaign platform")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("dbt-parse", help="parse the dbt project into its manifest")
     p = sub.add_parser("demo", help="run crm_daily through Airflow on the sandbox bank")
-    p.add_argument("--date", default=(dt.date.today() - dt.timedelta(days=1)).isoformat())
+    p.add_argument("--date", default=yesterday_in_lima().isoformat(), help="business date (default: yesterday)")
     p.add_argument("--customers", type=int, default=5000)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--force-publish", action="store_true", help="override the publish guard")
