@@ -96,6 +96,22 @@ def _write_atomically(table: pa.Table, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _quarantine_entry(
+    entity: str, business_date: dt.date, page_no: int, key: str, raw: object, exc: ValidationError
+) -> dict:
+    """What the quarantine keeps of a record that broke its contract: where, which field, why, and the record."""
+    err = exc.errors()[0]
+    return {
+        "entity": entity,
+        "business_date": business_date,
+        "page": page_no,
+        "record_key": str(raw.get(key)) if isinstance(raw, dict) else None,
+        "field": ".".join(str(p) for p in err["loc"]) or None,
+        "reason": err["msg"],
+        "raw_payload": json.dumps(raw, default=str),
+    }
+
+
 def _api_client(settings: Settings) -> IntegrationApiClient:
     api = settings.core_api
     if api.url is None:
@@ -117,48 +133,42 @@ def extract_entity(entity: str, business_date: dt.date, settings: Settings | Non
         if span is None
         else {"date_from": span[0].isoformat(), "date_to": span[1].isoformat()}
     )
-    good: dict[object, dict] = {}
-    bad: list[dict] = []
-    received = pages = 0
-    with _api_client(settings) as client:
-        for page_no, page in enumerate(client.pages(ENDPOINTS[entity], params, settings.page_size)):
-            pages += 1
-            for raw in page:
-                received += 1
-                try:
-                    record = model.model_validate(raw)
-                except ValidationError as exc:
-                    err = exc.errors()[0]
-                    bad.append(
-                        {
-                            "entity": entity,
-                            "business_date": business_date,
-                            "page": page_no,
-                            "record_key": str(raw.get(key)) if isinstance(raw, dict) else None,
-                            "field": ".".join(str(p) for p in err["loc"]) or None,
-                            "reason": err["msg"],
-                            "raw_payload": json.dumps(raw, default=str),
-                        }
-                    )
-                    continue
-                good[getattr(record, key)] = record.model_dump()  # a duplicate key keeps the last copy
-    table = pa.Table.from_pylist(list(good.values()), schema=arrow_schema(model))
+    schema = arrow_schema(model)
     path = partition_path(settings.landing_dir, entity, business_date)
-    _write_atomically(table, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    seen: set[object] = set()  # keys only: memory is bounded by a page, not by the bank
+    bad: list[dict] = []
+    received = pages = landed = 0
+    try:
+        with _api_client(settings) as client, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for page_no, page in enumerate(client.pages(ENDPOINTS[entity], params, settings.page_size)):
+                pages += 1
+                rows = []
+                for raw in page:
+                    received += 1
+                    try:
+                        record = model.model_validate(raw)
+                    except ValidationError as exc:
+                        bad.append(_quarantine_entry(entity, business_date, page_no, key, raw, exc))
+                        continue
+                    record_key = getattr(record, key)
+                    if record_key in seen:
+                        continue  # the same record served twice (across pages): land it once
+                    seen.add(record_key)
+                    rows.append(record.model_dump())
+                if rows:
+                    writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+                    landed += len(rows)
+        os.replace(tmp, path)  # readers see the old partition or the new one, never half of one
+    finally:
+        tmp.unlink(missing_ok=True)
     qpath = partition_path(settings.quarantine_dir, entity, business_date)
     if bad:
         _write_atomically(pa.Table.from_pylist(bad), qpath)
     else:
         qpath.unlink(missing_ok=True)
-    result = ExtractResult(
-        entity,
-        business_date.isoformat(),
-        received,
-        len(good),
-        len(bad),
-        pages,
-        str(path),
-    )
+    result = ExtractResult(entity, business_date.isoformat(), received, landed, len(bad), pages, str(path))
     log.info("extracted %s", json.dumps(asdict(result)))
     if received and len(bad) / received > settings.max_quarantine_share:
         raise QuarantineLimitExceeded(

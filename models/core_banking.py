@@ -10,7 +10,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 Segment = Literal["MASIVO", "EMPRENDEDOR", "PREFERENTE", "PREMIUM"]
 IncomeBand = Literal["B1", "B2", "B3", "B4", "B5"]  # < 1.5k, 1.5-3k, 3-6k, 6-12k, >= 12k PEN/month
@@ -66,12 +66,14 @@ class Customer(_Record):
     created_on: dt.date
     updated_on: dt.date
 
-    @model_validator(mode="after")
-    def _document(self) -> Customer:
-        expected = 8 if self.document_type == "DNI" else 11
-        if not (self.document_number.isdigit() and len(self.document_number) == expected):
-            raise ValueError(f"document_number must be {expected} digits for {self.document_type}")
-        return self
+    @field_validator("document_number")
+    @classmethod
+    def _document(cls, value: str, info: ValidationInfo) -> str:
+        kind = info.data.get("document_type")
+        expected = 8 if kind == "DNI" else 11
+        if not (value.isdigit() and len(value) == expected):
+            raise ValueError(f"must be {expected} digits for {kind}")
+        return value
 
 
 class Account(_Record):
