@@ -9,13 +9,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
 import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from crm.services import READ_API_CLIENT_NAME
 from crm.settings import Settings, get_settings
@@ -28,6 +30,29 @@ T = TypeVar("T")
 
 CustomerId = Annotated[int, Path(gt=0, le=10**12, description="core-banking customer id")]
 CampaignId = Annotated[str, Path(pattern=r"^[A-Z0-9][A-Z0-9-]{1,63}$")]
+
+
+class _Metrics:
+    """The API's Prometheus metrics, in a registry of its own (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "crm_api_requests", "Requests answered", ["endpoint", "method", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "crm_api_request_seconds",
+            "Time to answer a request",
+            ["endpoint"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+        self.snapshot_age = Gauge(
+            "crm_snapshot_age_seconds", "Age of the live snapshot (NaN: none is live)", registry=self.registry
+        )
+        self.snapshot_customers = Gauge(
+            "crm_snapshot_customers", "Customers in the live snapshot", registry=self.registry
+        )
 
 
 class Principal:
@@ -101,6 +126,39 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.key_store = key_store
+    metrics = _Metrics()
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            endpoint = getattr(route, "path", "unmatched")
+            metrics.requests.labels(endpoint, request.method, str(status)).inc()
+            metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    async def prometheus_metrics(request: Request) -> Response:
+        """Prometheus metrics: requests by endpoint and status, latency, the live snapshot's age."""
+        try:
+            sid = await request.app.state.redis.get(keys.current)
+            raw = await request.app.state.redis.get(keys.meta(sid)) if sid else None
+        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+            raw = None
+        if raw:
+            meta = json.loads(raw)
+            created = dt.datetime.fromisoformat(meta["created_at"])
+            metrics.snapshot_age.set((dt.datetime.now(dt.UTC) - created).total_seconds())
+            metrics.snapshot_customers.set(meta["customers"])
+        else:
+            metrics.snapshot_age.set(float("nan"))
+            metrics.snapshot_customers.set(0)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def in_snapshot(request: Request, read: Callable[[str], Awaitable[T | None]]) -> tuple[str, T | None]:
         """Run ``read`` against the live snapshot; once more if it switched during the read."""

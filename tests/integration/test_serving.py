@@ -213,3 +213,16 @@ def test_a_connected_read_api_keeps_the_embedded_redis_up_when_a_run_ends(api, s
     assert "redis" not in stopped
     assert "redis" in running_services(settings)
     assert client.get("/readyz").status_code == 200
+
+
+def test_metrics_count_requests_by_route_and_report_the_snapshot_age(api):
+    client, _ = api
+    get(api, "/v1/customers/45/offers", "sales")
+    get(api, "/v1/customers/46/offers")  # 401
+    text = client.get("/metrics").text
+    assert 'crm_api_requests_total{endpoint="/v1/customers/{customer_id}/offers",method="GET",status="200"}' in text
+    assert 'status="401"' in text
+    assert "/v1/customers/45/" not in text  # route templates only: no customer id in the metrics
+    age = float(next(ln.split()[-1] for ln in text.splitlines() if ln.startswith("crm_snapshot_age_seconds ")))
+    assert 0 <= age < 3600
+    assert "crm_api_request_seconds_bucket" in text
