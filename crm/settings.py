@@ -96,6 +96,8 @@ class Settings:
 
     # cache
     snapshot_ttl_hours: float = field(default_factory=lambda: _float("CRM_SNAPSHOT_TTL_HOURS", 24.0))
+    # a snapshot past its TTL keeps serving, flagged stale, this long (a late daily run)
+    snapshot_grace_hours: float = field(default_factory=lambda: _float("CRM_SNAPSHOT_GRACE_HOURS", 6.0))
     # publish guard: refuse a snapshot whose audience shrank by more than this share of the live one
     max_audience_shrink: float = field(default_factory=lambda: _float("CRM_MAX_AUDIENCE_SHRINK", 0.3))
     redis_prefix: str = field(default_factory=lambda: _env("CRM_REDIS_PREFIX", "crm"))

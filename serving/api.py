@@ -32,6 +32,13 @@ CustomerId = Annotated[int, Path(gt=0, le=10**12, description="core-banking cust
 CampaignId = Annotated[str, Path(pattern=r"^[A-Z0-9][A-Z0-9-]{1,63}$")]
 
 
+def _freshness(meta: dict) -> dict:
+    """How old the snapshot is and whether it is still within its TTL (else: stale, in its grace)."""
+    now = dt.datetime.now(dt.UTC)
+    age = (now - dt.datetime.fromisoformat(meta["created_at"])).total_seconds()
+    return {"age_seconds": int(age), "fresh": now < dt.datetime.fromisoformat(meta["expires_at"])}
+
+
 class _Metrics:
     """The API's Prometheus metrics, in a registry of its own (one per app)."""
 
@@ -198,7 +205,9 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
             return JSONResponse({"ready": False, "reason": "redis unreachable"}, status_code=503)
         if sid is None:
             return JSONResponse({"ready": False, "reason": "no live snapshot"}, status_code=503)
-        return JSONResponse({"ready": True, "snapshot_id": sid})
+        raw = await request.app.state.redis.get(keys.meta(sid))
+        fresh = _freshness(json.loads(raw))["fresh"] if raw else False
+        return JSONResponse({"ready": True, "snapshot_id": sid, "fresh": fresh})
 
     @app.get("/v1/snapshot", tags=["snapshot"])
     async def snapshot(
@@ -213,8 +222,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         sid, raw = await in_snapshot(request, read)
         meta = json.loads(raw) if raw else {}
         if meta:
-            created = dt.datetime.fromisoformat(meta["created_at"])
-            meta["age_seconds"] = int((dt.datetime.now(dt.UTC) - created).total_seconds())
+            meta.update(_freshness(meta))
         return answer(sid, {"snapshot": meta})
 
     @app.get("/v1/campaigns", tags=["campaigns"])

@@ -3,7 +3,9 @@
 The snapshot's keys are written (pipelined) under a fresh snapshot id, counted, and only then is
 ``<prefix>:current`` switched to it in one write; the previous snapshot is removed afterwards.
 A load that fails half-way leaves the previous snapshot serving and its own keys expire.
-Every key expires ``CRM_SNAPSHOT_TTL_HOURS`` (default 24) after the load.
+A snapshot is fresh for ``CRM_SNAPSHOT_TTL_HOURS`` (default 24) after the load; it keeps serving,
+flagged stale, for ``CRM_SNAPSHOT_GRACE_HOURS`` (default 6) more so that a late daily run does not
+empty the cache, and then every key of it expires (see docs/decisions/0003-snapshot-expiry.md).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class PublishResult:
     model_version: str
     created_at: str
     expires_at: str
+    served_until: str
     previous_snapshot_id: str | None
 
 
@@ -79,8 +82,8 @@ def publish_snapshot(
     keys = Keys(settings.redis_prefix)
     client = redis.Redis.from_url(ensure_redis(settings))
     created = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
-    ttl_s = int(settings.snapshot_ttl_hours * 3600)
-    expires = created + dt.timedelta(seconds=ttl_s)
+    expires = created + dt.timedelta(hours=settings.snapshot_ttl_hours)
+    gone_at = int((expires + dt.timedelta(hours=settings.snapshot_grace_hours)).timestamp())
     sid = f"{business_date:%Y%m%d}-{created:%H%M%S}"
     previous = client.get(keys.current)
     previous = previous.decode() if previous else None
@@ -107,7 +110,7 @@ def publish_snapshot(
         pipe.set(
             keys.customer(sid, int(customer_id)),
             json.dumps(offers, separators=(",", ":")),
-            ex=ttl_s,
+            exat=gone_at,
         )
         if written % 5000 == 0:
             pipe.execute()
@@ -126,7 +129,7 @@ def publish_snapshot(
         key = keys.segment(sid, campaign_id, channel)
         for start in range(0, len(entries), 10_000):
             pipe.rpush(key, *entries[start : start + 10_000])
-        pipe.expire(key, ttl_s)
+        pipe.expireat(key, gone_at)
         n_segments += 1
         summary = campaign_summary.setdefault(
             campaign_id,
@@ -152,8 +155,8 @@ def publish_snapshot(
         key = keys.segment(sid, campaign_id, "ALL")
         for start in range(0, len(entries), 10_000):
             pipe.rpush(key, *entries[start : start + 10_000])
-        pipe.expire(key, ttl_s)
-    pipe.set(keys.campaigns(sid), json.dumps(list(campaign_summary.values())), ex=ttl_s)
+        pipe.expireat(key, gone_at)
+    pipe.set(keys.campaigns(sid), json.dumps(list(campaign_summary.values())), exat=gone_at)
     pipe.execute()
 
     meta = {
@@ -166,6 +169,7 @@ def publish_snapshot(
         "segments": n_segments,
         "created_at": created.isoformat(),
         "expires_at": expires.isoformat(),
+        "served_until": dt.datetime.fromtimestamp(gone_at, dt.UTC).isoformat(),
     }
     # the counts must check out before the switch
     found = sum(1 for _ in client.scan_iter(match=keys.customer(sid, 0)[:-1] + "*", count=10_000))
@@ -186,8 +190,8 @@ def publish_snapshot(
                 f"CRM_MAX_AUDIENCE_SHRINK={settings.max_audience_shrink:.0%}. The live snapshot keeps serving; "
                 "rerun with the DAG param force_publish=true (make demo FORCE_PUBLISH=1) to publish anyway"
             )
-    client.set(keys.meta(sid), json.dumps(meta), ex=ttl_s)
-    client.set(keys.current, sid, ex=ttl_s)  # the atomic switch
+    client.set(keys.meta(sid), json.dumps(meta), exat=gone_at)
+    client.set(keys.current, sid, exat=gone_at)  # the atomic switch
     if previous:
         _drop(client, keys, previous)
     result = PublishResult(

@@ -135,9 +135,11 @@ def test_a_new_business_date_switches_the_snapshot_and_removes_the_previous(api,
     body = get(api, "/v1/customers/45/offers", "sales").json()
     assert body["snapshot_id"] == second.snapshot_id
     assert get(api, "/v1/customers/2/offers", "sales").status_code == 404  # not in D2's assignments
-    assert 23 * 3600 < r.ttl(keys.customer(second.snapshot_id, 45)) <= 24 * 3600
+    # fresh for 24 hours, then served (flagged stale) for a 6-hour grace, then gone
+    assert 29 * 3600 < r.ttl(keys.customer(second.snapshot_id, 45)) <= 30 * 3600
     meta = get(api, "/v1/snapshot", "marketing").json()["snapshot"]
     assert meta["business_date"] == "2026-11-02" and meta["model_version"] == "4" and meta["customers"] == 40
+    assert meta["fresh"] is True and 0 <= meta["age_seconds"] < 600
 
 
 def test_readyz_answers_503_without_a_live_snapshot(api, settings):
@@ -226,3 +228,17 @@ def test_metrics_count_requests_by_route_and_report_the_snapshot_age(api):
     age = float(next(ln.split()[-1] for ln in text.splitlines() if ln.startswith("crm_snapshot_age_seconds ")))
     assert 0 <= age < 3600
     assert "crm_api_request_seconds_bucket" in text
+
+
+def test_a_snapshot_past_its_ttl_keeps_serving_flagged_stale_until_its_grace_ends(api, settings):
+    d4 = dt.date(2026, 11, 4)
+    write_assignments(d4, _assignments(12), ModelRef("crm-campaign-propensity", "4"), settings)
+    loaded_long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=25)  # the next daily run is late
+    late = publish_snapshot(d4, settings, now=loaded_long_ago, force=True)
+    meta = get(api, "/v1/snapshot", "marketing").json()["snapshot"]
+    assert meta["snapshot_id"] == late.snapshot_id and meta["fresh"] is False
+    assert get(api, "/v1/customers/3/offers", "sales").status_code == 200
+    client, _ = api
+    assert client.get("/readyz").json() == {"ready": True, "snapshot_id": late.snapshot_id, "fresh": False}
+    r = redis.Redis.from_url(ensure_redis(settings), decode_responses=True)
+    assert 4 * 3600 < r.ttl(Keys(settings.redis_prefix).current) <= 5 * 3600  # 24 h + 6 h grace - 25 h
