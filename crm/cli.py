@@ -202,8 +202,10 @@ def demo(args: argparse.Namespace) -> int:
     _say(f"customers with offers: {summary['customers_with_offers']}")
     _say(f"model: {summary['model']['name']} version {summary['model']['version']} (alias champion)")
     if meta:
-        _say(f"cache snapshot: {meta['snapshot_id']} ({meta['customers']} customers, {meta['offers']} offers, "
-             f"{meta['segments']} segments), expires {meta['expires_at']}")  # fmt: skip
+        _say(
+            f"cache snapshot: {meta['snapshot_id']} ({meta['customers']} customers, {meta['offers']} offers, "
+            f"{meta['segments']} segments), fresh until {meta['expires_at']}, served until {meta['served_until']}"
+        )
     _say(f"demo API keys (one per role): {settings.demo_api_keys_path}")
     if stopped:
         saved = " (Redis saved the cache; make serve reloads it)" if "redis" in stopped else ""
