@@ -23,6 +23,7 @@ from crm.services import READ_API_CLIENT_NAME
 from crm.settings import Settings, get_settings
 from models.serving import MOBILE_FIELDS
 from serving.auth import hash_key, load_key_store
+from serving.codec import SEGMENT, Dictionary, bucket_of, decode_offers, decode_segment
 from serving.keys import Keys
 
 audit = logging.getLogger("crm.audit")
@@ -72,19 +73,19 @@ class NoSnapshot(Exception):
     pass
 
 
-async def _segment_csv(r: aioredis.Redis, key: str, chunk: int = 10_000) -> AsyncIterator[str]:
+async def _segment_csv(raw: aioredis.Redis, key: str, d: Dictionary, chunk: int = 10_000) -> AsyncIterator[str]:
     """The whole segment as CSV, in priority order, read from Redis a chunk at a time."""
     yield "position,customer_id,offer_id,channel,priority\n"
+    size = SEGMENT.itemsize
     start = 0
     while True:
-        entries = await r.lrange(key, start, start + chunk - 1)
-        if not entries:
+        blob = await raw.getrange(key, start * size, (start + chunk) * size - 1)
+        if not blob:
             return
-        lines = []
-        for i, entry in enumerate(entries, start=start + 1):
-            cid, offer_id, priority, channel = entry.split("|")
-            lines.append(f"{i},{cid},{offer_id},{channel},{priority}\n")
-        yield "".join(lines)
+        rows = decode_segment(blob, d, start + 1)
+        yield "".join(
+            f"{e['position']},{e['customer_id']},{e['offer_id']},{e['channel']},{e['priority']:.2f}\n" for e in rows
+        )
         start += chunk
 
 
@@ -116,6 +117,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.redis = aioredis.Redis.from_url(redis_url, decode_responses=True, client_name=READ_API_CLIENT_NAME)
+        app.state.raw = aioredis.Redis.from_url(redis_url, client_name=READ_API_CLIENT_NAME)  # packed values
         settings.audit_log_path.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(settings.audit_log_path)
         handler.setFormatter(logging.Formatter("%(message)s"))
@@ -125,6 +127,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         yield
         audit.removeHandler(handler)
         await app.state.redis.aclose()
+        await app.state.raw.aclose()
 
     app = FastAPI(
         title="CRM campaign assignments",
@@ -179,6 +182,21 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
                 return sid, value
         return sid, value
 
+    dictionaries: dict[str, Dictionary] = {}
+
+    async def dictionary(request: Request, sid: str) -> Dictionary | None:
+        """The snapshot's dictionary (ids behind the packed codes), read once per snapshot."""
+        d = dictionaries.get(sid)
+        if d is None:
+            raw = await request.app.state.redis.get(keys.meta(sid))
+            if raw is None:
+                return None
+            d = Dictionary.from_json(json.loads(raw)["dictionary"])
+            if len(dictionaries) >= 4:
+                dictionaries.pop(next(iter(dictionaries)))
+            dictionaries[sid] = d
+        return d
+
     def answer(sid: str, body: dict[str, Any]) -> JSONResponse:
         return JSONResponse({"snapshot_id": sid, **body}, headers={"X-Snapshot-Id": sid})
 
@@ -221,6 +239,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
 
         sid, raw = await in_snapshot(request, read)
         meta = json.loads(raw) if raw else {}
+        meta.pop("dictionary", None)
         if meta:
             meta.update(_freshness(meta))
         return answer(sid, {"snapshot": meta})
@@ -247,21 +266,21 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: Annotated[str | None, Query(pattern=r"^\d{1,9}$")] = None,
     ) -> JSONResponse:
-        r = request.app.state.redis
         start = int(cursor or 0)
 
         async def read(sid: str):
-            listed = await r.get(keys.campaigns(sid))
-            if listed is None:
+            d = await dictionary(request, sid)
+            if d is None:
                 return None
-            if campaign_id not in {c["campaign_id"] for c in json.loads(listed)}:
+            if campaign_id not in d.campaigns:
                 return "unknown"
             key = keys.segment(sid, campaign_id, channel or "ALL")
-            async with r.pipeline(transaction=False) as pipe:
-                pipe.lrange(key, start, start + limit - 1)
-                pipe.llen(key)
-                entries, total = await pipe.execute()
-            return entries, total
+            size = SEGMENT.itemsize
+            async with request.app.state.raw.pipeline(transaction=False) as pipe:
+                pipe.getrange(key, start * size, (start + limit) * size - 1)
+                pipe.strlen(key)
+                blob, length = await pipe.execute()
+            return d, key, blob, length // size
 
         sid, value = await in_snapshot(request, read)
         if value is None or value == "unknown":
@@ -269,29 +288,18 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
                 404,
                 detail=f"campaign {campaign_id} has no assignments in the live snapshot",
             )
-        entries, total = value
+        d, key, blob, total = value
         if "text/csv" in request.headers.get("accept", ""):
             return StreamingResponse(
-                _segment_csv(r, keys.segment(sid, campaign_id, channel or "ALL")),
+                _segment_csv(request.app.state.raw, key, d),
                 media_type="text/csv",
                 headers={
                     "X-Snapshot-Id": sid,
                     "Content-Disposition": f'attachment; filename="{campaign_id}-{channel or "ALL"}-{sid}.csv"',
                 },
             )
-        customers = []
-        for i, entry in enumerate(entries):
-            cid, offer_id, priority, ch = entry.split("|")
-            customers.append(
-                {
-                    "customer_id": int(cid),
-                    "position": start + i + 1,
-                    "offer_id": offer_id,
-                    "channel": ch,
-                    "priority": float(priority),
-                }
-            )
-        nxt = start + len(entries)
+        customers = decode_segment(blob, d, start + 1)
+        nxt = start + len(customers)
         return answer(
             sid,
             {
@@ -309,7 +317,6 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         customer_id: CustomerId,
         who: Annotated[Principal, Depends(OFFER_READERS)],
     ) -> JSONResponse:
-        r = request.app.state.redis
         audit.info(
             json.dumps(
                 {
@@ -322,12 +329,15 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         )
 
         async def read(sid: str):
-            return await r.get(keys.customer(sid, customer_id))
+            blob = await request.app.state.raw.hget(keys.customer_bucket(sid, bucket_of(customer_id)), str(customer_id))
+            if blob is None:
+                return None
+            d = await dictionary(request, sid)
+            return decode_offers(blob, d) if d is not None else None
 
-        sid, raw = await in_snapshot(request, read)
-        if raw is None:
+        sid, offers = await in_snapshot(request, read)
+        if offers is None:
             raise HTTPException(404, detail=f"customer {customer_id} has no offers in the live snapshot")
-        offers = json.loads(raw)
         if who.role == "mobile":
             offers = [{k: o[k] for k in MOBILE_FIELDS} for o in offers]
         return answer(sid, {"customer_id": customer_id, "offers": offers})

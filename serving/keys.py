@@ -25,11 +25,9 @@ class Keys:
     def campaigns(self, snapshot_id: str) -> str:
         return f"{self.prefix}:snap:{snapshot_id}:campaigns"
 
-    def customer(self, snapshot_id: str, customer_id: int) -> str:
-        return f"{self.prefix}:snap:{snapshot_id}:c:{customer_id}"
+    def customer_bucket(self, snapshot_id: str, bucket: int) -> str:
+        """The hash holding the offers of customers ``bucket * BUCKET ..`` (see serving.codec)."""
+        return f"{self.prefix}:snap:{snapshot_id}:cb:{bucket}"
 
     def segment(self, snapshot_id: str, campaign_id: str, channel: str) -> str:
         return f"{self.prefix}:snap:{snapshot_id}:seg:{campaign_id}:{channel}"
-
-    def segment_index(self, snapshot_id: str, campaign_id: str) -> str:
-        return f"{self.prefix}:snap:{snapshot_id}:segidx:{campaign_id}"

@@ -15,11 +15,13 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import pandas as pd
 
 from crm.services import ensure_redis
 from crm.settings import Settings, get_settings
 from crm.warehouse import connect
+from serving.codec import NO_REASON, SEGMENT, Dictionary, codes, customer_fields, encode_offers
 from serving.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -89,73 +91,47 @@ def publish_snapshot(
     previous = previous.decode() if previous else None
     if previous == sid:
         sid += "b"
-    df["valid_until"] = df["valid_until"].astype(str)
+    dictionary, buffer, cols = _dictionary_and_offers(df)
+    customer_ids = df["customer_id"].to_numpy(dtype=np.int64)
+    if customer_ids.max() >= 2**32:
+        raise PublishError("customer ids above 2**32 do not fit the snapshot encoding")
 
     pipe = client.pipeline(transaction=False)
-    # one key per customer: the ranked offers, compact JSON
-    for written, (customer_id, group) in enumerate(df.groupby("customer_id", sort=True), start=1):
-        offers = [
-            {
-                "rank": int(r.rank),
-                "campaign_id": r.campaign_id,
-                "offer_id": r.offer_id,
-                "channel": r.channel,
-                "valid_until": r.valid_until,
-                "propensity": round(float(r.propensity), 4),
-                "priority": round(float(r.priority), 2),
-                "reasons": json.loads(r.reasons),
-            }
-            for r in group.itertuples(index=False)
-        ]
-        pipe.set(
-            keys.customer(sid, int(customer_id)),
-            json.dumps(offers, separators=(",", ":")),
-            exat=gone_at,
-        )
-        if written % 5000 == 0:
+    # the customers' ranked offers, in hash buckets
+    buckets = []
+    for bucket, fields in customer_fields(customer_ids, buffer):
+        key = keys.customer_bucket(sid, bucket)
+        pipe.hset(key, mapping=fields)
+        pipe.expireat(key, gone_at)
+        buckets.append(key)
+        if len(buckets) % 200 == 0:
             pipe.execute()
-    # one list per campaign x channel: the segment in priority order
-    segments = df.sort_values(
-        ["campaign_id", "channel", "priority", "customer_id"],
-        ascending=[True, True, False, True],
-    )
+    pipe.execute()
+    # the segments, in priority order: one packed string per campaign x channel and per campaign
     campaign_summary: dict[str, dict] = {}
     n_segments = 0
-    for (campaign_id, channel), group in segments.groupby(["campaign_id", "channel"], sort=True):
-        entries = [
-            f"{int(c)}|{o}|{p:.2f}|{channel}"
-            for c, o, p in zip(group.customer_id, group.offer_id, group.priority, strict=True)
-        ]
-        key = keys.segment(sid, campaign_id, channel)
-        for start in range(0, len(entries), 10_000):
-            pipe.rpush(key, *entries[start : start + 10_000])
-        pipe.expireat(key, gone_at)
-        n_segments += 1
-        summary = campaign_summary.setdefault(
-            campaign_id,
-            {"campaign_id": campaign_id, "assigned": 0, "channels": {}, "offers": []},
-        )
-        summary["assigned"] += len(group)
-        summary["channels"][channel] = len(group)
-        summary["offers"] = sorted(set(summary["offers"]) | set(group.offer_id))
-    # and one list per campaign over every channel, for marketing pulls without a channel
-    for campaign_id, group in df.sort_values(
-        ["campaign_id", "priority", "customer_id"], ascending=[True, False, True]
-    ).groupby("campaign_id", sort=True):
-        entries = [
-            f"{int(c)}|{o}|{p:.2f}|{ch}"
-            for c, o, p, ch in zip(
-                group.customer_id,
-                group.offer_id,
-                group.priority,
-                group.channel,
-                strict=True,
-            )
-        ]
-        key = keys.segment(sid, campaign_id, "ALL")
-        for start in range(0, len(entries), 10_000):
-            pipe.rpush(key, *entries[start : start + 10_000])
-        pipe.expireat(key, gone_at)
+    order = np.lexsort((customer_ids, -df["priority"].to_numpy(), cols["channel"], cols["campaign"]))
+    for ca, campaign_id in enumerate(dictionary.campaigns):
+        rows = order[cols["campaign"][order] == ca]
+        if len(rows) == 0:
+            continue
+        summary = {"campaign_id": campaign_id, "assigned": len(rows), "channels": {}, "offers": []}
+        segment_all = _segment(rows, df, cols)
+        _write_string(pipe, keys.segment(sid, campaign_id, "ALL"), segment_all.tobytes(), gone_at)
+        for ch, channel in enumerate(dictionary.channels):
+            in_channel = rows[cols["channel"][rows] == ch]
+            if len(in_channel):
+                _write_string(
+                    pipe,
+                    keys.segment(sid, campaign_id, channel),
+                    _segment(in_channel, df, cols).tobytes(),
+                    gone_at,
+                )
+                summary["channels"][channel] = len(in_channel)
+                n_segments += 1
+        summary["offers"] = sorted({dictionary.offers[o] for o in np.unique(cols["offer"][rows]).tolist()})
+        campaign_summary[campaign_id] = summary
+        pipe.execute()
     pipe.set(keys.campaigns(sid), json.dumps(list(campaign_summary.values())), exat=gone_at)
     pipe.execute()
 
@@ -170,13 +146,18 @@ def publish_snapshot(
         "created_at": created.isoformat(),
         "expires_at": expires.isoformat(),
         "served_until": dt.datetime.fromtimestamp(gone_at, dt.UTC).isoformat(),
+        "dictionary": dictionary.to_json(),
     }
     # the counts must check out before the switch
-    found = sum(1 for _ in client.scan_iter(match=keys.customer(sid, 0)[:-1] + "*", count=10_000))
+    found = 0
+    for start in range(0, len(buckets), 1000):
+        pipe = client.pipeline(transaction=False)
+        for key in buckets[start : start + 1000]:
+            pipe.hlen(key)
+        found += sum(pipe.execute())
     if found != meta["customers"]:
-        raise PublishError(
-            f"snapshot {sid}: {found} customer keys in Redis, expected {meta['customers']}; not switched"
-        )
+        _drop(client, keys, sid)
+        raise PublishError(f"snapshot {sid}: {found} customers in Redis, expected {meta['customers']}; not switched")
     live_meta = client.get(keys.meta(previous)) if previous else None
     if live_meta and not force:
         live = json.loads(live_meta)
@@ -195,12 +176,64 @@ def publish_snapshot(
     if previous:
         _drop(client, keys, previous)
     result = PublishResult(
-        **{k: meta[k] for k in meta if k != "snapshot_id"},
+        **{k: meta[k] for k in meta if k not in ("snapshot_id", "dictionary")},
         snapshot_id=sid,
         previous_snapshot_id=previous,
     )
     log.info("published snapshot %s", json.dumps(asdict(result)))
     return result
+
+
+def _dictionary_and_offers(df: pd.DataFrame) -> tuple[Dictionary, bytes, dict[str, np.ndarray]]:
+    """The snapshot's dictionary, its customers' offers encoded, and the code columns."""
+    campaigns = sorted(df["campaign_id"].unique().tolist())
+    valid = df.groupby("campaign_id")["valid_until"].max().astype(str).to_dict()
+    offers = sorted(df["offer_id"].unique().tolist())
+    channels = sorted(df["channel"].unique().tolist())
+    distinct = df["reasons"].unique().tolist()
+    parsed = {text: json.loads(text) for text in distinct}
+    too_many = [text for text, reasons in parsed.items() if len(reasons) > 3]
+    if too_many:
+        raise PublishError(f"an assignment carries more than 3 reasons: {too_many[0]}")
+    vocabulary = sorted({r for reasons in parsed.values() for r in reasons})
+    dictionary = Dictionary(campaigns, offers, channels, vocabulary, [valid[c] for c in campaigns])
+    reason_index = {r: i for i, r in enumerate(vocabulary)}
+    combo = {
+        text: [reason_index[r] for r in reasons] + [NO_REASON] * (3 - len(reasons)) for text, reasons in parsed.items()
+    }
+    cols = {
+        "campaign": codes(df["campaign_id"].to_numpy(), campaigns, "campaigns"),
+        "offer": codes(df["offer_id"].to_numpy(), offers, "offers"),
+        "channel": codes(df["channel"].to_numpy(), channels, "channels"),
+    }
+    if len(vocabulary) > 254:
+        raise PublishError(f"a snapshot holds at most 254 distinct reasons, got {len(vocabulary)}")
+    reasons = np.array([combo[t] for t in df["reasons"].tolist()], dtype=np.uint8).reshape(-1, 3)
+    buffer = encode_offers(
+        cols["campaign"],
+        cols["offer"],
+        cols["channel"],
+        reasons,
+        df["propensity"].to_numpy(dtype=np.float64),
+        df["priority"].to_numpy(dtype=np.float64),
+    )
+    return dictionary, buffer, cols
+
+
+def _segment(rows: np.ndarray, df: pd.DataFrame, cols: dict[str, np.ndarray]) -> np.ndarray:
+    seg = np.empty(len(rows), dtype=SEGMENT)
+    seg["customer_id"] = df["customer_id"].to_numpy()[rows]
+    seg["priority"] = df["priority"].to_numpy()[rows]
+    seg["channel"] = cols["channel"][rows]
+    seg["offer"] = cols["offer"][rows]
+    return seg
+
+
+def _write_string(pipe, key: str, data: bytes, gone_at: int, chunk: int = 4 << 20) -> None:
+    """Write a (possibly large) string in pieces, so no single command carries megabytes."""
+    pipe.set(key, data[:chunk], exat=gone_at)
+    for start in range(chunk, len(data), chunk):
+        pipe.append(key, data[start : start + chunk])
 
 
 def _drop(client, keys: Keys, snapshot_id: str) -> None:

@@ -136,7 +136,7 @@ def test_a_new_business_date_switches_the_snapshot_and_removes_the_previous(api,
     assert body["snapshot_id"] == second.snapshot_id
     assert get(api, "/v1/customers/2/offers", "sales").status_code == 404  # not in D2's assignments
     # fresh for 24 hours, then served (flagged stale) for a 6-hour grace, then gone
-    assert 29 * 3600 < r.ttl(keys.customer(second.snapshot_id, 45)) <= 30 * 3600
+    assert 29 * 3600 < r.ttl(keys.customer_bucket(second.snapshot_id, 0)) <= 30 * 3600
     meta = get(api, "/v1/snapshot", "marketing").json()["snapshot"]
     assert meta["business_date"] == "2026-11-02" and meta["model_version"] == "4" and meta["customers"] == 40
     assert meta["fresh"] is True and 0 <= meta["age_seconds"] < 600
