@@ -23,7 +23,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock setup.cfg | cksum | cu
 MANIFEST := dbt_project/target/manifest.json
 DBT_SOURCES := $(shell find dbt_project -type f \( -name '*.sql' -o -name '*.yml' -o -name '*.csv' \) -not -path '*/target/*' -not -path '*/logs/*' 2>/dev/null)
 
-.PHONY: help setup demo serve sandbox airflow test lint format lock clean
+.PHONY: help setup demo serve sandbox airflow test lint format lock clean bench bench-serving
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -56,6 +56,11 @@ test: setup  ## ruff, then the whole pytest suite (DAG integrity and the end-to-
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+bench: bench-serving  ## every benchmark (figures and ratios in .crm/bench/*.json)
+
+bench-serving: setup  ## snapshot load, memory and API look-ups for 1,000,000 customers
+	$(BIN)/python -m serving.bench
 
 lint: setup  ## ruff check and format check
 	$(BIN)/ruff check .

@@ -1,0 +1,271 @@
+"""``make bench-serving``: how fast a snapshot loads, how small it is, how fast the API answers.
+
+Figures, each beside a baseline measured in the same run on the same machine:
+
+- ``load_s``, ``customers_per_s``: publishing 1,000,000 customers with 3 offers each plus their
+  segments, from the warehouse table to a live snapshot; ``redis_set_per_s``: pipelined SETs of
+  small values on the same server (what redis-benchmark measures); ``load_ratio``.
+- ``bytes_per_customer``: Redis memory of the snapshot over its customers.
+- ``api_rps``, ``api_p99_ms``: customer look-ups at concurrency 32 against one uvicorn worker, from a
+  load generator on the same machine; ``baseline_rps``: a minimal ASGI endpoint doing the same
+  Redis read; ``api_ratio``.
+
+Writes ``<CRM_HOME>/bench/serving.json``. The bench has a data directory of its own
+(``<CRM_HOME>/bench/serving-home``), so it never touches the demo's cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime as dt
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from crm.settings import REPO_ROOT, Settings, get_settings
+
+BUSINESS_DATE = dt.date(2026, 11, 27)
+TARGETS = {"load_s": 15.0, "bytes_per_customer": 250.0, "api_rps": 2000.0, "api_p99_ms": 20.0, "api_ratio": 0.5}
+
+
+def synthetic_assignments(customers: int, seed: int = 0) -> pd.DataFrame:
+    """``customers`` x 3 offers over 12 campaigns, shaped like ``customer_campaign_assignments``."""
+    rng = np.random.default_rng(seed)
+    n = customers * 3
+    campaigns = [f"CMP-BENCH-{i:02d}" for i in range(12)]
+    channels = np.array(["SMS", "EMAIL", "PHONE", "PUSH", "SOCIAL"])
+    pick = np.argsort(rng.random((customers, 12)), axis=1)[:, :3].ravel()
+    reasons = [
+        json.dumps(["uses the bank often (many transactions in the last 30 days)", f"{c} is the preferred channel"])
+        for c in channels
+    ]
+    chan = rng.integers(0, len(channels), n)
+    priority = np.sort(rng.random((customers, 3)) * 500, axis=1)[:, ::-1].ravel()
+    return pd.DataFrame(
+        {
+            "customer_id": np.repeat(np.arange(1, customers + 1), 3),
+            "rank": np.tile([1, 2, 3], customers),
+            "campaign_id": np.array(campaigns)[pick],
+            "offer_id": np.array([f"OFR-{c}" for c in campaigns])[pick],
+            "channel": channels[chan],
+            "propensity": np.round(rng.random(n) * 0.3, 6),
+            "priority": np.round(priority, 4),
+            "valid_until": dt.date(2027, 12, 31),
+            "reasons": np.array(reasons)[chan],
+        }
+    )
+
+
+def redis_set_rate(client, count: int = 1_000_000, value_size: int = 36, batch: int = 10_000) -> float:
+    """Pipelined SETs per second on the server (redis-benchmark -P style), keys removed after."""
+    value = b"x" * value_size
+    start = time.perf_counter()
+    for first in range(0, count, batch):
+        pipe = client.pipeline(transaction=False)
+        for i in range(first, min(first + batch, count)):
+            pipe.set(f"bench:set:{i}", value)
+        pipe.execute()
+    rate = count / (time.perf_counter() - start)
+    for first in range(0, count, batch):
+        client.unlink(*[f"bench:set:{i}" for i in range(first, min(first + batch, count))])
+    return rate
+
+
+async def _hammer(url: str, key: str, customers: int, concurrency: int, seconds: float, warmup: float) -> dict:
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+    deadline_warm = time.perf_counter() + warmup
+    deadline = deadline_warm + seconds
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, headers={"X-API-Key": key}) as session:
+
+        async def worker(seed: int) -> None:
+            nonlocal errors
+            rng = random.Random(seed)  # noqa: S311 - load pattern, not security
+            while (now := time.perf_counter()) < deadline:
+                async with session.get(f"{url}/v1/customers/{rng.randint(1, customers)}/offers") as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        errors += 1
+                done = time.perf_counter()
+                if now >= deadline_warm:
+                    latencies.append(done - now)
+
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    lat = np.array(latencies)
+    return {"rps": len(lat) / seconds, "p99_ms": float(np.percentile(lat, 99) * 1000), "errors": errors}
+
+
+def _serve(kind: str, settings: Settings) -> tuple[subprocess.Popen, str]:
+    from crm.services import free_port
+
+    port = free_port()
+    env = {**os.environ, "CRM_HOME": str(settings.home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "serving.bench", "--serve", kind, "--port", str(port)],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    import httpx
+
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/healthz", timeout=1)
+            return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"the {kind} server did not start")
+
+
+def _baseline_app(redis_url: str, prefix: str):
+    """The least an ASGI endpoint can do for a look-up: parse the id, one HGET, return the bytes."""
+    import redis.asyncio as aioredis
+
+    from serving.codec import bucket_of
+
+    state: dict = {}
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    state["r"] = aioredis.Redis.from_url(redis_url)
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        r = state["r"]
+        parts = scope["path"].split("/")
+        body = b"ok"
+        if len(parts) > 3 and parts[3].isdigit():
+            cid = int(parts[3])
+            sid = (await r.get(f"{prefix}:current")).decode()
+            body = await r.hget(f"{prefix}:snap:{sid}:cb:{bucket_of(cid)}", str(cid)) or b""
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/octet-stream")]}
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def serve(kind: str, port: int) -> None:
+    import uvicorn
+
+    from crm.services import ensure_redis
+    from serving.api import create_app
+
+    settings = get_settings()
+    url = ensure_redis(settings)
+    app = create_app(url, settings) if kind == "api" else _baseline_app(url, settings.redis_prefix)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        workers=1,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
+
+
+def run(customers: int, seconds: float) -> dict:
+    import redis
+
+    from crm.services import ensure_redis, stop_services_started_since
+    from ml.registry import ModelRef
+    from ml.score import write_assignments
+    from serving.auth import issue_keys
+    from serving.load import publish_snapshot
+
+    base = get_settings()
+    settings = dataclasses.replace(base, home=base.home / "bench" / "serving-home")
+    settings.ensure_dirs()
+    os.environ["CRM_HOME"] = str(settings.home)
+    settings.duckdb_path.unlink(missing_ok=True)
+    print(f"generating {customers:,} customers x 3 offers into the warehouse table ...", flush=True)
+    write_assignments(BUSINESS_DATE, synthetic_assignments(customers), ModelRef("bench", "1"), settings)
+    try:
+        client = redis.Redis.from_url(ensure_redis(settings))
+        client.flushall()
+        print("baseline: pipelined SETs on the same server ...", flush=True)
+        set_rate = redis_set_rate(client, count=customers)
+        before = client.info("memory")["used_memory"]
+        print("loading the snapshot ...", flush=True)
+        start = time.perf_counter()
+        published = publish_snapshot(BUSINESS_DATE, settings, force=True)
+        load_s = time.perf_counter() - start
+        used = client.info("memory")["used_memory"] - before
+        key = issue_keys(settings.api_keys_path, roles=("sales",))["sales"]
+        figures: dict = {
+            "customers": published.customers,
+            "load_s": round(load_s, 2),
+            "customers_per_s": round(published.customers / load_s),
+            "redis_set_per_s": round(set_rate),
+            "load_ratio": round(published.customers / load_s / set_rate, 3),
+            "bytes_per_customer": round(used / published.customers, 1),
+        }
+        for kind in ("api", "baseline"):
+            proc, url = _serve(kind, settings)
+            try:
+                print(f"{kind}: {seconds:.0f} s of look-ups at concurrency 32 ...", flush=True)
+                result = asyncio.run(_hammer(url, key, customers, 32, seconds, warmup=2.0))
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+            if kind == "api":
+                figures.update(
+                    api_rps=round(result["rps"]), api_p99_ms=round(result["p99_ms"], 2), api_errors=result["errors"]
+                )
+            else:
+                figures.update(baseline_rps=round(result["rps"]), baseline_p99_ms=round(result["p99_ms"], 2))
+        figures["api_ratio"] = round(figures["api_rps"] / figures["baseline_rps"], 3)
+    finally:
+        stop_services_started_since(set(), settings)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench-serving", description=__doc__)
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--serve", choices=["api", "baseline"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve(args.serve, args.port)
+        return 0
+    out = get_settings().home / "bench" / "serving.json"
+    figures = run(args.customers, args.seconds)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2))
+    print(f"\nbench-serving ({out})")
+    for name, value in figures.items():
+        target = TARGETS.get(name)
+        verdict = ""
+        if target is not None:
+            ok = value <= target if name in ("load_s", "bytes_per_customer", "api_p99_ms") else value >= target
+            verdict = f"  target {'<=' if name in ('load_s', 'bytes_per_customer', 'api_p99_ms') else '>='} {target}: {'met' if ok else 'NOT met'}"
+        print(f"  {name:<20}{value}{verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
