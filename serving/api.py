@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import logging.handlers
+import queue
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -61,6 +63,33 @@ class _Metrics:
         self.snapshot_customers = Gauge(
             "crm_snapshot_customers", "Customers in the live snapshot", registry=self.registry
         )
+
+
+class _MeasureRequests:
+    """Pure ASGI middleware counting requests by route template and status, and their latency."""
+
+    def __init__(self, app, metrics: _Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            endpoint = getattr(scope.get("route"), "path", "unmatched")  # the template: no ids in labels
+            self.metrics.requests.labels(endpoint, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
 
 
 class Principal:
@@ -119,13 +148,20 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         app.state.redis = aioredis.Redis.from_url(redis_url, decode_responses=True, client_name=READ_API_CLIENT_NAME)
         app.state.raw = aioredis.Redis.from_url(redis_url, client_name=READ_API_CLIENT_NAME)  # packed values
         settings.audit_log_path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(settings.audit_log_path)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        # the audit file is written by a background thread: a look-up never waits on the disk
+        file_handler = logging.FileHandler(settings.audit_log_path)
+        file_handler.setFormatter(logging.Formatter("%(message)s"))
+        records: queue.SimpleQueue = queue.SimpleQueue()
+        listener = logging.handlers.QueueListener(records, file_handler)
+        handler = logging.handlers.QueueHandler(records)
         audit.addHandler(handler)
         audit.setLevel(logging.INFO)
         audit.propagate = False
+        listener.start()
         yield
         audit.removeHandler(handler)
+        listener.stop()
+        file_handler.close()
         await app.state.redis.aclose()
         await app.state.raw.aclose()
 
@@ -138,19 +174,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
     app.state.key_store = key_store
     metrics = _Metrics()
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
-        start = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = request.scope.get("route")
-            endpoint = getattr(route, "path", "unmatched")
-            metrics.requests.labels(endpoint, request.method, str(status)).inc()
-            metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+    app.add_middleware(_MeasureRequests, metrics=metrics)
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     async def prometheus_metrics(request: Request) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 
 import pandas as pd
 import pytest
@@ -119,7 +120,12 @@ def test_segments_page_in_priority_order_and_filter_by_channel(api):
 
 def test_customer_lookups_are_audited_without_other_personal_data(api, settings):
     get(api, "/v1/customers/8/offers", "sales")
-    lines = [json.loads(x) for x in settings.audit_log_path.read_text().splitlines()]
+    deadline = time.monotonic() + 5  # a background thread writes the audit file
+    while time.monotonic() < deadline:
+        lines = [json.loads(x) for x in settings.audit_log_path.read_text().splitlines()]
+        if lines and lines[-1]["customer_id"] == 8:
+            break
+        time.sleep(0.05)
     assert lines[-1]["customer_id"] == 8 and lines[-1]["role"] == "sales"
     assert set(lines[-1]) == {"at", "role", "key_id", "customer_id"}
 
