@@ -6,14 +6,13 @@ request reads one snapshot only, retrying once when the snapshot switched under 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
-import logging
-import logging.handlers
-import queue
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path as FilePath
 from typing import Annotated, Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -28,9 +27,40 @@ from serving.auth import hash_key, load_key_store
 from serving.codec import SEGMENT, Dictionary, bucket_of, decode_offers, decode_segment
 from serving.keys import Keys
 
-audit = logging.getLogger("crm.audit")
+
+class AuditLog:
+    """Who looked up which customer, when: one JSON line per look-up, and no other personal data.
+
+    Lines are buffered and appended to the file every ``interval`` seconds (and at shutdown), so a
+    look-up never waits on the disk.
+    """
+
+    def __init__(self, path: FilePath, interval: float = 0.2):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.interval = interval
+        self.lines: list[str] = []
+
+    def record(self, who: Principal, customer_id: int) -> None:
+        at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        entry = {"at": at, "role": who.role, "key_id": who.key_id, "customer_id": customer_id}
+        self.lines.append(json.dumps(entry) + "\n")
+
+    def flush(self) -> None:
+        if self.lines:
+            lines, self.lines = self.lines, []
+            with open(self.path, "a") as fh:
+                fh.write("".join(lines))
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.flush()
+
+
 T = TypeVar("T")
 
+SID_CACHE_S = 0.25  # how stale the API's idea of the live snapshot id may be
 CustomerId = Annotated[int, Path(gt=0, le=10**12, description="core-banking customer id")]
 CampaignId = Annotated[str, Path(pattern=r"^[A-Z0-9][A-Z0-9-]{1,63}$")]
 
@@ -118,10 +148,10 @@ async def _segment_csv(raw: aioredis.Redis, key: str, d: Dictionary, chunk: int 
         start += chunk
 
 
-def principal(*roles: str) -> Callable[[Request], Principal]:
+def principal(*roles: str) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency admitting API keys of ``roles``: 401 for no or unknown key, 403 for another role."""
 
-    def check(request: Request) -> Principal:
+    async def check(request: Request) -> Principal:  # async: no thread hop per request
         key = request.headers.get("x-api-key")
         entry = request.app.state.key_store.get(hash_key(key)) if key else None
         if entry is None:
@@ -147,21 +177,11 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         app.state.redis = aioredis.Redis.from_url(redis_url, decode_responses=True, client_name=READ_API_CLIENT_NAME)
         app.state.raw = aioredis.Redis.from_url(redis_url, client_name=READ_API_CLIENT_NAME)  # packed values
-        settings.audit_log_path.parent.mkdir(parents=True, exist_ok=True)
-        # the audit file is written by a background thread: a look-up never waits on the disk
-        file_handler = logging.FileHandler(settings.audit_log_path)
-        file_handler.setFormatter(logging.Formatter("%(message)s"))
-        records: queue.SimpleQueue = queue.SimpleQueue()
-        listener = logging.handlers.QueueListener(records, file_handler)
-        handler = logging.handlers.QueueHandler(records)
-        audit.addHandler(handler)
-        audit.setLevel(logging.INFO)
-        audit.propagate = False
-        listener.start()
+        app.state.audit = AuditLog(settings.audit_log_path)
+        flusher = asyncio.create_task(app.state.audit.run())
         yield
-        audit.removeHandler(handler)
-        listener.stop()
-        file_handler.close()
+        flusher.cancel()
+        app.state.audit.flush()
         await app.state.redis.aclose()
         await app.state.raw.aclose()
 
@@ -194,16 +214,29 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
             metrics.snapshot_customers.set(0)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def in_snapshot(request: Request, read: Callable[[str], Awaitable[T | None]]) -> tuple[str, T | None]:
-        """Run ``read`` against the live snapshot; once more if it switched during the read."""
-        r: aioredis.Redis = request.app.state.redis
-        for _ in range(2):
-            sid = await r.get(keys.current)
+    live = {"sid": None, "until": 0.0}  # the live snapshot id, re-read at most every SID_CACHE_S
+
+    async def current_sid(request: Request, fresh: bool = False) -> str:
+        now = time.monotonic()
+        if fresh or now >= live["until"]:
+            sid = await request.app.state.redis.get(keys.current)
             if sid is None:
                 raise NoSnapshot
-            value = await read(sid)
-            if value is not None or await r.get(keys.current) == sid:
-                return sid, value
+            live["sid"], live["until"] = sid, now + SID_CACHE_S
+        return live["sid"]
+
+    async def in_snapshot(request: Request, read: Callable[[str], Awaitable[T | None]]) -> tuple[str, T | None]:
+        """Run ``read`` against one snapshot, the live one; every read names the snapshot it used.
+
+        The live id is cached for ``SID_CACHE_S``: a read that finds nothing (the snapshot it knew
+        was just replaced and dropped) asks Redis again and reads once more from the live one.
+        """
+        sid = await current_sid(request)
+        value = await read(sid)
+        if value is None:
+            latest = await current_sid(request, fresh=True)
+            if latest != sid:
+                sid, value = latest, await read(latest)
         return sid, value
 
     dictionaries: dict[str, Dictionary] = {}
@@ -341,16 +374,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         customer_id: CustomerId,
         who: Annotated[Principal, Depends(OFFER_READERS)],
     ) -> JSONResponse:
-        audit.info(
-            json.dumps(
-                {
-                    "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                    "role": who.role,
-                    "key_id": who.key_id,
-                    "customer_id": customer_id,
-                }
-            )
-        )
+        request.app.state.audit.record(who, customer_id)
 
         async def read(sid: str):
             blob = await request.app.state.raw.hget(keys.customer_bucket(sid, bucket_of(customer_id)), str(customer_id))

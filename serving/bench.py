@@ -183,6 +183,7 @@ def serve(kind: str, port: int) -> None:
         http="httptools",
         access_log=False,
         log_level="warning",
+        proxy_headers=False,
     )
 
 

@@ -27,6 +27,12 @@ from serving.keys import Keys
 log = logging.getLogger(__name__)
 
 
+HSET_EXPIRING = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return redis.call('EXPIREAT', KEYS[1], ARGV[1])
+"""
+
+
 class PublishError(RuntimeError):
     pass
 
@@ -97,12 +103,14 @@ def publish_snapshot(
         raise PublishError("customer ids above 2**32 do not fit the snapshot encoding")
 
     pipe = client.pipeline(transaction=False)
-    # the customers' ranked offers, in hash buckets
+    # the customers' ranked offers, in hash buckets; each bucket is written with its expiry in one
+    # atomic step (a single-key script: fine on Redis Cluster), so a load killed half-way leaves
+    # nothing behind that does not expire
+    hset_expiring = client.register_script(HSET_EXPIRING)
     buckets = []
     for bucket, fields in customer_fields(customer_ids, buffer):
         key = keys.customer_bucket(sid, bucket)
-        pipe.hset(key, mapping=fields)
-        pipe.expireat(key, gone_at)
+        hset_expiring(keys=[key], args=[gone_at, *(x for kv in fields.items() for x in kv)], client=pipe)
         buckets.append(key)
         if len(buckets) % 200 == 0:
             pipe.execute()
