@@ -49,13 +49,6 @@ def bucket_of(customer_id: int) -> int:
     return customer_id // BUCKET
 
 
-def codes(values: np.ndarray, vocabulary: list[str], what: str) -> np.ndarray:
-    index = {v: i for i, v in enumerate(vocabulary)}
-    if len(index) > MAX_CODES:
-        raise EncodingError(f"a snapshot holds at most {MAX_CODES} distinct {what}, got {len(index)}")
-    return np.array([index[v] for v in values], dtype=np.uint8) if len(values) else np.zeros(0, np.uint8)
-
-
 def encode_offers(
     campaign: np.ndarray,
     offer: np.ndarray,
@@ -84,23 +77,25 @@ def encode_offers(
     return rec.tobytes()
 
 
-def customer_fields(customer_ids: np.ndarray, buffer: bytes) -> Iterator[tuple[int, dict[str, bytes]]]:
-    """(bucket, {customer id: its offers' bytes}) for customers in ascending order."""
-    view = memoryview(buffer)
+def customer_buckets(customer_ids: np.ndarray, buffer: bytes) -> Iterator[tuple[int, bytes, bytes, bytes]]:
+    """Per hash bucket: (bucket, uint32 customer ids, uint8 offer counts, their OFFER records).
+
+    ``customer_ids`` has one entry per offer row, ascending; ``buffer`` holds the rows' records.
+    """
     starts = np.flatnonzero(np.r_[True, customer_ids[1:] != customer_ids[:-1]])
-    ends = np.r_[starts[1:], len(customer_ids)]
-    ids = customer_ids[starts].tolist()
-    size = OFFER.size
-    bucket, fields = None, {}
-    for cid, start, end in zip(ids, starts.tolist(), ends.tolist(), strict=True):
-        b = cid // BUCKET
-        if b != bucket:
-            if fields:
-                yield bucket, fields
-            bucket, fields = b, {}
-        fields[str(cid)] = bytes(view[start * size : end * size])
-    if fields:
-        yield bucket, fields
+    counts = np.diff(np.r_[starts, len(customer_ids)])
+    if counts.max() > 255:
+        raise EncodingError("a customer holds more than 255 offers")
+    ids = customer_ids[starts]
+    buckets = ids // BUCKET
+    edges = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
+    ends = np.r_[edges[1:], len(ids)]
+    row_edges = np.r_[starts, len(customer_ids)]
+    view = memoryview(buffer)
+    ids32, counts8 = ids.astype("<u4"), counts.astype(np.uint8)
+    for first, last in zip(edges.tolist(), ends.tolist(), strict=True):
+        rows = slice(row_edges[first] * OFFER.size, row_edges[last] * OFFER.size)
+        yield int(buckets[first]), ids32[first:last].tobytes(), counts8[first:last].tobytes(), bytes(view[rows])
 
 
 def decode_offers(blob: bytes, d: Dictionary) -> list[dict]:
