@@ -244,6 +244,15 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
                 sid, value = latest, await read(latest)
         return sid, value
 
+    async def snapshot_json(request: Request, key_of: Callable[[str], str]) -> tuple[str, Any]:
+        """A JSON value of the live snapshot (its metadata, its campaign list)."""
+
+        async def read(sid: str):
+            raw = await request.app.state.redis.get(key_of(sid))
+            return json.loads(raw) if raw is not None else None
+
+        return await in_snapshot(request, read)
+
     dictionaries: dict[str, Dictionary] = {}
 
     async def dictionary(request: Request, sid: str) -> Dictionary | None:
@@ -294,13 +303,8 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         request: Request,
         who: Annotated[Principal, Depends(MARKETING_SALES)],
     ) -> JSONResponse:
-        r = request.app.state.redis
-
-        async def read(sid: str):
-            return await r.get(keys.meta(sid))
-
-        sid, raw = await in_snapshot(request, read)
-        meta = json.loads(raw) if raw else {}
+        sid, meta = await snapshot_json(request, keys.meta)
+        meta = meta or {}
         meta.pop("dictionary", None)
         if meta:
             meta.update(_freshness(meta))
@@ -311,13 +315,8 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         request: Request,
         who: Annotated[Principal, Depends(MARKETING_SALES)],
     ) -> JSONResponse:
-        r = request.app.state.redis
-
-        async def read(sid: str):
-            return await r.get(keys.campaigns(sid))
-
-        sid, raw = await in_snapshot(request, read)
-        return answer(sid, {"campaigns": json.loads(raw) if raw else []})
+        sid, listed = await snapshot_json(request, keys.campaigns)
+        return answer(sid, {"campaigns": listed or []})
 
     @app.get("/v1/campaigns/{campaign_id}/customers", tags=["campaigns"])
     async def campaign_customers(
