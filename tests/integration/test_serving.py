@@ -250,3 +250,13 @@ def test_a_snapshot_past_its_ttl_keeps_serving_flagged_stale_until_its_grace_end
     assert client.get("/readyz").json() == {"ready": True, "snapshot_id": late.snapshot_id, "fresh": False}
     r = redis.Redis.from_url(ensure_redis(settings), decode_responses=True)
     assert 4 * 3600 < r.ttl(Keys(settings.redis_prefix).current) <= 5 * 3600  # 24 h + 6 h grace - 25 h
+
+
+def test_readyz_and_reads_answer_503_while_redis_is_unreachable(settings, tmp_path):
+    keys = issue_keys(settings.api_keys_path, roles=("sales",))
+    with TestClient(create_app(f"unix://{tmp_path}/no-redis.sock", settings)) as client:
+        assert client.get("/healthz").status_code == 200
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["reason"] == "redis unreachable"
+        offers = client.get("/v1/customers/1/offers", headers={"X-API-Key": keys["sales"]})
+        assert offers.status_code == 503
