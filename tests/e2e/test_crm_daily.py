@@ -139,27 +139,55 @@ def test_the_api_serves_what_the_warehouse_assigned(first_run, e2e_home, monkeyp
         assert [o["campaign_id"] for o in served[c]["offers"]] == expected
 
 
-def test_rerunning_the_same_date_gives_the_same_assignments_and_offers(first_run, e2e_home, monkeypatch):
+def test_rerunning_the_same_date_refreshes_a_running_api_with_the_same_offers(first_run, e2e_home, monkeypatch):
+    """make serve runs; make demo for the same date again: same assignments, same offers, served
+    from a new snapshot by the API that never restarted."""
+    import signal
+    import time
+
+    import httpx
+
+    from crm.services import free_port, running_services
+
     settings = _settings(e2e_home, monkeypatch)
     before = _assignments(settings)
-    sample = sorted(before["customer_id"].unique())[:20]
-    try:
-        served_before, snap_before = _served(settings, sample)
-    finally:
-        from crm.services import stop_services_started_since
+    sample = [int(c) for c in sorted(before["customer_id"].unique())[:20]]
+    port = free_port()
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "crm.cli", "serve", "--port", str(port)],
+        env={**os.environ, "CRM_HOME": str(e2e_home)},
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    key = json.loads(settings.demo_api_keys_path.read_text())["sales"]
 
-        stop_services_started_since(set(), settings)
-    again = _demo(e2e_home, D)
-    assert again.returncode == 0, again.stdout[-3000:]
-    after = _assignments(settings)
-    assert before.equals(after)
+    def served() -> tuple[set[str], dict]:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": key}) as client:
+            bodies = {c: client.get(f"/v1/customers/{c}/offers").json() for c in sample}
+        return {b["snapshot_id"] for b in bodies.values()}, {c: b["offers"] for c, b in bodies.items()}
+
     try:
-        served_after, snap_after = _served(settings, sample)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        snap_before, offers_before = served()
+        again = _demo(e2e_home, D)
+        assert again.returncode == 0, again.stdout[-3000:]
+        assert "redis" in running_services(settings)  # the demo left the API's Redis up
+        time.sleep(0.5)
+        snap_after, offers_after = served()
     finally:
-        stop_services_started_since(set(), settings)
-    strip = lambda d: {c: v["offers"] for c, v in d.items()}  # noqa: E731
-    assert strip(served_before) == strip(served_after)
-    assert snap_after["snapshot_id"] != snap_before["snapshot_id"]
+        serve.send_signal(signal.SIGINT)
+        serve.wait(timeout=30)
+    assert before.equals(_assignments(settings))
+    assert offers_after == offers_before
+    assert len(snap_before) == len(snap_after) == 1 and snap_after != snap_before
+    assert running_services(settings) == set()  # serve stopped the Redis it had started
 
 
 def test_a_failing_stage_stops_the_run_names_it_and_publishes_nothing(first_run, e2e_home, monkeypatch):
