@@ -83,18 +83,23 @@ def _spawn(cmd: list[str], log_path: Path, env: dict[str, str] | None = None) ->
     return proc.pid
 
 
+def _reap(pid: int) -> None:
+    """Collect the exit status of a child of ours that ended, so it leaves no zombie."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
 def _terminate(pid: int, timeout: float = 10.0) -> None:
-    if not _alive(pid):
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
+    if _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.05)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+    _reap(pid)
 
 
 # ---- Redis ---------------------------------------------------------------------------------
