@@ -34,21 +34,6 @@ def dbt_parse(settings: Settings) -> int:
     return subprocess.run(cmd, cwd=settings.dbt_project_dir, env=env, check=False).returncode
 
 
-def _task_states(settings: Settings, run_id: str) -> list[dict]:
-    from crm.airflow_env import airflow
-
-    done = airflow(
-        ["tasks", "states-for-dag-run", "crm_daily", run_id, "-o", "json"],
-        settings,
-        capture_output=True,
-        text=True,
-    )
-    try:
-        return json.loads(done.stdout[done.stdout.index("[") :])
-    except ValueError:
-        return []
-
-
 def _failure_cause(log_text: str) -> str:
     """The last exception line of a failed run's log (what a user needs to see first)."""
     lines = [ln for ln in log_text.splitlines() if re.search(r"\b\w+(Error|Exception|Failed|Exceeded|Mismatch)\b:", ln)]
