@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,3 +47,34 @@ def settings(crm_home: Path):
     s = get_settings()
     s.ensure_dirs()
     return s
+
+
+@contextlib.contextmanager
+def running_read_api(home: Path) -> Iterator[str]:
+    """``make serve`` as a user runs it (``crm.cli serve``) on ``home``; yields its URL once ready."""
+    import httpx
+
+    from crm.services import free_port
+    from crm.settings import REPO_ROOT
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crm.cli", "serve", "--port", str(port)],
+        env={**os.environ, "CRM_HOME": str(home)},
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)

@@ -142,48 +142,30 @@ def test_the_api_serves_what_the_warehouse_assigned(first_run, e2e_home, monkeyp
 def test_rerunning_the_same_date_refreshes_a_running_api_with_the_same_offers(first_run, e2e_home, monkeypatch):
     """make serve runs; make demo for the same date again: same assignments, same offers, served
     from a new snapshot by the API that never restarted."""
-    import signal
     import time
 
     import httpx
+    from conftest import running_read_api
 
-    from crm.services import free_port, running_services
+    from crm.services import running_services
 
     settings = _settings(e2e_home, monkeypatch)
     before = _assignments(settings)
     sample = [int(c) for c in sorted(before["customer_id"].unique())[:20]]
-    port = free_port()
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "crm.cli", "serve", "--port", str(port)],
-        env={**os.environ, "CRM_HOME": str(e2e_home)},
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     key = json.loads(settings.demo_api_keys_path.read_text())["sales"]
 
-    def served() -> tuple[set[str], dict]:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": key}) as client:
+    def served(url: str) -> tuple[set[str], dict]:
+        with httpx.Client(base_url=url, headers={"X-API-Key": key}) as client:
             bodies = {c: client.get(f"/v1/customers/{c}/offers").json() for c in sample}
         return {b["snapshot_id"] for b in bodies.values()}, {c: b["offers"] for c, b in bodies.items()}
 
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        snap_before, offers_before = served()
+    with running_read_api(e2e_home) as url:
+        snap_before, offers_before = served(url)
         again = _demo(e2e_home, D)
         assert again.returncode == 0, again.stdout[-3000:]
         assert "redis" in running_services(settings)  # the demo left the API's Redis up
         time.sleep(0.5)
-        snap_after, offers_after = served()
-    finally:
-        serve.send_signal(signal.SIGINT)
-        serve.wait(timeout=30)
+        snap_after, offers_after = served(url)
     assert before.equals(_assignments(settings))
     assert offers_after == offers_before
     assert len(snap_before) == len(snap_after) == 1 and snap_after != snap_before

@@ -10,7 +10,6 @@ import datetime as dt
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -20,8 +19,9 @@ import httpx
 import pandas as pd
 import pytest
 import redis
+from conftest import running_read_api
 
-from crm.services import ensure_redis, free_port
+from crm.services import ensure_redis
 from crm.settings import REPO_ROOT
 from ml.registry import ModelRef
 from ml.score import write_assignments
@@ -61,21 +61,8 @@ def server(settings):
     write_assignments(DB, _assignments("CMP-B", "CMP-A", CUSTOMERS), ModelRef("m", "2"), settings)
     publish_snapshot(DA, settings, force=True)
     key = issue_keys(settings.api_keys_path, roles=("sales",))["sales"]
-    port = free_port()
-    env = {**os.environ, "CRM_HOME": str(settings.home)}
-    cmd = [sys.executable, "-m", "crm.cli", "serve", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    yield url, key
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=30)
+    with running_read_api(settings.home) as url:
+        yield url, key
 
 
 def test_readers_never_see_a_mix_of_two_snapshots(server, settings):
