@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import gc
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,13 +18,23 @@ from pathlib import Path as FilePath
 from typing import Annotated, Any, TypeVar
 
 import redis.asyncio as aioredis
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from crm.services import READ_API_CLIENT_NAME
 from crm.settings import Settings, get_settings
-from models.serving import MOBILE_FIELDS
+from models.core_banking import Channel
+from models.serving import (
+    MOBILE_FIELDS,
+    CampaignsAnswer,
+    Error,
+    OffersAnswer,
+    Readiness,
+    SegmentPage,
+    SnapshotAnswer,
+)
 from serving.auth import hash_key, load_key_store
 from serving.codec import SEGMENT, Dictionary, bucket_of, decode_offers, decode_segment
 from serving.keys import Keys
@@ -62,7 +73,8 @@ class AuditLog:
 T = TypeVar("T")
 
 SID_CACHE_S = 0.25  # how stale the API's idea of the live snapshot id may be
-CustomerId = Annotated[int, Path(gt=0, le=10**12, description="core-banking customer id")]
+MAX_CUSTOMER_ID = 10**12
+CustomerId = Annotated[int, Path(gt=0, le=MAX_CUSTOMER_ID, description="core-banking customer id")]
 CampaignId = Annotated[str, Path(pattern=r"^[A-Z0-9][A-Z0-9-]{1,63}$")]
 
 
@@ -123,6 +135,45 @@ class _MeasureRequests:
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
 
 
+OFFERS_PATH = re.compile(r"/v1/customers/([1-9][0-9]{0,12})/offers")
+
+
+class _OffersFastPath:
+    """``GET /v1/customers/{id}/offers``, the look-up sales and the mobile app make all day, answered
+    without FastAPI's per-request machinery (routing, parameter solving): it costs more CPU than the
+    Redis read itself. Both this layer and the documented FastAPI route call the same ``lookup``;
+    what this layer does not recognise as a valid call (a malformed or out-of-range id, another
+    method) goes on to FastAPI, which answers it (422, 405) as documented.
+    """
+
+    def __init__(self, app, lookup, route_path: str):
+        self.app = app
+        self.lookup = lookup
+        self.route = type("Route", (), {"path": route_path})()  # what _MeasureRequests labels by
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "GET":
+            match = OFFERS_PATH.fullmatch(scope["path"])
+            if match and int(match[1]) <= MAX_CUSTOMER_ID:
+                key = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-api-key"), None)
+                status, body, headers = await self.lookup(key, int(match[1]))
+                scope["route"] = self.route
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": status,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", b"%d" % len(body)),
+                            *((k.encode(), v.encode()) for k, v in headers.items()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 class Principal:
     def __init__(self, key_id: str, role: str):
         self.key_id = key_id
@@ -131,6 +182,10 @@ class Principal:
 
 class NoSnapshot(Exception):
     pass
+
+
+NO_SNAPSHOT = "no live snapshot: the daily run has not published one"
+REDIS_DOWN = "the cache is unreachable"
 
 
 async def _segment_csv(raw: aioredis.Redis, key: str, d: Dictionary, chunk: int = 10_000) -> AsyncIterator[str]:
@@ -149,24 +204,52 @@ async def _segment_csv(raw: aioredis.Redis, key: str, d: Dictionary, chunk: int 
         start += chunk
 
 
-def principal(*roles: str) -> Callable[[Request], Awaitable[Principal]]:
-    """A dependency admitting API keys of ``roles``: 401 for no or unknown key, 403 for another role."""
-
-    async def check(request: Request) -> Principal:  # async: no thread hop per request
-        key = request.headers.get("x-api-key")
-        entry = request.app.state.key_store.get(hash_key(key)) if key else None
-        if entry is None:
-            raise HTTPException(401, detail="missing or unknown API key (header X-API-Key)")
-        if entry["role"] not in roles:
-            raise HTTPException(403, detail=f"the {entry['role']} role may not call this endpoint")
-        return Principal(entry["key_id"], entry["role"])
-
-    return check
+API_KEY_SCHEME = "ApiKey"
+MARKETING_SALES = ("marketing", "sales")
+MARKETING = ("marketing",)
+OFFER_READERS = ("sales", "mobile", "marketing")
 
 
-MARKETING_SALES = principal("marketing", "sales")
-MARKETING = principal("marketing")
-OFFER_READERS = principal("sales", "mobile", "marketing")
+class Denied(Exception):
+    def __init__(self, status: int, detail: str):
+        self.status, self.detail = status, detail
+
+
+def check_key(key_store: dict[str, dict], key: str | None, roles: tuple[str, ...]) -> Principal:
+    """The API key must be known (else 401) and hold one of ``roles`` (else 403)."""
+    entry = key_store.get(hash_key(key)) if key else None
+    if entry is None:
+        raise Denied(401, "missing or unknown API key (header X-API-Key)")
+    if entry["role"] not in roles:
+        raise Denied(403, f"the {entry['role']} role may not call this endpoint")
+    return Principal(entry["key_id"], entry["role"])
+
+
+def authorize(request: Request, roles: tuple[str, ...]) -> Principal:
+    """``check_key`` for an endpoint: a plain call at its top rather than a FastAPI dependency
+    (resolving one costs more than the look-up it guards); ``for_roles`` documents it."""
+    try:
+        return check_key(request.app.state.key_store, request.headers.get("x-api-key"), roles)
+    except Denied as denied:
+        raise HTTPException(denied.status, detail=denied.detail) from None
+
+
+def for_roles(*roles: str) -> dict[str, Any]:
+    """OpenAPI of an endpoint behind ``authorize``: the X-API-Key scheme and the roles it admits."""
+    return {"security": [{API_KEY_SCHEME: []}], "x-roles": list(roles)}
+
+
+_ERRORS = {
+    401: "Missing or unknown API key",
+    403: "The key's role may not call this endpoint",
+    404: "Not in the live snapshot",
+    503: "No live snapshot, or the cache is unreachable",
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers of an endpoint behind ``authorize`` (422 FastAPI documents itself)."""
+    return {code: {"model": Error, "description": _ERRORS[code]} for code in (401, 403, *codes)}
 
 
 def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
@@ -177,7 +260,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.redis = aioredis.Redis.from_url(redis_url, decode_responses=True, client_name=READ_API_CLIENT_NAME)
-        app.state.raw = aioredis.Redis.from_url(redis_url, client_name=READ_API_CLIENT_NAME)  # packed values
+        app.state.raw = aioredis.Redis.from_url(redis_url, client_name=READ_API_CLIENT_NAME, socket_timeout=None)
         app.state.audit = AuditLog(settings.audit_log_path)
         flusher = asyncio.create_task(app.state.audit.run())
         # everything alive after start-up (modules, the app) lives as long as the process: keep it
@@ -192,74 +275,61 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="CRM campaign assignments",
-        description="Today's campaign assignments, served from the live Redis snapshot.",
+        description=(
+            "Today's campaign assignments, served from the live Redis snapshot. Every call but the ops "
+            "probes needs an `X-API-Key`; each endpoint names the roles (`x-roles`) it admits. Every "
+            "answer names the snapshot it was read from (`snapshot_id` and the `X-Snapshot-Id` header)."
+        ),
         version="1.0",
         lifespan=lifespan,
     )
     app.state.key_store = key_store
     metrics = _Metrics()
 
-    app.add_middleware(_MeasureRequests, metrics=metrics)
-
-    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
-    async def prometheus_metrics(request: Request) -> Response:
-        """Prometheus metrics: requests by endpoint and status, latency, the live snapshot's age."""
-        try:
-            sid = await request.app.state.redis.get(keys.current)
-            raw = await request.app.state.redis.get(keys.meta(sid)) if sid else None
-        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
-            raw = None
-        if raw:
-            meta = json.loads(raw)
-            created = dt.datetime.fromisoformat(meta["created_at"])
-            metrics.snapshot_age.set((dt.datetime.now(dt.UTC) - created).total_seconds())
-            metrics.snapshot_customers.set(meta["customers"])
-        else:
-            metrics.snapshot_age.set(float("nan"))
-            metrics.snapshot_customers.set(0)
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
     live = {"sid": None, "until": 0.0}  # the live snapshot id, re-read at most every SID_CACHE_S
 
-    async def current_sid(request: Request, fresh: bool = False) -> str:
+    async def current_sid(fresh: bool = False) -> str:
         now = time.monotonic()
         if fresh or now >= live["until"]:
-            sid = await request.app.state.redis.get(keys.current)
+            sid = await app.state.redis.get(keys.current)
             if sid is None:
                 raise NoSnapshot
             live["sid"], live["until"] = sid, now + SID_CACHE_S
         return live["sid"]
 
-    async def in_snapshot(request: Request, read: Callable[[str], Awaitable[T | None]]) -> tuple[str, T | None]:
+    async def in_snapshot(read: Callable[[str], Awaitable[T | None]]) -> tuple[str, T | None]:
         """Run ``read`` against one snapshot, the live one; every read names the snapshot it used.
 
         The live id is cached for ``SID_CACHE_S``: a read that finds nothing (the snapshot it knew
         was just replaced and dropped) asks Redis again and reads once more from the live one.
         """
-        sid = await current_sid(request)
+        sid = await current_sid()
         value = await read(sid)
         if value is None:
-            latest = await current_sid(request, fresh=True)
+            latest = await current_sid(fresh=True)
             if latest != sid:
                 sid, value = latest, await read(latest)
         return sid, value
 
-    async def snapshot_json(request: Request, key_of: Callable[[str], str]) -> tuple[str, Any]:
+    async def snapshot_json(key_of: Callable[[str], str]) -> tuple[str, Any]:
         """A JSON value of the live snapshot (its metadata, its campaign list)."""
 
         async def read(sid: str):
-            raw = await request.app.state.redis.get(key_of(sid))
+            raw = await app.state.redis.get(key_of(sid))
             return json.loads(raw) if raw is not None else None
 
-        return await in_snapshot(request, read)
+        sid, value = await in_snapshot(read)
+        if value is None:
+            raise NoSnapshot
+        return sid, value
 
     dictionaries: dict[str, Dictionary] = {}
 
-    async def dictionary(request: Request, sid: str) -> Dictionary | None:
+    async def dictionary(sid: str) -> Dictionary | None:
         """The snapshot's dictionary (ids behind the packed codes), read once per snapshot."""
         d = dictionaries.get(sid)
         if d is None:
-            raw = await request.app.state.redis.get(keys.meta(sid))
+            raw = await app.state.redis.get(keys.meta(sid))
             if raw is None:
                 return None
             d = Dictionary.from_json(json.loads(raw)["dictionary"])
@@ -273,69 +343,112 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(NoSnapshot)
     async def no_snapshot(request: Request, exc: NoSnapshot) -> JSONResponse:
-        return JSONResponse(
-            {"detail": "no live snapshot: the daily run has not published one"},
-            status_code=503,
-        )
+        return JSONResponse({"detail": NO_SNAPSHOT}, status_code=503)
 
     @app.exception_handler(aioredis.ConnectionError)
     async def redis_down(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": "the cache is unreachable"}, status_code=503)
+        return JSONResponse({"detail": REDIS_DOWN}, status_code=503)
 
-    @app.get("/healthz", tags=["ops"])
-    async def healthz() -> dict:
-        return {"status": "ok"}
+    # the endpoints answer with JSONResponse directly (no response-model validation per call); the
+    # models in models.serving document the shapes, and the tests check answers against them
 
-    @app.get("/readyz", tags=["ops"])
-    async def readyz(request: Request) -> Response:
+    def _json(status: int, body: dict[str, Any], sid: str | None = None) -> tuple[int, bytes, dict[str, str]]:
+        return status, json.dumps(body, separators=(",", ":")).encode(), ({"X-Snapshot-Id": sid} if sid else {})
+
+    async def offers_lookup(key: str | None, customer_id: int) -> tuple[int, bytes, dict[str, str]]:
+        """A customer's offers as (status, JSON body, headers): the one implementation behind both
+        the FastAPI route and ``_OffersFastPath``."""
         try:
-            sid = await request.app.state.redis.get(keys.current)
+            who = check_key(app.state.key_store, key, OFFER_READERS)
+        except Denied as denied:
+            return _json(denied.status, {"detail": denied.detail})
+        app.state.audit.record(who, customer_id)
+
+        async def read(sid: str):
+            blob = await app.state.raw.hget(keys.customer_bucket(sid, bucket_of(customer_id)), str(customer_id))
+            if blob is None:
+                return None
+            d = await dictionary(sid)
+            return decode_offers(blob, d) if d is not None else None
+
+        try:
+            sid, offers = await in_snapshot(read)
+        except NoSnapshot:
+            return _json(503, {"detail": NO_SNAPSHOT})
         except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
-            return JSONResponse({"ready": False, "reason": "redis unreachable"}, status_code=503)
-        if sid is None:
-            return JSONResponse({"ready": False, "reason": "no live snapshot"}, status_code=503)
-        raw = await request.app.state.redis.get(keys.meta(sid))
-        fresh = _freshness(json.loads(raw))["fresh"] if raw else False
-        return JSONResponse({"ready": True, "snapshot_id": sid, "fresh": fresh})
+            return _json(503, {"detail": REDIS_DOWN})
+        if offers is None:
+            return _json(404, {"detail": f"customer {customer_id} has no offers in the live snapshot"})
+        if who.role == "mobile":
+            offers = [{k: o[k] for k in MOBILE_FIELDS} for o in offers]
+        return _json(200, {"snapshot_id": sid, "customer_id": customer_id, "offers": offers}, sid)
 
-    @app.get("/v1/snapshot", tags=["snapshot"])
-    async def snapshot(
-        request: Request,
-        who: Annotated[Principal, Depends(MARKETING_SALES)],
-    ) -> JSONResponse:
-        sid, meta = await snapshot_json(request, keys.meta)
-        meta = meta or {}
-        meta.pop("dictionary", None)
-        if meta:
-            meta.update(_freshness(meta))
-        return answer(sid, {"snapshot": meta})
+    customer_offers_path = "/v1/customers/{customer_id}/offers"
 
-    @app.get("/v1/campaigns", tags=["campaigns"])
-    async def campaigns(
-        request: Request,
-        who: Annotated[Principal, Depends(MARKETING_SALES)],
-    ) -> JSONResponse:
-        sid, listed = await snapshot_json(request, keys.campaigns)
-        return answer(sid, {"campaigns": listed or []})
+    @app.get(
+        customer_offers_path,
+        tags=["customers"],
+        response_model=OffersAnswer,
+        responses=_errors(404, 503),
+        openapi_extra=for_roles(*OFFER_READERS),
+        summary="One customer's ranked offers",
+    )
+    async def customer_offers(request: Request, customer_id: CustomerId) -> Response:
+        """The customer's offers, best first. The mobile role gets no propensity, priority or reasons.
+        Every call is written to the audit log (role, key id, customer id, time)."""
+        status, body, headers = await offers_lookup(request.headers.get("x-api-key"), customer_id)
+        return Response(body, status_code=status, headers=headers, media_type="application/json")
 
-    @app.get("/v1/campaigns/{campaign_id}/customers", tags=["campaigns"])
+    @app.get(
+        "/v1/campaigns",
+        tags=["campaigns"],
+        response_model=CampaignsAnswer,
+        responses=_errors(503),
+        openapi_extra=for_roles(*MARKETING_SALES),
+        summary="Live campaigns and their assigned customers per channel",
+    )
+    async def campaigns(request: Request) -> JSONResponse:
+        authorize(request, MARKETING_SALES)
+        sid, listed = await snapshot_json(keys.campaigns)
+        return answer(sid, {"campaigns": listed})
+
+    @app.get(
+        "/v1/campaigns/{campaign_id}/customers",
+        tags=["campaigns"],
+        response_model=SegmentPage,
+        responses={
+            200: {
+                "content": {"text/csv": {"schema": {"type": "string"}}},
+                "description": "A page of the segment as JSON; with `Accept: text/csv`, the whole segment as CSV "
+                "(position, customer_id, offer_id, channel, priority).",
+            },
+            **_errors(404, 503),
+        },
+        openapi_extra=for_roles(*MARKETING),
+        summary="A campaign's segment in priority order",
+    )
     async def campaign_customers(
         request: Request,
         campaign_id: CampaignId,
-        who: Annotated[Principal, Depends(MARKETING)],
-        channel: Annotated[str | None, Query(pattern="^(SMS|EMAIL|PHONE|PUSH|SOCIAL)$")] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        cursor: Annotated[str | None, Query(pattern=r"^\d{1,9}$")] = None,
-    ) -> JSONResponse:
+        channel: Annotated[
+            Channel | None, Query(description="one channel's segment; all channels when left out")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=1000, description="customers per page")] = 100,
+        cursor: Annotated[
+            str | None, Query(pattern=r"^\d{1,9}$", description="next_cursor of the previous page")
+        ] = None,
+    ) -> Response:
+        authorize(request, MARKETING)
         start = int(cursor or 0)
+        channel_name = channel or "ALL"
 
         async def read(sid: str):
-            d = await dictionary(request, sid)
+            d = await dictionary(sid)
             if d is None:
                 return None
             if campaign_id not in d.campaigns:
                 return "unknown"
-            key = keys.segment(sid, campaign_id, channel or "ALL")
+            key = keys.segment(sid, campaign_id, channel_name)
             size = SEGMENT.itemsize
             async with request.app.state.raw.pipeline(transaction=False) as pipe:
                 pipe.getrange(key, start * size, (start + limit) * size - 1)
@@ -343,12 +456,9 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
                 blob, length = await pipe.execute()
             return d, key, blob, length // size
 
-        sid, value = await in_snapshot(request, read)
+        sid, value = await in_snapshot(read)
         if value is None or value == "unknown":
-            raise HTTPException(
-                404,
-                detail=f"campaign {campaign_id} has no assignments in the live snapshot",
-            )
+            raise HTTPException(404, detail=f"campaign {campaign_id} has no assignments in the live snapshot")
         d, key, blob, total = value
         if "text/csv" in request.headers.get("accept", ""):
             return StreamingResponse(
@@ -356,7 +466,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
                 media_type="text/csv",
                 headers={
                     "X-Snapshot-Id": sid,
-                    "Content-Disposition": f'attachment; filename="{campaign_id}-{channel or "ALL"}-{sid}.csv"',
+                    "Content-Disposition": f'attachment; filename="{campaign_id}-{channel_name}-{sid}.csv"',
                 },
             )
         customers = decode_segment(blob, d, start + 1)
@@ -372,26 +482,75 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
             },
         )
 
-    @app.get("/v1/customers/{customer_id}/offers", tags=["customers"])
-    async def customer_offers(
-        request: Request,
-        customer_id: CustomerId,
-        who: Annotated[Principal, Depends(OFFER_READERS)],
-    ) -> JSONResponse:
-        request.app.state.audit.record(who, customer_id)
+    @app.get(
+        "/v1/snapshot",
+        tags=["snapshot"],
+        response_model=SnapshotAnswer,
+        responses=_errors(503),
+        openapi_extra=for_roles(*MARKETING_SALES),
+        summary="The live snapshot: business date, model, counts, created and expiry times, freshness",
+    )
+    async def snapshot(request: Request) -> JSONResponse:
+        authorize(request, MARKETING_SALES)
+        sid, meta = await snapshot_json(keys.meta)
+        meta.pop("dictionary", None)
+        meta.update(_freshness(meta))
+        return answer(sid, {"snapshot": meta})
 
-        async def read(sid: str):
-            blob = await request.app.state.raw.hget(keys.customer_bucket(sid, bucket_of(customer_id)), str(customer_id))
-            if blob is None:
-                return None
-            d = await dictionary(request, sid)
-            return decode_offers(blob, d) if d is not None else None
+    @app.get("/healthz", tags=["ops"], summary="The process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
 
-        sid, offers = await in_snapshot(request, read)
-        if offers is None:
-            raise HTTPException(404, detail=f"customer {customer_id} has no offers in the live snapshot")
-        if who.role == "mobile":
-            offers = [{k: o[k] for k in MOBILE_FIELDS} for o in offers]
-        return answer(sid, {"customer_id": customer_id, "offers": offers})
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "Redis unreachable, or no snapshot is live"}},
+        summary="Ready to answer: Redis reachable and a snapshot live",
+    )
+    async def readyz(request: Request) -> JSONResponse:
+        try:
+            sid = await request.app.state.redis.get(keys.current)
+            raw = await request.app.state.redis.get(keys.meta(sid)) if sid else None
+        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+            return JSONResponse({"ready": False, "reason": "redis unreachable"}, status_code=503)
+        if sid is None:
+            return JSONResponse({"ready": False, "reason": "no live snapshot"}, status_code=503)
+        fresh = _freshness(json.loads(raw))["fresh"] if raw else False
+        return JSONResponse({"ready": True, "snapshot_id": sid, "fresh": fresh})
 
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=PlainTextResponse,
+        summary="Prometheus metrics: requests by endpoint and status, latency, the live snapshot's age",
+    )
+    async def prometheus_metrics(request: Request) -> Response:
+        try:
+            sid = await request.app.state.redis.get(keys.current)
+            raw = await request.app.state.redis.get(keys.meta(sid)) if sid else None
+        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+            raw = None
+        if raw:
+            meta = json.loads(raw)
+            created = dt.datetime.fromisoformat(meta["created_at"])
+            metrics.snapshot_age.set((dt.datetime.now(dt.UTC) - created).total_seconds())
+            metrics.snapshot_customers.set(meta["customers"])
+        else:
+            metrics.snapshot_age.set(float("nan"))
+            metrics.snapshot_customers.set(0)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema["components"]["securitySchemes"] = {
+                API_KEY_SCHEME: {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+            }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+    app.add_middleware(_OffersFastPath, lookup=offers_lookup, route_path=customer_offers_path)
+    app.add_middleware(_MeasureRequests, metrics=metrics)  # outermost: it sees every answer
     return app

@@ -90,7 +90,15 @@ def test_keys_are_required_and_roles_enforced(api):
 
 def test_unknown_and_malformed_ids(api):
     assert get(api, "/v1/customers/999999/offers", "sales").status_code == 404
-    assert get(api, "/v1/customers/abc/offers", "sales").status_code == 422
+    for malformed in ("abc", "0", "-7", "1000000000001", "7.5"):
+        resp = get(api, f"/v1/customers/{malformed}/offers", "sales")
+        assert resp.status_code == 422, malformed
+        assert resp.json()["detail"][0]["loc"] == ["path", "customer_id"]
+    # an id written with leading zeros is still that customer
+    assert (
+        get(api, "/v1/customers/007/offers", "sales").json()["offers"]
+        == get(api, "/v1/customers/7/offers", "sales").json()["offers"]
+    )
     assert get(api, "/v1/campaigns/CMP-NOPE/customers", "marketing").status_code == 404
 
 
