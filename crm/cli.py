@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from crm import cache
 from crm.services import running_services, stop_services_started_since
 from crm.settings import REPO_ROOT, Settings, get_settings
 from crm.warehouse import connect
@@ -75,13 +76,12 @@ def summarize(business_date: dt.date, settings: Settings) -> dict:
 
 
 def _snapshot_meta(settings: Settings) -> dict | None:
-    import redis
 
     from crm.services import ensure_redis
     from serving.keys import Keys
 
     keys = Keys(settings.redis_prefix)
-    with redis.Redis.from_url(ensure_redis(settings), decode_responses=True) as client:
+    with cache.connect(ensure_redis(settings), decode_responses=True) as client:
         sid = client.get(keys.current)
         meta = client.get(keys.meta(sid)) if sid else None
     return json.loads(meta) if meta else None

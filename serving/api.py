@@ -23,6 +23,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from crm.cache import connect_async
 from crm.services import READ_API_CLIENT_NAME
 from crm.settings import Settings, get_settings
 from models.core_banking import Channel
@@ -259,8 +260,10 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.redis = aioredis.Redis.from_url(redis_url, decode_responses=True, client_name=READ_API_CLIENT_NAME)
-        app.state.raw = aioredis.Redis.from_url(redis_url, client_name=READ_API_CLIENT_NAME, socket_timeout=None)
+        # no per-command timeout on the look-up client: redis-py wraps every send in a task for it,
+        # which costs more than the look-up; a dead Redis still fails fast (connection errors)
+        app.state.redis = connect_async(redis_url, decode_responses=True, client_name=READ_API_CLIENT_NAME)
+        app.state.raw = connect_async(redis_url, client_name=READ_API_CLIENT_NAME, socket_timeout=None)
         app.state.audit = AuditLog(settings.audit_log_path)
         flusher = asyncio.create_task(app.state.audit.run())
         # everything alive after start-up (modules, the app) lives as long as the process: keep it

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from crm import cache
 from crm.services import ensure_redis
 from crm.settings import Settings, get_settings
 from crm.warehouse import connect
@@ -152,7 +153,6 @@ def publish_snapshot(
     force: bool = False,
 ) -> PublishResult:
     """Publish ``business_date``'s assignments; ``force`` overrides the publish guard."""
-    import redis
 
     settings = settings or get_settings()
     a = read_assignments(business_date, settings)
@@ -161,7 +161,7 @@ def publish_snapshot(
             f"no assignments for {business_date} in marts.customer_campaign_assignments: nothing to publish"
         )
     keys = Keys(settings.redis_prefix)
-    client = redis.Redis.from_url(ensure_redis(settings))
+    client = cache.connect(ensure_redis(settings))
     created = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     expires = created + dt.timedelta(hours=settings.snapshot_ttl_hours)
     gone_at = int((expires + dt.timedelta(hours=settings.snapshot_grace_hours)).timestamp())
@@ -176,12 +176,12 @@ def publish_snapshot(
     pipe = client.pipeline(transaction=False)
     # the customers' ranked offers, in hash buckets; each bucket is written with its expiry in one
     # atomic step (a single-key script: fine on Redis Cluster), so a load killed half-way leaves
-    # nothing behind that does not expire
-    hset_expiring = client.register_script(HSET_EXPIRING)
+    # nothing behind that does not expire. EVAL, not EVALSHA: redis-py's cluster pipeline refuses
+    # EVALSHA, and the script's text is small beside a bucket's data
     buckets = []
     for bucket, ids, counts, offers in customer_buckets(a.customer_id, buffer):
         key = keys.customer_bucket(sid, bucket)
-        hset_expiring(keys=[key], args=[gone_at, ids, counts, offers], client=pipe)
+        pipe.execute_command("EVAL", HSET_EXPIRING, 1, key, gone_at, ids, counts, offers)
         buckets.append(key)
         if len(buckets) % 200 == 0:
             pipe.execute()
