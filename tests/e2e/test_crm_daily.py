@@ -139,9 +139,9 @@ def test_the_api_serves_what_the_warehouse_assigned(first_run, e2e_home, monkeyp
         assert [o["campaign_id"] for o in served[c]["offers"]] == expected
 
 
-def test_rerunning_the_same_date_refreshes_a_running_api_with_the_same_offers(first_run, e2e_home, monkeypatch):
-    """make serve runs; make demo for the same date again: same assignments, same offers, served
-    from a new snapshot by the API that never restarted."""
+def test_a_running_api_serves_each_new_run_without_a_restart(first_run, e2e_home, monkeypatch):
+    """make serve runs; make demo for the same date again: same assignments, same offers, from a new
+    snapshot; then make demo DATE=<next day>: the same API serves the next day's snapshot."""
     import time
 
     import httpx
@@ -152,23 +152,32 @@ def test_rerunning_the_same_date_refreshes_a_running_api_with_the_same_offers(fi
     settings = _settings(e2e_home, monkeypatch)
     before = _assignments(settings)
     sample = [int(c) for c in sorted(before["customer_id"].unique())[:20]]
-    key = json.loads(settings.demo_api_keys_path.read_text())["sales"]
+    keys = json.loads(settings.demo_api_keys_path.read_text())
 
-    def served(url: str) -> tuple[set[str], dict]:
-        with httpx.Client(base_url=url, headers={"X-API-Key": key}) as client:
+    def served(url: str) -> tuple[set[str], dict, dict]:
+        with httpx.Client(base_url=url, headers={"X-API-Key": keys["sales"]}) as client:
             bodies = {c: client.get(f"/v1/customers/{c}/offers").json() for c in sample}
-        return {b["snapshot_id"] for b in bodies.values()}, {c: b["offers"] for c, b in bodies.items()}
+            snapshot = client.get("/v1/snapshot").json()["snapshot"]
+        return {b["snapshot_id"] for b in bodies.values()}, {c: b.get("offers") for c, b in bodies.items()}, snapshot
 
     with running_read_api(e2e_home) as url:
-        snap_before, offers_before = served(url)
+        snap_before, offers_before, _ = served(url)
         again = _demo(e2e_home, D)
         assert again.returncode == 0, again.stdout[-3000:]
         assert "redis" in running_services(settings)  # the demo left the API's Redis up
         time.sleep(0.5)
-        snap_after, offers_after = served(url)
+        snap_after, offers_after, _ = served(url)
+
+        next_day = _demo(e2e_home, D + dt.timedelta(days=1))
+        assert next_day.returncode == 0, next_day.stdout[-3000:]
+        time.sleep(0.5)
+        snap_next, _, snapshot_next = served(url)
     assert before.equals(_assignments(settings))
     assert offers_after == offers_before
     assert len(snap_before) == len(snap_after) == 1 and snap_after != snap_before
+    assert len(snap_next) == 1 and snap_next != snap_after
+    assert snapshot_next["business_date"] == (D + dt.timedelta(days=1)).isoformat()
+    assert snapshot_next["snapshot_id"] in snap_next and snapshot_next["fresh"] is True
     assert running_services(settings) == set()  # serve stopped the Redis it had started
 
 
@@ -182,7 +191,7 @@ def test_a_failing_stage_stops_the_run_names_it_and_publishes_nothing(first_run,
     stop_services_started_since(set(), settings)
     broken = _demo(
         e2e_home,
-        D + dt.timedelta(days=1),
+        D + dt.timedelta(days=2),
         {
             "CRM_CORE_API_URL": "http://127.0.0.1:9",
             "CRM_CORE_CLIENT_ID": "x",
@@ -191,7 +200,7 @@ def test_a_failing_stage_stops_the_run_names_it_and_publishes_nothing(first_run,
         },
     )
     assert broken.returncode != 0
-    assert "crm_daily FAILED for 2026-11-27 at stage extract" in broken.stdout
+    assert "crm_daily FAILED for 2026-11-28 at stage extract" in broken.stdout
     assert "IntegrationApiError" in broken.stdout
     assert "nothing was published" in broken.stdout
     try:
