@@ -269,7 +269,7 @@ def yesterday_in_lima() -> dt.date:
     return dt.datetime.now(ZoneInfo("America/Lima")).date() - dt.timedelta(days=1)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crm", description="CRM campaign platform")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("dbt-parse", help="parse the dbt project into its manifest")
@@ -286,7 +286,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--customers", type=int, default=5000)
     p.add_argument("--seed", type=int, default=42)
     sub.add_parser("airflow", help="start the Airflow UI")
-    args = parser.parse_args(argv)
+    p = sub.add_parser("keys", help="issue read-API keys: stores their hashes, prints each key once")
+    p.add_argument("--role", action="append", choices=["marketing", "sales", "mobile"], required=True)
+    p.add_argument("--file", type=Path, help="the key store (default: CRM_API_KEYS_FILE or .crm/api_keys.json)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "keys":
+        from serving.auth import issue_keys
+
+        store = args.file or get_settings().api_keys_path
+        for role, key in issue_keys(store, roles=tuple(args.role)).items():
+            print(f"{role}\t{key}")
+        print(f"(hashes added to {store}; the keys are not shown again)", file=sys.stderr)
+        return 0
     if args.command == "dbt-parse":
         return dbt_parse(get_settings())
     if args.command == "demo":
