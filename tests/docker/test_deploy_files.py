@@ -1,0 +1,140 @@
+"""The deployment files under docker/, checked without a Docker engine: they parse, and what they
+declare exists in the code (commands, modules, endpoints, settings, packages), with no secret in
+them."""
+
+from __future__ import annotations
+
+import configparser
+import re
+
+import yaml
+
+from crm.settings import REPO_ROOT
+
+DOCKER = REPO_ROOT / "docker"
+SECRET_WORDS = re.compile(r"(password|secret|access key|token)", re.IGNORECASE)
+INSTRUCTIONS = {
+    "FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER",
+    "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL",
+}  # fmt: skip
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    """(instruction, arguments), continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", (DOCKER / "Dockerfile").read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def _settings_variables() -> set[str]:
+    names = set(re.findall(r"\"(CRM_[A-Z_]+)\"", (REPO_ROOT / "crm" / "settings.py").read_text()))
+    return names | set(
+        re.findall(r"env_var\('(CRM_[A-Z_]+)'", (REPO_ROOT / "dbt_project" / "profiles.yml").read_text())
+    )
+
+
+def _cli_args(argv: list[str]):
+    """The command line a container runs, parsed by the platform's own CLI parser."""
+    from crm.cli import build_parser
+
+    assert argv[:3] == ["python", "-m", "crm.cli"], argv
+    return build_parser().parse_args(argv[3:])
+
+
+def test_the_image_installs_the_lock_and_copies_every_package():
+    steps = _dockerfile()
+    assert {word for word, _ in steps} <= INSTRUCTIONS
+    assert next(args for word, args in steps if word == "FROM").startswith("python:3.11")
+    runs = " ".join(args for word, args in steps if word == "RUN")
+    assert "-r requirements.lock" in runs and "uv==0.13.8" in runs
+    copied = {args.split()[0].rstrip("/") for word, args in steps if word == "COPY" and "--from" not in args}
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO_ROOT / "setup.cfg")
+    packages = {p.strip() for p in cfg["options.packages.find"]["include"].split() if not p.endswith(".*")}
+    assert packages | {"dags", "dbt_project"} <= copied
+    assert any(word == "USER" and args != "0" and args != "root" for word, args in steps)
+
+
+def test_the_image_serves_the_read_api_on_its_exposed_port():
+    steps = _dockerfile()
+    cmd = [json for word, json in steps if word == "CMD"][-1]
+    argv = yaml.safe_load(cmd)  # exec form: a JSON list
+    args = _cli_args(argv)
+    assert args.command == "serve" and args.host == "0.0.0.0"  # noqa: S104 - the container listens on its interfaces
+    assert [a for w, a in steps if w == "EXPOSE"] == [str(args.port)]
+    healthcheck = next(a for w, a in steps if w == "HEALTHCHECK")
+    assert f"127.0.0.1:{args.port}/healthz" in healthcheck
+
+
+def _routes() -> set[str]:
+    from serving.api import create_app
+
+    return {route.path for route in create_app("redis://unused:6379/0").routes}
+
+
+def test_compose_runs_the_api_and_airflow_on_a_password_protected_redis():
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"redis", "read-api", "airflow"}
+    args = _cli_args(services["read-api"]["command"])
+    assert services["read-api"]["ports"] == [f"{args.port}:{args.port}"]
+    env = services["read-api"]["environment"]
+    assert env["CRM_REDIS_URL"].startswith("redis://:${CRM_REDIS_PASSWORD")
+    assert "--requirepass" in services["redis"]["command"]
+    assert services["airflow"]["environment"]["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/crm/dags"
+    for service in services.values():
+        for name, value in (service.get("environment") or {}).items():
+            if name.startswith("CRM_"):
+                assert name in _settings_variables(), f"{name}: no setting reads it"
+            if SECRET_WORDS.search(name) or "@" in str(value):
+                assert "${" in str(value), f"{name} holds a literal secret"
+    assert "readyz" in " ".join(services["read-api"]["healthcheck"]["test"])
+    assert "/readyz" in _routes()
+
+
+def test_openshift_runs_the_api_with_probes_and_secrets_it_really_has():
+    docs = {d["kind"]: d for d in yaml.safe_load_all((DOCKER / "openshift" / "read-api.yaml").read_text())}
+    assert set(docs) == {"Deployment", "Service", "Route"}
+    container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    args = _cli_args(container["command"])
+    assert container["ports"][0]["containerPort"] == args.port
+    routes = _routes()
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["path"] in routes
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    env = {e["name"]: e for e in container["env"]}
+    assert set(env) <= _settings_variables()
+    assert "secretKeyRef" in env["CRM_REDIS_URL"]["valueFrom"]  # the URL holds the access key
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert env["CRM_API_KEYS_FILE"]["value"].rsplit("/", 1)[0] in mounts
+    assert docs["Route"]["spec"]["tls"]["termination"] == "edge"
+
+
+def test_airflow_values_run_the_image_with_connections_from_a_secret():
+    values = yaml.safe_load((DOCKER / "openshift" / "airflow-values.yaml").read_text())
+    assert values["executor"] in ("KubernetesExecutor", "CeleryExecutor")
+    assert values["images"]["airflow"]["repository"] == "crm-platform"
+    env = {e["name"]: e["value"] for e in values["env"]}
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/crm/dags"
+    assert env["CRM_DBT_TARGET"] == "azure"
+    assert set(n for n in env if n.startswith("CRM_")) <= _settings_variables()
+    assert "secretRef" in values["extraEnvFrom"]
+    text = (DOCKER / "openshift" / "airflow-values.yaml").read_text()
+    # the connection ids the settings module reads are the ones the secret is told to hold
+    for conn_id in re.findall(r"_airflow_connection\(\"([a-z_]+)\"\)", (REPO_ROOT / "crm" / "settings.py").read_text()):
+        assert f"AIRFLOW_CONN_{conn_id.upper()}=" in text
+    assert all(not SECRET_WORDS.search(str(v)) for v in env.values())
+
+
+def test_no_deployment_file_carries_a_credential():
+    for path in DOCKER.rglob("*"):
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                code = line.split("#", 1)[0]
+                assert not re.search(r"rediss?://:[^$<{\s]", code), f"{path.name}: {line.strip()}"
+                assert not re.search(r"(?i)(password|secret)\s*[:=]\s*['\"]?[A-Za-z0-9]{6,}", code), line
