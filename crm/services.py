@@ -40,6 +40,7 @@ class SandboxInfo:
     seed: int
     customers: int
     pid: int
+    faults: str = ""
 
 
 @contextlib.contextmanager
@@ -210,12 +211,14 @@ def read_sandbox(settings: Settings | None = None) -> SandboxInfo | None:
     return info if _alive(info.pid) else None
 
 
-def ensure_sandbox(customers: int, seed: int, settings: Settings | None = None) -> SandboxInfo:
-    """A running sandbox bank of ``customers`` customers for ``seed``; starts or replaces one."""
+def ensure_sandbox(customers: int, seed: int, settings: Settings | None = None, faults: str = "") -> SandboxInfo:
+    """A running sandbox bank of ``customers`` customers for ``seed`` with ``faults`` (see
+    :mod:`sandbox.faults`); starts one, or replaces one that differs."""
     settings = settings or get_settings()
     with _lock(settings, "sandbox"):
         info = read_sandbox(settings)
-        if info and (info.customers, info.seed) == (customers, seed) and _http_ok(f"{info.url}/healthz"):
+        wanted = (customers, seed, faults)
+        if info and (info.customers, info.seed, info.faults) == wanted and _http_ok(f"{info.url}/healthz"):
             return info
         if info:
             _terminate(info.pid)
@@ -227,13 +230,14 @@ def ensure_sandbox(customers: int, seed: int, settings: Settings | None = None) 
         cmd = [
             sys.executable, "-m", "sandbox", "--host", "127.0.0.1", "--port", str(port),
             "--customers", str(customers), "--seed", str(seed), "--credentials-file", str(creds),
+            "--faults", faults,
         ]  # fmt: skip
         pid = _spawn(cmd, settings.run_dir / "sandbox.log")
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if _http_ok(f"{url}/healthz"):
-                info = SandboxInfo(url, client_id, client_secret, seed, customers, pid)
+                info = SandboxInfo(url, client_id, client_secret, seed, customers, pid, faults)
                 _sandbox_state(settings).write_text(json.dumps(info.__dict__))
                 return info
             if not _alive(pid):

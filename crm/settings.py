@@ -76,6 +76,8 @@ class Settings:
     # core-banking sandbox (used when no integration API is configured)
     sandbox_customers: int = field(default_factory=lambda: _int("CRM_SANDBOX_CUSTOMERS", 5000))
     sandbox_seed: int = field(default_factory=lambda: _int("CRM_SANDBOX_SEED", 42))
+    # faults the embedded sandbox injects (sandbox.faults): "" none, "all", or "name=rate,..."
+    sandbox_faults: str = field(default_factory=lambda: _env("CRM_SANDBOX_FAULTS", ""))
 
     # orchestration: retries of each task of the DAGs (make demo and the tests use 0)
     task_retries: int = field(default_factory=lambda: _int("CRM_TASK_RETRIES", 2))

@@ -11,6 +11,7 @@ import uvicorn
 
 from sandbox.api import create_app
 from sandbox.bank import Bank
+from sandbox.faults import Faults
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,6 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--customers", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--faults", default="", help='fault rates, e.g. "server_error=0.05,bad_record=0.01", or "all"')
     parser.add_argument("--credentials-file", type=Path, help="JSON with client_id and client_secret")
     args = parser.parse_args(argv)
     if args.credentials_file:
@@ -29,7 +31,8 @@ def main(argv: list[str] | None = None) -> None:
             "client_secret": secrets.token_urlsafe(24),
         }
         print(f"OAuth2 client credentials for this run: {json.dumps(creds)}", flush=True)
-    app = create_app(Bank(args.customers, args.seed), creds["client_id"], creds["client_secret"])
+    faults = Faults.parse(args.faults)
+    app = create_app(Bank(args.customers, args.seed), creds["client_id"], creds["client_secret"], faults)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

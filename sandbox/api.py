@@ -21,9 +21,12 @@ import numpy as np
 from fastapi import Depends, FastAPI, Form, Header, HTTPException, Query
 from fastapi.responses import JSONResponse
 
+from models.core_banking import PRIMARY_KEYS
 from sandbox.bank import Bank, day_number
+from sandbox.faults import FaultInjection, Faults, bad_kind, break_record, omitted, page_is_duplicated
 
 MAX_PAGE_SIZE = 5000
+NO_FAULTS = Faults()
 TOKEN_TTL_S = 900
 
 Key = tuple[int, int, int]
@@ -51,8 +54,11 @@ def paginate(
     per_customer: float,
     cursor: str | None,
     page_size: int,
+    entity: str,
+    faults: Faults = NO_FAULTS,
 ) -> dict:
-    """One page of ``generate`` records in (customer, day, index) order, starting at ``cursor``."""
+    """One page of ``generate`` records in (customer, day, index) order, starting at ``cursor``,
+    with the page's data faults (broken records, a duplicate handed to the next page)."""
     start = _decode(cursor)
     block = max(1, int(page_size / max(per_customer, 1e-6)))
     out: list[tuple[Key, dict]] = []
@@ -62,11 +68,26 @@ def paginate(
         out.extend(kr for kr in generate(ids) if kr[0] >= start)
         cid = int(ids[-1]) + 1
     if len(out) > page_size:
-        next_cursor = _encode(out[page_size][0])
+        last = page_size - 1 if page_is_duplicated(faults, bank.seed, entity, cursor or "") else page_size
+        next_cursor = _encode(out[last][0])
         out = out[:page_size]
     else:
         next_cursor = None
-    return {"data": [r for _, r in out], "next_cursor": next_cursor}
+    records = [r for _, r in out]
+    key = PRIMARY_KEYS[entity]
+    keys = [r[key] for r in records]
+    kinds = bad_kind(faults, bank.seed, entity, keys)
+    gone = omitted(faults, bank.seed, entity, keys)
+    records = [break_record(r, k) if k else r for r, k, g in zip(records, kinds, gone, strict=True) if not g]
+    return {"data": records, "next_cursor": next_cursor}
+
+
+def count(bank: Bank, generate: Generator, block: int = 5000) -> int:
+    """How many records ``generate`` yields over the whole bank (the API's control total)."""
+    total = 0
+    for first in range(1, bank.size + 1, block):
+        total += sum(1 for _ in generate(np.arange(first, min(first + block, bank.size + 1))))
+    return total
 
 
 def _days(date_from: dt.date, date_to: dt.date) -> list[dt.date]:
@@ -77,7 +98,38 @@ def _days(date_from: dt.date, date_to: dt.date) -> list[dt.date]:
     return [date_from + dt.timedelta(days=i) for i in range((date_to - date_from).days + 1)]
 
 
-def create_app(bank: Bank, client_id: str, client_secret: str) -> FastAPI:
+def record_stream(
+    bank: Bank, entity: str, *, as_of: dt.date | None = None, days: list[dt.date] | None = None
+) -> tuple[Generator, float]:
+    """The records of a listing as ``(cursor key, record)`` per block of customer ids, and about how
+    many records a customer has in it (to size the blocks a page is generated from)."""
+    if entity == "customers":
+        return (lambda ids: (((r["customer_id"], 0, 0), r) for r in bank.customers(ids, as_of))), 1
+    if entity == "accounts":
+        return (lambda ids: (((r["customer_id"], 0, r["account_id"] % 10), r) for r in bank.accounts(ids, as_of))), 3
+    if entity == "transactions":
+
+        def transactions(ids: np.ndarray):
+            for r in bank.transactions(ids, days):
+                tid = r["transaction_id"]
+                yield (r["customer_id"], int(tid[1:7]), int(tid[-1])), r
+
+        return transactions, 0.9 * len(days)
+    if entity == "campaign_responses":
+
+        def responses(ids: np.ndarray):
+            rows = []
+            for day in days:
+                dn = day_number(day)
+                rows.extend(((r["customer_id"], dn, 0), r) for r in bank.campaign_responses(ids, day))
+            rows.sort(key=lambda kr: kr[0])
+            return rows
+
+        return responses, 0.004 * len(days)
+    raise ValueError(f"unknown entity {entity!r}")
+
+
+def create_app(bank: Bank, client_id: str, client_secret: str, faults: Faults = NO_FAULTS) -> FastAPI:
     app = FastAPI(
         title="Core-banking sandbox",
         description="A deterministic synthetic Peruvian retail bank behind an integration API.",
@@ -130,61 +182,51 @@ def create_app(bank: Bank, client_id: str, client_secret: str) -> FastAPI:
             "expires_in": TOKEN_TTL_S,
         }
 
+    def listing(entity: str, page_size: int, cursor: str | None, **params) -> JSONResponse:
+        generate, per_customer = record_stream(bank, entity, **params)
+        return JSONResponse(paginate(bank, generate, per_customer, cursor, page_size, entity, faults))
+
+    def control_total(entity: str, **params) -> dict:
+        generate, _ = record_stream(bank, entity, **params)
+        return {"entity": entity, "records": bank.size if entity == "customers" else count(bank, generate)}
+
     @app.get("/v1/customers", dependencies=auth)
     def customers(as_of: dt.date, page_size: PageSize = 1000, cursor: str | None = None) -> JSONResponse:
-        def gen(ids: np.ndarray):
-            return (((r["customer_id"], 0, 0), r) for r in bank.customers(ids, as_of))
-
-        return JSONResponse(paginate(bank, gen, 1, cursor, page_size))
+        return listing("customers", page_size, cursor, as_of=as_of)
 
     @app.get("/v1/accounts", dependencies=auth)
     def accounts(as_of: dt.date, page_size: PageSize = 1000, cursor: str | None = None) -> JSONResponse:
-        def gen(ids: np.ndarray):
-            return (((r["customer_id"], 0, r["account_id"] % 10), r) for r in bank.accounts(ids, as_of))
-
-        return JSONResponse(paginate(bank, gen, 3, cursor, page_size))
+        return listing("accounts", page_size, cursor, as_of=as_of)
 
     @app.get("/v1/transactions", dependencies=auth)
     def transactions(
-        date_from: dt.date,
-        date_to: dt.date,
-        page_size: PageSize = 1000,
-        cursor: str | None = None,
+        date_from: dt.date, date_to: dt.date, page_size: PageSize = 1000, cursor: str | None = None
     ) -> JSONResponse:
-        days = _days(date_from, date_to)
-
-        def gen(ids: np.ndarray):
-            return (
-                (
-                    (
-                        r["customer_id"],
-                        int(r["transaction_id"][1:7]),
-                        int(r["transaction_id"][-1]),
-                    ),
-                    r,
-                )
-                for r in bank.transactions(ids, days)
-            )
-
-        return JSONResponse(paginate(bank, gen, 0.9 * len(days), cursor, page_size))
+        return listing("transactions", page_size, cursor, days=_days(date_from, date_to))
 
     @app.get("/v1/campaign-responses", dependencies=auth)
     def campaign_responses(
-        date_from: dt.date,
-        date_to: dt.date,
-        page_size: PageSize = 1000,
-        cursor: str | None = None,
+        date_from: dt.date, date_to: dt.date, page_size: PageSize = 1000, cursor: str | None = None
     ) -> JSONResponse:
-        days = _days(date_from, date_to)
+        return listing("campaign_responses", page_size, cursor, days=_days(date_from, date_to))
 
-        def gen(ids: np.ndarray):
-            rows = []
-            for day in days:
-                dn = day_number(day)
-                rows.extend(((r["customer_id"], dn, 0), r) for r in bank.campaign_responses(ids, day))
-            rows.sort(key=lambda kr: kr[0])
-            return rows
+    # control totals: how many distinct records a listing holds, to reconcile an extraction with
+    @app.get("/v1/customers/count", dependencies=auth)
+    def customers_count(as_of: dt.date) -> dict:
+        return control_total("customers", as_of=as_of)
 
-        return JSONResponse(paginate(bank, gen, 0.004 * len(days), cursor, page_size))
+    @app.get("/v1/accounts/count", dependencies=auth)
+    def accounts_count(as_of: dt.date) -> dict:
+        return control_total("accounts", as_of=as_of)
 
+    @app.get("/v1/transactions/count", dependencies=auth)
+    def transactions_count(date_from: dt.date, date_to: dt.date) -> dict:
+        return control_total("transactions", days=_days(date_from, date_to))
+
+    @app.get("/v1/campaign-responses/count", dependencies=auth)
+    def campaign_responses_count(date_from: dt.date, date_to: dt.date) -> dict:
+        return control_total("campaign_responses", days=_days(date_from, date_to))
+
+    if faults.any_transport:
+        app.add_middleware(FaultInjection, faults=faults, seed=bank.seed)
     return app
