@@ -1,0 +1,83 @@
+"""The truth about a sandbox bank, for tests and evaluation (never for the pipeline): what each
+listing holds, which of its records the faults broke and how, and the hidden propensities.
+
+    oracle = Oracle(customers=300, seed=7, faults=Faults.parse("all"))
+    truth = oracle.truth("accounts", as_of=date)
+    truth.good, truth.good_checksum   # what an extraction must land
+    truth.bad_kinds                   # record key -> how it was broken: what it must quarantine
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.core_banking import PRIMARY_KEYS
+from sandbox.api import record_stream
+from sandbox.bank import Bank
+from sandbox.faults import Faults, bad_kind
+
+
+def id_checksum(keys: Iterable[object]) -> int:
+    """An order-free checksum of record ids: the sum of their 64-bit hashes, modulo 2**64."""
+    total = 0
+    for key in keys:
+        total += int.from_bytes(hashlib.blake2b(str(key).encode(), digest_size=8).digest(), "little")
+    return total % (1 << 64)
+
+
+@dataclass(frozen=True)
+class EntityTruth:
+    entity: str
+    records: int  # distinct records the listing serves, broken ones included
+    good: int
+    good_checksum: int
+    bad: int
+    bad_checksum: int
+    bad_kinds: dict[str, str]  # str(record key) -> kind of breakage (sandbox.faults.BAD_KINDS)
+
+
+class Oracle:
+    def __init__(self, customers: int, seed: int, faults: Faults | None = None):
+        self.bank = Bank(customers, seed)
+        self.faults = faults or Faults()
+
+    def truth(
+        self,
+        entity: str,
+        *,
+        as_of: dt.date | None = None,
+        date_from: dt.date | None = None,
+        date_to: dt.date | None = None,
+        block: int = 5000,
+    ) -> EntityTruth:
+        days = None
+        if date_from is not None and date_to is not None:
+            days = [date_from + dt.timedelta(days=i) for i in range((date_to - date_from).days + 1)]
+        generate, _ = record_stream(self.bank, entity, as_of=as_of, days=days)
+        key = PRIMARY_KEYS[entity]
+        good, bad = [], {}
+        for first in range(1, self.bank.size + 1, block):
+            ids = np.arange(first, min(first + block, self.bank.size + 1))
+            keys = [record[key] for _, record in generate(ids)]
+            for k, kind in zip(keys, bad_kind(self.faults, self.bank.seed, entity, keys), strict=True):
+                if kind:
+                    bad[str(k)] = kind[0]
+                else:
+                    good.append(k)
+        return EntityTruth(
+            entity=entity,
+            records=len(good) + len(bad),
+            good=len(good),
+            good_checksum=id_checksum(good),
+            bad=len(bad),
+            bad_checksum=id_checksum(bad),
+            bad_kinds=bad,
+        )
+
+    def true_propensity(self, customer_ids: np.ndarray, campaign_id: str) -> np.ndarray:
+        return self.bank.true_propensity(customer_ids, campaign_id)
