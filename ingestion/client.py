@@ -85,20 +85,28 @@ class IntegrationApiClient:
             delay = self._backoff_s * 2 ** (attempt - 1) * (0.5 + random.random())  # noqa: S311 - jitter
             if resp is not None and resp.headers.get("Retry-After", "").isdigit():
                 delay = max(delay, float(resp.headers["Retry-After"]))
-            log.warning("retrying %s %s in %.1fs (attempt %d)", method, path, delay, attempt)
+            why = f"status {resp.status_code}" if resp is not None else type(error).__name__
+            log.warning("retrying %s %s in %.1fs (attempt %d): %s", method, path, delay, attempt, why)
             time.sleep(delay)
 
     def pages(self, path: str, params: dict[str, Any], page_size: int) -> Iterator[list[dict]]:
         """Every page of a list endpoint, in order."""
-        cursor: str | None = None
+        for data, _ in self.pages_from(path, params, page_size):
+            yield data
+
+    def pages_from(
+        self, path: str, params: dict[str, Any], page_size: int, cursor: str | None = None
+    ) -> Iterator[tuple[list[dict], str | None]]:
+        """The pages of a list endpoint from ``cursor`` on (the first page when None), each with
+        the cursor of the page after it (None after the last)."""
         while True:
-            query = {
-                **params,
-                "page_size": page_size,
-                **({"cursor": cursor} if cursor else {}),
-            }
+            query = {**params, "page_size": page_size, **({"cursor": cursor} if cursor else {})}
             body = self._request("GET", path, params=query).json()
-            yield body["data"]
             cursor = body.get("next_cursor")
+            yield body["data"], cursor
             if not cursor:
                 return
+
+    def control_total(self, path: str, params: dict[str, Any]) -> int:
+        """How many distinct records the list endpoint ``path`` holds for ``params``."""
+        return int(self._request("GET", f"{path}/count", params=params).json()["records"])

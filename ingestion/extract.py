@@ -2,9 +2,15 @@
 
 Each record is checked against its contract (:mod:`models.core_banking`); what breaks it goes to
 the quarantine with the page, field and reason, and the run fails when the quarantined share
-passes ``CRM_MAX_QUARANTINE_SHARE``. The landing partition
-``<CRM_HOME>/landing/<entity>/business_date=<D>/data.parquet`` is written atomically and replaced
-whole by a rerun.
+passes ``CRM_MAX_QUARANTINE_SHARE``.
+
+Pages are fetched one ahead of the page being checked (a bounded queue), and each checked page is
+written to a part file in the partition's staging folder before a checkpoint records the cursor
+after it: an extraction killed half-way resumes from its checkpoint without fetching again what it
+already landed. At the end the parts are deduplicated by primary key (DuckDB, bounded memory) into
+``<CRM_HOME>/landing/<entity>/business_date=<D>/data.parquet``, written atomically and replaced whole
+by a rerun, and the result is reconciled with the API's control total: landed plus quarantined
+must equal what the API reports, or the run fails naming the entity and the numbers.
 """
 
 from __future__ import annotations
@@ -13,6 +19,9 @@ import datetime as dt
 import json
 import logging
 import os
+import queue
+import shutil
+import threading
 import typing
 from dataclasses import asdict, dataclass
 from decimal import Decimal
@@ -41,14 +50,21 @@ class QuarantineLimitExceeded(RuntimeError):
     pass
 
 
+class ReconciliationError(RuntimeError):
+    pass
+
+
 @dataclass(frozen=True)
 class ExtractResult:
     entity: str
     business_date: str
-    received: int
+    reported: int  # the API's control total
+    received: int  # records read, duplicates included
     landed: int
     quarantined: int
+    duplicates: int
     pages: int
+    resumed_from_page: int  # 0: a fresh extraction
     path: str
 
 
@@ -107,6 +123,7 @@ def _quarantine_entry(
         "page": page_no,
         "record_key": str(raw.get(key)) if isinstance(raw, dict) else None,
         "field": ".".join(str(p) for p in err["loc"]) or None,
+        "error_type": err["type"],
         "reason": err["msg"],
         "raw_payload": json.dumps(raw, default=str),
     }
@@ -115,14 +132,124 @@ def _quarantine_entry(
 def _api_client(settings: Settings) -> IntegrationApiClient:
     api = settings.core_api
     if api.url is None:
-        sandbox = ensure_sandbox(settings.sandbox_customers, settings.sandbox_seed, settings)
+        sandbox = ensure_sandbox(settings.sandbox_customers, settings.sandbox_seed, settings, settings.sandbox_faults)
         return IntegrationApiClient(
             sandbox.url, sandbox.client_id, sandbox.client_secret, max_retries=settings.api_max_retries
         )
     return IntegrationApiClient(api.url, api.client_id, api.client_secret, max_retries=settings.api_max_retries)
 
 
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("entity", pa.string()),
+        ("business_date", pa.date32()),
+        ("page", pa.int64()),
+        ("record_key", pa.string()),
+        ("field", pa.string()),
+        ("error_type", pa.string()),
+        ("reason", pa.string()),
+        ("raw_payload", pa.string()),
+    ]
+)
+
+
+class _Staging:
+    """A partition's work in progress: one part file per checked page (records, quarantined
+    records) and a checkpoint naming the cursor after the last page written."""
+
+    def __init__(self, path: Path, request: dict):
+        self.dir = path.parent / "_staging"
+        self.request = request
+        self.checkpoint_path = self.dir / "checkpoint.json"
+
+    def resume(self) -> dict:
+        """The checkpoint of an interrupted extraction of the same request, else a fresh start."""
+        if self.checkpoint_path.exists():
+            state = json.loads(self.checkpoint_path.read_text())
+            if state["request"] == self.request:
+                return state
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        return {"request": self.request, "cursor": None, "pages": 0, "received": 0, "done": False}
+
+    def write_page(self, page_no: int, rows: pa.Table, bad: pa.Table, state: dict) -> None:
+        for name, table in (("part", rows), ("quarantine", bad)):
+            if table.num_rows:
+                _write_atomically(table, self.dir / f"{name}-{page_no:07d}.parquet")
+        tmp = self.checkpoint_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.checkpoint_path)  # the page is landed once the checkpoint says so
+
+    def parts(self, name: str) -> list[Path]:
+        return sorted(self.dir.glob(f"{name}-*.parquet"))
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _prefetch(pages: typing.Iterator[tuple[list[dict], str | None]], depth: int = 2) -> typing.Iterator:
+    """Fetch pages on a thread, at most ``depth`` ahead of the consumer (bounded memory)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def fetch() -> None:
+        try:
+            for item in pages:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(exc)
+
+    thread = threading.Thread(target=fetch, name="extract-prefetch", daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+
+
+def _dedup_into(parts: list[Path], key: str, target: Path, settings: Settings, schema: pa.Schema) -> int:
+    """Union of ``parts`` with one row per ``key`` (the first page's), written atomically to
+    ``target``; rows out. DuckDB spills to disk past its memory limit, so memory stays bounded."""
+    import duckdb
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".tmp-{os.getpid()}")
+    if not parts:
+        pq.write_table(schema.empty_table(), tmp, compression="zstd")
+        os.replace(tmp, target)
+        return 0
+    spill = target.parent / "_staging" / "duckdb-spill"
+    with duckdb.connect(config={"memory_limit": "256MB", "threads": 1, "temp_directory": str(spill)}) as con:
+        files = [str(p) for p in parts]
+        con.execute(
+            f"""copy (
+                  select * exclude (_order) from (
+                    select *, filename as _order from read_parquet(?, filename = true)
+                  ) qualify row_number() over (partition by "{key}" order by _order) = 1
+                  order by "{key}"
+                ) to '{tmp}' (format parquet, compression zstd)""",
+            [files],
+        )
+        rows = con.execute(f"select count(*) from read_parquet('{tmp}')").fetchone()[0]
+    os.replace(tmp, target)
+    return int(rows)
+
+
 def extract_entity(entity: str, business_date: dt.date, settings: Settings | None = None) -> ExtractResult:
+    """Extract ``entity`` for ``business_date`` (resuming an interrupted run of the same request)."""
     settings = settings or get_settings()
     if entity not in ENTITIES:
         raise ValueError(f"unknown entity {entity!r}; expected one of {sorted(ENTITIES)}")
@@ -135,46 +262,64 @@ def extract_entity(entity: str, business_date: dt.date, settings: Settings | Non
     )
     schema = arrow_schema(model)
     path = partition_path(settings.landing_dir, entity, business_date)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    seen: set[object] = set()  # keys only: memory is bounded by a page, not by the bank
-    bad: list[dict] = []
-    received = pages = landed = 0
-    try:
-        with _api_client(settings) as client, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for page_no, page in enumerate(client.pages(ENDPOINTS[entity], params, settings.page_size)):
-                pages += 1
-                rows = []
+    qpath = partition_path(settings.quarantine_dir, entity, business_date)
+    staging = _Staging(path, {"entity": entity, "params": params, "page_size": settings.page_size})
+    state = staging.resume()
+    resumed_from = state["pages"]
+    if resumed_from:
+        log.info("%s for %s: resuming after page %d", entity, business_date, resumed_from)
+    with _api_client(settings) as client:
+        reported = client.control_total(ENDPOINTS[entity], params)
+        if not state["done"]:
+            pages = client.pages_from(ENDPOINTS[entity], params, settings.page_size, state["cursor"])
+            for page, next_cursor in _prefetch(pages):
+                page_no = state["pages"]
+                rows, bad = [], []
                 for raw in page:
-                    received += 1
                     try:
-                        record = model.model_validate(raw)
+                        rows.append(model.model_validate(raw).model_dump())
                     except ValidationError as exc:
                         bad.append(_quarantine_entry(entity, business_date, page_no, key, raw, exc))
-                        continue
-                    record_key = getattr(record, key)
-                    if record_key in seen:
-                        continue  # the same record served twice (across pages): land it once
-                    seen.add(record_key)
-                    rows.append(record.model_dump())
-                if rows:
-                    writer.write_table(pa.Table.from_pylist(rows, schema=schema))
-                    landed += len(rows)
-        os.replace(tmp, path)  # readers see the old partition or the new one, never half of one
-    finally:
-        tmp.unlink(missing_ok=True)
-    qpath = partition_path(settings.quarantine_dir, entity, business_date)
-    if bad:
-        _write_atomically(pa.Table.from_pylist(bad), qpath)
-    else:
+                state.update(
+                    cursor=next_cursor, pages=page_no + 1, received=state["received"] + len(page), done=not next_cursor
+                )
+                staging.write_page(
+                    page_no,
+                    pa.Table.from_pylist(rows, schema=schema),
+                    pa.Table.from_pylist(bad, schema=QUARANTINE_SCHEMA),
+                    state,
+                )
+    landed = _dedup_into(staging.parts("part"), key, path, settings, schema)
+    quarantined = _dedup_into(staging.parts("quarantine"), "record_key", qpath, settings, QUARANTINE_SCHEMA)
+    if not quarantined:
         qpath.unlink(missing_ok=True)
-    result = ExtractResult(entity, business_date.isoformat(), received, landed, len(bad), pages, str(path))
+    staging.clear()
+    received = state["received"]
+    result = ExtractResult(
+        entity=entity,
+        business_date=business_date.isoformat(),
+        reported=reported,
+        received=received,
+        landed=landed,
+        quarantined=quarantined,
+        duplicates=received - landed - quarantined,
+        pages=state["pages"],
+        resumed_from_page=resumed_from,
+        path=str(path),
+    )
     log.info("extracted %s", json.dumps(asdict(result)))
-    if received and len(bad) / received > settings.max_quarantine_share:
+    if landed + quarantined != reported:
+        raise ReconciliationError(
+            f"{entity} for {business_date} does not reconcile: the API reports {reported} records, "
+            f"{landed} landed + {quarantined} quarantined = {landed + quarantined} "
+            f"({received} received, {result.duplicates} duplicates dropped)"
+        )
+    if received and quarantined / reported > settings.max_quarantine_share:
+        first = pq.read_table(qpath).slice(0, 1).to_pylist()[0]
         raise QuarantineLimitExceeded(
-            f"{entity} for {business_date}: {len(bad)} of {received} records broke the contract "
-            f"({len(bad) / received:.1%} > CRM_MAX_QUARANTINE_SHARE={settings.max_quarantine_share:.1%}); "
-            f"first: field {bad[0]['field']!r} of record {bad[0]['record_key']}: {bad[0]['reason']}; "
+            f"{entity} for {business_date}: {quarantined} of {reported} records broke the contract "
+            f"({quarantined / reported:.1%} > CRM_MAX_QUARANTINE_SHARE={settings.max_quarantine_share:.1%}); "
+            f"first: field {first['field']!r} of record {first['record_key']}: {first['reason']}; "
             f"all of them are in {qpath}"
         )
     return result
