@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.core_banking import CHANNELS, INCOME_BANDS
+from models.core_banking import CHANNELS, INCOME_BANDS, MERCHANT_CATEGORIES
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _EPOCH = dt.date(1970, 1, 1)
@@ -54,16 +54,7 @@ LAST_NAMES = [
     "QUISPE", "FLORES", "SANCHEZ", "RODRIGUEZ", "GARCIA", "ROJAS", "MAMANI", "HUAMAN", "CHAVEZ",
     "TORRES", "RAMOS", "VARGAS", "CASTILLO", "MENDOZA", "DIAZ", "RIOS", "GUTIERREZ", "PAREDES",
 ]  # fmt: skip
-MERCHANT_CATEGORIES = [
-    "GROCERY",
-    "RESTAURANTS",
-    "FUEL",
-    "TRAVEL",
-    "ELECTRONICS",
-    "CLOTHING",
-    "HEALTH",
-    "ENTERTAINMENT",
-]
+
 # account slots: slot k of customer c has account id c*10+k
 SLOT_PRODUCTS = [
     "SAVINGS",
@@ -75,6 +66,8 @@ SLOT_PRODUCTS = [
     "INSURANCE",
     "CHECKING",
 ]
+_BALANCE_SCALE = {"SAVINGS": 1.0, "CHECKING": 2.0, "CTS": 1.5, "TERM_DEPOSIT": 4.0, "CREDIT_CARD": -0.4,
+                  "PERSONAL_LOAN": -2.5, "MORTGAGE": -30.0, "INSURANCE": 0.0}  # fmt: skip
 MAX_TX_PER_DAY = 4
 CONTACT_RATE = 0.004  # chance that a customer is contacted by some campaign on a given day
 
@@ -97,6 +90,11 @@ def day_number(day: dt.date) -> int:
 
 def from_day_number(n: int) -> dt.date:
     return _EPOCH + dt.timedelta(days=int(n))
+
+
+def _iso(day_numbers: np.ndarray) -> list[str]:
+    """ISO dates of day numbers, vectorized."""
+    return np.datetime_as_string(np.asarray(day_numbers, dtype="datetime64[D]")).tolist()
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -214,28 +212,32 @@ class Bank:
         last1 = np.array(LAST_NAMES)[(self._u(ids, 43) * len(LAST_NAMES)).astype(int)]
         last2 = np.array(LAST_NAMES)[(self._u(ids, 44) * len(LAST_NAMES)).astype(int)]
         u_district = self._u(ids, 45)
-        consent_lists = {k: v.tolist() for k, v in consent.items()}
-        out = []
-        for i, cid in enumerate(ids.tolist()):
-            region = region_names[region_idx[i]]
-            districts = REGIONS[region][1]
-            out.append(
-                {
-                    "customer_id": cid,
-                    "document_type": "RUC" if is_ruc[i] else "DNI",
-                    "document_number": f"10{ruc[i]:09d}" if is_ruc[i] else f"{dni[i]:08d}",
-                    "full_name": f"{first[i]} {last1[i]} {last2[i]}",
-                    "birth_date": from_day_number(birth[i]).isoformat(),
-                    "region": region,
-                    "district": districts[int(u_district[i] * len(districts))],
-                    "segment": str(segment[i]),
-                    "income_band": INCOME_BANDS[band[i]],
-                    **{k: v[i] for k, v in consent_lists.items()},
-                    "created_on": from_day_number(created[i]).isoformat(),
-                    "updated_on": from_day_number(min(updated[i], d)).isoformat(),
-                }
-            )
-        return out
+        n_districts = np.array([len(REGIONS[r][1]) for r in region_names])[region_idx]
+        district_idx = (u_district * n_districts).astype(int)
+        district = [
+            REGIONS[region_names[r]][1][k] for r, k in zip(region_idx.tolist(), district_idx.tolist(), strict=True)
+        ]
+        doc = [
+            f"10{r:09d}" if ir else f"{n:08d}"
+            for ir, r, n in zip(is_ruc.tolist(), ruc.tolist(), dni.tolist(), strict=True)
+        ]
+        names = np.char.add(np.char.add(np.char.add(np.char.add(first, " "), last1), " "), last2)
+        columns = {
+            "customer_id": ids.tolist(),
+            "document_type": np.where(is_ruc, "RUC", "DNI").tolist(),
+            "document_number": doc,
+            "full_name": names.tolist(),
+            "birth_date": _iso(birth),
+            "region": np.array(region_names)[region_idx].tolist(),
+            "district": district,
+            "segment": segment.tolist(),
+            "income_band": np.array(INCOME_BANDS)[band].tolist(),
+            **{k: v.tolist() for k, v in consent.items()},
+            "created_on": _iso(created),
+            "updated_on": _iso(np.minimum(updated, d)),
+        }
+        names_ = list(columns)
+        return [dict(zip(names_, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
     # ---- accounts --------------------------------------------------------------------------
     def _holdings(self, ids: np.ndarray) -> np.ndarray:
@@ -258,55 +260,82 @@ class Bank:
         held[:, 1] = p["has_card"] > 0  # the card the profile says the customer has
         return held
 
+    def _account_rows(self, ids: np.ndarray, as_of: dt.date) -> tuple[np.ndarray, ...]:
+        """(row, slot, customer id, account id, opened day) of every account open on ``as_of``,
+        customer-major then slot: the listing's order."""
+        held = self._holdings(ids)
+        created = day_number(HISTORY_ANCHOR) - (self._u(ids, 20) * 3650).astype(np.int64)
+        row, slot = np.nonzero(held)
+        cid = ids[row]
+        acc = cid * 10 + slot
+        opened = np.where(slot > 0, created[row] + (self._u(acc, 60) * 2500).astype(np.int64), created[row])
+        keep = opened <= day_number(as_of)  # not opened yet on this date: new accounts appear day by day
+        return row[keep], slot[keep], cid[keep], acc[keep], opened[keep]
+
+    def count_accounts(self, ids: np.ndarray, as_of: dt.date) -> int:
+        return len(self._account_rows(np.asarray(ids, dtype=np.int64), as_of)[0])
+
     def accounts(self, ids: np.ndarray, as_of: dt.date) -> list[dict]:
         ids = np.asarray(ids, dtype=np.int64)
-        held = self._holdings(ids)
+        if len(ids) == 0:
+            return []
         p = self.profile(ids)
-        anchor = day_number(HISTORY_ANCHOR)
-        created = anchor - (self._u(ids, 20) * 3650).astype(np.int64)
         d = day_number(as_of)
-        out = []
-        scale = {"SAVINGS": 1.0, "CHECKING": 2.0, "CTS": 1.5, "TERM_DEPOSIT": 4.0, "CREDIT_CARD": -0.4,
-                 "PERSONAL_LOAN": -2.5, "MORTGAGE": -30.0, "INSURANCE": 0.0}  # fmt: skip
-        for i, cid in enumerate(ids.tolist()):
-            for slot in np.flatnonzero(held[i]).tolist():
-                product = SLOT_PRODUCTS[slot]
-                acc = cid * 10 + slot
-                opened = created[i] + int(self._u(acc, 60)[()] * 2500) if slot else created[i]
-                if opened > d:
-                    continue  # not opened yet on this date: new accounts appear day by day
-                usd = product in ("SAVINGS", "TERM_DEPOSIT") and self._u(acc, 61)[()] < 0.15
-                base = np.exp(8.0 + 0.9 * p["balance_z"][i]) * scale[product]
-                wiggle = 1 + 0.08 * np.sin(2 * np.pi * (d / 30.0 + self._u(acc, 62)[()]))
-                balance = round(float(base * wiggle / (3.7 if usd else 1.0)), 2)
-                out.append(
-                    {
-                        "account_id": acc,
-                        "customer_id": cid,
-                        "product": product,
-                        "currency": "USD" if usd else "PEN",
-                        "balance": f"{balance:.2f}",
-                        "opened_on": from_day_number(opened).isoformat(),
-                        "status": "ACTIVE",
-                        "updated_on": as_of.isoformat(),
-                    }
-                )
-        return out
+        row, slot, cid, acc, opened = self._account_rows(ids, as_of)
+        product = np.array(SLOT_PRODUCTS)[slot]
+        usd = np.isin(product, ("SAVINGS", "TERM_DEPOSIT")) & (self._u(acc, 61) < 0.15)
+        scale = np.array([_BALANCE_SCALE[pr] for pr in SLOT_PRODUCTS])[slot]
+        base = np.exp(8.0 + 0.9 * p["balance_z"][row]) * scale
+        wiggle = 1 + 0.08 * np.sin(2 * np.pi * (d / 30.0 + self._u(acc, 62)))
+        balance = np.round(base * wiggle / np.where(usd, 3.7, 1.0), 2)
+        iso_as_of = as_of.isoformat()
+        opened_iso = {int(x): from_day_number(x).isoformat() for x in np.unique(opened)}
+        return [
+            {
+                "account_id": a,
+                "customer_id": c,
+                "product": pr,
+                "currency": "USD" if u else "PEN",
+                "balance": f"{bal:.2f}",
+                "opened_on": opened_iso[o],
+                "status": "ACTIVE",
+                "updated_on": iso_as_of,
+            }
+            for a, c, pr, u, bal, o in zip(
+                acc.tolist(),
+                cid.tolist(),
+                product.tolist(),
+                usd.tolist(),
+                balance.tolist(),
+                opened.tolist(),
+                strict=True,
+            )
+        ]
 
     # ---- transactions ----------------------------------------------------------------------
+    def _transaction_grid(self, ids: np.ndarray, days: list[dt.date], p: dict) -> tuple[np.ndarray, ...]:
+        """Days, and the customers x days grid (customer-major) with each cell's transaction count."""
+        dns = np.array([day_number(d) for d in days], dtype=np.int64)
+        created = day_number(HISTORY_ANCHOR) - (self._u(ids, 20) * 3650).astype(np.int64)
+        g_cid = np.repeat(ids, len(dns))
+        g_dn = np.tile(dns, len(ids))
+        n = np.floor(np.repeat(p["activity"], len(dns)) + self._u(g_cid, g_dn, 70)).astype(np.int64)
+        n = np.where(np.repeat(created, len(dns)) <= g_dn, np.minimum(n, MAX_TX_PER_DAY), 0)
+        return dns, g_cid, g_dn, n
+
+    def count_transactions(self, ids: np.ndarray, days: list[dt.date]) -> int:
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) == 0 or not days:
+            return 0
+        return int(self._transaction_grid(ids, days, self.profile(ids))[3].sum())
+
     def transactions(self, ids: np.ndarray, days: list[dt.date]) -> list[dict]:
         """Transactions of customers ``ids`` booked on ``days``, in (customer, day, index) order."""
         ids = np.asarray(ids, dtype=np.int64)
         if len(ids) == 0 or not days:
             return []
         p = self.profile(ids)
-        dns = np.array([day_number(d) for d in days], dtype=np.int64)
-        created = day_number(HISTORY_ANCHOR) - (self._u(ids, 20) * 3650).astype(np.int64)
-        # grid customers x days, flattened customer-major
-        g_cid = np.repeat(ids, len(dns))
-        g_dn = np.tile(dns, len(ids))
-        n = np.floor(np.repeat(p["activity"], len(dns)) + self._u(g_cid, g_dn, 70)).astype(np.int64)
-        n = np.where(np.repeat(created, len(dns)) <= g_dn, np.minimum(n, MAX_TX_PER_DAY), 0)
+        dns, g_cid, g_dn, n = self._transaction_grid(ids, days, p)
         if n.sum() == 0:
             return []
         cid = np.repeat(g_cid, n)
@@ -380,14 +409,22 @@ class Bank:
         twist = (uniform(self.seed, self._campaign_index[campaign_id], 80) - 0.5) * 0.6
         return 1 / (1 + np.exp(-(intercept + twist + x @ np.asarray(w))))
 
+    def _contacted(self, ids: np.ndarray, dn: int) -> np.ndarray:
+        """The customers a campaign contacted on day number ``dn``."""
+        contacted = ids[self._u(ids, dn, 90) < CONTACT_RATE]
+        if len(contacted) == 0 or not self.campaigns:
+            return contacted[:0]
+        created = day_number(HISTORY_ANCHOR) - (self._u(contacted, 20) * 3650).astype(np.int64)
+        return contacted[created <= dn]
+
+    def count_campaign_responses(self, ids: np.ndarray, days: list[dt.date]) -> int:
+        ids = np.asarray(ids, dtype=np.int64)
+        return sum(len(self._contacted(ids, day_number(d))) for d in days)
+
     def campaign_responses(self, ids: np.ndarray, day: dt.date) -> list[dict]:
         ids = np.asarray(ids, dtype=np.int64)
         dn = day_number(day)
-        contacted = ids[self._u(ids, dn, 90) < CONTACT_RATE]
-        if len(contacted) == 0 or not self.campaigns:
-            return []
-        created = day_number(HISTORY_ANCHOR) - (self._u(contacted, 20) * 3650).astype(np.int64)
-        contacted = contacted[created <= dn]
+        contacted = self._contacted(ids, dn)
         pick = (self._u(contacted, dn, 91) * len(self.campaigns)).astype(int)
         if len(contacted) == 0:
             return []
