@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any, Self
 
 import httpx
+import orjson
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class IntegrationApiClient:
         the cursor of the page after it (None after the last)."""
         while True:
             query = {**params, "page_size": page_size, **({"cursor": cursor} if cursor else {})}
-            body = self._request("GET", path, params=query).json()
+            body = orjson.loads(self._request("GET", path, params=query).content)
             cursor = body.get("next_cursor")
             yield body["data"], cursor
             if not cursor:
