@@ -23,7 +23,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock setup.cfg | cksum | cu
 MANIFEST := dbt_project/target/manifest.json
 DBT_SOURCES := $(shell find dbt_project -type f \( -name '*.sql' -o -name '*.yml' -o -name '*.csv' \) -not -path '*/target/*' -not -path '*/logs/*' 2>/dev/null)
 
-.PHONY: help setup demo serve sandbox airflow test lint format lock clean bench bench-serving
+.PHONY: help setup demo serve sandbox airflow test lint format lock clean bench bench-serving bench-extract
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -57,7 +57,10 @@ test: setup  ## ruff, then the whole pytest suite (DAG integrity and the end-to-
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
-bench: bench-serving  ## every benchmark (figures and ratios in .crm/bench/*.json)
+bench: bench-extract bench-serving  ## every benchmark (figures and ratios in .crm/bench/*.json)
+
+bench-extract: setup  ## extraction throughput against fetching alone, and its memory at 100,000 and 1,000,000 customers
+	$(BIN)/python -m ingestion.bench
 
 bench-serving: setup  ## snapshot load, memory and API look-ups for 1,000,000 customers
 	$(BIN)/python -m serving.bench

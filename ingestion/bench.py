@@ -1,0 +1,165 @@
+"""``make bench-extract``: how fast the extraction lands a bank, against fetching alone.
+
+Figures, measured in the same run against the same sandbox process on this machine:
+
+- ``records_per_s``: customers, accounts and one day of transactions of a 100,000-customer bank,
+  extracted as the DAG does (contract checks, part files and checkpoints, dedup, reconciliation);
+- ``raw_fetch_records_per_s``: the same pages fetched and thrown away; ``ratio``;
+- ``peak_rss_mb_100k``, ``peak_rss_mb_1m``: the extracting process's peak memory when it extracts
+  the customers of a 100,000- and of a 1,000,000-customer bank (each in a fresh process).
+
+Writes ``<CRM_HOME>/bench/extract.json``; works in ``<CRM_HOME>/bench/extract-home``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+
+from crm.settings import REPO_ROOT, Settings, get_settings
+
+BUSINESS_DATE = dt.date(2026, 11, 27)
+ENTITIES = ("customers", "accounts", "transactions")
+TARGETS = {"records_per_s": 50_000, "ratio": 0.5, "peak_rss_mb_100k": 600, "peak_rss_mb_1m": 600}
+
+
+def bench_settings(customers: int) -> Settings:
+    base = get_settings()
+    return dataclasses.replace(
+        base,
+        home=base.home / "bench" / "extract-home",
+        sandbox_customers=customers,
+        sandbox_seed=42,
+        sandbox_faults="",
+        transaction_lookback_days=1,
+        page_size=5000,
+    )
+
+
+def _warm_up() -> None:
+    """Imports and first-call set-up happen once per process (an Airflow task pays them at start):
+    done before the clock starts, so the figures are throughput."""
+    import duckdb
+    import pyarrow as pa
+
+    import ingestion.extract  # noqa: F401
+
+    pa.array([dt.date(2026, 1, 1)])
+    duckdb.sql("select 1").fetchall()
+
+
+def extract(customers: int, entities: tuple[str, ...]) -> dict:
+    from ingestion.extract import extract_entity
+
+    _warm_up()
+    settings = bench_settings(customers)
+    shutil.rmtree(settings.landing_dir, ignore_errors=True)  # a fresh extraction, never a resumed one
+    settings.ensure_dirs()
+    start = time.perf_counter()
+    received = sum(extract_entity(e, BUSINESS_DATE, settings).received for e in entities)
+    seconds = time.perf_counter() - start
+    return {
+        "records": received,
+        "seconds": seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def raw_fetch(customers: int, entities: tuple[str, ...]) -> dict:
+    from ingestion.extract import ENDPOINTS, _api_client, window
+
+    _warm_up()
+    settings = bench_settings(customers)
+    start = time.perf_counter()
+    records = 0
+    with _api_client(settings) as client:
+        for entity in entities:
+            span = window(entity, BUSINESS_DATE, settings)
+            params = (
+                {"as_of": BUSINESS_DATE.isoformat()}
+                if span is None
+                else {"date_from": span[0].isoformat(), "date_to": span[1].isoformat()}
+            )
+            for page in client.pages(ENDPOINTS[entity], params, settings.page_size):
+                records += len(page)
+    return {"records": records, "seconds": time.perf_counter() - start}
+
+
+def _in_process(kind: str, customers: int, entities: tuple[str, ...]) -> dict:
+    """Run one measurement in a fresh interpreter (its peak memory is its own)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "ingestion.bench", "--measure", kind, "--customers", str(customers),
+         "--entities", ",".join(entities)],
+        cwd=REPO_ROOT, env=os.environ, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(customers: int) -> dict:
+    from crm.services import ensure_sandbox, stop_sandbox
+
+    figures: dict = {"customers": customers}
+    try:
+        for size in (customers, 1_000_000):
+            s = bench_settings(size)
+            s.ensure_dirs()
+            print(f"starting a sandbox bank of {size:,} customers ...", flush=True)
+            ensure_sandbox(size, s.sandbox_seed, s, "")
+            if size == customers:
+                print("raw fetch of customers, accounts, one day of transactions ...", flush=True)
+                fetched = _in_process("fetch", size, ENTITIES)
+                print("extraction of the same ...", flush=True)
+                done = _in_process("extract", size, ENTITIES)
+                figures.update(
+                    records=done["records"],
+                    extract_s=round(done["seconds"], 2),
+                    records_per_s=round(done["records"] / done["seconds"]),
+                    raw_fetch_records_per_s=round(fetched["records"] / fetched["seconds"]),
+                )
+                figures["ratio"] = round(figures["records_per_s"] / figures["raw_fetch_records_per_s"], 3)
+            print(f"extraction of the customers of {size:,} (peak memory) ...", flush=True)
+            label = "100k" if size == 100_000 else ("1m" if size == 1_000_000 else str(size))
+            figures[f"peak_rss_mb_{label}"] = round(_in_process("extract", size, ("customers",))["peak_rss_mb"], 1)
+            stop_sandbox(s)
+    finally:
+        stop_sandbox(bench_settings(customers))
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench-extract", description=__doc__)
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--measure", choices=["extract", "fetch"], help=argparse.SUPPRESS)
+    parser.add_argument("--entities", default=",".join(ENTITIES), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.measure:
+        entities = tuple(args.entities.split(","))
+        result = (extract if args.measure == "extract" else raw_fetch)(args.customers, entities)
+        print(json.dumps(result))
+        return 0
+    figures = run(args.customers)
+    out = get_settings().home / "bench" / "extract.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2))
+    print(f"\nbench-extract ({out})")
+    for name, value in figures.items():
+        target = TARGETS.get(name)
+        verdict = ""
+        if target is not None:
+            lower = name.startswith("peak")
+            ok = value <= target if lower else value >= target
+            verdict = f"  target {'<=' if lower else '>='} {target}: {'met' if ok else 'NOT met'}"
+        print(f"  {name:<26}{value}{verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
