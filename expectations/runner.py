@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from expectations.suites import SUITES
 
@@ -103,8 +104,12 @@ def gate_landing(entity: str, business_date: dt.date, settings=None) -> list[Out
     path = partition_path(settings.landing_dir, entity, business_date)
     df = pd.read_parquet(path)
     span = window(entity, business_date, settings)
+    previous = partition_path(settings.landing_dir, entity, business_date - dt.timedelta(days=1))
     context = {
         "business_date": business_date,
         "window_start": span[0] if span else business_date,
+        "adult_born_by": business_date.replace(year=business_date.year - 18, day=min(business_date.day, 28)),
+        "previous_rows": pq.read_metadata(previous).num_rows if previous.exists() else None,
+        "max_volume_change": settings.max_volume_change,
     }
     return gate(entity, df, f"{path}", context)

@@ -5,11 +5,21 @@ Each expectation says what it protects; ``critical`` ones fail the run, the othe
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 
-from models.core_banking import CHANNELS, INCOME_BANDS, PRODUCTS, SEGMENTS
+from models.core_banking import CHANNELS, INCOME_BANDS, MERCHANT_CATEGORIES, PRODUCTS, SEGMENTS
 
 Spec = tuple[str, dict, bool]  # (expectation class name, kwargs, critical)
+
+
+def _volume(ctx: dict) -> list[Spec]:
+    """Rows within CRM_MAX_VOLUME_CHANGE of the previous business date's landing (when there is one)."""
+    previous, change = ctx.get("previous_rows"), ctx.get("max_volume_change", 0.5)
+    if not previous:
+        return [("ExpectTableRowCountToBeBetween", {"min_value": 1}, True)]
+    low, high = int(previous * (1 - change)), int(previous * (1 + change)) + 1
+    return [("ExpectTableRowCountToBeBetween", {"min_value": max(low, 1), "max_value": high}, True)]
 
 
 def _key(column: str) -> list[Spec]:
@@ -21,13 +31,20 @@ def _key(column: str) -> list[Spec]:
 
 SUITES: dict[str, Callable[[dict], list[Spec]]] = {
     "customers": lambda ctx: [
-        ("ExpectTableRowCountToBeBetween", {"min_value": 1}, True),
+        *_volume(ctx),
         *_key("customer_id"),
-        (
+        (  # DNI: 8 digits; RUC: 11 digits starting 10 (person), 15, 17 or 20 (company)
             "ExpectColumnValuesToMatchRegex",
-            {"column": "document_number", "regex": r"^(\d{8}|\d{11})$"},
+            {"column": "document_number", "regex": r"^(?:\d{8}|(?:10|15|17|20)\d{9})$"},
             True,
         ),
+        ("ExpectColumnValuesToBeInSet", {"column": "document_type", "value_set": ["DNI", "RUC"]}, True),
+        (
+            "ExpectColumnValuesToBeBetween",
+            {"column": "birth_date", "min_value": dt.date(1900, 1, 1), "max_value": ctx.get("adult_born_by")},
+            True,
+        ),
+        ("ExpectColumnValuesToBeBetween", {"column": "created_on", "max_value": ctx.get("business_date")}, True),
         (
             "ExpectColumnValuesToBeInSet",
             {"column": "segment", "value_set": list(SEGMENTS)},
@@ -42,7 +59,8 @@ SUITES: dict[str, Callable[[dict], list[Spec]]] = {
         ("ExpectColumnValuesToNotBeNull", {"column": "region"}, False),
     ],
     "accounts": lambda ctx: [
-        ("ExpectTableRowCountToBeBetween", {"min_value": 1}, True),
+        *_volume(ctx),
+        ("ExpectColumnValuesToBeBetween", {"column": "opened_on", "max_value": ctx.get("business_date")}, True),
         *_key("account_id"),
         ("ExpectColumnValuesToNotBeNull", {"column": "customer_id"}, True),
         (
@@ -58,7 +76,14 @@ SUITES: dict[str, Callable[[dict], list[Spec]]] = {
         ("ExpectColumnValuesToNotBeNull", {"column": "balance"}, True),
     ],
     "transactions": lambda ctx: [
+        *_volume(ctx),
         *_key("transaction_id"),
+        ("ExpectColumnValuesToBeInSet", {"column": "currency", "value_set": ["PEN", "USD"]}, True),
+        (
+            "ExpectColumnValuesToBeInSet",
+            {"column": "merchant_category", "value_set": list(MERCHANT_CATEGORIES), "mostly": 1.0},
+            False,
+        ),
         ("ExpectColumnValuesToNotBeNull", {"column": "customer_id"}, True),
         ("ExpectColumnValuesToNotBeNull", {"column": "amount"}, True),
         (
@@ -72,6 +97,7 @@ SUITES: dict[str, Callable[[dict], list[Spec]]] = {
         ),
     ],
     "campaign_responses": lambda ctx: [
+        *_volume(ctx),
         *_key("response_id"),
         (
             "ExpectColumnValuesToBeInSet",

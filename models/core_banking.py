@@ -33,6 +33,7 @@ TransactionType = Literal[
     "WALLET_P2P",
     "BILL_PAYMENT",
 ]
+MERCHANT_CATEGORIES = ("GROCERY", "RESTAURANTS", "FUEL", "TRAVEL", "ELECTRONICS", "CLOTHING", "HEALTH", "ENTERTAINMENT")
 Channel = Literal["SMS", "EMAIL", "PHONE", "PUSH", "SOCIAL"]
 Response = Literal["ACCEPTED", "DECLINED", "NO_ANSWER"]
 

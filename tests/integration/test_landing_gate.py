@@ -1,0 +1,67 @@
+"""The Great Expectations gate on landed partitions: what it refuses, and that it says what and where."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from expectations.runner import GateFailed, gate_landing
+from ingestion.extract import extract_entity, partition_path
+
+D = dt.date(2026, 11, 20)
+
+
+@pytest.fixture(scope="module")
+def landed(settings):
+    s = dataclasses.replace(settings, home=settings.home / "gate", sandbox_customers=300, sandbox_seed=7)
+    s.ensure_dirs()
+    for day in (D - dt.timedelta(days=1), D):
+        extract_entity("customers", day, s)
+    yield s
+    from crm.services import stop_sandbox
+
+    stop_sandbox(s)
+
+
+def _rewrite(s, change) -> None:
+    path = partition_path(s.landing_dir, "customers", D)
+    table = pq.read_table(path)
+    pq.write_table(change(table), path)
+
+
+def test_a_good_landing_passes(landed):
+    outcomes = gate_landing("customers", D, landed)
+    assert all(o.success for o in outcomes if o.critical)
+    assert any(o.expectation == "expect_table_row_count_to_be_between" for o in outcomes)
+
+
+def test_a_landing_far_smaller_than_the_day_before_is_refused(landed):
+    original = pq.read_table(partition_path(landed.landing_dir, "customers", D))
+    try:
+        _rewrite(landed, lambda t: t.slice(0, 100))  # a third of yesterday's 300
+        with pytest.raises(GateFailed, match=r"'customers' failed .*expect_table_row_count_to_be_between"):
+            gate_landing("customers", D, landed)
+    finally:
+        pq.write_table(original, partition_path(landed.landing_dir, "customers", D))
+
+
+def test_a_document_number_that_is_neither_dni_nor_ruc_is_refused_without_showing_it(landed):
+    original = pq.read_table(partition_path(landed.landing_dir, "customers", D))
+    try:
+
+        def bad_ruc(t: pa.Table) -> pa.Table:
+            docs = pc.if_else(pc.equal(t["customer_id"], 5), "99123456789", t["document_number"])
+            return t.set_column(t.schema.get_field_index("document_number"), "document_number", docs)
+
+        _rewrite(landed, bad_ruc)
+        with pytest.raises(GateFailed) as err:
+            gate_landing("customers", D, landed)
+    finally:
+        pq.write_table(original, partition_path(landed.landing_dir, "customers", D))
+    assert "column 'document_number': 1 of 300 rows unexpected" in str(err.value)
+    assert "99123456789" not in str(err.value)  # personal data never reaches the message
