@@ -84,12 +84,20 @@ def paginate(
     return {"data": records, "next_cursor": next_cursor}
 
 
-def count(bank: Bank, entity: str, *, as_of: dt.date | None = None, days: list[dt.date] | None = None) -> int:
+def count(
+    bank: Bank,
+    entity: str,
+    *,
+    as_of: dt.date | None = None,
+    updated_since: dt.date | None = None,
+    days: list[dt.date] | None = None,
+) -> int:
     """How many records a listing holds over the whole bank (the API's control total), counted
     without building them."""
-    if entity == "customers":
-        return bank.size
+    if entity == "accounts" and updated_since is not None and updated_since > as_of:
+        return 0
     counter = {
+        "customers": lambda ids: len(bank.existing(ids, as_of, updated_since)),
         "accounts": lambda ids: bank.count_accounts(ids, as_of),
         "transactions": lambda ids: bank.count_transactions(ids, days),
         "campaign_responses": lambda ids: bank.count_campaign_responses(ids, days),
@@ -107,13 +115,24 @@ def _days(date_from: dt.date, date_to: dt.date) -> list[dt.date]:
 
 
 def record_stream(
-    bank: Bank, entity: str, *, as_of: dt.date | None = None, days: list[dt.date] | None = None
+    bank: Bank,
+    entity: str,
+    *,
+    as_of: dt.date | None = None,
+    updated_since: dt.date | None = None,
+    days: list[dt.date] | None = None,
 ) -> tuple[Generator, float]:
     """The records of a listing as ``(cursor key, record)`` per block of customer ids, and about how
     many records a customer has in it (to size the blocks a page is generated from)."""
     if entity == "customers":
-        return (lambda ids: (((r["customer_id"], 0, 0), r) for r in bank.customers(ids, as_of))), 1
+
+        def customers(ids: np.ndarray):
+            return (((r["customer_id"], 0, 0), r) for r in bank.customers(ids, as_of, updated_since))
+
+        return customers, 0.95
     if entity == "accounts":
+        if updated_since is not None and updated_since > as_of:  # balances change daily: all or none
+            return (lambda ids: iter(())), 2.1
         return (lambda ids: (((r["customer_id"], 0, r["account_id"] % 10), r) for r in bank.accounts(ids, as_of))), 2.1
     if entity == "transactions":
 
@@ -199,12 +218,22 @@ def create_app(bank: Bank, client_id: str, client_secret: str, faults: Faults = 
         return {"entity": entity, "records": count(bank, entity, **params)}
 
     @app.get("/v1/customers", dependencies=auth)
-    def customers(as_of: dt.date, page_size: PageSize = 1000, cursor: str | None = None) -> Response:
-        return listing("customers", page_size, cursor, as_of=as_of)
+    def customers(
+        as_of: dt.date,
+        updated_since: Annotated[dt.date | None, Query(description="only records changed on or after")] = None,
+        page_size: PageSize = 1000,
+        cursor: str | None = None,
+    ) -> Response:
+        return listing("customers", page_size, cursor, as_of=as_of, updated_since=updated_since)
 
     @app.get("/v1/accounts", dependencies=auth)
-    def accounts(as_of: dt.date, page_size: PageSize = 1000, cursor: str | None = None) -> Response:
-        return listing("accounts", page_size, cursor, as_of=as_of)
+    def accounts(
+        as_of: dt.date,
+        updated_since: Annotated[dt.date | None, Query(description="only records changed on or after")] = None,
+        page_size: PageSize = 1000,
+        cursor: str | None = None,
+    ) -> Response:
+        return listing("accounts", page_size, cursor, as_of=as_of, updated_since=updated_since)
 
     @app.get("/v1/transactions", dependencies=auth)
     def transactions(
@@ -220,12 +249,12 @@ def create_app(bank: Bank, client_id: str, client_secret: str, faults: Faults = 
 
     # control totals: how many distinct records a listing holds, to reconcile an extraction with
     @app.get("/v1/customers/count", dependencies=auth)
-    def customers_count(as_of: dt.date) -> dict:
-        return control_total("customers", as_of=as_of)
+    def customers_count(as_of: dt.date, updated_since: dt.date | None = None) -> dict:
+        return control_total("customers", as_of=as_of, updated_since=updated_since)
 
     @app.get("/v1/accounts/count", dependencies=auth)
-    def accounts_count(as_of: dt.date) -> dict:
-        return control_total("accounts", as_of=as_of)
+    def accounts_count(as_of: dt.date, updated_since: dt.date | None = None) -> dict:
+        return control_total("accounts", as_of=as_of, updated_since=updated_since)
 
     @app.get("/v1/transactions/count", dependencies=auth)
     def transactions_count(date_from: dt.date, date_to: dt.date) -> dict:

@@ -21,7 +21,9 @@ from models.core_banking import CHANNELS, INCOME_BANDS, MERCHANT_CATEGORIES
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _EPOCH = dt.date(1970, 1, 1)
-HISTORY_ANCHOR = dt.date(2024, 1, 1)  # customers joined over the ten years before this date
+HISTORY_ANCHOR = dt.date(2024, 1, 1)  # most customers joined over the ten years before this date
+JOIN_UNTIL = dt.date(2027, 12, 31)  # ... and the rest join day by day from the anchor to this date
+JOINING_SHARE = 0.15
 SEEDS_DIR = Path(__file__).resolve().parent.parent / "dbt_project" / "seeds"
 
 REGIONS = {
@@ -158,6 +160,46 @@ class Bank:
     def _u(self, *keys) -> np.ndarray:
         return uniform(self.seed, *keys)
 
+    def created(self, ids: np.ndarray) -> np.ndarray:
+        """The day number each customer joined the bank: most in the ten years before
+        HISTORY_ANCHOR, the rest (JOINING_SHARE) day by day after it, until JOIN_UNTIL."""
+        ids = np.asarray(ids, dtype=np.int64)
+        anchor = day_number(HISTORY_ANCHOR)
+        before = anchor - (self._u(ids, 20) * 3650).astype(np.int64)
+        after = anchor + (self._u(ids, 24) * (day_number(JOIN_UNTIL) - anchor)).astype(np.int64)
+        return np.where(self._u(ids, 23) < JOINING_SHARE, after, before)
+
+    def updated(self, ids: np.ndarray, as_of: dt.date) -> np.ndarray:
+        """The day number each customer's record last changed on or before ``as_of`` (joining, or
+        giving e-mail consent)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        created = self.created(ids)
+        d = day_number(as_of)
+        changed = created
+        for day in self._consent_change_days(ids):
+            changed = np.maximum(changed, np.where(day <= d, day, created))
+        return np.minimum(changed, d)
+
+    def _consent_change_days(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The day each customer gives e-mail consent, and the day each withdraws SMS consent
+        (spread over the years around the anchor: every day some customers change)."""
+        anchor = day_number(HISTORY_ANCHOR)
+        never = np.iinfo(np.int64).max // 2
+        email_from = anchor - 400 + (self._u(ids, 30) * 2600).astype(np.int64)
+        email_from = np.where(self._u(ids, 32) < 0.75, email_from, never)  # some never give it
+        sms_until = anchor + (self._u(ids, 35) * 2200).astype(np.int64)
+        sms_until = np.where((self._u(ids, 36) < 0.3) & (self._u(ids, 31) < 0.8), sms_until, never)
+        return email_from, sms_until
+
+    def existing(self, ids: np.ndarray, as_of: dt.date, updated_since: dt.date | None = None) -> np.ndarray:
+        """The customers among ``ids`` who are the bank's on ``as_of`` (changed since
+        ``updated_since``, when given)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        keep = self.created(ids) <= day_number(as_of)
+        if updated_since is not None:
+            keep &= self.updated(ids, as_of) >= day_number(updated_since)
+        return ids[keep]
+
     def profile(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         """The latent profile of customers ``ids``: what the hidden propensity depends on."""
         ids = np.asarray(ids, dtype=np.int64)
@@ -178,11 +220,15 @@ class Bank:
             "young_family": young_family,
         }
 
-    def customers(self, ids: np.ndarray, as_of: dt.date) -> list[dict]:
-        ids = np.asarray(ids, dtype=np.int64)
+    def customers(self, ids: np.ndarray, as_of: dt.date, updated_since: dt.date | None = None) -> list[dict]:
+        """The records of the customers among ``ids`` who exist on ``as_of`` (and changed since
+        ``updated_since``): new customers appear on the day they join."""
+        ids = self.existing(ids, as_of, updated_since)
+        if len(ids) == 0:
+            return []
         p = self.profile(ids)
         anchor = day_number(HISTORY_ANCHOR)
-        created = anchor - (self._u(ids, 20) * 3650).astype(np.int64)
+        created = self.created(ids)
         birth = anchor - (p["age"] * 365.25).astype(np.int64)
         band = np.clip(np.digitize(p["income_z"], [-0.8, 0.1, 0.9, 1.7]), 0, 4)
         u_seg = self._u(ids, 21)
@@ -196,15 +242,15 @@ class Bank:
         region_idx = np.minimum(np.searchsorted(cum / cum[-1], self._u(ids, 22)), len(region_names) - 1)
         # consents change over time: e-mail consent is given on a customer-specific day
         d = day_number(as_of)
-        email_from = anchor + (self._u(ids, 30) * 1400).astype(np.int64) - 400
+        email_from, sms_until = self._consent_change_days(ids)
         consent = {
-            "consent_sms": self._u(ids, 31) < 0.8,
-            "consent_email": (self._u(ids, 32) < 0.75) & (email_from <= d),
+            "consent_sms": (self._u(ids, 31) < 0.8) & (d < sms_until),
+            "consent_email": email_from <= d,
             "consent_phone": self._u(ids, 33) < 0.55,
             "consent_push": p["digital"] > 0.35,
             "consent_social": (p["digital"] > 0.55) & (self._u(ids, 34) < 0.7),
         }
-        updated = np.maximum(created, np.where(email_from <= d, email_from, created))
+        updated = self.updated(ids, as_of)
         is_ruc = segment == "EMPRENDEDOR"
         dni = (self._u(ids, 41) * 1e8).astype(np.int64)
         ruc = (self._u(ids, 40) * 1e9).astype(np.int64)
@@ -234,7 +280,7 @@ class Bank:
             "income_band": np.array(INCOME_BANDS)[band].tolist(),
             **{k: v.tolist() for k, v in consent.items()},
             "created_on": _iso(created),
-            "updated_on": _iso(np.minimum(updated, d)),
+            "updated_on": _iso(updated),
         }
         names_ = list(columns)
         return [dict(zip(names_, values, strict=True)) for values in zip(*columns.values(), strict=True)]
@@ -264,7 +310,7 @@ class Bank:
         """(row, slot, customer id, account id, opened day) of every account open on ``as_of``,
         customer-major then slot: the listing's order."""
         held = self._holdings(ids)
-        created = day_number(HISTORY_ANCHOR) - (self._u(ids, 20) * 3650).astype(np.int64)
+        created = self.created(ids)
         row, slot = np.nonzero(held)
         cid = ids[row]
         acc = cid * 10 + slot
@@ -316,7 +362,7 @@ class Bank:
     def _transaction_grid(self, ids: np.ndarray, days: list[dt.date], p: dict) -> tuple[np.ndarray, ...]:
         """Days, and the customers x days grid (customer-major) with each cell's transaction count."""
         dns = np.array([day_number(d) for d in days], dtype=np.int64)
-        created = day_number(HISTORY_ANCHOR) - (self._u(ids, 20) * 3650).astype(np.int64)
+        created = self.created(ids)
         g_cid = np.repeat(ids, len(dns))
         g_dn = np.tile(dns, len(ids))
         n = np.floor(np.repeat(p["activity"], len(dns)) + self._u(g_cid, g_dn, 70)).astype(np.int64)
@@ -414,8 +460,7 @@ class Bank:
         contacted = ids[self._u(ids, dn, 90) < CONTACT_RATE]
         if len(contacted) == 0 or not self.campaigns:
             return contacted[:0]
-        created = day_number(HISTORY_ANCHOR) - (self._u(contacted, 20) * 3650).astype(np.int64)
-        return contacted[created <= dn]
+        return contacted[self.created(contacted) <= dn]
 
     def count_campaign_responses(self, ids: np.ndarray, days: list[dt.date]) -> int:
         ids = np.asarray(ids, dtype=np.int64)

@@ -51,6 +51,7 @@ class Oracle:
         entity: str,
         *,
         as_of: dt.date | None = None,
+        updated_since: dt.date | None = None,
         date_from: dt.date | None = None,
         date_to: dt.date | None = None,
         block: int = 5000,
@@ -58,7 +59,7 @@ class Oracle:
         days = None
         if date_from is not None and date_to is not None:
             days = [date_from + dt.timedelta(days=i) for i in range((date_to - date_from).days + 1)]
-        generate, _ = record_stream(self.bank, entity, as_of=as_of, days=days)
+        generate, _ = record_stream(self.bank, entity, as_of=as_of, updated_since=updated_since, days=days)
         key = PRIMARY_KEYS[entity]
         good, bad = [], {}
         for first in range(1, self.bank.size + 1, block):
