@@ -291,7 +291,9 @@ def _dedup_into(parts: list[Path], key: str, target: Path, settings: Settings, s
     config = {"memory_limit": "48MB", "threads": 1, "temp_directory": str(spill), "preserve_insertion_order": True}
     with duckdb.connect(config=config) as con:
         files = ", ".join("'{}'".format(str(p).replace("'", "''")) for p in parts)
-        con.execute(f"create view parts as select * from read_parquet([{files}], filename = true)")
+        con.execute(
+            f"create view parts as select * from read_parquet([{files}], filename = true, hive_partitioning = false)"
+        )
         con.execute(f'create temp table dup as select "{key}" from parts group by "{key}" having count(*) > 1')
         con.execute(
             f"""copy (

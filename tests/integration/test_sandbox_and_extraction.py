@@ -103,6 +103,7 @@ def test_extraction_lands_every_record_once_and_a_rerun_replaces_the_partition(s
     path = partition_path(s.landing_dir, "accounts", D)
     table = pq.read_table(path)
     assert first.received == first.landed == table.num_rows
+    assert table.schema.names == list(ENTITIES["accounts"].model_fields)  # the contract's columns, no more
     assert len(set(table.column("account_id").to_pylist())) == table.num_rows
     again = extract_entity("accounts", D, s)
     assert again.landed == first.landed
