@@ -61,6 +61,37 @@ def _airflow_connection(conn_id: str):
 
 
 @dataclass(frozen=True)
+class AzureSql:
+    """Azure SQL, the production warehouse: the same CRM_AZURE_* variables dbt's profile reads."""
+
+    server: str | None
+    database: str
+    authentication: str  # "sql" (user, password) or "ServicePrincipal" (client id, secret)
+    user: str | None
+    password: str | None = field(repr=False)
+    client_id: str | None
+    client_secret: str | None = field(repr=False)
+
+    def odbc_connection_string(self) -> str:
+        if not self.server:
+            raise SettingsError("CRM_AZURE_SQL_SERVER is not set (the Azure SQL server to load into)")
+        base = (
+            "Driver={ODBC Driver 18 for SQL Server};"
+            f"Server=tcp:{self.server},1433;Database={self.database};Encrypt=yes;TrustServerCertificate=no;"
+            "Connection Timeout=30;"
+        )
+        if self.authentication.lower() == "serviceprincipal":
+            if not (self.client_id and self.client_secret):
+                raise SettingsError("CRM_AZURE_CLIENT_ID and CRM_AZURE_CLIENT_SECRET are needed for ServicePrincipal")
+            return (
+                base + f"Authentication=ActiveDirectoryServicePrincipal;UID={self.client_id};PWD={self.client_secret};"
+            )
+        if not (self.user and self.password):
+            raise SettingsError("CRM_AZURE_SQL_USER and CRM_AZURE_SQL_PASSWORD are needed for sql authentication")
+        return base + f"UID={self.user};PWD={self.password};"
+
+
+@dataclass(frozen=True)
 class CoreApi:
     """Where the bank's integration API is and how to authenticate (OAuth2 client credentials)."""
 
@@ -167,6 +198,18 @@ class Settings:
         if conn is not None:
             return conn.get_uri()
         return None
+
+    @cached_property
+    def azure_sql(self) -> AzureSql:
+        return AzureSql(
+            server=_env("CRM_AZURE_SQL_SERVER"),
+            database=_env("CRM_AZURE_SQL_DATABASE", "crm"),
+            authentication=_env("CRM_AZURE_SQL_AUTH", "sql"),
+            user=_env("CRM_AZURE_SQL_USER"),
+            password=_env("CRM_AZURE_SQL_PASSWORD"),
+            client_id=_env("CRM_AZURE_CLIENT_ID"),
+            client_secret=_env("CRM_AZURE_CLIENT_SECRET"),
+        )
 
     @cached_property
     def core_api(self) -> CoreApi:

@@ -3,12 +3,22 @@
 Snapshots (customers, accounts) are kept per business date; windowed entities (transactions,
 campaign responses) replace the rows of the dates their window covers. Everything for the date
 goes in one transaction, so a reader never sees half a load and a rerun gives the same rows.
+
+Two warehouses: DuckDB (target ``local``) and Azure SQL (target ``azure``: SQL Server through
+pyodbc, ``fast_executemany`` bulk inserts in batches). This project's machines have no SQL
+Server and no ODBC driver: the SQL Server path is tested up to the connection (the T-SQL it
+sends, the batches it binds, the error it gives without a driver), not against a server.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from crm.settings import Settings, get_settings
 from crm.warehouse import connect
@@ -20,14 +30,20 @@ log = logging.getLogger(__name__)
 WINDOW_COLUMN = {"transactions": "booking_date", "campaign_responses": "contact_date"}
 
 
-def load_business_date(business_date: dt.date, settings: Settings | None = None) -> dict[str, int]:
-    """Load every entity landed for ``business_date``; returns the rows loaded per table."""
-
-    settings = settings or get_settings()
+def _landed(business_date: dt.date, settings: Settings) -> dict[str, Path]:
     paths = {e: partition_path(settings.landing_dir, e, business_date) for e in ENTITIES}
     missing = [e for e, p in paths.items() if not p.exists()]
     if missing:
         raise FileNotFoundError(f"nothing landed for {business_date} for: {', '.join(missing)}; run the extraction")
+    return paths
+
+
+def load_business_date(business_date: dt.date, settings: Settings | None = None) -> dict[str, int]:
+    """Load every entity landed for ``business_date`` into the target's warehouse; rows per table."""
+    settings = settings or get_settings()
+    if settings.dbt_target == "azure":
+        return load_sqlserver(business_date, settings)
+    paths = _landed(business_date, settings)
     settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
     d = business_date.isoformat()
@@ -57,4 +73,101 @@ def load_business_date(business_date: dt.date, settings: Settings | None = None)
             con.execute("rollback")
             raise
     log.info("loaded raw tables for %s: %s", d, counts)
+    return counts
+
+
+# ---- Azure SQL (SQL Server) ------------------------------------------------------------------
+
+BATCH_ROWS = 10_000
+
+
+class SqlServerUnavailable(RuntimeError):
+    """pyodbc or the Microsoft ODBC driver is missing on this machine."""
+
+
+def _tsql_type(arrow_type: pa.DataType) -> str:
+    if pa.types.is_int64(arrow_type):
+        return "BIGINT"
+    if pa.types.is_boolean(arrow_type):
+        return "BIT"
+    if pa.types.is_date32(arrow_type):
+        return "DATE"
+    if pa.types.is_decimal(arrow_type):
+        return f"DECIMAL({arrow_type.precision}, {arrow_type.scale})"
+    if pa.types.is_string(arrow_type):
+        return "NVARCHAR(400)"
+    raise TypeError(f"no T-SQL type for arrow type {arrow_type}")
+
+
+def sqlserver_statements(entity: str, schema: pa.Schema, business_date: dt.date, settings: Settings) -> dict:
+    """The T-SQL that loads ``entity``: create the table when missing, delete the rows the load
+    replaces (with their parameters), insert (one ``?`` per column, ``_business_date`` last)."""
+    table = f"raw.{entity}"
+    columns = [*schema.names, "_business_date"]
+    definitions = ", ".join(
+        [f"[{f.name}] {_tsql_type(f.type)}{'' if f.nullable else ' NOT NULL'}" for f in schema]
+        + ["[_business_date] DATE NOT NULL"]
+    )
+    span = window(entity, business_date, settings)
+    if span is None:
+        delete = (f"DELETE FROM {table} WHERE [_business_date] = ?", [business_date])
+    else:
+        delete = (f"DELETE FROM {table} WHERE [{WINDOW_COLUMN[entity]}] BETWEEN ? AND ?", list(span))
+    return {
+        "schema": "IF SCHEMA_ID(N'raw') IS NULL EXEC(N'CREATE SCHEMA raw');",
+        "create": f"IF OBJECT_ID(N'{table}', N'U') IS NULL CREATE TABLE {table} ({definitions});",
+        "delete": delete,
+        "insert": f"INSERT INTO {table} ({', '.join(f'[{c}]' for c in columns)}) "
+        f"VALUES ({', '.join('?' for _ in columns)});",
+    }
+
+
+def sqlserver_batches(path: Path, business_date: dt.date, rows: int = BATCH_ROWS) -> Iterator[list[tuple]]:
+    """The landed partition as parameter rows for the insert, a batch at a time (bounded memory)."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+        columns = [column.to_pylist() for column in batch.columns]
+        yield [(*values, business_date) for values in zip(*columns, strict=True)]
+
+
+def _pyodbc():
+    try:
+        import pyodbc
+    except ImportError as exc:
+        raise SqlServerUnavailable(
+            "the Azure SQL load (CRM_DBT_TARGET=azure) needs unixODBC and the Microsoft ODBC Driver 18 for "
+            f"SQL Server on this machine; pyodbc could not load: {exc}"
+        ) from None
+    if not any("SQL Server" in d for d in pyodbc.drivers()):
+        raise SqlServerUnavailable(
+            f"no SQL Server ODBC driver is installed (found: {pyodbc.drivers() or 'none'}); "
+            "install the Microsoft ODBC Driver 18 for SQL Server"
+        )
+    return pyodbc
+
+
+def load_sqlserver(business_date: dt.date, settings: Settings) -> dict[str, int]:
+    """The Azure SQL load: every entity of the date in one transaction, bulk inserts in batches."""
+    paths = _landed(business_date, settings)
+    pyodbc = _pyodbc()
+    conn = pyodbc.connect(settings.azure_sql.odbc_connection_string(), autocommit=False)
+    counts: dict[str, int] = {}
+    try:
+        cursor = conn.cursor()
+        cursor.fast_executemany = True  # array binding: one round trip per batch
+        for entity, path in paths.items():
+            sql = sqlserver_statements(entity, pq.read_schema(path), business_date, settings)
+            cursor.execute(sql["schema"])
+            cursor.execute(sql["create"])
+            cursor.execute(sql["delete"][0], *sql["delete"][1])
+            counts[entity] = 0
+            for batch in sqlserver_batches(path, business_date):
+                cursor.executemany(sql["insert"], batch)
+                counts[entity] += len(batch)
+        conn.commit()
+    except Exception:
+        conn.rollback()
+        raise
+    finally:
+        conn.close()
+    log.info("loaded raw tables in Azure SQL for %s: %s", business_date, counts)
     return counts
