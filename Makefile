@@ -18,6 +18,7 @@ DATE ?=
 CUSTOMERS ?= 5000
 PORT ?= 8000
 SEED ?= 42
+FAULTS ?=
 
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock setup.cfg | cksum | cut -d' ' -f1)
 MANIFEST := dbt_project/target/manifest.json
@@ -46,8 +47,8 @@ demo: setup  ## run the daily DAG crm_daily through Airflow (DATE=yesterday in L
 serve: setup  ## serve the read API on the demo's cache (PORT)
 	$(BIN)/python -m crm.cli serve --port $(PORT)
 
-sandbox: setup  ## serve the core-banking sandbox on its own (PORT, CUSTOMERS, SEED)
-	$(BIN)/python -m crm.cli sandbox --port $(PORT) --customers $(CUSTOMERS) --seed $(SEED)
+sandbox: setup  ## serve the core-banking sandbox on its own (PORT, CUSTOMERS, SEED, FAULTS="all" or "server_error=0.05,...")
+	$(BIN)/python -m crm.cli sandbox --port $(PORT) --customers $(CUSTOMERS) --seed $(SEED) --faults "$(FAULTS)"
 
 airflow: setup  ## start the Airflow UI (airflow standalone) on the project's DAGs
 	$(BIN)/python -m crm.cli airflow

@@ -285,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--customers", type=int, default=5000)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--faults", default="", help='e.g. "server_error=0.05,bad_record=0.01", or "all"')
     sub.add_parser("airflow", help="start the Airflow UI")
     p = sub.add_parser("keys", help="issue read-API keys: stores their hashes, prints each key once")
     p.add_argument("--role", action="append", choices=["marketing", "sales", "mobile"], required=True)
@@ -319,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
                 str(args.customers),
                 "--seed",
                 str(args.seed),
+                "--faults",
+                args.faults,
             ]
         )
         return 0

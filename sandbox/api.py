@@ -189,7 +189,12 @@ def create_app(bank: Bank, client_id: str, client_secret: str, faults: Faults = 
 
     @app.get("/healthz")
     def healthz() -> dict:
-        return {"status": "ok", "customers": bank.size, "seed": bank.seed}
+        return {
+            "status": "ok",
+            "customers": bank.size,
+            "seed": bank.seed,
+            "faults": faults.spec() if faults != NO_FAULTS else None,
+        }
 
     @app.post("/oauth/token")
     def token(
