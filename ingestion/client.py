@@ -73,6 +73,7 @@ class IntegrationApiClient:
             else:
                 error = None
                 if resp.status_code == 401 and authenticated and not renewed:
+                    log.info("the access token was refused (expired?): renewing it")
                     self._token, renewed = None, True
                     continue
                 if resp.status_code < 400:

@@ -28,7 +28,6 @@ from sandbox.faults import FaultInjection, Faults, bad_kind, break_record, omitt
 
 MAX_PAGE_SIZE = 5000
 NO_FAULTS = Faults()
-TOKEN_TTL_S = 900
 
 Key = tuple[int, int, int]
 PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
@@ -165,7 +164,7 @@ def create_app(bank: Bank, client_id: str, client_secret: str, faults: Faults = 
     signing_key = hashlib.sha256(f"{client_secret}:{bank.seed}".encode()).digest()
 
     def issue_token() -> str:
-        expiry = str(int(time.time()) + TOKEN_TTL_S)
+        expiry = str(int(time.time() + faults.token_ttl_s))
         sig = hmac.new(signing_key, expiry.encode(), hashlib.sha256).hexdigest()
         return f"{expiry}.{sig}"
 
@@ -211,7 +210,7 @@ def create_app(bank: Bank, client_id: str, client_secret: str, faults: Faults = 
         return {
             "access_token": issue_token(),
             "token_type": "bearer",
-            "expires_in": TOKEN_TTL_S,
+            "expires_in": int(faults.token_ttl_s),
         }
 
     def listing(entity: str, page_size: int, cursor: str | None, **params) -> Response:

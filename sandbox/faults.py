@@ -48,6 +48,7 @@ class Faults:
     omit: float = 0.0  # records left out of their page but counted in the control total (not in "all")
     slow_s: float = 0.3
     retry_after_s: int = 1
+    token_ttl_s: float = 900.0  # how long an access token lives (short: clients must renew mid-run)
 
     @classmethod
     def parse(cls, spec: str | None) -> Faults:
@@ -67,7 +68,7 @@ class Faults:
                 values[name] = float(value)
             except ValueError:
                 raise ValueError(f"fault {name!r} needs a number, got {value!r}") from None
-            if name not in ("slow_s", "retry_after_s") and not 0 <= values[name] <= 1:
+            if name not in ("slow_s", "retry_after_s", "token_ttl_s") and not 0 <= values[name] <= 1:
                 raise ValueError(f"fault rate {name}={value} is not between 0 and 1")
         if "retry_after_s" in values:
             values["retry_after_s"] = int(values["retry_after_s"])

@@ -32,7 +32,8 @@ from sandbox.oracle import Oracle, id_checksum
 D = dt.date(2026, 11, 20)
 CUSTOMERS, SEED = 400, 5
 EVERY_FAULT = (
-    "server_error=0.08,throttle=0.03,slow=0.04,drop=0.06,duplicate=0.15,bad_record=0.03,slow_s=0.2,retry_after_s=1"
+    "server_error=0.08,throttle=0.03,slow=0.04,drop=0.06,duplicate=0.15,bad_record=0.03,slow_s=0.2,retry_after_s=1,"
+    "token_ttl_s=3"  # tokens expire mid-extraction: the client must renew them
 )
 ENTITY_KEYS = {"customers": "customer_id", "accounts": "account_id", "transactions": "transaction_id",
                "campaign_responses": "response_id"}  # fmt: skip
@@ -72,7 +73,7 @@ def faulty(settings):
 
 class _Remember(logging.Handler):
     def __init__(self):
-        super().__init__(logging.WARNING)
+        super().__init__(logging.INFO)
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -81,7 +82,9 @@ class _Remember(logging.Handler):
 
 def test_with_every_fault_on_the_landing_is_exactly_the_oracles(faulty):
     retries = _Remember()
-    logging.getLogger("ingestion.client").addHandler(retries)
+    client_log = logging.getLogger("ingestion.client")
+    client_log.addHandler(retries)
+    level, client_log.level = client_log.level, logging.INFO
     duplicates = 0
     for entity, key in ENTITY_KEYS.items():
         result = extract_entity(entity, D, faulty)
@@ -94,10 +97,11 @@ def test_with_every_fault_on_the_landing_is_exactly_the_oracles(faulty):
         assert sorted(quarantined) == sorted(truth.bad_kinds), entity
         assert (result.reported, result.landed, result.quarantined) == (truth.records, truth.good, truth.bad)
         duplicates += result.duplicates
-    logging.getLogger("ingestion.client").removeHandler(retries)
+    client_log.removeHandler(retries)
+    client_log.setLevel(level)
     assert duplicates > 0  # duplicates were served, and dropped
     retried = " ".join(retries.messages)
-    for fault in ("status 503", "status 429", "RemoteProtocolError"):  # 5xx, throttling, dropped bodies
+    for fault in ("status 503", "status 429", "RemoteProtocolError", "token was refused"):
         assert fault in retried
 
 
