@@ -76,6 +76,8 @@ class IntegrationApiClient:
                     log.info("the access token was refused (expired?): renewing it")
                     self._token, renewed = None, True
                     continue
+                # a fresh token refused at once is an auth failure; one refused later has expired
+                renewed = renewed and resp.status_code == 401
                 if resp.status_code < 400:
                     return resp
                 if resp.status_code not in RETRYABLE_STATUS:

@@ -184,10 +184,12 @@ def _api_client(settings: Settings) -> IntegrationApiClient:
     api = settings.core_api
     if api.url is None:
         sandbox = ensure_sandbox(settings.sandbox_customers, settings.sandbox_seed, settings, settings.sandbox_faults)
-        return IntegrationApiClient(
-            sandbox.url, sandbox.client_id, sandbox.client_secret, max_retries=settings.api_max_retries
-        )
-    return IntegrationApiClient(api.url, api.client_id, api.client_secret, max_retries=settings.api_max_retries)
+        url, client_id, secret = sandbox.url, sandbox.client_id, sandbox.client_secret
+    else:
+        url, client_id, secret = api.url, api.client_id, api.client_secret
+    return IntegrationApiClient(
+        url, client_id, secret, max_retries=settings.api_max_retries, timeout_s=settings.api_timeout_s
+    )
 
 
 QUARANTINE_SCHEMA = pa.schema(

@@ -32,7 +32,7 @@ from sandbox.oracle import Oracle, id_checksum
 D = dt.date(2026, 11, 20)
 CUSTOMERS, SEED = 400, 5
 EVERY_FAULT = (
-    "server_error=0.08,throttle=0.03,slow=0.04,drop=0.06,duplicate=0.15,bad_record=0.03,slow_s=0.2,retry_after_s=1,"
+    "server_error=0.08,throttle=0.03,slow=0.04,drop=0.06,duplicate=0.15,bad_record=0.03,slow_s=1.0,retry_after_s=1,"
     "token_ttl_s=3"  # tokens expire mid-extraction: the client must renew them
 )
 ENTITY_KEYS = {"customers": "customer_id", "accounts": "account_id", "transactions": "transaction_id",
@@ -51,6 +51,7 @@ def _settings(settings, name: str, faults: str, **extra):
         response_lookback_days=120,
         max_quarantine_share=0.1,
         api_max_retries=8,
+        api_timeout_s=0.6,  # slow answers (1 s) time out: the client must retry them
         **extra,
     )
 
@@ -101,7 +102,7 @@ def test_with_every_fault_on_the_landing_is_exactly_the_oracles(faulty):
     client_log.setLevel(level)
     assert duplicates > 0  # duplicates were served, and dropped
     retried = " ".join(retries.messages)
-    for fault in ("status 503", "status 429", "RemoteProtocolError", "token was refused"):
+    for fault in ("status 503", "status 429", "RemoteProtocolError", "ReadTimeout", "token was refused"):
         assert fault in retried
 
 
