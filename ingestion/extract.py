@@ -290,7 +290,7 @@ def _dedup_into(parts: list[Path], key: str, target: Path, settings: Settings, s
         os.replace(tmp, target)
         return 0
     spill = target.parent / "_staging" / "duckdb-spill"
-    config = {"memory_limit": "48MB", "threads": 1, "temp_directory": str(spill), "preserve_insertion_order": True}
+    config = {"memory_limit": "24MB", "threads": 1, "temp_directory": str(spill), "preserve_insertion_order": True}
     with duckdb.connect(config=config) as con:
         files = ", ".join("'{}'".format(str(p).replace("'", "''")) for p in parts)
         con.execute(
