@@ -64,7 +64,7 @@ def training_frame(con, business_date: dt.date, lookback_days: int = 365) -> pd.
 
 def scoring_batches(con, business_date: dt.date, batch_rows: int = 200_000) -> Iterator[pd.DataFrame]:
     """Every eligible customer x campaign pair of ``business_date`` with its features, in chunks."""
-    reader = con.execute(
+    reader = con.sql(
         f"""
         select e.customer_id, e.campaign_id, e.offer_id, e.channel,
                cast(e.value_per_conversion_pen as double) as value_pen,
@@ -76,7 +76,7 @@ def scoring_batches(con, business_date: dt.date, batch_rows: int = 200_000) -> I
         where e.as_of_date = ?
         order by e.customer_id, e.campaign_id
         """,
-        [business_date],
+        params=[business_date],
     ).to_arrow_reader(batch_rows)
     for batch in reader:
         yield _cast(batch.to_pandas())
