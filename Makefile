@@ -24,7 +24,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock setup.cfg | cksum | cu
 MANIFEST := dbt_project/target/manifest.json
 DBT_SOURCES := $(shell find dbt_project -type f \( -name '*.sql' -o -name '*.yml' -o -name '*.csv' \) -not -path '*/target/*' -not -path '*/logs/*' 2>/dev/null)
 
-.PHONY: help setup demo serve sandbox airflow test lint format lock clean bench bench-serving bench-extract
+.PHONY: help setup demo serve sandbox airflow test lint format lock clean bench bench-serving bench-extract evaluate
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -57,6 +57,9 @@ test: setup  ## ruff, then the whole pytest suite (DAG integrity and the end-to-
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+evaluate: setup  ## expected acceptances of the latest (or DATE's) assignment vs the oracle's and a random one (CUSTOMERS, SEED as for make demo)
+	$(BIN)/python -m crm.cli evaluate $(if $(DATE),--date $(DATE)) --customers $(CUSTOMERS) --seed $(SEED)
 
 bench: bench-extract bench-serving  ## every benchmark (figures and ratios in .crm/bench/*.json)
 

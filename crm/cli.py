@@ -243,6 +243,24 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluate(args: argparse.Namespace) -> int:
+    from ml.evaluate import evaluate as run_evaluation
+    from ml.evaluate import report
+
+    settings = get_settings()
+    if args.date:
+        business_date = dt.date.fromisoformat(args.date)
+    else:
+        with connect(settings) as con:
+            latest = con.execute("select max(business_date) from marts.customer_campaign_assignments").fetchone()[0]
+        if latest is None:
+            _say("no assignment in the warehouse yet: run make demo first")
+            return 1
+        business_date = latest
+    print(report(run_evaluation(business_date, args.customers, args.seed, settings)))
+    return 0
+
+
 def airflow_ui(args: argparse.Namespace) -> int:
     from crm.airflow_env import API_PORT, airflow_env, prepare_airflow
 
@@ -287,6 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--faults", default="", help='e.g. "server_error=0.05,bad_record=0.01", or "all"')
     sub.add_parser("airflow", help="start the Airflow UI")
+    p = sub.add_parser("evaluate", help="a business date's assignment against the sandbox's truth")
+    p.add_argument("--date", help="business date (default: the latest assigned)")
+    p.add_argument("--customers", type=int, default=5000, help="the sandbox bank the run extracted (as make demo)")
+    p.add_argument("--seed", type=int, default=42)
     p = sub.add_parser("keys", help="issue read-API keys: stores their hashes, prints each key once")
     p.add_argument("--role", action="append", choices=["marketing", "sales", "mobile"], required=True)
     p.add_argument("--file", type=Path, help="the key store (default: CRM_API_KEYS_FILE or .crm/api_keys.json)")
@@ -327,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "airflow":
         return airflow_ui(args)
+    if args.command == "evaluate":
+        return evaluate(args)
     return 2
 
 

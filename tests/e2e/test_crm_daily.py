@@ -139,6 +139,22 @@ def test_the_api_serves_what_the_warehouse_assigned(first_run, e2e_home, monkeyp
         assert [o["campaign_id"] for o in served[c]["offers"]] == expected
 
 
+def test_evaluate_compares_the_assignment_with_the_oracles_and_a_random_one(first_run, e2e_home):
+    from crm.settings import Settings
+
+    cmd = [sys.executable, "-m", "crm.cli", "evaluate", "--date", D.isoformat(), "--customers", str(CUSTOMERS),
+           "--seed", "11"]  # fmt: skip
+    env = {**os.environ, "CRM_HOME": str(e2e_home)}
+    done = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["business_date"] == D.isoformat()
+    assert 0 < figures["random"] < figures["oracle"] and figures["ours"] > 0  # the truth beats chance
+    assert figures["oracle_capture"] == pytest.approx(figures["ours"] / figures["oracle"], abs=1e-3)
+    assert figures["assigned_pairs"] == len(_assignments(Settings(home=e2e_home)))
+    assert "oracle_capture" in done.stdout and "random_capture" in done.stdout
+
+
 def test_a_running_api_serves_each_new_run_without_a_restart(first_run, e2e_home, monkeypatch):
     """make serve runs; make demo for the same date again: same assignments, same offers, from a new
     snapshot; then make demo DATE=<next day>: the same API serves the next day's snapshot."""
