@@ -19,12 +19,13 @@ CUSTOMERS ?= 5000
 PORT ?= 8000
 SEED ?= 42
 FAULTS ?=
+DOCS_PORT ?= 8081
 
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock setup.cfg | cksum | cut -d' ' -f1)
 MANIFEST := dbt_project/target/manifest.json
 DBT_SOURCES := $(shell find dbt_project -type f \( -name '*.sql' -o -name '*.yml' -o -name '*.csv' \) -not -path '*/target/*' -not -path '*/logs/*' 2>/dev/null)
 
-.PHONY: help setup demo serve sandbox airflow test lint format lock clean bench bench-serving bench-extract evaluate
+.PHONY: help setup demo serve sandbox airflow test lint format lock clean bench bench-serving bench-extract evaluate docs
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -57,6 +58,9 @@ test: setup  ## ruff, then the whole pytest suite (DAG integrity and the end-to-
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+docs: setup  ## generate the dbt docs site from the warehouse and serve it for analysts (DOCS_PORT=8081)
+	$(BIN)/python -m crm.cli docs --port $(DOCS_PORT)
 
 evaluate: setup  ## expected acceptances of the latest (or DATE's) assignment vs the oracle's and a random one (CUSTOMERS, SEED as for make demo)
 	$(BIN)/python -m crm.cli evaluate $(if $(DATE),--date $(DATE)) --customers $(CUSTOMERS) --seed $(SEED)

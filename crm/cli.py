@@ -23,16 +23,42 @@ def _say(msg: str = "") -> None:
     print(msg, flush=True)
 
 
-def dbt_parse(settings: Settings) -> int:
-    """Parse the dbt project into target/manifest.json (what Cosmos renders the DAG from)."""
+def _dbt(settings: Settings, *args: str) -> int:
+    """Run the dbt command line on the project, against the local warehouse."""
     env = {
         **os.environ,
         "CRM_DUCKDB_PATH": str(settings.duckdb_path),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
     dbt = Path(sys.executable).parent / "dbt"
-    cmd = [str(dbt), "parse", "--profiles-dir", ".", "--quiet"]
+    cmd = [str(dbt), *args, "--profiles-dir", "."]
     return subprocess.run(cmd, cwd=settings.dbt_project_dir, env=env, check=False).returncode
+
+
+def dbt_parse(settings: Settings) -> int:
+    """Parse the dbt project into target/manifest.json (what Cosmos renders the DAG from)."""
+    return _dbt(settings, "parse", "--quiet")
+
+
+def docs(args: argparse.Namespace) -> int:
+    """Generate the dbt docs site (models, columns, tests, lineage, the warehouse's catalog) into
+    <CRM_HOME>/dbt-docs and serve it for analysts."""
+    settings = get_settings()
+    settings.ensure_dirs()
+    target = settings.home / "dbt-docs"
+    if not settings.duckdb_path.exists():
+        _say("no warehouse yet: the site will describe the models without their tables (run make demo first)")
+    code = _dbt(settings, "docs", "generate", "--target-path", str(target), "--quiet")
+    if code or args.no_serve:
+        if not code:
+            _say(f"dbt docs generated in {target} (index.html, manifest.json, catalog.json)")
+        return code
+    _say(f"dbt docs on http://127.0.0.1:{args.port} (Ctrl-C stops it)")
+    try:
+        return _dbt(settings, "docs", "serve", "--target-path", str(target), "--port", str(args.port), "--host",
+                    "127.0.0.1", "--no-browser")  # fmt: skip
+    except KeyboardInterrupt:
+        return 0
 
 
 def _failure_cause(log_text: str) -> str:
@@ -305,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--faults", default="", help='e.g. "server_error=0.05,bad_record=0.01", or "all"')
     sub.add_parser("airflow", help="start the Airflow UI")
+    p = sub.add_parser("docs", help="generate and serve the dbt docs site")
+    p.add_argument("--port", type=int, default=8081)
+    p.add_argument("--no-serve", action="store_true", help="generate only")
     p = sub.add_parser("evaluate", help="a business date's assignment against the sandbox's truth")
     p.add_argument("--date", help="business date (default: the latest assigned)")
     p.add_argument("--customers", type=int, default=5000, help="the sandbox bank the run extracted (as make demo)")
@@ -351,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         return airflow_ui(args)
     if args.command == "evaluate":
         return evaluate(args)
+    if args.command == "docs":
+        return docs(args)
     return 2
 
 
