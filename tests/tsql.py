@@ -12,6 +12,9 @@ DUCKDB_ONLY = {
     "limit": re.compile(r"\blimit\s+\d", re.I),
     "boolean literal": re.compile(r"\b(true|false)\b", re.I),
     "interval": re.compile(r"\binterval\b", re.I),
+    "list function": re.compile(r"\b(list_\w+|array_length|unnest|struct_pack)\s*\(", re.I),
+    "strftime / date_trunc": re.compile(r"\b(strftime|strptime|date_trunc)\s*\(", re.I),
+    "regexp function": re.compile(r"\bregexp_\w+\s*\(", re.I),
 }
 
 

@@ -35,3 +35,18 @@ def test_every_model_compiles_for_azure(azure_sql):
 def test_compiled_sql_has_no_duckdb_only_constructs(azure_sql):
     offenders = [f"{path}: {what}" for path, sql in azure_sql.items() for what in duckdb_only_constructs(sql)]
     assert offenders == []
+
+
+def test_compiled_sql_parses_as_tsql(azure_sql):
+    """Every compiled model, test and seed statement parses with a T-SQL grammar (sqlglot)."""
+    import sqlglot
+    from sqlglot.errors import ErrorLevel
+
+    failures = []
+    for path, sql in azure_sql.items():
+        try:
+            sqlglot.parse(sql, read="tsql", error_level=ErrorLevel.RAISE)
+        except sqlglot.errors.SqlglotError as exc:
+            failures.append(f"{path}: {str(exc).splitlines()[0]}")
+    assert failures == []
+    assert len(azure_sql) > 40  # every model and test was compiled
