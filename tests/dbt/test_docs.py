@@ -23,3 +23,13 @@ def test_the_docs_site_describes_every_mart(tmp_path):
     for name, node in marts.items():
         assert node["description"], f"mart {name} has no description"
     assert json.loads((site / "catalog.json").read_text())["metadata"]["dbt_schema_version"]
+
+
+def test_the_read_api_and_the_marketing_segments_are_exposures_of_the_marts():
+    manifest = json.loads((REPO_ROOT / "dbt_project" / "target" / "manifest.json").read_text())
+    exposures = {e["name"]: e for e in manifest["exposures"].values()}
+    assert {"read_api_customer_offers", "marketing_segments"} <= set(exposures)
+    for exposure in exposures.values():
+        upstream = exposure["depends_on"]["nodes"]
+        assert "source.crm.scoring.customer_campaign_assignments" in upstream
+        assert any(node.startswith("model.crm.campaign_eligibility") for node in upstream)
