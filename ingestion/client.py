@@ -66,18 +66,19 @@ class IntegrationApiClient:
             if authenticated and self._token is None:
                 self._renew_token()
             headers = {"Authorization": f"Bearer {self._token}"} if authenticated else {}
+            # a token refused on the very call after its renewal is an auth failure (raised below);
+            # one refused after anything else in between (a retry, a backoff) has expired: renew it
+            just_renewed, renewed = renewed, False
             try:
                 resp = self._http.request(method, path, headers=headers, **kwargs)
             except (httpx.TransportError, httpx.DecodingError) as exc:
                 resp, error = None, exc
             else:
                 error = None
-                if resp.status_code == 401 and authenticated and not renewed:
+                if resp.status_code == 401 and authenticated and not just_renewed:
                     log.info("the access token was refused (expired?): renewing it")
                     self._token, renewed = None, True
                     continue
-                # a fresh token refused at once is an auth failure; one refused later has expired
-                renewed = renewed and resp.status_code == 401
                 if resp.status_code < 400:
                     return resp
                 if resp.status_code not in RETRYABLE_STATUS:
