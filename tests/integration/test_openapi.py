@@ -48,8 +48,13 @@ def served(settings):
     write_assignments(D, pd.DataFrame(rows), ModelRef("crm-campaign-propensity", "1"), s)
     publish_snapshot(D, s)
     keys = issue_keys(s.api_keys_path)
-    with running_read_api(home) as url:
-        yield url, keys
+    try:
+        with running_read_api(home) as url:
+            yield url, keys
+    finally:
+        from crm.services import stop_redis
+
+        stop_redis(s)  # publishing started this home's Redis; serve keeps what it did not start
 
 
 def test_every_documented_call_answers_as_documented(served):
