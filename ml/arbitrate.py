@@ -12,6 +12,15 @@ import numpy as np
 import pandas as pd
 
 
+def capacities(con) -> tuple[dict[str, int], dict[str, int]]:
+    """The daily capacities arbitration respects: per campaign, and per channel (contact policies)."""
+    campaign = dict(con.execute("select campaign_id, daily_capacity from staging.stg_campaigns__campaigns").fetchall())
+    channel = dict(
+        con.execute("select channel, daily_capacity from staging.stg_campaigns__contact_policies").fetchall()
+    )
+    return campaign, channel
+
+
 def arbitrate(
     pairs: pd.DataFrame,
     max_offers: int,

@@ -23,7 +23,7 @@ import pandas as pd
 
 from crm.settings import Settings, get_settings
 from crm.warehouse import connect
-from ml.arbitrate import arbitrate
+from ml.arbitrate import arbitrate, capacities
 from ml.features import scoring_batches
 
 PAIR_COLUMNS = ["customer_id", "campaign_id", "offer_id", "channel", "value_pen", "priority_weight"]
@@ -59,12 +59,7 @@ def evaluate(business_date: dt.date, customers: int, seed: int, settings: Settin
             "select customer_id, campaign_id from marts.customer_campaign_assignments where business_date = ?",
             [business_date],
         ).df()
-        campaign_capacity = dict(
-            con.execute("select campaign_id, daily_capacity from staging.stg_campaigns__campaigns").fetchall()
-        )
-        channel_capacity = dict(
-            con.execute("select channel, daily_capacity from staging.stg_campaigns__contact_policies").fetchall()
-        )
+        campaign_capacity, channel_capacity = capacities(con)
     pairs = pd.concat(batches, ignore_index=True) if batches else pd.DataFrame(columns=PAIR_COLUMNS)
     if pairs.empty or ours.empty:
         raise ValueError(f"no eligible pairs or no assignment for {business_date}: run make demo DATE={business_date}")

@@ -12,7 +12,7 @@ import pandas as pd
 
 from crm.settings import Settings, get_settings
 from crm.warehouse import connect
-from ml.arbitrate import arbitrate
+from ml.arbitrate import arbitrate, capacities
 from ml.features import FEATURES, REASON_TEXT, scoring_batches
 from ml.registry import CHAMPION, ModelRef, champion, mlflow_client
 from ml.train import train_and_register
@@ -97,12 +97,7 @@ def score_and_assign(business_date: dt.date, settings: Settings | None = None) -
                 strict=True,
             )
         }
-        campaign_capacity = dict(
-            con.execute("select campaign_id, daily_capacity from staging.stg_campaigns__campaigns").fetchall()
-        )
-        channel_capacity = dict(
-            con.execute("select channel, daily_capacity from staging.stg_campaigns__contact_policies").fetchall()
-        )
+        campaign_capacity, channel_capacity = capacities(con)
         checked = False
         for batch in scoring_batches(con, business_date):
             if not checked:
