@@ -532,6 +532,12 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         meta.update(_freshness(meta))
         return answer(sid, {"snapshot": meta})
 
+    async def live_meta() -> tuple[str | None, dict | None]:
+        """The live snapshot's id and metadata, read fresh from Redis (the ops probes)."""
+        sid = await app.state.redis.get(keys.current)
+        raw = await app.state.redis.get(keys.meta(sid)) if sid else None
+        return sid, json.loads(raw) if raw else None
+
     @app.get("/healthz", tags=["ops"], summary="The process is up")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -545,13 +551,12 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
     )
     async def readyz(request: Request) -> JSONResponse:
         try:
-            sid = await request.app.state.redis.get(keys.current)
-            raw = await request.app.state.redis.get(keys.meta(sid)) if sid else None
+            sid, meta = await live_meta()
         except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
             return JSONResponse({"ready": False, "reason": "redis unreachable"}, status_code=503)
         if sid is None:
             return JSONResponse({"ready": False, "reason": "no live snapshot"}, status_code=503)
-        fresh = _freshness(json.loads(raw))["fresh"] if raw else False
+        fresh = _freshness(meta)["fresh"] if meta else False
         return JSONResponse({"ready": True, "snapshot_id": sid, "fresh": fresh})
 
     @app.get(
@@ -562,12 +567,10 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
     )
     async def prometheus_metrics(request: Request) -> Response:
         try:
-            sid = await request.app.state.redis.get(keys.current)
-            raw = await request.app.state.redis.get(keys.meta(sid)) if sid else None
+            _, meta = await live_meta()
         except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
-            raw = None
-        if raw:
-            meta = json.loads(raw)
+            meta = None
+        if meta:
             created = dt.datetime.fromisoformat(meta["created_at"])
             metrics.snapshot_age.set((dt.datetime.now(dt.UTC) - created).total_seconds())
             metrics.snapshot_customers.set(meta["customers"])
