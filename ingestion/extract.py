@@ -152,12 +152,12 @@ def _wire_schema(schema: pa.Schema) -> pa.Schema:
     )
 
 
-def _to_arrow(raw: list[dict], records: list[BaseModel], schema: pa.Schema) -> pa.Table:
+def _to_arrow(raw: list[dict], records: list[BaseModel], schema: pa.Schema, wire: pa.Schema) -> pa.Table:
     """Checked records as an arrow table: converted by arrow from the values as received (ISO
     dates, decimal strings; C speed), or from the validated values when a value needed pydantic's
     coercion that arrow does not do."""
     try:
-        return pa.Table.from_pylist(raw, schema=_wire_schema(schema)).cast(schema)
+        return pa.Table.from_pylist(raw, schema=wire).cast(schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError):
         columns = [pa.array([getattr(r, f.name) for r in records], type=f.type) for f in schema]
         return pa.Table.from_arrays(columns, schema=schema)
@@ -273,7 +273,7 @@ def _prefetch(pages: typing.Iterator[tuple[list[dict], str | None]], depth: int 
         thread.join(timeout=60)
 
 
-def _dedup_into(parts: list[Path], key: str, target: Path, settings: Settings, schema: pa.Schema) -> int:
+def _dedup_into(parts: list[Path], key: str, target: Path, schema: pa.Schema) -> int:
     """Union of ``parts`` with one row per ``key`` (the earliest page's), written atomically to
     ``target``; rows out.
 
@@ -325,6 +325,7 @@ def extract_entity(entity: str, business_date: dt.date, settings: Settings | Non
         else {"date_from": span[0].isoformat(), "date_to": span[1].isoformat()}
     )
     schema = arrow_schema(model)
+    wire = _wire_schema(schema)  # the same for every page
     path = partition_path(settings.landing_dir, entity, business_date)
     qpath = partition_path(settings.quarantine_dir, entity, business_date)
     staging = _Staging(path, {"entity": entity, "params": params, "page_size": settings.page_size})
@@ -345,12 +346,12 @@ def extract_entity(entity: str, business_date: dt.date, settings: Settings | Non
                 )
                 staging.write_page(
                     page_no,
-                    _to_arrow(raw_good, records, schema),
+                    _to_arrow(raw_good, records, schema, wire),
                     pa.Table.from_pylist(bad, schema=QUARANTINE_SCHEMA),
                     state,
                 )
-    landed = _dedup_into(staging.parts("part"), key, path, settings, schema)
-    quarantined = _dedup_into(staging.parts("quarantine"), "record_key", qpath, settings, QUARANTINE_SCHEMA)
+    landed = _dedup_into(staging.parts("part"), key, path, schema)
+    quarantined = _dedup_into(staging.parts("quarantine"), "record_key", qpath, QUARANTINE_SCHEMA)
     if not quarantined:
         qpath.unlink(missing_ok=True)
     staging.clear()
