@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
-
-from crm.settings import REPO_ROOT
-from ingestion.extract import arrow_schema
-from models.core_banking import ENTITIES
+from dbt_warehouse import empty_raw_warehouse, run_dbt
 
 D = dt.date(2026, 11, 27)
 
 
 def _build(tmp_path: Path, business_date: dt.date) -> None:
-    env = {**os.environ, "CRM_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"), "CRM_DBT_TARGET": "local"}
-    cmd = [str(Path(sys.executable).parent / "dbt"), "build", "--select", "+fct_transactions", "--exclude",
-           "test_type:unit", "--profiles-dir", ".", "--target-path", str(tmp_path / "target"),
-           "--vars", f"{{business_date: '{business_date}'}}"]  # fmt: skip
-    done = subprocess.run(cmd, cwd=REPO_ROOT / "dbt_project", env=env, capture_output=True, text=True, check=False)
+    done = run_dbt(tmp_path, "build", "--select", "+fct_transactions", "--exclude", "test_type:unit",
+                   business_date=business_date)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:]
 
 
@@ -42,11 +33,7 @@ def _fct(tmp_path: Path) -> dict[str, tuple]:
 
 
 def test_each_run_replaces_its_day_only(tmp_path):
-    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
-        con.execute("create schema raw")
-        for entity, model in ENTITIES.items():
-            empty = arrow_schema(model).empty_table()  # noqa: F841 - read by the statement below
-            con.execute(f"create table raw.{entity} as select *, cast(null as date) as _business_date from empty")
+    with duckdb.connect(str(empty_raw_warehouse(tmp_path))) as con:
         _raw(con, [("T1", D - dt.timedelta(days=1), -10.0), ("T2", D, -20.0)])
     _build(tmp_path, D)  # first build: the whole history up to D
     assert _fct(tmp_path) == {"T1": (D - dt.timedelta(days=1), -10.0), "T2": (D, -20.0)}

@@ -7,34 +7,15 @@ built first with ``--empty`` on a fresh DuckDB whose raw tables are made from th
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-import duckdb
-
-from crm.settings import REPO_ROOT
-from ingestion.extract import arrow_schema
-from models.core_banking import ENTITIES
-
-
-def _dbt(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CRM_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"), "CRM_DBT_TARGET": "local"}
-    cmd = [str(Path(sys.executable).parent / "dbt"), *args, "--profiles-dir", ".", "--target-path",
-           str(tmp_path / "target"), "--vars", "{business_date: '2026-11-27'}"]  # fmt: skip
-    return subprocess.run(cmd, cwd=REPO_ROOT / "dbt_project", env=env, capture_output=True, text=True, check=False)
+from dbt_warehouse import empty_raw_warehouse, run_dbt
 
 
 def test_every_dbt_unit_test_passes(tmp_path):
-    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
-        con.execute("create schema raw")
-        for entity, model in ENTITIES.items():
-            empty = arrow_schema(model).empty_table()  # noqa: F841 - read by the statement below
-            con.execute(f"create table raw.{entity} as select *, cast(null as date) as _business_date from empty")
-    built = _dbt(tmp_path, "build", "--empty", "--exclude", "test_type:unit")
+    empty_raw_warehouse(tmp_path)
+    built = run_dbt(tmp_path, "build", "--empty", "--exclude", "test_type:unit")
     assert built.returncode == 0, built.stdout[-3000:]
-    tested = _dbt(tmp_path, "test", "--select", "test_type:unit")
+    tested = run_dbt(tmp_path, "test", "--select", "test_type:unit")
     assert tested.returncode == 0, tested.stdout[-3000:]
     results = json.loads((tmp_path / "target" / "run_results.json").read_text())["results"]
     names = {r["unique_id"].rsplit(".", 1)[-1] for r in results if r["status"] == "pass"}
