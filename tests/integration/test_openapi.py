@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 
-import pandas as pd
 import pytest
 import schemathesis
+from assignments import assignments
 from conftest import running_read_api
 from hypothesis import HealthCheck, given, settings
 
@@ -30,22 +29,9 @@ def served(settings):
     home = settings.home / "openapi"
     s = dataclasses.replace(settings, home=home)
     s.ensure_dirs()
-    rows = [
-        {
-            "customer_id": c,
-            "rank": rank,
-            "campaign_id": campaign,
-            "offer_id": f"OFR-{campaign}",
-            "channel": channel,
-            "propensity": 0.4 / rank,
-            "priority": 90.0 / rank + c / 100,
-            "valid_until": dt.date(2027, 3, 31),
-            "reasons": json.dumps(["pays a salary into the bank", f"{channel} is consented"]),
-        }
-        for c in range(1, 31)
-        for rank, (campaign, channel) in enumerate([("CMP-CARD", "SMS"), ("CMP-LOAN", "EMAIL")], start=1)
-    ]
-    write_assignments(D, pd.DataFrame(rows), ModelRef("crm-campaign-propensity", "1"), s)
+    write_assignments(
+        D, assignments(30, [("CMP-CARD", "SMS"), ("CMP-LOAN", "EMAIL")]), ModelRef("crm-campaign-propensity", "1"), s
+    )
     publish_snapshot(D, s)
     keys = issue_keys(s.api_keys_path)
     try:

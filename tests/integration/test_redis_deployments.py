@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import json
 import ssl
 import subprocess
 import threading
@@ -27,6 +26,7 @@ import pandas as pd
 import pytest
 import redis
 import trustme
+from assignments import assignments
 from fastapi.testclient import TestClient
 
 from crm import cache
@@ -43,23 +43,7 @@ CUSTOMERS = 600  # five hash buckets of 128: keys land on several cluster nodes
 
 
 def _assignments(n: int) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                "customer_id": c,
-                "rank": rank,
-                "campaign_id": campaign,
-                "offer_id": f"OFR-{campaign}",
-                "channel": channel,
-                "propensity": 0.3 / rank,
-                "priority": 50.0 / rank + c / 1000,
-                "valid_until": dt.date(2027, 1, 31),
-                "reasons": json.dumps(["holds a savings account"]),
-            }
-            for c in range(1, n + 1)
-            for rank, (campaign, channel) in enumerate([("CMP-CTS", "EMAIL"), ("CMP-CARD", "SMS")], start=1)
-        ]
-    )
+    return assignments(n, [("CMP-CTS", "EMAIL"), ("CMP-CARD", "SMS")])
 
 
 def _redis_server(workdir: Path, port: int, *args: str) -> subprocess.Popen:

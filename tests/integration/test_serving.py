@@ -9,6 +9,7 @@ import time
 import pandas as pd
 import pytest
 import redis
+from assignments import assignments
 from fastapi.testclient import TestClient
 
 from crm.services import ensure_redis
@@ -24,24 +25,11 @@ D1 = dt.date(2026, 11, 1)
 D2 = dt.date(2026, 11, 2)
 
 
+PLAN = [("CMP-A", "SMS"), ("CMP-B", "PHONE")]
+
+
 def _assignments(n_customers: int, offset: int = 0) -> pd.DataFrame:
-    rows = []
-    for c in range(1, n_customers + 1):
-        for rank, (campaign, channel) in enumerate([("CMP-A", "SMS"), ("CMP-B", "PHONE")], start=1):
-            rows.append(
-                {
-                    "customer_id": c + offset,
-                    "rank": rank,
-                    "campaign_id": campaign,
-                    "offer_id": f"OFR-{campaign[-1]}",
-                    "channel": channel,
-                    "propensity": 0.5 / rank,
-                    "priority": 100.0 / rank + c / 1000,
-                    "valid_until": dt.date(2027, 1, 31),
-                    "reasons": json.dumps(["a reason"]),
-                }
-            )
-    return pd.DataFrame(rows)
+    return assignments(n_customers, PLAN, offset)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ snapshots are published and switched.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import random
 import subprocess
@@ -19,6 +18,7 @@ import httpx
 import pandas as pd
 import pytest
 import redis
+from assignments import assignments
 from conftest import running_read_api
 
 from crm.services import ensure_redis
@@ -36,23 +36,7 @@ FIRST = {DA: "CMP-A", DB: "CMP-B"}  # each date ranks a different campaign first
 
 
 def _assignments(first: str, second: str, n: int) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                "customer_id": c,
-                "rank": rank,
-                "campaign_id": campaign,
-                "offer_id": f"OFR-{campaign}",
-                "channel": "SMS",
-                "propensity": 0.1,
-                "priority": 10.0 / rank,
-                "valid_until": dt.date(2027, 1, 1),
-                "reasons": json.dumps([]),
-            }
-            for c in range(1, n + 1)
-            for rank, campaign in ((1, first), (2, second))
-        ]
-    )
+    return assignments(n, [(first, "SMS"), (second, "SMS")])
 
 
 @pytest.fixture(scope="module")
