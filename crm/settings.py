@@ -117,7 +117,7 @@ class Settings:
     api_max_retries: int = field(default_factory=lambda: _int("CRM_API_MAX_RETRIES", 6))
     api_timeout_s: float = field(default_factory=lambda: _float("CRM_API_TIMEOUT_S", 30.0))
     page_size: int = field(default_factory=lambda: _int("CRM_PAGE_SIZE", 2000))
-    transaction_lookback_days: int = field(default_factory=lambda: _int("CRM_TX_LOOKBACK_DAYS", 90))
+    transaction_lookback_days: int = field(default_factory=lambda: _int("CRM_TX_LOOKBACK_DAYS", 180))
     response_lookback_days: int = field(default_factory=lambda: _int("CRM_RESPONSE_LOOKBACK_DAYS", 365))
     max_quarantine_share: float = field(default_factory=lambda: _float("CRM_MAX_QUARANTINE_SHARE", 0.01))
     # landing gate: a landed entity's rows may differ from the previous business date's by this share

@@ -5,12 +5,13 @@ For business date **D** (the run's logical date, `ds`; the scheduled run for D s
 Lima time after D ends):
 
 1. **extract_*** (one mapped task per entity): customers and accounts as of D, transactions of the
-   90 days up to D and campaign responses of the 365 days up to D, from the bank's integration API
+   180 days up to D and campaign responses of the 365 days up to D, from the bank's integration API
    (Connection `crm_core_banking`; the embedded sandbox bank when none is set) into
    `landing/<entity>/business_date=D/`. Records that break their contract go to `quarantine/`.
 2. **gate_landing** (mapped): the Great Expectations suite of each landed entity.
 3. **load_raw**: the landed partitions into the warehouse's `raw` schema, in one transaction.
-4. **dbt**: staging → intermediate → marts (`customer_features`, `campaign_eligibility`), one task
+4. **dbt**: staging → intermediate → snapshot → marts (`customer_features`, `campaign_eligibility`,
+   `campaign_exclusions`, `fct_transactions`, `fct_campaign_contacts`, `dim_customers`), one task
    per model followed by its tests (astronomer-cosmos, rendered from the build-time manifest).
 5. **gate_marts**: the Great Expectations suite of `marts.customer_features`.
 6. **ensure_model**: the `champion` of `crm-campaign-propensity` in MLflow (trains and registers one
@@ -19,10 +20,13 @@ Lima time after D ends):
    per customer, campaign and channel capacities) into `marts.customer_campaign_assignments`.
 8. **publish_cache**: writes the assignments to Redis (Connection `crm_redis`; the embedded server
    when none is set) as a new snapshot with a 24-hour TTL and switches to it atomically.
+9. **dbt_reporting** (beside the publish): the marts built from the day's assignment,
+   `campaign_performance` and `customer_360` (dbt tag `after_scoring`).
 
 **Rerun or backfill**: every task reads and writes only D's partitions, so clearing a run (or
 `airflow dags backfill crm_daily -s D1 -e D2`) gives the same rows and the same served offers.
-Warehouse writes share the pool `crm_duckdb` (one slot: DuckDB has one writer).
+Warehouse writes share the pool `crm_duckdb` (one slot: DuckDB has one writer); on the `azure`
+target (`CRM_DBT_TARGET=azure`) the dbt tasks run in parallel in the default pool.
 Params `customers` and `seed` size the embedded sandbox bank only. The publish guard refuses a
 snapshot that serves more than `CRM_MAX_AUDIENCE_SHRINK` (30%) fewer customers than the live one;
 the live snapshot keeps serving, and a rerun with param `force_publish=true` publishes anyway.
@@ -55,6 +59,50 @@ DBT_DIR = settings.dbt_project_dir
 
 def _business_date(ds: str) -> dt.date:
     return dt.date.fromisoformat(ds)
+
+
+# the reporting marts (campaign_performance, customer_360) read the day's assignments
+AFTER_SCORING = "tag:after_scoring"
+RENDER = {
+    "load_method": LoadMode.DBT_MANIFEST,
+    "test_behavior": TestBehavior.BUILD,  # one `dbt build` per model: the model, then its tests
+    "should_detach_multiple_parents_tests": True,  # a relationships test runs after both models
+}
+# DuckDB has one writer, so locally every dbt task queues on the one-slot pool; Azure SQL takes
+# the models of a layer in parallel (Airflow's default pool)
+DBT_POOL = WAREHOUSE_POOL if settings.dbt_target == "local" else "default_pool"
+
+
+def _dbt_group(group_id: str, render_config: RenderConfig) -> DbtTaskGroup:
+    """The dbt project's models (each followed by its tests) as Airflow tasks, from the manifest."""
+    return DbtTaskGroup(
+        group_id=group_id,
+        project_config=ProjectConfig(
+            dbt_project_path=DBT_DIR,
+            manifest_path=DBT_DIR / "target" / "manifest.json",
+            project_name="crm",
+        ),
+        profile_config=ProfileConfig(
+            profile_name="crm",
+            target_name=settings.dbt_target,
+            profiles_yml_filepath=DBT_DIR / "profiles.yml",
+        ),
+        execution_config=ExecutionConfig(
+            dbt_executable_path=Path(sys.executable).parent / "dbt",
+            invocation_mode=InvocationMode.DBT_RUNNER,
+        ),
+        render_config=render_config,
+        operator_args={
+            "vars": {"business_date": "{{ ds }}"},
+            "env": {
+                "CRM_DUCKDB_PATH": str(settings.duckdb_path),
+                "CRM_DBT_TARGET": settings.dbt_target,
+            },
+            "append_env": True,
+            "install_deps": False,
+            "pool": DBT_POOL,
+        },
+    )
 
 
 @dag(
@@ -106,38 +154,8 @@ def crm_daily():
 
         return run(_business_date(ds), params)
 
-    dbt = DbtTaskGroup(
-        group_id="dbt",
-        project_config=ProjectConfig(
-            dbt_project_path=DBT_DIR,
-            manifest_path=DBT_DIR / "target" / "manifest.json",
-            project_name="crm",
-        ),
-        profile_config=ProfileConfig(
-            profile_name="crm",
-            target_name=settings.dbt_target,
-            profiles_yml_filepath=DBT_DIR / "profiles.yml",
-        ),
-        execution_config=ExecutionConfig(
-            dbt_executable_path=Path(sys.executable).parent / "dbt",
-            invocation_mode=InvocationMode.DBT_RUNNER,
-        ),
-        render_config=RenderConfig(
-            load_method=LoadMode.DBT_MANIFEST,
-            test_behavior=TestBehavior.AFTER_EACH,
-            should_detach_multiple_parents_tests=True,  # a relationships test runs after both models
-        ),
-        operator_args={
-            "vars": {"business_date": "{{ ds }}"},
-            "env": {
-                "CRM_DUCKDB_PATH": str(settings.duckdb_path),
-                "CRM_DBT_TARGET": settings.dbt_target,
-            },
-            "append_env": True,
-            "install_deps": False,
-            "pool": WAREHOUSE_POOL,
-        },
-    )
+    dbt = _dbt_group("dbt", RenderConfig(**RENDER, exclude=[AFTER_SCORING]))
+    dbt_reporting = _dbt_group("dbt_reporting", RenderConfig(**RENDER, select=[AFTER_SCORING]))
 
     @task(pool=WAREHOUSE_POOL)
     def gate_marts(ds: str | None = None, params: dict | None = None) -> dict:
@@ -166,7 +184,9 @@ def crm_daily():
     extracted = extract.expand(entity=ENTITIES)
     gated = gate_landing.expand(entity=ENTITIES)
     extracted >> gated
-    (gated >> load_raw() >> dbt >> gate_marts() >> ensure_model() >> score_and_assign() >> publish_cache())
+    scored = gated >> load_raw() >> dbt >> gate_marts() >> ensure_model() >> score_and_assign()
+    scored >> publish_cache()
+    scored >> dbt_reporting
 
 
 crm_daily()

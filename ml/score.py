@@ -143,6 +143,22 @@ def score_and_assign(business_date: dt.date, settings: Settings | None = None) -
     return result
 
 
+def create_assignments_table(con) -> None:
+    """``marts.customer_campaign_assignments`` when it does not exist yet (dbt reads it as a source)."""
+    con.execute("create schema if not exists marts")
+    con.execute(
+        f"""
+        create table if not exists {ASSIGNMENTS_TABLE} (
+            business_date date not null, customer_id bigint not null, rank integer not null,
+            campaign_id varchar not null, offer_id varchar not null, channel varchar not null,
+            propensity double not null, priority double not null, valid_until date not null,
+            model_name varchar not null, model_version varchar not null, reasons varchar not null,
+            primary key (business_date, customer_id, rank)
+        )
+        """
+    )
+
+
 def write_assignments(business_date: dt.date, assigned: pd.DataFrame, ref: ModelRef, settings: Settings) -> None:
     """Replace the business date's rows of ``marts.customer_campaign_assignments`` in one transaction."""
 
@@ -163,18 +179,7 @@ def write_assignments(business_date: dt.date, assigned: pd.DataFrame, ref: Model
         }
     )
     with connect(settings) as con:
-        con.execute("create schema if not exists marts")
-        con.execute(
-            f"""
-            create table if not exists {ASSIGNMENTS_TABLE} (
-                business_date date not null, customer_id bigint not null, rank integer not null,
-                campaign_id varchar not null, offer_id varchar not null, channel varchar not null,
-                propensity double not null, priority double not null, valid_until date not null,
-                model_name varchar not null, model_version varchar not null, reasons varchar not null,
-                primary key (business_date, customer_id, rank)
-            )
-            """
-        )
+        create_assignments_table(con)
         con.execute("begin transaction")
         try:
             con.execute(

@@ -13,17 +13,20 @@ import duckdb
 
 from crm.settings import REPO_ROOT
 from ingestion.extract import arrow_schema
+from ml.score import create_assignments_table
 from models.core_banking import ENTITIES
 
 
 def empty_raw_warehouse(directory: Path) -> Path:
-    """``directory/warehouse.duckdb`` with an empty ``raw.<entity>`` table per contract."""
+    """``directory/warehouse.duckdb`` with an empty ``raw.<entity>`` table per contract and the empty
+    assignments table the scoring step writes."""
     path = directory / "warehouse.duckdb"
     with duckdb.connect(str(path)) as con:
         con.execute("create schema raw")
         for entity, model in ENTITIES.items():
             empty = arrow_schema(model).empty_table()  # noqa: F841 - read by the statement below
             con.execute(f"create table raw.{entity} as select *, cast(null as date) as _business_date from empty")
+        create_assignments_table(con)
     return path
 
 

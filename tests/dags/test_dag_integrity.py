@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -47,14 +48,41 @@ def test_crm_daily_runs_every_stage_in_order(dagbag):
         "publish_cache",
     ):
         assert stage in ids
-    # one dbt task per model, each followed by its tests
-    assert "dbt.customer_features.run" in ids and "dbt.customer_features.test" in ids
-    assert "dbt.campaign_eligibility.run" in ids
+    # one dbt task per model: `dbt build` of the model, which runs it and then its tests
+    assert "dbt.customer_features_model_build" in ids and "dbt.campaign_eligibility_model_build" in ids
     upstream_of_publish = dag.get_task("publish_cache").get_flat_relative_ids(upstream=True)
-    assert {"extract", "load_raw", "dbt.campaign_eligibility.run", "score_and_assign"} <= upstream_of_publish
+    assert {"extract", "load_raw", "dbt.campaign_eligibility_model_build", "score_and_assign"} <= upstream_of_publish
+    # the snapshot and every mart have their task; the reporting marts come after the day's scoring
+    assert {
+        "dbt.snp_core_banking__customers_snapshot_build", "dbt.dim_customers_model_build",
+        "dbt.fct_campaign_contacts_model_build",
+    } <= ids  # fmt: skip
+    for reporting in ("dbt_reporting.campaign_performance_model_build", "dbt_reporting.customer_360_model_build"):
+        assert "score_and_assign" in dag.get_task(reporting).get_flat_relative_ids(upstream=True), reporting
+        assert reporting.replace("dbt_reporting.", "dbt.") not in ids
     # every task that touches the warehouse shares the one-slot pool
-    for task_id in ("load_raw", "dbt.customer_features.run", "gate_marts", "score_and_assign", "publish_cache"):
+    for task_id in ("load_raw", "dbt.customer_features_model_build", "gate_marts", "score_and_assign", "publish_cache",
+                    "dbt_reporting.customer_360_model_build"):  # fmt: skip
         assert dag.get_task(task_id).pool == "crm_duckdb", task_id
+
+
+def test_on_azure_sql_the_dbt_models_run_in_parallel():
+    """Azure SQL has no single-writer limit: with CRM_DBT_TARGET=azure no dbt task queues on the
+    one-slot pool, and independent models have no path between them."""
+    code = (
+        "from airflow.dag_processing.dagbag import DagBag; "
+        f"dag = DagBag(dag_folder={str(REPO_ROOT / 'dags')!r}, known_pools={{'default_pool', 'crm_duckdb'}}).dags['crm_daily']; "
+        "dbt = [t for t in dag.tasks if t.task_id.startswith('dbt')]; "
+        "print(sorted({t.pool for t in dbt}), len(dbt)); "
+        "up = dag.get_task('dbt.fct_transactions_model_build').get_flat_relative_ids(upstream=True); "
+        "print('dbt.customer_features_model_build' in up, 'dbt.dim_customers_model_build' in up)"
+    )
+    env = {**os.environ, "CRM_DBT_TARGET": "azure"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT, env=env)
+    pools, independent = out.stdout.strip().splitlines()[-2:]
+    assert pools.startswith("['default_pool']")
+    assert int(pools.split()[-1]) > 20
+    assert independent == "False False"
 
 
 def test_dag_files_do_no_work_at_import():

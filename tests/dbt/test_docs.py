@@ -19,9 +19,19 @@ def test_the_docs_site_describes_every_mart(tmp_path):
     assert (site / "index.html").stat().st_size > 100_000
     manifest = json.loads((site / "manifest.json").read_text())
     marts = {n["name"]: n for n in manifest["nodes"].values() if n["resource_type"] == "model" and "marts" in n["fqn"]}
-    assert {"customer_features", "campaign_eligibility"} <= set(marts)
+    assert {
+        "customer_features", "campaign_eligibility", "campaign_exclusions", "fct_transactions", "fct_campaign_contacts",
+        "dim_customers", "campaign_performance", "customer_360",
+    } == set(marts)  # fmt: skip
     for name, node in marts.items():
         assert node["description"], f"mart {name} has no description"
+        # an enforced contract: the build fails unless the columns documented are exactly the model's
+        assert node["contract"]["enforced"], f"mart {name} has no enforced contract"
+        assert len(node["columns"]) >= 4, name
+        undocumented = [c for c, column in node["columns"].items() if not column["description"]]
+        assert undocumented == [], f"mart {name}: columns without a description"
+        untyped = [c for c, column in node["columns"].items() if not column["data_type"]]
+        assert untyped == [], f"mart {name}: columns without a data type"
     assert json.loads((site / "catalog.json").read_text())["metadata"]["dbt_schema_version"]
 
 

@@ -12,7 +12,7 @@ with accounts as (
 aggregated as (
     select
         customer_id,
-        count(*) as n_products,
+        cast(count(*) as integer) as n_products,
         sum(case when balance_pen > 0 then balance_pen else 0 end) as total_balance_pen,
         sum(case when balance_pen < 0 then -balance_pen else 0 end) as total_debt_pen,
         {% for p in products %}

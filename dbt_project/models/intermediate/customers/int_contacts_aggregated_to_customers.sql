@@ -10,10 +10,10 @@ with responses as (
 aggregated as (
     select
         customer_id,
-        count(*) as contacts_365d,
-        sum(case when response = 'ACCEPTED' then 1 else 0 end) as accepts_365d,
-        sum(case when response = 'DECLINED' then 1 else 0 end) as declines_365d,
-        min(days_ago) as days_since_last_contact
+        cast(count(*) as integer) as contacts_365d,
+        cast(sum(case when response = 'ACCEPTED' then 1 else 0 end) as integer) as accepts_365d,
+        cast(sum(case when response = 'DECLINED' then 1 else 0 end) as integer) as declines_365d,
+        cast(min(days_ago) as integer) as days_since_last_contact
     from responses
     where days_ago < 365
     group by customer_id

@@ -1,28 +1,39 @@
--- Recency, frequency and monetary value of each customer's transactions over 30 and 90 days.
+-- Recency, frequency and monetary value of each customer's transactions over 30, 90 and 180 days,
+-- and card spend by merchant category over 180 days. One pass over the window.
+{% set windows = [30, 90, 180] %}
+{% set categories = ['GROCERY', 'RESTAURANTS', 'FUEL', 'TRAVEL', 'ELECTRONICS', 'CLOTHING', 'HEALTH', 'ENTERTAINMENT'] %}
 with transactions as (
     select
         customer_id,
         transaction_type,
+        merchant_category,
         amount,
-        booking_date,
         {{ dbt.datediff('booking_date', business_date(), 'day') }} as days_ago
     from {{ ref('stg_core_banking__transactions') }}
+    -- a range on booking_date itself, so the warehouse can skip older data
+    where booking_date > {{ dbt.dateadd('day', -180, business_date()) }}
 ),
 
 aggregated as (
     select
         customer_id,
-        min(days_ago) as days_since_last_tx,
-        sum(case when days_ago < 30 then 1 else 0 end) as tx_count_30d,
-        sum(case when days_ago < 90 then 1 else 0 end) as tx_count_90d,
-        sum(case when days_ago < 30 and amount < 0 then -amount else 0 end) as spend_30d_pen,
-        sum(case when days_ago < 90 and amount < 0 then -amount else 0 end) as spend_90d_pen,
+        cast(min(days_ago) as integer) as days_since_last_tx,
+        {% for w in windows %}
+        cast(sum(case when days_ago < {{ w }} then 1 else 0 end) as integer) as tx_count_{{ w }}d,
+        sum(case when days_ago < {{ w }} and amount < 0 then -amount else 0 end) as spend_{{ w }}d_pen,
+        {% endfor %}
         sum(case when days_ago < 90 and transaction_type = 'SALARY_DEPOSIT' then amount else 0 end)
             as salary_90d_pen,
-        sum(case when days_ago < 90 and transaction_type = 'POS_PURCHASE' then 1 else 0 end) as pos_count_90d,
-        sum(case when days_ago < 90 and transaction_type = 'WALLET_P2P' then 1 else 0 end) as wallet_count_90d
+        sum(case when transaction_type = 'SALARY_DEPOSIT' then amount else 0 end) as salary_180d_pen,
+        cast(sum(case when days_ago < 90 and transaction_type = 'POS_PURCHASE' then 1 else 0 end) as integer)
+            as pos_count_90d,
+        cast(sum(case when days_ago < 90 and transaction_type = 'WALLET_P2P' then 1 else 0 end) as integer)
+            as wallet_count_90d,
+        {% for c in categories %}
+        sum(case when merchant_category = '{{ c }}' then -amount else 0 end)
+            as spend_180d_{{ c | lower }}_pen{{ "," if not loop.last }}
+        {% endfor %}
     from transactions
-    where days_ago < 90
     group by customer_id
 )
 

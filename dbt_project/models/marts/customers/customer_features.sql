@@ -30,7 +30,7 @@ joined as (
         c.customer_id,
         -- profile
         cast({{ years_between('c.birth_date', business_date()) }} as integer) as age,
-        {{ dbt.datediff('c.created_on', business_date(), 'day') }} as tenure_days,
+        cast({{ dbt.datediff('c.created_on', business_date(), 'day') }} as integer) as tenure_days,
         c.segment,
         c.income_band,
         c.region,
@@ -57,6 +57,12 @@ joined as (
         cast(coalesce(t.spend_30d_pen, 0) as decimal(18, 2)) as spend_30d_pen,
         cast(coalesce(t.spend_90d_pen, 0) as decimal(18, 2)) as spend_90d_pen,
         cast(coalesce(t.salary_90d_pen, 0) as decimal(18, 2)) as salary_90d_pen,
+        coalesce(t.tx_count_180d, 0) as tx_count_180d,
+        cast(coalesce(t.spend_180d_pen, 0) as decimal(18, 2)) as spend_180d_pen,
+        cast(coalesce(t.salary_180d_pen, 0) as decimal(18, 2)) as salary_180d_pen,
+        {% for c in ['grocery', 'restaurants', 'fuel', 'travel', 'electronics', 'clothing', 'health', 'entertainment'] %}
+        cast(coalesce(t.spend_180d_{{ c }}_pen, 0) as decimal(18, 2)) as spend_180d_{{ c }}_pen,
+        {% endfor %}
         coalesce(t.pos_count_90d, 0) as pos_count_90d,
         coalesce(t.wallet_count_90d, 0) as wallet_count_90d,
         coalesce(t.days_since_last_tx, 999) as days_since_last_tx,

@@ -8,6 +8,9 @@ renamed as (
         -- ids
         customer_id,
         document_type,
+        -- personal data, masked here so that no later model holds it in clear
+        {{ mask_document('document_number') }} as document_number_masked,
+        {{ mask_name('full_name') }} as full_name_masked,
         -- strings
         segment,
         income_band,

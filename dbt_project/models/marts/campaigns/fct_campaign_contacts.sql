@@ -1,0 +1,36 @@
+-- Every campaign contact up to the business date, one row each, with its outcome and the value it
+-- brought: what the training set and campaign_performance are built from.
+with responses as (
+    select * from {{ ref('stg_core_banking__campaign_responses') }}
+),
+
+campaigns as (
+    select * from {{ ref('stg_campaigns__campaigns') }}
+),
+
+offers as (
+    select * from {{ ref('stg_campaigns__offers') }}
+),
+
+final as (
+    select
+        -- keys
+        r.response_id as contact_id,
+        r.customer_id,
+        r.campaign_id,
+        o.offer_id,
+        -- the contact
+        r.channel,
+        r.contact_date,
+        r.response,
+        case when r.response = 'ACCEPTED' then 1 else 0 end as is_accepted,
+        case when r.response = 'DECLINED' then 1 else 0 end as is_declined,
+        c.response_window_days,
+        cast(case when r.response = 'ACCEPTED' then o.value_per_conversion_pen else 0 end as decimal(12, 2))
+            as value_pen
+    from responses as r
+    left join campaigns as c on c.campaign_id = r.campaign_id
+    left join offers as o on o.campaign_id = r.campaign_id
+)
+
+select * from final

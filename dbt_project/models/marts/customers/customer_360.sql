@@ -1,0 +1,90 @@
+{{ config(tags=['after_scoring']) }}
+-- One row per customer on the business date: what a sales agent sees about the customer in front of
+-- them (profile, products, activity, last contact and today's offers). Personal data masked: no
+-- name, document number or birth date in clear.
+with customers as (
+    select * from {{ ref('stg_core_banking__customers') }}
+),
+
+features as (
+    select * from {{ ref('customer_features') }}
+    where as_of_date = {{ business_date() }}
+),
+
+contacts as (
+    select
+        customer_id,
+        contact_date,
+        campaign_id,
+        channel,
+        response,
+        row_number() over (partition by customer_id order by contact_date desc, contact_id desc) as recency_rank
+    from {{ ref('fct_campaign_contacts') }}
+),
+
+offers as (
+    select
+        customer_id,
+        cast(count(*) as integer) as offers_today,
+        max(case when "rank" = 1 then campaign_id end) as top_campaign_id,
+        max(case when "rank" = 1 then offer_id end) as top_offer_id,
+        max(case when "rank" = 1 then channel end) as top_offer_channel
+    from {{ source('scoring', 'customer_campaign_assignments') }}
+    where business_date = {{ business_date() }}
+    group by customer_id
+),
+
+final as (
+    select
+        -- keys
+        {{ business_date() }} as as_of_date,
+        c.customer_id,
+        -- who (masked)
+        c.full_name_masked,
+        c.document_type,
+        c.document_number_masked,
+        f.age,
+        c.segment,
+        c.income_band,
+        c.region,
+        c.district,
+        f.tenure_days,
+        -- how they may be contacted
+        c.consent_sms,
+        c.consent_email,
+        c.consent_phone,
+        c.consent_push,
+        c.consent_social,
+        -- products and balances
+        f.n_products,
+        f.has_savings,
+        f.has_checking,
+        f.has_cts,
+        f.has_term_deposit,
+        f.has_credit_card,
+        f.has_personal_loan,
+        f.has_mortgage,
+        f.has_insurance,
+        f.total_balance_pen,
+        f.total_debt_pen,
+        -- activity
+        f.tx_count_30d,
+        f.spend_30d_pen,
+        f.days_since_last_tx,
+        -- last contact
+        lc.contact_date as last_contact_date,
+        lc.campaign_id as last_contact_campaign_id,
+        lc.channel as last_contact_channel,
+        lc.response as last_contact_response,
+        -- today's offers
+        coalesce(o.offers_today, 0) as offers_today,
+        o.top_campaign_id,
+        o.top_offer_id,
+        o.top_offer_channel
+    from customers as c
+    inner join features as f on f.customer_id = c.customer_id
+    left join contacts as lc on lc.customer_id = c.customer_id and lc.recency_rank = 1
+    left join offers as o on o.customer_id = c.customer_id
+)
+
+select * from final
