@@ -78,7 +78,9 @@ def test_on_azure_sql_the_dbt_models_run_in_parallel():
         "print('dbt.customer_features_model_build' in up, 'dbt.dim_customers_model_build' in up)"
     )
     env = {**os.environ, "CRM_DBT_TARGET": "azure"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT, env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT, env=env
+    )
     pools, independent = out.stdout.strip().splitlines()[-2:]
     assert pools.startswith("['default_pool']")
     assert int(pools.split()[-1]) > 20

@@ -1,0 +1,104 @@
+"""dim_customers keeps every version of a customer (dbt snapshot, SCD type 2); personal data never
+reaches a mart in clear; campaign_performance counts the day's assignments, contacts and
+acceptances."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import duckdb
+import pytest
+from dbt_warehouse import empty_raw_warehouse, run_dbt
+
+D1 = dt.date(2026, 11, 26)
+D2 = D1 + dt.timedelta(days=1)
+NAME, DOCUMENT = "Rosa Quispe Mamani", "41235678"
+
+
+def _customer(con, business_date: dt.date, customer_id: int, segment: str, updated_on: dt.date) -> None:
+    con.execute(
+        "insert into raw.customers by name select ? as customer_id, 'DNI' as document_type, ? as document_number, "
+        "? as full_name, date '1980-03-01' as birth_date, 'LIMA' as region, 'MIRAFLORES' as district, "
+        "? as segment, 'B3' as income_band, true as consent_sms, false as consent_email, false as consent_phone, "
+        "false as consent_push, false as consent_social, date '2020-01-01' as created_on, ? as updated_on, "
+        "? as _business_date",
+        [customer_id, DOCUMENT if customer_id == 1 else f"7000000{customer_id}", NAME, segment, updated_on,
+         business_date],
+    )  # fmt: skip
+
+
+def _build(directory: Path, business_date: dt.date) -> None:
+    done = run_dbt(directory, "build", "--exclude", "test_type:unit", business_date=business_date)
+    assert done.returncode == 0, done.stdout[-3000:]
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory) -> Path:
+    """Two business dates: customer 1 moves from MASIVO to PREFERENTE on D2, customer 2 does not
+    change; D2 is built twice (a rerun)."""
+    directory = tmp_path_factory.mktemp("history")
+    with duckdb.connect(str(empty_raw_warehouse(directory))) as con:
+        _customer(con, D1, 1, "MASIVO", dt.date(2026, 3, 1))
+        _customer(con, D1, 2, "PREMIUM", dt.date(2025, 7, 1))
+        _customer(con, D2, 1, "PREFERENTE", D2)
+        _customer(con, D2, 2, "PREMIUM", dt.date(2025, 7, 1))
+        con.execute("insert into raw.accounts values (10, 1, 'SAVINGS', 'PEN', 2500.00, '2020-01-01', 'ACTIVE', ?, ?)",
+                    [D1, D1])  # fmt: skip
+        for i, (day, response) in enumerate([(D1, "ACCEPTED"), (D1, "DECLINED"), (D2, "NO_ANSWER")]):
+            con.execute(
+                "insert into raw.campaign_responses values (?, 1, 'CMP-PL-PREAPP', 'SMS', ?, ?, ?)",
+                [f"R{i}", day, response, day],
+            )
+        con.execute(
+            "insert into marts.customer_campaign_assignments values "
+            "(?, 1, 1, 'CMP-PL-PREAPP', 'OFR-PL-PREAPP-15K', 'SMS', 0.3, 50.0, '2027-12-31', 'm', '1', 'r'), "
+            "(?, 2, 1, 'CMP-PL-PREAPP', 'OFR-PL-PREAPP-15K', 'SMS', 0.2, 40.0, '2027-12-31', 'm', '1', 'r'), "
+            "(?, 1, 1, 'CMP-PL-PREAPP', 'OFR-PL-PREAPP-15K', 'SMS', 0.3, 50.0, '2027-12-31', 'm', '1', 'r')",
+            [D1, D1, D2],
+        )
+    _build(directory, D1)
+    _build(directory, D2)
+    _build(directory, D2)
+    return directory
+
+
+def _rows(directory: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(directory / "warehouse.duckdb")) as con:
+        return con.execute(sql).fetchall()
+
+
+def test_dim_customers_keeps_each_version_with_its_validity_and_a_current_flag(warehouse):
+    rows = _rows(warehouse, "select customer_id, segment, valid_from, valid_to, is_current from marts.dim_customers "
+                            "order by customer_id, valid_from")  # fmt: skip
+    open_end = dt.date(9999, 12, 31)
+    assert rows == [
+        (1, "MASIVO", dt.date(2026, 3, 1), D2, 0),
+        (1, "PREFERENTE", D2, open_end, 1),  # the rerun of D2 added no version
+        (2, "PREMIUM", dt.date(2025, 7, 1), open_end, 1),
+    ]
+
+
+def test_no_mart_holds_a_name_or_document_number_in_clear(warehouse):
+    tables = _rows(warehouse, "select table_schema, table_name from information_schema.tables "
+                              "where table_schema in ('marts', 'snapshots')")  # fmt: skip
+    assert len(tables) >= 8
+    for schema, table in tables:
+        text = str(_rows(warehouse, f"select * from {schema}.{table}"))
+        assert NAME not in text and DOCUMENT not in text, f"{schema}.{table}"
+    shown = _rows(warehouse, "select full_name_masked, document_number_masked from marts.customer_360 "
+                             "where customer_id = 1")  # fmt: skip
+    assert shown == [("R***", "*****678")]
+
+
+def test_campaign_performance_counts_assigned_contacted_and_accepted_per_day(warehouse):
+    rows = _rows(warehouse, "select performance_date, assigned, contacted, accepted, conversion_rate, value_pen "
+                            "from marts.campaign_performance where campaign_id = 'CMP-PL-PREAPP' and channel = 'SMS' "
+                            "order by performance_date")  # fmt: skip
+    assert [(day, a, c, acc, float(rate), float(value)) for day, a, c, acc, rate, value in rows] == [
+        (D1, 2, 2, 1, 0.5, 650.0),
+        (D2, 1, 1, 0, 0.0, 0.0),
+    ]
+    offers = _rows(warehouse, "select customer_id, offers_today, top_campaign_id, last_contact_response "
+                              "from marts.customer_360 order by customer_id")  # fmt: skip
+    assert offers == [(1, 1, "CMP-PL-PREAPP", "NO_ANSWER"), (2, 0, None, None)]
