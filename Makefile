@@ -25,7 +25,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock setup.cfg | cksum | cu
 MANIFEST := dbt_project/target/manifest.json
 DBT_SOURCES := $(shell find dbt_project -type f \( -name '*.sql' -o -name '*.yml' -o -name '*.csv' \) -not -path '*/target/*' -not -path '*/logs/*' 2>/dev/null)
 
-.PHONY: help setup demo serve sandbox airflow test lint format lock clean bench bench-serving bench-extract evaluate docs
+.PHONY: help setup demo serve sandbox airflow test lint format lock clean bench bench-serving bench-extract bench-dbt evaluate docs
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -33,7 +33,7 @@ help:  ## list the verbs
 $(STAMP): requirements.lock setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	@rm -f $(VENV)/.installed-*; touch $@
 
@@ -65,10 +65,13 @@ docs: setup  ## generate the dbt docs site from the warehouse and serve it for a
 evaluate: setup  ## expected acceptances of the latest (or DATE's) assignment vs the oracle's and a random one (CUSTOMERS, SEED as for make demo)
 	$(BIN)/python -m crm.cli evaluate $(if $(DATE),--date $(DATE)) --customers $(CUSTOMERS) --seed $(SEED)
 
-bench: bench-extract bench-serving  ## every benchmark (figures and ratios in .crm/bench/*.json)
+bench: bench-extract bench-dbt bench-serving  ## every benchmark (figures and ratios in .crm/bench/*.json)
 
 bench-extract: setup  ## extraction throughput against fetching alone, and its memory at 100,000 and 1,000,000 customers
 	$(BIN)/python -m ingestion.bench
+
+bench-dbt: setup  ## the dbt build on 1,000,000 customers and ~30,000,000 transactions: full, one more day, features vs hand SQL
+	$(BIN)/python -m crm.warehouse_bench
 
 bench-serving: setup  ## snapshot load, memory and API look-ups for 1,000,000 customers
 	$(BIN)/python -m serving.bench

@@ -30,6 +30,7 @@ def _dbt(settings: Settings, *args: str) -> int:
         "CRM_DUCKDB_PATH": str(settings.duckdb_path),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
+    env.setdefault("CRM_BUSINESS_DATE", yesterday_in_lima().isoformat())  # what the docs' compiled SQL shows
     dbt = Path(sys.executable).parent / "dbt"
     cmd = [str(dbt), *args, "--profiles-dir", "."]
     return subprocess.run(cmd, cwd=settings.dbt_project_dir, env=env, check=False).returncode

@@ -93,8 +93,9 @@ def _dbt_group(group_id: str, render_config: RenderConfig) -> DbtTaskGroup:
         ),
         render_config=render_config,
         operator_args={
-            "vars": {"business_date": "{{ ds }}"},
             "env": {
+                # not a dbt var: a var that changes every day makes every dbt call parse the whole project
+                "CRM_BUSINESS_DATE": "{{ ds }}",
                 "CRM_DUCKDB_PATH": str(settings.duckdb_path),
                 "CRM_DBT_TARGET": settings.dbt_target,
             },

@@ -142,7 +142,7 @@ def _check_page(
     return raw_good, good, bad
 
 
-def _wire_schema(schema: pa.Schema) -> pa.Schema:
+def wire_schema(schema: pa.Schema) -> pa.Schema:
     """The schema of records as the API sends them: dates and decimals as strings."""
     return pa.schema(
         [
@@ -325,7 +325,7 @@ def extract_entity(entity: str, business_date: dt.date, settings: Settings | Non
         else {"date_from": span[0].isoformat(), "date_to": span[1].isoformat()}
     )
     schema = arrow_schema(model)
-    wire = _wire_schema(schema)  # the same for every page
+    wire = wire_schema(schema)  # the same for every page
     path = partition_path(settings.landing_dir, entity, business_date)
     qpath = partition_path(settings.quarantine_dir, entity, business_date)
     staging = _Staging(path, {"entity": entity, "params": params, "page_size": settings.page_size})

@@ -38,6 +38,18 @@ def _landed(business_date: dt.date, settings: Settings) -> dict[str, Path]:
     return paths
 
 
+def create_raw_tables(con) -> None:
+    """The ``raw.<entity>`` tables, one per contract plus ``_business_date``, when missing (DuckDB)."""
+    from ingestion.extract import arrow_schema
+
+    con.execute("create schema if not exists raw")
+    for entity, model in ENTITIES.items():
+        empty = arrow_schema(model).empty_table()  # noqa: F841 - read by the statement below
+        con.execute(
+            f"create table if not exists raw.{entity} as select *, cast(null as date) as _business_date from empty"
+        )
+
+
 def load_business_date(business_date: dt.date, settings: Settings | None = None) -> dict[str, int]:
     """Load every entity landed for ``business_date`` into the target's warehouse; rows per table."""
     settings = settings or get_settings()
@@ -48,12 +60,11 @@ def load_business_date(business_date: dt.date, settings: Settings | None = None)
     counts: dict[str, int] = {}
     d = business_date.isoformat()
     with connect(settings) as con:
-        con.execute("create schema if not exists raw")
+        create_raw_tables(con)
         con.execute("begin transaction")
         try:
             for entity, path in paths.items():
                 source = f"(select *, date '{d}' as _business_date from read_parquet('{path}'))"
-                con.execute(f"create table if not exists raw.{entity} as select * from {source} limit 0")
                 span = window(entity, business_date, settings)
                 if span is None:
                     con.execute(

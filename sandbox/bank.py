@@ -375,15 +375,18 @@ class Bank:
             return 0
         return int(self._transaction_grid(ids, days, self.profile(ids))[3].sum())
 
-    def transactions(self, ids: np.ndarray, days: list[dt.date]) -> list[dict]:
-        """Transactions of customers ``ids`` booked on ``days``, in (customer, day, index) order."""
+    def transaction_columns(self, ids: np.ndarray, days: list[dt.date]) -> dict[str, np.ndarray] | None:
+        """Transactions of customers ``ids`` booked on ``days`` as columns (customer, day number,
+        index within the day, account, type, merchant category, amount), in (customer, day, index)
+        order; None when there are none. What ``transactions`` serves, and what a bench loads
+        straight into a warehouse."""
         ids = np.asarray(ids, dtype=np.int64)
         if len(ids) == 0 or not days:
-            return []
+            return None
         p = self.profile(ids)
         dns, g_cid, g_dn, n = self._transaction_grid(ids, days, p)
         if n.sum() == 0:
-            return []
+            return None
         cid = np.repeat(g_cid, n)
         dn = np.repeat(g_dn, n)
         j = np.arange(len(cid)) - np.repeat(np.cumsum(n) - n, n)
@@ -408,7 +411,15 @@ class Bank:
         spend = np.exp(3.0 + 0.5 * np.log(income / 1000 + 1) + 1.1 * normal(self.seed, cid, dn, j, 74))
         amount = np.where(types == "SALARY_DEPOSIT", income, -spend)
         account = np.where((types == "POS_PURCHASE") & has_card, cid * 10 + 1, cid * 10)
-        iso = {int(x): from_day_number(x).isoformat() for x in dns}
+        return {"customer_id": cid, "day_number": dn, "index": j, "account_id": account, "type": types,
+                "merchant_category": mcc, "amount": amount}  # fmt: skip
+
+    def transactions(self, ids: np.ndarray, days: list[dt.date]) -> list[dict]:
+        """Transactions of customers ``ids`` booked on ``days``, in (customer, day, index) order."""
+        columns = self.transaction_columns(ids, days)
+        if columns is None:
+            return []
+        iso = {int(x): from_day_number(x).isoformat() for x in np.unique(columns["day_number"])}
         return [
             {
                 "transaction_id": f"T{d:06d}{c:09d}{jj}",
@@ -421,13 +432,9 @@ class Bank:
                 "currency": "PEN",
             }
             for c, d, jj, a, t, m, amt in zip(
-                cid.tolist(),
-                dn.tolist(),
-                j.tolist(),
-                account.tolist(),
-                types.tolist(),
-                mcc.tolist(),
-                amount.tolist(),
+                *(columns[k].tolist() for k in ("customer_id", "day_number", "index", "account_id", "type")),
+                columns["merchant_category"].tolist(),
+                columns["amount"].tolist(),
                 strict=True,
             )
         ]

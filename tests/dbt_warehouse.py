@@ -12,9 +12,8 @@ from pathlib import Path
 import duckdb
 
 from crm.settings import REPO_ROOT
-from ingestion.extract import arrow_schema
+from ingestion.load import create_raw_tables
 from ml.score import create_assignments_table
-from models.core_banking import ENTITIES
 
 
 def empty_raw_warehouse(directory: Path) -> Path:
@@ -22,17 +21,19 @@ def empty_raw_warehouse(directory: Path) -> Path:
     assignments table the scoring step writes."""
     path = directory / "warehouse.duckdb"
     with duckdb.connect(str(path)) as con:
-        con.execute("create schema raw")
-        for entity, model in ENTITIES.items():
-            empty = arrow_schema(model).empty_table()  # noqa: F841 - read by the statement below
-            con.execute(f"create table raw.{entity} as select *, cast(null as date) as _business_date from empty")
+        create_raw_tables(con)
         create_assignments_table(con)
     return path
 
 
 def run_dbt(directory: Path, *args: str, business_date: dt.date | str = "2026-11-27") -> subprocess.CompletedProcess:
     """``dbt <args>`` on the project against ``directory``'s warehouse, target files in ``directory``."""
-    env = {**os.environ, "CRM_DUCKDB_PATH": str(directory / "warehouse.duckdb"), "CRM_DBT_TARGET": "local"}
+    env = {
+        **os.environ,
+        "CRM_DUCKDB_PATH": str(directory / "warehouse.duckdb"),
+        "CRM_DBT_TARGET": "local",
+        "CRM_BUSINESS_DATE": str(business_date),
+    }
     cmd = [str(Path(sys.executable).parent / "dbt"), *args, "--profiles-dir", ".", "--target-path",
-           str(directory / "target"), "--vars", f"{{business_date: '{business_date}'}}"]  # fmt: skip
+           str(directory / "target")]  # fmt: skip
     return subprocess.run(cmd, cwd=REPO_ROOT / "dbt_project", env=env, capture_output=True, text=True, check=False)

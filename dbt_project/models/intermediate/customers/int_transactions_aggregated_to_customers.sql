@@ -1,5 +1,6 @@
 -- Recency, frequency and monetary value of each customer's transactions over 30, 90 and 180 days,
--- and card spend by merchant category over 180 days. One pass over the window.
+-- and card spend by merchant category over 180 days. One pass over the window; windows are ranges
+-- of booking_date (the business date included), compared against constants.
 {% set windows = [30, 90, 180] %}
 {% set categories = ['GROCERY', 'RESTAURANTS', 'FUEL', 'TRAVEL', 'ELECTRONICS', 'CLOTHING', 'HEALTH', 'ENTERTAINMENT'] %}
 with transactions as (
@@ -8,27 +9,27 @@ with transactions as (
         transaction_type,
         merchant_category,
         amount,
-        {{ dbt.datediff('booking_date', business_date(), 'day') }} as days_ago
+        booking_date
     from {{ ref('stg_core_banking__transactions') }}
-    -- a range on booking_date itself, so the warehouse can skip older data
-    where booking_date > {{ dbt.dateadd('day', -180, business_date()) }}
+    where booking_date > {{ days_before(180) }}
 ),
 
 aggregated as (
     select
         customer_id,
-        cast(min(days_ago) as integer) as days_since_last_tx,
+        cast({{ dbt.datediff('max(booking_date)', business_date(), 'day') }} as integer) as days_since_last_tx,
         {% for w in windows %}
-        cast(sum(case when days_ago < {{ w }} then 1 else 0 end) as integer) as tx_count_{{ w }}d,
-        sum(case when days_ago < {{ w }} and amount < 0 then -amount else 0 end) as spend_{{ w }}d_pen,
+        cast(sum(case when booking_date > {{ days_before(w) }} then 1 else 0 end) as integer) as tx_count_{{ w }}d,
+        sum(case when booking_date > {{ days_before(w) }} and amount < 0 then -amount else 0 end)
+            as spend_{{ w }}d_pen,
         {% endfor %}
-        sum(case when days_ago < 90 and transaction_type = 'SALARY_DEPOSIT' then amount else 0 end)
+        sum(case when booking_date > {{ days_before(90) }} and transaction_type = 'SALARY_DEPOSIT' then amount else 0 end)
             as salary_90d_pen,
         sum(case when transaction_type = 'SALARY_DEPOSIT' then amount else 0 end) as salary_180d_pen,
-        cast(sum(case when days_ago < 90 and transaction_type = 'POS_PURCHASE' then 1 else 0 end) as integer)
-            as pos_count_90d,
-        cast(sum(case when days_ago < 90 and transaction_type = 'WALLET_P2P' then 1 else 0 end) as integer)
-            as wallet_count_90d,
+        cast(sum(case when booking_date > {{ days_before(90) }} and transaction_type = 'POS_PURCHASE' then 1 else 0 end)
+            as integer) as pos_count_90d,
+        cast(sum(case when booking_date > {{ days_before(90) }} and transaction_type = 'WALLET_P2P' then 1 else 0 end)
+            as integer) as wallet_count_90d,
         {% for c in categories %}
         sum(case when merchant_category = '{{ c }}' then -amount else 0 end)
             as spend_180d_{{ c | lower }}_pen{{ "," if not loop.last }}

@@ -1,7 +1,20 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='contact_date',
+        on_schema_change='fail'
+    )
+}}
 -- Every campaign contact up to the business date, one row each, with its outcome and the value it
--- brought: what the training set and campaign_performance are built from.
+-- brought: what the training set and campaign_performance are built from. Built whole the first
+-- time; then each run replaces the contact dates of the last `contact_refresh_days` (a response
+-- can still change while its campaign's response window is open), and older days stay as they are.
 with responses as (
     select * from {{ ref('stg_core_banking__campaign_responses') }}
+    {% if flags.INTROSPECT is not false and is_incremental() %}
+    where contact_date > {{ days_before(var('contact_refresh_days')) }}
+    {% endif %}
 ),
 
 campaigns as (

@@ -1,3 +1,4 @@
+{{ config(materialized='view') }}
 -- Every version of every customer (SCD type 2, from the snapshot), with its validity and a flag on
 -- the current one. Personal data only masked.
 with versions as (

@@ -1,0 +1,16 @@
+{#- A data test's `where` may name the run's business date as __business_date__: the tests of an
+    incremental mart then check the day the run wrote, not every day again (dbt's documented way to
+    give `where` run-time values: override get_where_subquery). Portable: the subquery and its alias
+    are the same on DuckDB and SQL Server. -#}
+{% macro get_where_subquery(relation) -%}
+    {% set where = config.get('where', '') %}
+    {% if where %}
+        {% set where = where | replace('__business_date__', business_date()) %}
+        {%- set filtered -%}
+            (select * from {{ relation }} where {{ where }}) dbt_subquery
+        {%- endset -%}
+        {% do return(filtered) %}
+    {%- else -%}
+        {% do return(relation) %}
+    {%- endif -%}
+{%- endmacro %}
