@@ -64,7 +64,9 @@ def load_business_date(business_date: dt.date, settings: Settings | None = None)
         con.execute("begin transaction")
         try:
             for entity, path in paths.items():
-                source = f"(select *, date '{d}' as _business_date from read_parquet('{path}'))"
+                source = (
+                    f"(select *, date '{d}' as _business_date from read_parquet('{path}', hive_partitioning = false))"
+                )
                 span = window(entity, business_date, settings)
                 if span is None:
                     con.execute(
