@@ -43,8 +43,9 @@ def warehouse(tmp_path_factory) -> Path:
         _customer(con, D1, 2, "PREMIUM", dt.date(2025, 7, 1))
         _customer(con, D2, 1, "PREFERENTE", D2)
         _customer(con, D2, 2, "PREMIUM", dt.date(2025, 7, 1))
-        con.execute("insert into raw.accounts values (10, 1, 'SAVINGS', 'PEN', 2500.00, '2020-01-01', 'ACTIVE', ?, ?)",
-                    [D1, D1])  # fmt: skip
+        for day in (D1, D2):
+            con.execute("insert into raw.accounts values (10, 1, 'SAVINGS', 'PEN', 2500.00, '2020-01-01', 'ACTIVE', ?, ?), "
+                        "(11, 1, 'CREDIT_CARD', 'USD', -100.00, '2021-01-01', 'ACTIVE', ?, ?)", [day, day, day, day])  # fmt: skip
         for i, (day, response) in enumerate([(D1, "ACCEPTED"), (D1, "DECLINED"), (D2, "NO_ANSWER")]):
             con.execute(
                 "insert into raw.campaign_responses values (?, 1, 'CMP-PL-PREAPP', 'SMS', ?, ?, ?)",
@@ -91,7 +92,7 @@ def test_no_mart_holds_a_name_or_document_number_in_clear(warehouse):
     assert shown == [("R***", "*****678")]
 
 
-def test_campaign_performance_counts_assigned_contacted_and_accepted_per_day(warehouse):
+def test_campaign_performance_and_customer_360_show_the_day(warehouse):
     rows = _rows(warehouse, "select performance_date, assigned, contacted, accepted, conversion_rate, value_pen "
                             "from marts.campaign_performance where campaign_id = 'CMP-PL-PREAPP' and channel = 'SMS' "
                             "order by performance_date")  # fmt: skip
@@ -99,6 +100,9 @@ def test_campaign_performance_counts_assigned_contacted_and_accepted_per_day(war
         (D1, 2, 2, 1, 0.5, 650.0),
         (D2, 1, 1, 0, 0.0, 0.0),
     ]
-    offers = _rows(warehouse, "select customer_id, offers_today, top_campaign_id, last_contact_response "
-                              "from marts.customer_360 order by customer_id")  # fmt: skip
-    assert offers == [(1, 1, "CMP-PL-PREAPP", "NO_ANSWER"), (2, 0, None, None)]
+    offers = _rows(warehouse, "select customer_id, offers_today, top_campaign_id, last_contact_response, "
+                              "balance_savings_pen, balance_credit_card_pen from marts.customer_360 order by customer_id")  # fmt: skip
+    assert [(c, n, top, last, float(s), float(cc)) for c, n, top, last, s, cc in offers] == [
+        (1, 1, "CMP-PL-PREAPP", "NO_ANSWER", 2500.0, -375.0),  # a USD card debt, in PEN at the reference rate
+        (2, 0, None, None, 0.0, 0.0),
+    ]

@@ -1,4 +1,4 @@
--- Balances (in PEN) and product holdings of each customer on the business date.
+-- Balances (in PEN) by product and product holdings of each customer on the business date.
 {% set products = ['SAVINGS', 'CHECKING', 'CTS', 'TERM_DEPOSIT', 'CREDIT_CARD', 'PERSONAL_LOAN', 'MORTGAGE', 'INSURANCE'] %}
 with accounts as (
     select
@@ -16,7 +16,8 @@ aggregated as (
         sum(case when balance_pen > 0 then balance_pen else 0 end) as total_balance_pen,
         sum(case when balance_pen < 0 then -balance_pen else 0 end) as total_debt_pen,
         {% for p in products %}
-        max(case when product = '{{ p }}' then 1 else 0 end) as has_{{ p | lower }}{{ "," if not loop.last }}
+        max(case when product = '{{ p }}' then 1 else 0 end) as has_{{ p | lower }},
+        sum(case when product = '{{ p }}' then balance_pen else 0 end) as balance_{{ p | lower }}_pen{{ "," if not loop.last }}
         {% endfor %}
     from accounts
     group by customer_id

@@ -6,6 +6,10 @@ with customers as (
     select * from {{ ref('stg_core_banking__customers') }}
 ),
 
+balances as (
+    select * from {{ ref('int_accounts_aggregated_to_customers') }}
+),
+
 features as (
     select * from {{ ref('customer_features') }}
     where as_of_date = {{ business_date() }}
@@ -67,6 +71,9 @@ final as (
         f.has_insurance,
         f.total_balance_pen,
         f.total_debt_pen,
+        {% for p in ['savings', 'checking', 'cts', 'term_deposit', 'credit_card', 'personal_loan', 'mortgage', 'insurance'] %}
+        cast(coalesce(b.balance_{{ p }}_pen, 0) as decimal(18, 2)) as balance_{{ p }}_pen,
+        {% endfor %}
         -- activity
         f.tx_count_30d,
         f.spend_30d_pen,
@@ -83,6 +90,7 @@ final as (
         o.top_offer_channel
     from customers as c
     inner join features as f on f.customer_id = c.customer_id
+    left join balances as b on b.customer_id = c.customer_id
     left join contacts as lc on lc.customer_id = c.customer_id and lc.recency_rank = 1
     left join offers as o on o.customer_id = c.customer_id
 )
