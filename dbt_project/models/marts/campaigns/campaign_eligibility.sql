@@ -1,11 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='as_of_date',
-        on_schema_change='fail'
-    )
-}}
+{{ config(materialized='incremental', unique_key='as_of_date') }}
 -- One row per customer x live campaign that passes the campaign's eligibility rules, the customer's
 -- channel consents and the contact policy's suppression after a decline; with the channel to use
 -- (the campaign's most preferred channel the customer consented to) and the offer.

@@ -1,11 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='as_of_date',
-        on_schema_change='fail'
-    )
-}}
+{{ config(materialized='incremental', unique_key='as_of_date') }}
 -- Per as-of date x live campaign x reason: how many customers the rules kept out, the first rule
 -- that excluded each (age before income before balance ..., consents last), and how many passed.
 select

@@ -1,11 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='contact_date',
-        on_schema_change='fail'
-    )
-}}
+{{ config(materialized='incremental', unique_key='contact_date') }}
 -- Every campaign contact up to the business date, one row each, with its outcome and the value it
 -- brought: what the training set and campaign_performance are built from. Built whole the first
 -- time; then each run replaces the contact dates of the last `contact_refresh_days` (a response

@@ -1,11 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='booking_date',
-        on_schema_change='fail'
-    )
-}}
+{{ config(materialized='incremental', unique_key='booking_date') }}
 -- Every booked transaction, one row each, for analysts. Built whole the first time (all history up
 -- to the business date); then each run replaces only its business date's day, so a rerun or a
 -- backfill of one day touches that day alone. delete+insert on booking_date: DuckDB and SQL Server.

@@ -1,11 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='as_of_date',
-        on_schema_change='fail'
-    )
-}}
+{{ config(materialized='incremental', unique_key='as_of_date') }}
 -- One row per customer per as-of date: the features the propensity model reads.
 with customers as (
     select * from {{ ref('stg_core_banking__customers') }}
