@@ -85,9 +85,12 @@ def summarize(business_date: dt.date, settings: Settings) -> dict:
         for entity in ENTITIES:
             out["raw"][entity] = con.execute(f"select count(*) from raw.{entity}").fetchone()[0]
         for table, col in (
+            ("fct_transactions", "booking_date"),
             ("customer_features", "as_of_date"),
             ("campaign_eligibility", "as_of_date"),
             ("customer_campaign_assignments", "business_date"),
+            ("campaign_performance", "performance_date"),
+            ("customer_360", "as_of_date"),
         ):
             out["marts"][table] = con.execute(
                 f"select count(*) from marts.{table} where {col} = ?", [business_date]
@@ -229,6 +232,7 @@ def demo(args: argparse.Namespace) -> int:
         f'  curl -H "X-API-Key: {keys["sales"][:14]}..." http://127.0.0.1:8000/v1/customers/{some_customer}/offers\n'
         "     (full keys: cat .crm/demo_api_keys.json)\n"
         "  make airflow                                 # the Airflow UI with this run, on http://localhost:8080\n"
+        "  make docs                                    # the warehouse's marts, columns and lineage, on http://127.0.0.1:8081\n"
         f"  .venv/bin/python -c \"import duckdb; print(duckdb.connect('{settings.duckdb_path}', read_only=True)"
         ".sql('select * from marts.customer_campaign_assignments limit 10'))\""
     )
