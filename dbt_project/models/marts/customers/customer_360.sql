@@ -1,4 +1,4 @@
-{{ config(tags=['after_scoring']) }}
+{{ config(tags=['after_scoring'], materialized='view') }}
 -- One row per customer on the business date: what a sales agent sees about the customer in front of
 -- them (profile, products, activity, last contact and today's offers). Personal data masked: no
 -- name, document number or birth date in clear.
