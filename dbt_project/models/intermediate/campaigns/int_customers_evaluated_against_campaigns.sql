@@ -2,7 +2,7 @@
 -- (null when none does) and, for the pairs that pass, the channel to use.
 -- campaign_eligibility keeps the pairs that pass; campaign_exclusions counts the rest by reason.
 {% set consents = ['consent_sms', 'consent_email', 'consent_phone', 'consent_push', 'consent_social'] %}
-{% set products = ['SAVINGS', 'CHECKING', 'CTS', 'TERM_DEPOSIT', 'CREDIT_CARD', 'PERSONAL_LOAN', 'MORTGAGE', 'INSURANCE'] %}
+{% set products = var('products') %}
 {#- 1 when the customer holds the campaign's required / excluded product (the features' has_* flags) -#}
 {% set holds_required -%}
     case c.required_product{% for p in products %} when '{{ p }}' then f.has_{{ p | lower }}{% endfor %} else 0 end

@@ -1,10 +1,10 @@
 -- Balances (in PEN) by product and product holdings of each customer on the business date.
-{% set products = ['SAVINGS', 'CHECKING', 'CTS', 'TERM_DEPOSIT', 'CREDIT_CARD', 'PERSONAL_LOAN', 'MORTGAGE', 'INSURANCE'] %}
+{% set products = var('products') %}
 with accounts as (
     select
         customer_id,
         product,
-        case when currency = 'USD' then balance * {{ var('usd_pen_rate', 3.75) }} else balance end as balance_pen
+        case when currency = 'USD' then balance * {{ var('usd_pen_rate') }} else balance end as balance_pen
     from {{ ref('stg_core_banking__accounts') }}
     where status = 'ACTIVE'
 ),

@@ -2,7 +2,7 @@
 -- and card spend by merchant category over 180 days. One pass over the window; windows are ranges
 -- of booking_date (the business date included), compared against constants.
 {% set windows = [30, 90, 180] %}
-{% set categories = ['GROCERY', 'RESTAURANTS', 'FUEL', 'TRAVEL', 'ELECTRONICS', 'CLOTHING', 'HEALTH', 'ENTERTAINMENT'] %}
+{% set categories = var('merchant_categories') %}
 with transactions as (
     select
         customer_id,

@@ -71,7 +71,7 @@ final as (
         f.has_insurance,
         f.total_balance_pen,
         f.total_debt_pen,
-        {% for p in ['savings', 'checking', 'cts', 'term_deposit', 'credit_card', 'personal_loan', 'mortgage', 'insurance'] %}
+        {% for p in var('products') | map('lower') %}
         cast(coalesce(b.balance_{{ p }}_pen, 0) as decimal(18, 2)) as balance_{{ p }}_pen,
         {% endfor %}
         -- activity

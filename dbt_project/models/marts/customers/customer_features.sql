@@ -53,7 +53,7 @@ joined as (
         coalesce(t.tx_count_180d, 0) as tx_count_180d,
         cast(coalesce(t.spend_180d_pen, 0) as decimal(18, 2)) as spend_180d_pen,
         cast(coalesce(t.salary_180d_pen, 0) as decimal(18, 2)) as salary_180d_pen,
-        {% for c in ['grocery', 'restaurants', 'fuel', 'travel', 'electronics', 'clothing', 'health', 'entertainment'] %}
+        {% for c in var('merchant_categories') | map('lower') %}
         cast(coalesce(t.spend_180d_{{ c }}_pen, 0) as decimal(18, 2)) as spend_180d_{{ c }}_pen,
         {% endfor %}
         coalesce(t.pos_count_90d, 0) as pos_count_90d,
