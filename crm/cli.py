@@ -14,7 +14,7 @@ from pathlib import Path
 from crm import cache
 from crm.services import running_services, stop_services_started_since
 from crm.settings import REPO_ROOT, Settings, get_settings
-from crm.warehouse import connect
+from crm.warehouse import connect, run_dbt
 
 STARTING = re.compile(r"\[DAG TEST\] starting task_id=([\w.]+)(?: map_index=(-?\d+))?")
 
@@ -25,15 +25,9 @@ def _say(msg: str = "") -> None:
 
 def _dbt(settings: Settings, *args: str) -> int:
     """Run the dbt command line on the project, against the local warehouse."""
-    env = {
-        **os.environ,
-        "CRM_DUCKDB_PATH": str(settings.duckdb_path),
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-    }
-    env.setdefault("CRM_BUSINESS_DATE", yesterday_in_lima().isoformat())  # what the docs' compiled SQL shows
-    dbt = Path(sys.executable).parent / "dbt"
-    cmd = [str(dbt), *args, "--profiles-dir", "."]
-    return subprocess.run(cmd, cwd=settings.dbt_project_dir, env=env, check=False).returncode
+    # the date the docs' compiled SQL shows, unless one is set
+    business_date = os.environ.get("CRM_BUSINESS_DATE") or yesterday_in_lima()
+    return run_dbt(*args, duckdb_path=settings.duckdb_path, business_date=business_date, capture=False).returncode
 
 
 def dbt_parse(settings: Settings) -> int:

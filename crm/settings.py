@@ -17,6 +17,7 @@ from functools import cached_property
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 
 
 class SettingsError(ValueError):
@@ -174,7 +175,7 @@ class Settings:
 
     @property
     def dbt_project_dir(self) -> Path:
-        return REPO_ROOT / "dbt_project"
+        return DBT_PROJECT_DIR
 
     @property
     def dags_dir(self) -> Path:

@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,21 +33,23 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import yaml
 
 from crm.benchmarks import report
-from crm.settings import REPO_ROOT, get_settings
+from crm.settings import DBT_PROJECT_DIR, get_settings
+from crm.warehouse import run_dbt
+from models.core_banking import MERCHANT_CATEGORIES, PRODUCTS
 
 BUSINESS_DATE = dt.date(2026, 11, 27)
 CUSTOMERS = 1_000_000
 TRANSACTION_DAYS = 40  # about 0.76 transactions per customer a day: about 30,000,000 in all
 RESPONSE_DAYS = 365
 CHUNK = 100_000
-EXTRA: list[str] = []
 ROUNDS = 5
 AT_MOST = {"full_build_s": 120, "incremental_build_s": 20, "features_ratio": 3}
 
-CATEGORIES = ["grocery", "restaurants", "fuel", "travel", "electronics", "clothing", "health", "entertainment"]
-PRODUCTS = ["savings", "checking", "cts", "term_deposit", "credit_card", "personal_loan", "mortgage", "insurance"]
+CATEGORIES = [c.lower() for c in MERCHANT_CATEGORIES]
+PRODUCT_NAMES = [p.lower() for p in PRODUCTS]
 
 
 def _insert(con, table: str, rows: list[dict], model, business_date: dt.date) -> None:
@@ -97,17 +97,9 @@ def land(con, bank, business_date: dt.date, transaction_days: int, response_days
 
 def dbt_build(home: Path, business_date: dt.date) -> tuple[float, dict[str, float]]:
     """``dbt build`` for ``business_date``: wall seconds, and seconds per model."""
-    env = {
-        **os.environ,
-        "CRM_DUCKDB_PATH": str(home / "warehouse.duckdb"),
-        "CRM_DBT_TARGET": "local",
-        "CRM_BUSINESS_DATE": str(business_date),
-    }
-    dbt = Path(sys.executable).parent / "dbt"
-    cmd = [str(dbt), "build", "--exclude", "test_type:unit", *EXTRA, "--profiles-dir", ".", "--target-path",
-           str(home / "target")]  # fmt: skip
     start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=REPO_ROOT / "dbt_project", env=env, capture_output=True, text=True, check=False)
+    done = run_dbt("build", "--exclude", "test_type:unit", duckdb_path=home / "warehouse.duckdb",
+                   business_date=business_date, target="local", target_path=home / "target")  # fmt: skip
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"dbt build for {business_date} failed:\n{done.stdout[-4000:]}")
@@ -115,12 +107,13 @@ def dbt_build(home: Path, business_date: dt.date) -> tuple[float, dict[str, floa
     return seconds, {r["unique_id"].split(".")[-1]: r["execution_time"] for r in results}
 
 
-def features_sql(business_date: dt.date, usd_pen: float = 3.75) -> str:
+def features_sql(business_date: dt.date) -> str:
     """customer_features of ``business_date`` in one statement, straight from the raw tables."""
+    usd_pen = yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text())["vars"]["usd_pen_rate"]
     d = f"date '{business_date}'"
     spend = lambda cond: f"sum(case when {cond} and amount < 0 then -amount else 0 end)"  # noqa: E731
     cats = ",\n".join(f"{spend(f'merchant_category = {c.upper()!r}')} as spend_180d_{c}_pen" for c in CATEGORIES)
-    has = ",\n".join(f"max(case when product = '{p.upper()}' then 1 else 0 end) as has_{p}" for p in PRODUCTS)
+    has = ",\n".join(f"max(case when product = '{p.upper()}' then 1 else 0 end) as has_{p}" for p in PRODUCT_NAMES)
     return f"""
     with a as (
         select customer_id, count(*) as n_products,
@@ -158,7 +151,7 @@ def features_sql(business_date: dt.date, usd_pen: float = 3.75) -> str:
            coalesce(a.n_products, 0) as n_products,
            cast(coalesce(a.total_balance_pen, 0) as decimal(18, 2)) as total_balance_pen,
            cast(coalesce(a.total_debt_pen, 0) as decimal(18, 2)) as total_debt_pen,
-           {", ".join(f"coalesce(a.has_{p}, 0) as has_{p}" for p in PRODUCTS)},
+           {", ".join(f"coalesce(a.has_{p}, 0) as has_{p}" for p in PRODUCT_NAMES)},
            coalesce(t.tx_count_30d, 0) as tx_count_30d, coalesce(t.tx_count_90d, 0) as tx_count_90d,
            coalesce(t.spend_30d_pen, 0) as spend_30d_pen, coalesce(t.spend_90d_pen, 0) as spend_90d_pen,
            coalesce(t.salary_90d_pen, 0) as salary_90d_pen, coalesce(t.tx_count_180d, 0) as tx_count_180d,

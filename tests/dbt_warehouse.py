@@ -4,14 +4,12 @@ command line run against it."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 
-from crm.settings import REPO_ROOT
+from crm import warehouse
 from ingestion.load import create_raw_tables
 from ml.score import create_assignments_table
 
@@ -28,12 +26,5 @@ def empty_raw_warehouse(directory: Path) -> Path:
 
 def run_dbt(directory: Path, *args: str, business_date: dt.date | str = "2026-11-27") -> subprocess.CompletedProcess:
     """``dbt <args>`` on the project against ``directory``'s warehouse, target files in ``directory``."""
-    env = {
-        **os.environ,
-        "CRM_DUCKDB_PATH": str(directory / "warehouse.duckdb"),
-        "CRM_DBT_TARGET": "local",
-        "CRM_BUSINESS_DATE": str(business_date),
-    }
-    cmd = [str(Path(sys.executable).parent / "dbt"), *args, "--profiles-dir", ".", "--target-path",
-           str(directory / "target")]  # fmt: skip
-    return subprocess.run(cmd, cwd=REPO_ROOT / "dbt_project", env=env, capture_output=True, text=True, check=False)
+    return warehouse.run_dbt(*args, duckdb_path=directory / "warehouse.duckdb", business_date=business_date,
+                             target="local", target_path=directory / "target")  # fmt: skip

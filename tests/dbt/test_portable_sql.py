@@ -4,28 +4,19 @@ and none of the compiled SQL leans on DuckDB-only syntax."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from tsql import duckdb_only_constructs
 
 from crm.settings import REPO_ROOT
+from crm.warehouse import run_dbt
 
 
 def _compile_for_azure(target: Path, *select: str) -> subprocess.CompletedProcess:
-    dbt = Path(sys.executable).parent / "dbt"
-    env = {
-        **os.environ,
-        "CRM_DBT_TARGET": "azure",
-        "CRM_BUSINESS_DATE": "2026-11-27",
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-    }
-    cmd = [str(dbt), "compile", "--target", "azure", "--no-introspect", "--no-populate-cache", "--profiles-dir", ".",
-           "--target-path", str(target), *select]  # fmt: skip
-    return subprocess.run(cmd, cwd=REPO_ROOT / "dbt_project", env=env, capture_output=True, text=True, check=False)
+    return run_dbt("compile", "--target", "azure", "--no-introspect", "--no-populate-cache", *select,
+                   business_date="2026-11-27", target="azure", target_path=target)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
