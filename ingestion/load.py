@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 WINDOW_COLUMN = {"transactions": "booking_date", "campaign_responses": "contact_date"}
 
 
-def _landed(business_date: dt.date, settings: Settings) -> dict[str, Path]:
-    paths = {e: partition_path(settings.landing_dir, e, business_date) for e in ENTITIES}
+def _landed(business_date: dt.date, settings: Settings, entities: Sequence[str] = tuple(ENTITIES)) -> dict[str, Path]:
+    paths = {e: partition_path(settings.landing_dir, e, business_date) for e in entities}
     missing = [e for e, p in paths.items() if not p.exists()]
     if missing:
         raise FileNotFoundError(f"nothing landed for {business_date} for: {', '.join(missing)}; run the extraction")
@@ -50,12 +50,15 @@ def create_raw_tables(con) -> None:
         )
 
 
-def load_business_date(business_date: dt.date, settings: Settings | None = None) -> dict[str, int]:
-    """Load every entity landed for ``business_date`` into the target's warehouse; rows per table."""
+def load_business_date(
+    business_date: dt.date, settings: Settings | None = None, entities: Sequence[str] = tuple(ENTITIES)
+) -> dict[str, int]:
+    """Load the ``entities`` (all by default) landed for ``business_date`` into the target's
+    warehouse; rows per table. The feature backfill of model training loads only the snapshots."""
     settings = settings or get_settings()
     if settings.dbt_target == "azure":
-        return load_sqlserver(business_date, settings)
-    paths = _landed(business_date, settings)
+        return load_sqlserver(business_date, settings, entities)
+    paths = _landed(business_date, settings, entities)
     settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
     d = business_date.isoformat()
@@ -158,9 +161,11 @@ def _pyodbc():
     return pyodbc
 
 
-def load_sqlserver(business_date: dt.date, settings: Settings) -> dict[str, int]:
-    """The Azure SQL load: every entity of the date in one transaction, bulk inserts in batches."""
-    paths = _landed(business_date, settings)
+def load_sqlserver(
+    business_date: dt.date, settings: Settings, entities: Sequence[str] = tuple(ENTITIES)
+) -> dict[str, int]:
+    """The Azure SQL load: the entities of the date in one transaction, bulk inserts in batches."""
+    paths = _landed(business_date, settings, entities)
     pyodbc = _pyodbc()
     conn = pyodbc.connect(settings.azure_sql.odbc_connection_string(), autocommit=False)
     counts: dict[str, int] = {}

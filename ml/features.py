@@ -29,37 +29,15 @@ REASON_TEXT = {
     "wallet_count_90d": "active mobile-wallet user",
 }
 
-_FEATURE_SELECT = ", ".join(f"f.{c}" for c in ["segment", "income_band", "region", *NUMERIC_FEATURES])
+FEATURE_SELECT = ", ".join(f"f.{c}" for c in ["segment", "income_band", "region", *NUMERIC_FEATURES])
 
 
-def _cast(df: pd.DataFrame) -> pd.DataFrame:
+def cast_features(df: pd.DataFrame) -> pd.DataFrame:
     for col in NUMERIC_FEATURES:
         df[col] = pd.to_numeric(df[col]).astype("float64")
     for col in CATEGORICAL_FEATURES:
         df[col] = df[col].astype("string").astype(object)
     return df
-
-
-def training_frame(con, business_date: dt.date, lookback_days: int = 365) -> pd.DataFrame:
-    """Past contacts with their outcome (label ``accepted``) and the customer's features.
-
-    Slice simplification: features are those of ``business_date``; the point-in-time training set
-    (features as of the day before each contact) comes with the model-training DAG.
-    """
-    df = con.execute(
-        f"""
-        select r.contact_date, r.customer_id, r.campaign_id,
-               case when r.response = 'ACCEPTED' then 1 else 0 end as accepted,
-               {_FEATURE_SELECT}
-        from staging.stg_core_banking__campaign_responses as r
-        join marts.customer_features as f
-          on f.customer_id = r.customer_id and f.as_of_date = ?
-        where r.contact_date > ? - interval ({lookback_days}) day and r.contact_date <= ?
-        order by r.contact_date, r.customer_id, r.campaign_id
-        """,
-        [business_date, business_date, business_date],
-    ).df()
-    return _cast(df)
 
 
 def scoring_batches(con, business_date: dt.date, batch_rows: int = 200_000) -> Iterator[pd.DataFrame]:
@@ -69,7 +47,7 @@ def scoring_batches(con, business_date: dt.date, batch_rows: int = 200_000) -> I
         select e.customer_id, e.campaign_id, e.offer_id, e.channel,
                cast(e.value_per_conversion_pen as double) as value_pen,
                cast(e.priority_weight as double) as priority_weight, e.valid_until,
-               {_FEATURE_SELECT}
+               {FEATURE_SELECT}
         from marts.campaign_eligibility as e
         join marts.customer_features as f
           on f.customer_id = e.customer_id and f.as_of_date = e.as_of_date
@@ -79,4 +57,4 @@ def scoring_batches(con, business_date: dt.date, batch_rows: int = 200_000) -> I
         params=[business_date],
     ).to_arrow_reader(batch_rows)
     for batch in reader:
-        yield _cast(batch.to_pandas())
+        yield cast_features(batch.to_pandas())

@@ -11,6 +11,7 @@ log = logging.getLogger(__name__)
 
 EXPERIMENT = "crm-campaign-propensity"
 CHAMPION = "champion"
+CHALLENGER = "challenger"
 
 
 @dataclass(frozen=True)

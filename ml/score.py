@@ -42,7 +42,8 @@ def ensure_champion(business_date: dt.date, settings: Settings | None = None) ->
     ref = champion(settings)
     if ref is None:
         log.info("no %s model with alias %s: training one", settings.model_name, CHAMPION)
-        ref = train_and_register(business_date, settings, promote=True)
+        result = train_and_register(business_date, settings)
+        ref = ModelRef(result.model_name, result.version)
     return ref
 
 

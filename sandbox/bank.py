@@ -71,7 +71,7 @@ SLOT_PRODUCTS = [
 _BALANCE_SCALE = {"SAVINGS": 1.0, "CHECKING": 2.0, "CTS": 1.5, "TERM_DEPOSIT": 4.0, "CREDIT_CARD": -0.4,
                   "PERSONAL_LOAN": -2.5, "MORTGAGE": -30.0, "INSURANCE": 0.0}  # fmt: skip
 MAX_TX_PER_DAY = 4
-CONTACT_RATE = 0.004  # chance that a customer is contacted by some campaign on a given day
+CONTACT_RATE = 0.02  # chance that a customer is contacted by some campaign on a given day (about 7 a year)
 
 # hidden propensity: product -> (intercept, weights on the latent profile)
 # profile columns: income_z, age_z, digital, activity, has_card, balance_z, young_family
