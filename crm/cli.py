@@ -136,24 +136,25 @@ def run_daily(
     force_publish: bool = False,
 ) -> int:
     """Run crm_daily for ``business_date`` through ``airflow dags test``; 0 when it succeeded."""
+    conf = {"customers": customers, "seed": seed, "force_publish": force_publish}
+    rc = run_dag("crm_daily", business_date, conf, settings, quiet)
+    if rc:
+        _say("nothing was published to the cache from this run.")
+    return rc
+
+
+def run_dag(dag_id: str, logical_date: dt.date, conf: dict, settings: Settings, quiet: bool = False) -> int:
+    """Run ``dag_id`` for ``logical_date`` through ``airflow dags test``; 0 when it succeeded."""
     from crm.airflow_env import airflow_env, prepare_airflow
 
     settings.ensure_dirs()
     prepare_airflow(settings)
-    log_path = settings.home / "runs" / f"crm_daily_{business_date}.log"
+    log_path = settings.home / "runs" / f"{dag_id}_{logical_date}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    conf = json.dumps({"customers": customers, "seed": seed, "force_publish": force_publish})
     env = airflow_env(settings, {"CRM_TASK_RETRIES": "0"})
-    cmd = [
-        str(Path(sys.executable).parent / "airflow"),
-        "dags",
-        "test",
-        "crm_daily",
-        business_date.isoformat(),
-        "-c",
-        conf,
-    ]
-    _say(f"running crm_daily for {business_date} through Airflow (airflow dags test); log: {log_path}")
+    cmd = [str(Path(sys.executable).parent / "airflow"), "dags", "test", dag_id, logical_date.isoformat(),
+           "-c", json.dumps(conf)]  # fmt: skip
+    _say(f"running {dag_id} for {logical_date} through Airflow (airflow dags test); log: {log_path}")
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             cmd,
@@ -178,10 +179,44 @@ def run_daily(
         before_failure = text[: text.index("Task failed with exception")]
         failed = [m.group(1) for m in STARTING.finditer(before_failure)][-1:]
     if not ok:
-        stage = failed[0] if failed else "crm_daily"
-        _say(f"\ncrm_daily FAILED for {business_date} at stage {stage}: {_failure_cause(text)}")
-        _say(f"nothing was published to the cache from this run. Full log: {log_path}")
+        stage = failed[0] if failed else dag_id
+        _say(f"\n{dag_id} FAILED for {logical_date} at stage {stage}: {_failure_cause(text)}")
+        _say(f"Full log: {log_path}")
         return 1
+    return 0
+
+
+def train(args: argparse.Namespace) -> int:
+    """``make train``: crm_model_training through Airflow, then what it decided."""
+    from crm.services import running_services, stop_services_started_since
+
+    os.environ["CRM_SANDBOX_CUSTOMERS"] = str(args.customers)
+    os.environ["CRM_SANDBOX_SEED"] = str(args.seed)
+    settings = get_settings()
+    business_date = dt.date.fromisoformat(args.date)
+    conf = {"business_date": business_date.isoformat(), "customers": args.customers, "seed": args.seed}
+    if args.window:
+        conf["training_window_days"] = args.window
+    if args.candidates:
+        conf["candidates"] = args.candidates.split(",")
+    if args.margin is not None:
+        conf["promotion_margin"] = args.margin
+    before = running_services(settings)
+    try:
+        rc = run_dag("crm_model_training", business_date + dt.timedelta(days=1), conf, settings)
+    finally:
+        stop_services_started_since(before, settings)
+    if rc:
+        return rc
+    from ml.registry import mlflow_client
+
+    client = mlflow_client(settings)
+    latest = max(client.search_model_versions(f"name = '{settings.model_name}'"), key=lambda v: int(v.version))
+    _say(f"\ncrm_model_training succeeded as of {business_date}: {settings.model_name} v{latest.version} "
+         f"({latest.tags.get('candidate')}) is {latest.tags.get('promotion.decision')}")  # fmt: skip
+    _say(f"  {latest.tags.get('promotion.reason')}")
+    _say(f"runs, metrics and plots: MLflow experiment crm-campaign-propensity in {settings.mlflow_tracking_uri}")
+    _say(f"  (.venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri})")
     return 0
 
 
@@ -321,6 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--customers", type=int, default=5000)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--force-publish", action="store_true", help="override the publish guard")
+    p = sub.add_parser("train", help="run crm_model_training through Airflow on the demo's warehouse")
+    p.add_argument("--date", default=yesterday_in_lima().isoformat(), help="train as of this business date")
+    p.add_argument("--customers", type=int, default=5000)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--window", type=int, help="training_window_days (default 84)")
+    p.add_argument("--candidates", help="comma-separated: logistic_regression,gradient_boosting")
+    p.add_argument("--margin", type=float, help="promotion_margin (default 0.005)")
     p = sub.add_parser("serve", help="serve the read API")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -357,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         return dbt_parse(get_settings())
     if args.command == "demo":
         return demo(args)
+    if args.command == "train":
+        return train(args)
     if args.command == "serve":
         return serve(args)
     if args.command == "sandbox":

@@ -73,6 +73,40 @@ def ensure_model(business_date: dt.date, params: dict | None = None) -> dict:
     return {"model_name": ref.name, "model_version": ref.version}
 
 
+def training_config(params: dict | None = None):
+    """The model-training parameters of a run (``crm_model_training``'s params), defaults elsewhere."""
+    from ml.train import TrainingConfig
+
+    params = params or {}
+    defaults = TrainingConfig()
+    return TrainingConfig(
+        window_days=int(params.get("training_window_days") or defaults.window_days),
+        feature_step_days=int(params.get("feature_step_days") or defaults.feature_step_days),
+        candidates=tuple(params.get("candidates") or defaults.candidates),
+        promotion_margin=float(
+            defaults.promotion_margin if params.get("promotion_margin") is None else params["promotion_margin"]
+        ),
+    )
+
+
+def backfill_features(business_date: dt.date, params: dict | None = None) -> dict:
+    """The feature dates the training window lacks, built; what was built (rows per date)."""
+    from ml.training_set import TrainingWindow, feature_dates_missing
+    from ml.training_set import backfill_features as _backfill
+
+    settings, config = run_settings(params), training_config(params)
+    window = TrainingWindow(business_date, config.window_days, config.feature_step_days)
+    with connect(settings) as con:
+        missing = feature_dates_missing(con, window)
+    return {"business_date": business_date.isoformat(), "backfilled": _backfill(missing, settings)}
+
+
+def train_model(business_date: dt.date, params: dict | None = None) -> dict:
+    from ml.train import train_and_register
+
+    return asdict(train_and_register(business_date, run_settings(params), training_config(params)))
+
+
 def score_and_assign(business_date: dt.date, params: dict | None = None) -> dict:
     from ml.score import score_and_assign as _score
 

@@ -1,0 +1,96 @@
+"""
+### crm_model_training: a new version of the campaign-propensity model, promoted only when better
+
+Weekly (Sundays 06:00 Lima, after Saturday's `crm_daily`), and on demand with parameters. It
+trains as of business date **D**: the param `business_date`, or else the day before the run's
+logical date (the last day `crm_daily` has finished).
+
+1. **backfill_features**: the point-in-time training set needs, for every past contact, the
+   customer's features from before it (`marts.customer_features`, at most `feature_step_days`
+   older). Dates the feature store lacks (a new installation, a gap in the daily runs) are built
+   the way `crm_daily` builds them: customers and accounts extracted as of that date from the
+   integration API, then the dbt models up to `customer_features`.
+2. **train_and_promote**: the contacts of the last `training_window_days` whose response window
+   has closed, split by contact date (fit, calibration, and the latest 20% as the holdout); each
+   of the `candidates` (`logistic_regression`, `gradient_boosting`), calibrated, measured on the
+   holdout and logged to the MLflow experiment `crm-campaign-propensity` (ROC AUC, PR AUC, Brier,
+   top-decile lift, AUC per campaign; calibration plot, feature importance, training-data
+   profile; signature and input example). The best is registered as a new version of
+   `crm-campaign-propensity`; it becomes **champion** only when its holdout ROC AUC beats the
+   current champion's on the same holdout by `promotion_margin`, otherwise **challenger**. The
+   decision and its reason are in this task's log, the run's tags and the version's tags.
+
+`crm_daily` scores with whatever holds `champion` the next morning. To go back to an earlier
+version, move the alias in MLflow (`MlflowClient().set_registered_model_alias`).
+Params `customers` and `seed` size the embedded sandbox bank only, as in `crm_daily`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import CronTriggerTimetable, Param, dag, task
+
+from crm.settings import get_settings
+
+WAREHOUSE_POOL = "crm_duckdb"
+settings = get_settings()
+
+
+def _business_date(ds: str, params: dict) -> dt.date:
+    if params.get("business_date"):
+        return dt.date.fromisoformat(params["business_date"])
+    return dt.date.fromisoformat(ds) - dt.timedelta(days=1)
+
+
+@dag(
+    dag_id="crm_model_training",
+    doc_md=__doc__,
+    schedule=CronTriggerTimetable("0 6 * * 0", timezone="America/Lima"),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["crm", "training"],
+    default_args={"owner": "crm-data", "retries": settings.task_retries, "retry_delay": dt.timedelta(minutes=5)},
+    params={
+        "business_date": Param(
+            None, type=["null", "string"], format="date",
+            description="train as of this date (default: the day before the run's logical date)",
+        ),
+        "training_window_days": Param(
+            84, type="integer", minimum=14, maximum=365, description="contacts of this many days before D"
+        ),
+        "feature_step_days": Param(
+            7, type="integer", minimum=1, maximum=31,
+            description="features at most this many days before a contact; missing dates are backfilled on this grid",
+        ),
+        "candidates": Param(
+            ["logistic_regression", "gradient_boosting"], type="array",
+            items={"type": "string", "enum": ["logistic_regression", "gradient_boosting"]}, minItems=1,
+            description="the estimators to train and compare",
+        ),
+        "promotion_margin": Param(
+            0.005, type="number", minimum=0, maximum=0.5,
+            description="holdout ROC AUC a new version must gain over the champion to replace it",
+        ),
+        "customers": Param(settings.sandbox_customers, type="integer", minimum=1, description="sandbox bank size"),
+        "seed": Param(settings.sandbox_seed, type="integer", description="sandbox bank seed"),
+    },
+)  # fmt: skip
+def crm_model_training():
+    @task(pool=WAREHOUSE_POOL)
+    def backfill_features(ds: str | None = None, params: dict | None = None) -> dict:
+        from crm.pipeline import backfill_features as run
+
+        return run(_business_date(ds, params), params)
+
+    @task(pool=WAREHOUSE_POOL)
+    def train_and_promote(ds: str | None = None, params: dict | None = None) -> dict:
+        from crm.pipeline import train_model as run
+
+        return run(_business_date(ds, params), params)
+
+    backfill_features() >> train_and_promote()
+
+
+crm_model_training()
