@@ -23,10 +23,12 @@ import pandas as pd
 
 from crm.settings import Settings, get_settings
 from crm.warehouse import connect
-from ml.arbitrate import arbitrate, capacities
+from ml.arbitrate import Policy, arbitrate, load_policy
 from ml.features import scoring_batches
+from models.core_banking import CHANNELS
 
-PAIR_COLUMNS = ["customer_id", "campaign_id", "offer_id", "channel", "value_pen", "priority_weight"]
+PAIR_COLUMNS = ["customer_id", "campaign_id", "value_pen", "priority_weight",
+                *(f"consent_{c.lower()}" for c in CHANNELS), *(f"contacts_30d_{c.lower()}" for c in CHANNELS)]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -59,11 +61,18 @@ def evaluate(business_date: dt.date, customers: int, seed: int, settings: Settin
             "select customer_id, campaign_id from marts.customer_campaign_assignments where business_date = ?",
             [business_date],
         ).df()
-        campaign_capacity, channel_capacity = capacities(con)
+        policy = load_policy(con, settings.max_offers_per_customer)
     pairs = pd.concat(batches, ignore_index=True) if batches else pd.DataFrame(columns=PAIR_COLUMNS)
     if pairs.empty or ours.empty:
         raise ValueError(f"no eligible pairs or no assignment for {business_date}: run make demo DATE={business_date}")
-    oracle = Oracle(customers, seed)
+    return compare(pairs, ours, Oracle(customers, seed), policy, business_date, seed)
+
+
+def compare(
+    pairs: pd.DataFrame, ours: pd.DataFrame, oracle, policy: Policy, business_date: dt.date, seed: int
+) -> Evaluation:
+    """Our assignment ``ours`` of the eligible ``pairs`` against the oracle's and a random one."""
+    pairs = pairs[PAIR_COLUMNS].copy()
     pairs["true_p"] = 0.0
     for campaign, rows in pairs.groupby("campaign_id").groups.items():
         ids = pairs.loc[rows, "customer_id"].to_numpy()
@@ -71,8 +80,8 @@ def evaluate(business_date: dt.date, customers: int, seed: int, settings: Settin
     truth = pairs[["customer_id", "campaign_id", "true_p"]]
 
     def assign(order_by: np.ndarray) -> pd.DataFrame:
-        ranked = pairs.assign(propensity=order_by, value_pen=1.0, priority_weight=1.0)
-        return arbitrate(ranked, settings.max_offers_per_customer, campaign_capacity, channel_capacity)
+        # expected acceptances are what is compared: the oracle ranks by true probability alone
+        return arbitrate(pairs.assign(propensity=order_by, value_pen=1.0, priority_weight=1.0), policy)
 
     best = _expected(assign(pairs["true_p"].to_numpy()), truth)
     rng = np.random.default_rng(seed)

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pandas as pd
 
+from models.core_banking import CHANNELS
+
 NUMERIC_FEATURES = [
     "age", "tenure_days", "n_products", "total_balance_pen", "total_debt_pen",
     "has_savings", "has_checking", "has_cts", "has_term_deposit", "has_credit_card",
@@ -18,15 +20,21 @@ NUMERIC_FEATURES = [
 CATEGORICAL_FEATURES = ["campaign_id", "segment", "income_band", "region"]
 FEATURES = CATEGORICAL_FEATURES + NUMERIC_FEATURES
 
-# readable reasons for a sales agent: feature -> text when the customer is high on it
-REASON_TEXT = {
-    "spend_30d_pen": "spends more than most customers on cards and payments",
-    "tx_count_30d": "uses the bank often (many transactions in the last 30 days)",
-    "total_balance_pen": "keeps high balances with the bank",
-    "salary_90d_pen": "receives a salary into the account",
-    "n_products": "already holds several of our products",
-    "tenure_days": "long-standing customer",
-    "wallet_count_90d": "active mobile-wallet user",
+# readable reasons for a sales agent: feature -> (text when the customer is high on it, when low);
+# None where the direction says nothing an agent can use
+REASON_TEXT: dict[str, tuple[str, str | None]] = {
+    "spend_30d_pen": ("spends more than most customers on cards and payments", None),
+    "tx_count_30d": ("uses the bank often (many transactions in the last 30 days)", None),
+    "pos_count_90d": ("pays by card in shops often", None),
+    "wallet_count_90d": ("active mobile-wallet user", None),
+    "salary_90d_pen": ("receives a salary into the account", "does not receive a salary with us yet"),
+    "total_balance_pen": ("keeps high balances with the bank", None),
+    "total_debt_pen": ("already borrows from the bank", "has little or no debt with us"),
+    "n_products": ("already holds several of our products", "holds few of our products yet"),
+    "has_credit_card": ("holds one of our credit cards", "has no credit card with us yet"),
+    "tenure_days": ("long-standing customer", "joined the bank recently"),
+    "age": ("older than most of our customers", "younger than most of our customers"),
+    "days_since_last_tx": (None, "used the account in the last few days"),
 }
 
 FEATURE_SELECT = ", ".join(f"f.{c}" for c in ["segment", "income_band", "region", *NUMERIC_FEATURES])
@@ -40,21 +48,37 @@ def cast_features(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+_CHANNELS = tuple(c.lower() for c in CHANNELS)
+_CONTACTS_30D = ", ".join(
+    f"cast(sum(case when channel = '{c.upper()}' then 1 else 0 end) as integer) as contacts_30d_{c}" for c in _CHANNELS
+)
+
+
 def scoring_batches(con, business_date: dt.date, batch_rows: int = 200_000) -> Iterator[pd.DataFrame]:
-    """Every eligible customer x campaign pair of ``business_date`` with its features, in chunks."""
+    """Every eligible customer x campaign pair of ``business_date`` with its features and the
+    customer's contacts per channel in the last 30 days, in chunks of ``batch_rows``."""
     reader = con.sql(
         f"""
+        with recent as (
+            -- each customer's contacts per channel in the 30 days up to the date (frequency caps)
+            select customer_id, {_CONTACTS_30D}
+            from marts.fct_campaign_contacts
+            where contact_date > ? - 30 and contact_date <= ?
+            group by customer_id
+        )
         select e.customer_id, e.campaign_id, e.offer_id, e.channel,
                cast(e.value_per_conversion_pen as double) as value_pen,
                cast(e.priority_weight as double) as priority_weight, e.valid_until,
-               {FEATURE_SELECT}
+               {FEATURE_SELECT},
+               {", ".join(f"coalesce(r.contacts_30d_{c}, 0) as contacts_30d_{c}" for c in _CHANNELS)}
         from marts.campaign_eligibility as e
         join marts.customer_features as f
           on f.customer_id = e.customer_id and f.as_of_date = e.as_of_date
+        left join recent as r on r.customer_id = e.customer_id
         where e.as_of_date = ?
         order by e.customer_id, e.campaign_id
         """,
-        params=[business_date],
+        params=[business_date, business_date, business_date],
     ).to_arrow_reader(batch_rows)
     for batch in reader:
         yield cast_features(batch.to_pandas())

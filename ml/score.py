@@ -5,17 +5,20 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from crm.settings import Settings, get_settings
 from crm.warehouse import connect
-from ml.arbitrate import arbitrate, capacities
+from ml.arbitrate import arbitrate, load_policy
 from ml.features import FEATURES, REASON_TEXT, scoring_batches
 from ml.registry import CHAMPION, ModelRef, champion, mlflow_client
 from ml.train import train_and_register
+from models.core_banking import CHANNELS
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +65,106 @@ def _check_signature(model_uri: str, columns: list[str]) -> None:
         )
 
 
-def _reasons(batch: pd.DataFrame, reference: dict[str, float]) -> list[str]:
-    """Up to two readable reasons per row: the features where the customer is highest."""
+class ReasonCoder:
+    """The features that pushed a pair's score, as codes into ``REASON_TEXT`` (-1: none).
+
+    Model-agnostic: a feature pushes the score of a pair when the customer is far from the day's
+    average on it (``z``, in standard deviations) in the direction in which, for that campaign,
+    the feature moves the model's propensity (the sign and strength of their correlation over the
+    first chunk of the day's pairs). The two largest pushes above a threshold are kept."""
+
+    def __init__(self, reference: dict[str, tuple[float, float]], campaigns: list[str]):
+        self.features = list(REASON_TEXT)
+        self.mean = np.array([reference[f][0] for f in self.features])
+        self.std = np.array([max(reference[f][1], 1e-9) for f in self.features])
+        self.campaigns = campaigns
+        self.weights: np.ndarray | None = None  # campaign x feature
+        # a direction without a text is never a reason
+        self.usable = np.array([[REASON_TEXT[f][0] is not None, REASON_TEXT[f][1] is not None] for f in self.features])
+
+    def _z(self, batch: pd.DataFrame) -> np.ndarray:
+        return (batch[self.features].to_numpy(dtype=np.float64) - self.mean) / self.std
+
+    def codes(self, batch: pd.DataFrame, propensity: np.ndarray, campaign_code: np.ndarray) -> np.ndarray:
+        z = self._z(batch)
+        if self.weights is None:
+            self.weights = np.zeros((len(self.campaigns), len(self.features)))
+            for k in range(len(self.campaigns)):
+                rows = campaign_code == k
+                if rows.sum() >= 50 and propensity[rows].std() > 0:
+                    zk, pk = z[rows], propensity[rows]
+                    sd = zk.std(axis=0)
+                    cov = ((zk - zk.mean(axis=0)) * (pk - pk.mean())[:, None]).mean(axis=0)
+                    self.weights[k] = np.where(sd > 0, cov / np.maximum(sd, 1e-12) / pk.std(), 0.0)
+        push = z * self.weights[campaign_code]
+        direction_ok = np.where(z >= 0, self.usable[:, 0], self.usable[:, 1])
+        push = np.where(direction_ok & (np.abs(z) >= 0.5), push, 0.0)
+        top = np.argsort(-push, axis=1, kind="stable")[:, :2]
+        strength = np.take_along_axis(push, top, axis=1)
+        return np.where(strength > 0.1, top, -1).astype(np.int8)
+
+    def texts(self, codes: np.ndarray, z_sign: np.ndarray) -> list[str]:
+        return [REASON_TEXT[self.features[c]][0 if up else 1] for c, up in zip(codes, z_sign, strict=True) if c >= 0]
+
+
+def _reference(con, business_date: dt.date) -> dict[str, tuple[float, float]]:
+    """Mean and standard deviation of each reason feature over the day's customers."""
     cols = list(REASON_TEXT)
-    ratios = np.column_stack([batch[c].to_numpy() / max(reference[c], 1e-9) for c in cols])
-    top = np.argsort(-ratios, axis=1, kind="stable")[:, :2]
+    row = con.sql(
+        f"select {', '.join(f'avg({c}), stddev_pop({c})' for c in cols)} "
+        "from marts.customer_features where as_of_date = ?",
+        params=[business_date],
+    ).fetchall()[0]
+    return {c: (float(row[2 * i] or 0), float(row[2 * i + 1] or 0)) for i, c in enumerate(cols)}
+
+
+# what arbitration needs of each scored pair (kept narrow: every eligible pair of the day is held)
+_KEEP = ["customer_id", "value_pen", "priority_weight"]
+_CONSENTS = [f"consent_{c.lower()}" for c in CHANNELS]
+_CONTACTS = [f"contacts_30d_{c.lower()}" for c in CHANNELS]
+
+
+def score_pairs(model, batches, reference, model_uri: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """Score every pair of ``batches``: a narrow frame (ids, propensity, what arbitration needs,
+    reason codes and signs) and each campaign's offer and validity."""
+    coder: ReasonCoder | None = None
+    parts, offers = [], {}
+    for batch in batches:
+        if coder is None:
+            if model_uri is not None:
+                _check_signature(model_uri, list(batch.columns))
+            campaigns = sorted(set(batch["campaign_id"]))
+            coder = ReasonCoder(reference, campaigns)
+        for row in batch.drop_duplicates("campaign_id").itertuples():
+            offers.setdefault(row.campaign_id, (row.offer_id, row.valid_until))
+        campaign = pd.Categorical(batch["campaign_id"], categories=coder.campaigns)
+        known = campaign.codes >= 0  # a campaign missing from the first chunk: no reasons learned for it
+        propensity = model.predict_proba(batch[FEATURES])[:, 1]
+        codes = np.full((len(batch), 2), -1, dtype=np.int8)
+        codes[known] = coder.codes(batch[known], propensity[known], campaign.codes[known])
+        z = coder._z(batch)
+        up = np.take_along_axis(z, np.maximum(codes, 0).astype(np.int64), axis=1) >= 0
+        out = batch[_KEEP].copy()
+        out["campaign_id"] = pd.Categorical(batch["campaign_id"])
+        out["propensity"] = np.round(propensity, 6)
+        for col in _CONSENTS + _CONTACTS:
+            out[col] = batch[col].to_numpy().astype(np.int16)
+        out["reason_1"], out["reason_2"] = codes[:, 0], codes[:, 1]
+        out["reason_1_up"], out["reason_2_up"] = up[:, 0], up[:, 1]
+        parts.append(out)
+    if not parts:
+        return pd.DataFrame(columns=[*_KEEP, "campaign_id", "propensity"]), {}
+    pairs = pd.concat(parts, ignore_index=True)
+    pairs["campaign_id"] = pairs["campaign_id"].astype(str)
+    pairs.attrs["coder"] = coder
+    return pairs, offers
+
+
+def _reason_texts(assigned: pd.DataFrame, coder: ReasonCoder) -> list[str]:
     out = []
-    for i, row in enumerate(top):
-        texts = [REASON_TEXT[cols[k]] for k in row if ratios[i, k] > 1.2]
-        texts.append(f"{batch['channel'].iat[i]} is the campaign's preferred channel the customer consented to")
-        out.append(json.dumps(texts))
+    for r in assigned.itertuples():
+        texts = coder.texts(np.array([r.reason_1, r.reason_2]), np.array([r.reason_1_up, r.reason_2_up]))
+        out.append(json.dumps([*texts, r.channel_reason]))
     return out
 
 
@@ -84,43 +177,15 @@ def score_and_assign(business_date: dt.date, settings: Settings | None = None) -
     mlflow_client(settings)
     model_uri = f"models:/{ref.name}@{CHAMPION}"
     model = mlflow.sklearn.load_model(model_uri)
-    scored: list[pd.DataFrame] = []
     with connect(settings) as con:
-        reference = {
-            c: float(v or 0)
-            for c, v in zip(
-                REASON_TEXT,
-                con.execute(
-                    f"select {', '.join(f'median({c})' for c in REASON_TEXT)} from marts.customer_features "
-                    "where as_of_date = ?",
-                    [business_date],
-                ).fetchone(),
-                strict=True,
-            )
-        }
-        campaign_capacity, channel_capacity = capacities(con)
-        checked = False
-        for batch in scoring_batches(con, business_date):
-            if not checked:
-                _check_signature(model_uri, list(batch.columns))
-                checked = True
-            propensity = model.predict_proba(batch[FEATURES])[:, 1]
-            out = batch[
-                [
-                    "customer_id",
-                    "campaign_id",
-                    "offer_id",
-                    "channel",
-                    "value_pen",
-                    "priority_weight",
-                    "valid_until",
-                ]
-            ].copy()
-            out["propensity"] = np.round(propensity, 6)
-            out["reasons"] = _reasons(batch, reference)
-            scored.append(out)
-    pairs = pd.concat(scored, ignore_index=True) if scored else pd.DataFrame()
-    assigned = arbitrate(pairs, settings.max_offers_per_customer, campaign_capacity, channel_capacity)
+        policy = load_policy(con, settings.max_offers_per_customer)
+        reference = _reference(con, business_date)
+        pairs, offers = score_pairs(model, scoring_batches(con, business_date), reference, model_uri)
+    assigned = arbitrate(pairs, policy)
+    if len(assigned):
+        assigned["offer_id"] = assigned["campaign_id"].map(lambda c: offers[c][0])
+        assigned["valid_until"] = assigned["campaign_id"].map(lambda c: offers[c][1])
+        assigned["reasons"] = _reason_texts(assigned, pairs.attrs["coder"])
     write_assignments(business_date, assigned, ref, settings)
     result = ScoringResult(
         business_date.isoformat(),
@@ -130,18 +195,45 @@ def score_and_assign(business_date: dt.date, settings: Settings | None = None) -
         int(assigned["customer_id"].nunique()) if len(assigned) else 0,
         len(assigned),
     )
-    with mlflow.start_run(run_name=f"score-{business_date}"):
-        mlflow.log_params({"business_date": business_date.isoformat(), "model_version": ref.version})
-        mlflow.log_metrics(
-            {
-                "pairs_scored": result.pairs_scored,
-                "assignments": result.assignments,
-                "customers_assigned": result.customers_assigned,
-                "propensity_mean": float(pairs["propensity"].mean()) if len(pairs) else 0.0,
-            }
-        )
+    log_scoring_run(business_date, ref, pairs, assigned)
     log.info("scored and assigned: %s", json.dumps(asdict(result)))
     return result
+
+
+def log_scoring_run(business_date: dt.date, ref: ModelRef, pairs: pd.DataFrame, assigned: pd.DataFrame) -> None:
+    """The day's scoring in MLflow: counts, the score distribution, coverage by campaign and channel."""
+    import mlflow
+
+    p = pairs["propensity"].to_numpy() if len(pairs) else np.zeros(1)
+    eligible = pairs.groupby("campaign_id").size() if len(pairs) else pd.Series(dtype=int)
+    by_campaign = assigned.groupby("campaign_id").size() if len(assigned) else pd.Series(dtype=int)
+    by_channel = assigned.groupby("channel").size() if len(assigned) else pd.Series(dtype=int)
+    coverage = pd.DataFrame({"eligible_pairs": eligible, "assigned": by_campaign}).fillna(0).astype(int)
+    coverage["coverage"] = (coverage["assigned"] / coverage["eligible_pairs"].clip(lower=1)).round(4)
+    histogram, edges = np.histogram(p, bins=20, range=(0.0, 1.0))
+    with mlflow.start_run(run_name=f"score-{business_date}"), tempfile.TemporaryDirectory() as tmp:
+        mlflow.set_tags({"run_type": "scoring", "model_version": ref.version})
+        mlflow.log_params({"business_date": business_date.isoformat(), "model_name": ref.name,
+                           "model_version": ref.version})  # fmt: skip
+        metrics = {
+            "pairs_scored": len(pairs),
+            "customers_scored": int(pairs["customer_id"].nunique()) if len(pairs) else 0,
+            "assignments": len(assigned),
+            "customers_assigned": int(assigned["customer_id"].nunique()) if len(assigned) else 0,
+            "propensity_mean": float(p.mean()),
+            **{f"propensity_p{q}": float(np.quantile(p, q / 100)) for q in (10, 50, 90, 99)},
+            **{f"assigned.{c}": int(n) for c, n in by_campaign.items()},
+            **{f"coverage.{c}": float(v) for c, v in coverage["coverage"].items()},
+            **{f"assigned_channel.{c}": int(n) for c, n in by_channel.items()},
+        }
+        mlflow.log_metrics(metrics)
+        out = Path(tmp)
+        coverage.to_csv(out / "coverage_by_campaign.csv", index_label="campaign_id")
+        by_channel.rename("assigned").to_csv(out / "assigned_by_channel.csv", index_label="channel")
+        (out / "score_distribution.json").write_text(
+            json.dumps({"bin_edges": edges.round(3).tolist(), "pairs": histogram.tolist()})
+        )
+        mlflow.log_artifacts(str(out), artifact_path="scoring")
 
 
 def create_assignments_table(con) -> None:

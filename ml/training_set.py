@@ -113,12 +113,12 @@ def backfill_features(dates: list[dt.date], settings: Settings | None = None) ->
         load_business_date(day, settings, entities=SNAPSHOT_ENTITIES)
         _dbt_features(day, settings, target_path, "+customer_features")
         with connect(settings) as con:
-            counts[day.isoformat()] = con.execute(
-                "select count(*) from marts.customer_features where as_of_date = ?", [day]
-            ).fetchone()[0]
+            counts[day.isoformat()] = con.sql(
+                "select count(*) from marts.customer_features where as_of_date = ?", params=[day]
+            ).fetchall()[0][0]
         log.info("features as of %s backfilled: %d customers", day, counts[day.isoformat()])
     with connect(settings) as con:
-        latest = con.execute("select max(_business_date) from raw.customers").fetchone()[0]
+        latest = con.sql("select max(_business_date) from raw.customers").fetchall()[0][0]
     _dbt_features(latest, settings, target_path, "+customer_features", "--exclude", "customer_features")
     return counts
 
