@@ -68,13 +68,16 @@ docs: setup  ## generate the dbt docs site from the warehouse and serve it for a
 evaluate: setup  ## expected acceptances of the latest (or DATE's) assignment vs the oracle's and a random one (CUSTOMERS, SEED as for make demo)
 	$(BIN)/python -m crm.cli evaluate $(if $(DATE),--date $(DATE)) --customers $(CUSTOMERS) --seed $(SEED)
 
-bench: bench-extract bench-dbt bench-serving  ## every benchmark (figures and ratios in .crm/bench/*.json)
+bench: bench-extract bench-dbt bench-scoring bench-serving  ## every benchmark (figures and ratios in .crm/bench/*.json)
 
 bench-extract: setup  ## extraction throughput against fetching alone, and its memory at 100,000 and 1,000,000 customers
 	$(BIN)/python -m ingestion.bench
 
 bench-dbt: setup  ## the dbt build on 1,000,000 customers and ~30,000,000 transactions: full, one more day, features vs hand SQL
 	$(BIN)/python -m crm.warehouse_bench
+
+bench-scoring: setup  ## scoring and arbitration of 1,000,000 customers x 12 campaigns: time, memory, capture of the oracle's expected acceptances
+	$(BIN)/python -m ml.bench
 
 bench-serving: setup  ## snapshot load, memory and API look-ups for 1,000,000 customers
 	$(BIN)/python -m serving.bench

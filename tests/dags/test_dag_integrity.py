@@ -23,7 +23,7 @@ def dagbag():
 
 def test_every_dag_file_imports_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert "crm_daily" in dagbag.dags
+    assert {"crm_daily", "crm_model_training"} <= set(dagbag.dags)
 
 
 def test_every_dag_has_owner_retries_docs_and_known_tags(dagbag):
@@ -64,6 +64,18 @@ def test_crm_daily_runs_every_stage_in_order(dagbag):
     for task_id in ("load_raw", "dbt.customer_features_model_build", "gate_marts", "score_and_assign", "publish_cache",
                     "dbt_reporting.customer_360_model_build"):  # fmt: skip
         assert dag.get_task(task_id).pool == "crm_duckdb", task_id
+
+
+def test_model_training_is_weekly_with_the_parameters_a_data_engineer_sets(dagbag):
+    dag = dagbag.dags["crm_model_training"]
+    assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("0 6 * * 0", "America/Lima")  # Sundays
+    assert dag.get_task("backfill_features").downstream_task_ids == {"train_and_promote"}
+    for task in dag.tasks:
+        assert task.pool == "crm_duckdb", task.task_id  # it writes the warehouse (feature backfill)
+    params = dag.params.dump()
+    assert params["training_window_days"] == 84 and params["promotion_margin"] == 0.005
+    assert params["candidates"] == ["logistic_regression", "gradient_boosting"]
+    assert params["business_date"] is None and params["feature_step_days"] == 7
 
 
 def test_on_azure_sql_the_dbt_models_run_in_parallel():

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -121,6 +122,8 @@ def test_every_customer_gets_at_most_three_consented_offers(first_run, e2e_home,
         )
     for row in df.itertuples():
         assert consents.loc[row.customer_id, f"consent_{row.channel.lower()}"] == 1
+        reasons = json.loads(row.reasons)  # readable by a sales agent: why this offer, why this channel
+        assert reasons[-1].startswith(f"{row.channel}: ") and all(isinstance(r, str) and r for r in reasons)
 
 
 def test_the_api_serves_what_the_warehouse_assigned(first_run, e2e_home, monkeypatch):
@@ -224,3 +227,71 @@ def test_a_failing_stage_stops_the_run_names_it_and_publishes_nothing(first_run,
             assert r.get(Keys(settings.redis_prefix).current) == live
     finally:
         stop_services_started_since(set(), settings)
+
+
+def test_the_training_set_is_point_in_time(first_run, e2e_home, monkeypatch):
+    """Each contact's features are from before it (at most a week), and only final outcomes count."""
+    from crm.warehouse import connect
+    from ml.training_set import TrainingWindow, training_frame
+
+    settings = _settings(e2e_home, monkeypatch)
+    with connect(settings) as con:
+        df = training_frame(con, TrainingWindow(D))
+        windows = dict(
+            con.execute("select campaign_id, response_window_days from staging.stg_campaigns__campaigns").fetchall()
+        )
+    assert len(df) > 200 and 0 < df["accepted"].mean() < 1
+    age = (df["contact_date"] - df["feature_date"]).dt.days
+    assert age.min() >= 1 and age.max() <= 7
+    closes = df["contact_date"] + pd.to_timedelta(df["campaign_id"].map(windows), unit="D")
+    assert (closes <= pd.Timestamp(D)).all()  # a contact whose response window is still open is not a label yet
+
+
+def test_model_training_dag_logs_candidates_and_promotes_only_by_the_margin(first_run, e2e_home, monkeypatch):
+    """crm_model_training through Airflow on the same data as the champion: the new version does not
+    beat it by the margin and becomes challenger; with a margin of 0 it takes the champion alias."""
+    settings = _settings(e2e_home, monkeypatch)
+
+    def train(*extra: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "crm.cli", "train", "--date", D.isoformat(), "--customers", str(CUSTOMERS),
+               "--seed", "11", *extra]  # fmt: skip
+        env = {**os.environ, "CRM_HOME": str(e2e_home)}
+        return subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, check=False)
+
+    done = train()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "is challenger" in done.stdout and "does not beat champion v1 by the margin 0.005" in done.stdout
+
+    from ml.registry import mlflow_client
+
+    client = mlflow_client(settings)
+    name = settings.model_name
+    assert client.get_model_version_by_alias(name, "champion").version == "1"
+    challenger = client.get_model_version_by_alias(name, "challenger")
+    assert challenger.tags["promotion.decision"] == "challenger"
+    parent = client.search_runs(
+        [client.get_experiment_by_name("crm-campaign-propensity").experiment_id],
+        filter_string="tags.`promotion.decision` = 'challenger'",
+    )[0]
+    assert "does not beat champion v1" in parent.data.tags["promotion.reason"]
+    assert {"training_window_days", "candidates", "promotion_margin"} <= set(parent.data.params)
+    assert {f.path for f in client.list_artifacts(parent.info.run_id, "data_profile")} >= {
+        "data_profile/training_profile.json", "data_profile/training_features_summary.csv"}  # fmt: skip
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert {r.data.params["candidate"] for r in children} == {"logistic_regression", "gradient_boosting"}
+    for run in children:
+        assert {"roc_auc", "pr_auc", "brier", "lift_top_decile"} <= set(run.data.metrics)
+        assert any(k.startswith("auc.CMP-") for k in run.data.metrics)
+        assert {f.path for f in client.list_artifacts(run.info.run_id, "evaluation")} == {
+            "evaluation/calibration.png", "evaluation/feature_importance.csv"}  # fmt: skip
+    import mlflow
+
+    info = mlflow.models.get_model_info(f"models:/{name}/{challenger.version}")
+    assert "campaign_id" in info.signature.inputs.input_names() and info.saved_input_example_info is not None
+
+    promoted = train("--margin", "0")
+    assert promoted.returncode == 0, promoted.stdout[-3000:]
+    assert "is champion" in promoted.stdout
+    assert client.get_model_version_by_alias(name, "champion").version == str(int(challenger.version) + 1)

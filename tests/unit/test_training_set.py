@@ -1,0 +1,72 @@
+"""Which feature dates the point-in-time training set lacks, and which row each contact gets."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import pytest
+
+from ml.features import NUMERIC_FEATURES
+from ml.training_set import TrainingWindow, feature_dates_missing, training_frame
+
+D = dt.date(2026, 11, 27)
+
+
+@pytest.fixture()
+def con():
+    con = duckdb.connect()
+    con.execute("create schema marts")
+    con.execute(
+        "create table marts.fct_campaign_contacts (contact_id varchar, customer_id bigint, campaign_id varchar, "
+        "contact_date date, is_accepted integer, response_window_days integer)"
+    )
+    numeric = ", ".join(f"{c} double" for c in NUMERIC_FEATURES)
+    con.execute(
+        f"create table marts.customer_features (as_of_date date, customer_id bigint, segment varchar, "
+        f"income_band varchar, region varchar, {numeric})"
+    )
+    return con
+
+
+def _contact(con, n: int, day: dt.date, window: int = 30, accepted: int = 0, customer: int = 1):
+    con.execute("insert into marts.fct_campaign_contacts values (?, ?, 'CMP-A', ?, ?, ?)",
+                [f"R{n}", customer, day, accepted, window])  # fmt: skip
+
+
+def _features(con, day: dt.date, customer: int = 1, age: float = 40):
+    values = [age if c == "age" else 0.0 for c in NUMERIC_FEATURES]
+    con.execute(
+        f"insert into marts.customer_features values (?, ?, 'MASIVO', 'B2', 'LIMA', {', '.join('?' * len(values))})",
+        [day, customer, *values],
+    )
+
+
+def test_missing_dates_sit_on_the_weekly_grid_just_before_each_uncovered_contact(con):
+    _contact(con, 1, D - dt.timedelta(days=40))  # grid: D-1-7k just before it is D-43 (k=6)
+    _contact(con, 2, D - dt.timedelta(days=36))  # D-36 -> k=6 as well: one date serves both
+    _contact(con, 3, D - dt.timedelta(days=10), window=30)  # outcome not final yet: needs nothing
+    _contact(con, 4, D - dt.timedelta(days=60))
+    _features(con, D - dt.timedelta(days=61))  # the daily run of the day before contact 4
+    assert feature_dates_missing(con, TrainingWindow(D)) == [D - dt.timedelta(days=43)]
+    assert feature_dates_missing(con, TrainingWindow(D, window_days=30)) == []
+
+
+def test_each_contact_gets_the_latest_features_before_it_never_after(con):
+    day = D - dt.timedelta(days=50)
+    _contact(con, 1, day, accepted=1)
+    _features(con, day - dt.timedelta(days=6), age=30)
+    _features(con, day - dt.timedelta(days=2), age=31)  # the latest before the contact
+    _features(con, day, age=99)  # the contact's own day: already after the call
+    _features(con, day + dt.timedelta(days=1), age=98)
+    df = training_frame(con, TrainingWindow(D))
+    assert df[["age", "accepted"]].values.tolist() == [[31.0, 1]]
+    assert (df["contact_date"] - df["feature_date"]).dt.days.tolist() == [2]
+
+
+def test_features_older_than_the_step_are_not_used(con):
+    day = D - dt.timedelta(days=50)
+    _contact(con, 1, day)
+    _features(con, day - dt.timedelta(days=8))
+    assert training_frame(con, TrainingWindow(D)).empty
+    assert feature_dates_missing(con, TrainingWindow(D)) == [D - dt.timedelta(days=1 + 7 * 8)]
