@@ -14,10 +14,13 @@ Lima time after D ends):
    `campaign_exclusions`, `fct_transactions`, `fct_campaign_contacts`, `dim_customers`), one task
    per model followed by its tests (astronomer-cosmos, rendered from the build-time manifest).
 5. **gate_marts**: the Great Expectations suite of `marts.customer_features`.
-6. **ensure_model**: the `champion` of `crm-campaign-propensity` in MLflow (trains and registers one
-   when the registry has none).
-7. **score_and_assign**: scores every eligible customer x campaign pair, arbitrates (at most 3 offers
-   per customer, campaign and channel capacities) into `marts.customer_campaign_assignments`.
+6. **ensure_model**: the `champion` of `crm-campaign-propensity` in MLflow (when the registry has
+   none, trains one as `crm_model_training` does, backfilling the feature dates it needs).
+7. **score_and_assign**: scores every eligible customer x campaign pair in chunks and arbitrates
+   into `marts.customer_campaign_assignments`: priority = propensity x offer value x campaign
+   weight; at most 3 offers per customer; each campaign's daily capacity; each offer on the first
+   of the campaign's channels the customer consented to that has capacity left and is under the
+   contact policy's 30-day frequency cap; reasons with each offer. The run is logged to MLflow.
 8. **publish_cache**: writes the assignments to Redis (Connection `crm_redis`; the embedded server
    when none is set) as a new snapshot with a 24-hour TTL and switches to it atomically.
 9. **dbt_reporting** (beside the publish): the marts built from the day's assignment,
