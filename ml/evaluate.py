@@ -72,7 +72,8 @@ def compare(
     pairs: pd.DataFrame, ours: pd.DataFrame, oracle, policy: Policy, business_date: dt.date, seed: int
 ) -> Evaluation:
     """Our assignment ``ours`` of the eligible ``pairs`` against the oracle's and a random one."""
-    pairs = pairs[PAIR_COLUMNS].copy()
+    # one order for the random draw, whatever order the warehouse returned the pairs in
+    pairs = pairs[PAIR_COLUMNS].sort_values(["customer_id", "campaign_id"], ignore_index=True)
     pairs["true_p"] = 0.0
     for campaign, rows in pairs.groupby("campaign_id").groups.items():
         ids = pairs.loc[rows, "customer_id"].to_numpy()

@@ -66,45 +66,61 @@ def _check_signature(model_uri: str, columns: list[str]) -> None:
 
 
 class ReasonCoder:
-    """The features that pushed a pair's score, as codes into ``REASON_TEXT`` (-1: none).
+    """The features that pushed a pair's score, as readable reasons.
 
     Model-agnostic: a feature pushes the score of a pair when the customer is far from the day's
     average on it (``z``, in standard deviations) in the direction in which, for that campaign,
-    the feature moves the model's propensity (the sign and strength of their correlation over the
-    first chunk of the day's pairs). The two largest pushes above a threshold are kept."""
+    the feature moves the model's propensity: the correlation of the two over every pair of the
+    day, gathered chunk by chunk (:meth:`add`). The two largest pushes above a threshold are the
+    reasons; only assigned pairs need them (:meth:`reasons`)."""
 
     def __init__(self, reference: dict[str, tuple[float, float]], campaigns: list[str]):
         self.features = list(REASON_TEXT)
         self.mean = np.array([reference[f][0] for f in self.features])
         self.std = np.array([max(reference[f][1], 1e-9) for f in self.features])
         self.campaigns = campaigns
-        self.weights: np.ndarray | None = None  # campaign x feature
+        k, f = len(campaigns), len(self.features)
+        self._n, self._p, self._pp = np.zeros(k), np.zeros(k), np.zeros(k)
+        self._z, self._zz, self._zp = np.zeros((k, f)), np.zeros((k, f)), np.zeros((k, f))
         # a direction without a text is never a reason
         self.usable = np.array([[REASON_TEXT[f][0] is not None, REASON_TEXT[f][1] is not None] for f in self.features])
 
-    def _z(self, batch: pd.DataFrame) -> np.ndarray:
-        return (batch[self.features].to_numpy(dtype=np.float64) - self.mean) / self.std
+    def z(self, frame: pd.DataFrame) -> np.ndarray:
+        return (frame[self.features].to_numpy(dtype=np.float64) - self.mean) / self.std
 
-    def codes(self, batch: pd.DataFrame, propensity: np.ndarray, campaign_code: np.ndarray) -> np.ndarray:
-        z = self._z(batch)
-        if self.weights is None:
-            self.weights = np.zeros((len(self.campaigns), len(self.features)))
-            for k in range(len(self.campaigns)):
-                rows = campaign_code == k
-                if rows.sum() >= 50 and propensity[rows].std() > 0:
-                    zk, pk = z[rows], propensity[rows]
-                    sd = zk.std(axis=0)
-                    cov = ((zk - zk.mean(axis=0)) * (pk - pk.mean())[:, None]).mean(axis=0)
-                    self.weights[k] = np.where(sd > 0, cov / np.maximum(sd, 1e-12) / pk.std(), 0.0)
-        push = z * self.weights[campaign_code]
+    def add(self, frame: pd.DataFrame, propensity: np.ndarray, campaign_code: np.ndarray) -> None:
+        """Gather the sums the correlations need from one chunk of scored pairs."""
+        z, k = self.z(frame), len(self.campaigns)
+        self._n += np.bincount(campaign_code, minlength=k)
+        self._p += np.bincount(campaign_code, weights=propensity, minlength=k)
+        self._pp += np.bincount(campaign_code, weights=propensity**2, minlength=k)
+        for j in range(len(self.features)):
+            self._z[:, j] += np.bincount(campaign_code, weights=z[:, j], minlength=k)
+            self._zz[:, j] += np.bincount(campaign_code, weights=z[:, j] ** 2, minlength=k)
+            self._zp[:, j] += np.bincount(campaign_code, weights=z[:, j] * propensity, minlength=k)
+
+    def weights(self) -> np.ndarray:
+        """campaign x feature: the correlation of the feature with the propensity (0 when undefined)."""
+        n = np.maximum(self._n, 1)[:, None]
+        mz, mp = self._z / n, (self._p / n[:, 0])[:, None]
+        cov = self._zp / n - mz * mp
+        sd_z = np.sqrt(np.maximum(self._zz / n - mz**2, 0))
+        sd_p = np.sqrt(np.maximum(self._pp / n[:, 0] - mp[:, 0] ** 2, 0))[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            corr = np.where((sd_z > 0) & (sd_p > 0) & (n >= 50), cov / (sd_z * sd_p), 0.0)
+        return np.round(corr, 6)  # the sums' rounding must not change a reason
+
+    def reasons(self, frame: pd.DataFrame, campaign_code: np.ndarray) -> list[list[str]]:
+        z = self.z(frame)
+        push = z * self.weights()[campaign_code]
         direction_ok = np.where(z >= 0, self.usable[:, 0], self.usable[:, 1])
         push = np.where(direction_ok & (np.abs(z) >= 0.5), push, 0.0)
         top = np.argsort(-push, axis=1, kind="stable")[:, :2]
-        strength = np.take_along_axis(push, top, axis=1)
-        return np.where(strength > 0.1, top, -1).astype(np.int8)
-
-    def texts(self, codes: np.ndarray, z_sign: np.ndarray) -> list[str]:
-        return [REASON_TEXT[self.features[c]][0 if up else 1] for c, up in zip(codes, z_sign, strict=True) if c >= 0]
+        out = []
+        for i, row in enumerate(top):
+            texts = [REASON_TEXT[self.features[j]][0 if z[i, j] >= 0 else 1] for j in row if push[i, j] > 0.1]
+            out.append(texts)
+        return out
 
 
 def _reference(con, business_date: dt.date) -> dict[str, tuple[float, float]]:
@@ -119,53 +135,57 @@ def _reference(con, business_date: dt.date) -> dict[str, tuple[float, float]]:
 
 
 # what arbitration needs of each scored pair (kept narrow: every eligible pair of the day is held)
-_KEEP = ["customer_id", "value_pen", "priority_weight"]
 _CONSENTS = [f"consent_{c.lower()}" for c in CHANNELS]
 _CONTACTS = [f"contacts_30d_{c.lower()}" for c in CHANNELS]
 
 
-def score_pairs(model, batches, reference, model_uri: str | None = None) -> tuple[pd.DataFrame, dict]:
-    """Score every pair of ``batches``: a narrow frame (ids, propensity, what arbitration needs,
-    reason codes and signs) and each campaign's offer and validity."""
-    coder: ReasonCoder | None = None
+def score_pairs(model, batches, coder: ReasonCoder, model_uri: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """Score every pair of ``batches`` (chunks, in any order): a narrow frame of what arbitration
+    needs, and each campaign's offer, value, weight and validity."""
     parts, offers = [], {}
+    checked = model_uri is None
     for batch in batches:
-        if coder is None:
-            if model_uri is not None:
-                _check_signature(model_uri, list(batch.columns))
-            campaigns = sorted(set(batch["campaign_id"]))
-            coder = ReasonCoder(reference, campaigns)
+        if not checked:
+            _check_signature(model_uri, list(batch.columns))
+            checked = True
         for row in batch.drop_duplicates("campaign_id").itertuples():
-            offers.setdefault(row.campaign_id, (row.offer_id, row.valid_until))
+            offers.setdefault(row.campaign_id, (row.offer_id, row.valid_until, row.value_pen, row.priority_weight))
         campaign = pd.Categorical(batch["campaign_id"], categories=coder.campaigns)
-        known = campaign.codes >= 0  # a campaign missing from the first chunk: no reasons learned for it
+        if (campaign.codes < 0).any():
+            raise ValueError(f"campaigns without a policy: {sorted(set(batch['campaign_id']) - set(coder.campaigns))}")
         propensity = model.predict_proba(batch[FEATURES])[:, 1]
-        codes = np.full((len(batch), 2), -1, dtype=np.int8)
-        codes[known] = coder.codes(batch[known], propensity[known], campaign.codes[known])
-        z = coder._z(batch)
-        up = np.take_along_axis(z, np.maximum(codes, 0).astype(np.int64), axis=1) >= 0
-        out = batch[_KEEP].copy()
-        out["campaign_id"] = pd.Categorical(batch["campaign_id"])
-        out["propensity"] = np.round(propensity, 6)
+        coder.add(batch, propensity, campaign.codes)
+        out = pd.DataFrame({"customer_id": batch["customer_id"].to_numpy(dtype=np.int64), "campaign_id": campaign,
+                            "propensity": np.round(propensity, 6)})  # fmt: skip
         for col in _CONSENTS + _CONTACTS:
             out[col] = batch[col].to_numpy().astype(np.int16)
-        out["reason_1"], out["reason_2"] = codes[:, 0], codes[:, 1]
-        out["reason_1_up"], out["reason_2_up"] = up[:, 0], up[:, 1]
         parts.append(out)
     if not parts:
-        return pd.DataFrame(columns=[*_KEEP, "campaign_id", "propensity"]), {}
+        return pd.DataFrame(columns=["customer_id", "campaign_id", "propensity", "value_pen", "priority_weight"]), {}
     pairs = pd.concat(parts, ignore_index=True)
-    pairs["campaign_id"] = pairs["campaign_id"].astype(str)
-    pairs.attrs["coder"] = coder
+    values = pd.Series({c: o[2] for c, o in offers.items()}, dtype="float64")
+    weights = pd.Series({c: o[3] for c, o in offers.items()}, dtype="float64")
+    pairs["value_pen"] = pairs["campaign_id"].map(values).astype("float64")
+    pairs["priority_weight"] = pairs["campaign_id"].map(weights).astype("float64")
     return pairs, offers
 
 
-def _reason_texts(assigned: pd.DataFrame, coder: ReasonCoder) -> list[str]:
-    out = []
-    for r in assigned.itertuples():
-        texts = coder.texts(np.array([r.reason_1, r.reason_2]), np.array([r.reason_1_up, r.reason_2_up]))
-        out.append(json.dumps([*texts, r.channel_reason]))
-    return out
+def _reason_texts(con, business_date: dt.date, assigned: pd.DataFrame, coder: ReasonCoder) -> list[str]:
+    """The reasons of the assigned pairs: the features that pushed the score, then the channel rule."""
+    ids = pd.DataFrame({"customer_id": assigned["customer_id"].unique()})  # noqa: F841 - read below
+    features = (
+        con.sql(
+            f"select f.customer_id, {', '.join(f'cast(f.{c} as double) as {c}' for c in coder.features)} "
+            "from marts.customer_features as f join ids on ids.customer_id = f.customer_id where f.as_of_date = ?",
+            params=[business_date],
+        )
+        .df()
+        .set_index("customer_id")
+        .loc[assigned["customer_id"].to_numpy()]
+    )
+    codes = pd.Categorical(assigned["campaign_id"], categories=coder.campaigns).codes
+    texts = coder.reasons(features, codes)
+    return [json.dumps([*t, ch]) for t, ch in zip(texts, assigned["channel_reason"], strict=True)]
 
 
 def score_and_assign(business_date: dt.date, settings: Settings | None = None) -> ScoringResult:
@@ -179,13 +199,14 @@ def score_and_assign(business_date: dt.date, settings: Settings | None = None) -
     model = mlflow.sklearn.load_model(model_uri)
     with connect(settings) as con:
         policy = load_policy(con, settings.max_offers_per_customer)
-        reference = _reference(con, business_date)
-        pairs, offers = score_pairs(model, scoring_batches(con, business_date), reference, model_uri)
-    assigned = arbitrate(pairs, policy)
-    if len(assigned):
-        assigned["offer_id"] = assigned["campaign_id"].map(lambda c: offers[c][0])
-        assigned["valid_until"] = assigned["campaign_id"].map(lambda c: offers[c][1])
-        assigned["reasons"] = _reason_texts(assigned, pairs.attrs["coder"])
+        coder = ReasonCoder(_reference(con, business_date), sorted(policy.campaign_capacity))
+        pairs, offers = score_pairs(model, scoring_batches(con, business_date), coder, model_uri)
+        assigned = arbitrate(pairs, policy)
+        assigned["campaign_id"] = assigned["campaign_id"].astype(str)
+        if len(assigned):
+            assigned["offer_id"] = assigned["campaign_id"].map(lambda c: offers[c][0])
+            assigned["valid_until"] = assigned["campaign_id"].map(lambda c: offers[c][1])
+            assigned["reasons"] = _reason_texts(con, business_date, assigned, coder)
     write_assignments(business_date, assigned, ref, settings)
     result = ScoringResult(
         business_date.isoformat(),
@@ -205,7 +226,7 @@ def log_scoring_run(business_date: dt.date, ref: ModelRef, pairs: pd.DataFrame, 
     import mlflow
 
     p = pairs["propensity"].to_numpy() if len(pairs) else np.zeros(1)
-    eligible = pairs.groupby("campaign_id").size() if len(pairs) else pd.Series(dtype=int)
+    eligible = pairs.groupby("campaign_id", observed=True).size() if len(pairs) else pd.Series(dtype=int)
     by_campaign = assigned.groupby("campaign_id").size() if len(assigned) else pd.Series(dtype=int)
     by_channel = assigned.groupby("channel").size() if len(assigned) else pd.Series(dtype=int)
     coverage = pd.DataFrame({"eligible_pairs": eligible, "assigned": by_campaign}).fillna(0).astype(int)

@@ -94,7 +94,7 @@ def estimator(name: str):
             [("categorical", onehot, CATEGORICAL_FEATURES)], remainder="passthrough", verbose_feature_names_out=False
         )
         model = HistGradientBoostingClassifier(
-            max_iter=200, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=40,
+            max_iter=100, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=40,
             l2_regularization=1.0, early_stopping=False, random_state=0,
         )  # fmt: skip
     else:
