@@ -44,3 +44,39 @@ def run_dbt(
     if target_path is not None:
         cmd += ["--target-path", str(target_path)]
     return subprocess.run(cmd, cwd=DBT_PROJECT_DIR, env=env, capture_output=capture, text=True, check=False)
+
+
+def run_dbt_in_process(
+    *args: str,
+    duckdb_path: Path,
+    business_date: dt.date | str,
+    target: str,
+    target_path: Path | None = None,
+) -> tuple[bool, str]:
+    """``dbt <args>`` inside this process (dbt's programmatic ``dbtRunner``), as the DAG's dbt tasks
+    run: (success, the error if any). A task that runs dbt more than once uses this one: a dbt
+    subprocess could not open the DuckDB file that dbt-duckdb, having run in this process under
+    ``airflow dags test``, keeps open, and each in-process call saves dbt's start-up."""
+    from dbt.cli.main import dbtRunner
+
+    env = {"CRM_DUCKDB_PATH": str(duckdb_path), "CRM_BUSINESS_DATE": str(business_date), "CRM_DBT_TARGET": target,
+           "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}  # fmt: skip
+    saved = {k: os.environ.get(k) for k in env}
+    cmd = [*args, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
+    if target_path is not None:
+        cmd += ["--target-path", str(target_path)]
+    os.environ.update(env)
+    try:
+        result = dbtRunner().invoke(cmd)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if result.success:
+        return True, ""
+    if result.exception is not None:
+        return False, f"{type(result.exception).__name__}: {result.exception}"
+    failed = [r for r in (result.result or []) if getattr(r, "status", None) in ("error", "fail")]
+    return False, "; ".join(f"{r.node.name}: {r.message}" for r in failed) or "dbt failed"

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from crm.settings import Settings, get_settings
-from crm.warehouse import connect, run_dbt
+from crm.warehouse import connect, run_dbt_in_process
 from ml.features import FEATURE_SELECT, cast_features
 
 log = logging.getLogger(__name__)
@@ -124,13 +124,12 @@ def backfill_features(dates: list[dt.date], settings: Settings | None = None) ->
 
 
 def _dbt_features(day: dt.date, settings: Settings, target_path, *select: str) -> None:
-    result = run_dbt(
+    ok, error = run_dbt_in_process(
         "run", "--select", *select,
         duckdb_path=settings.duckdb_path, business_date=day, target=settings.dbt_target, target_path=target_path,
     )  # fmt: skip
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout or "").splitlines()[-15:])
-        raise FeatureBackfillError(f"dbt could not build customer_features as of {day}:\n{tail}")
+    if not ok:
+        raise FeatureBackfillError(f"dbt could not build customer_features as of {day}: {error}")
 
 
 def training_frame(con, window: TrainingWindow) -> pd.DataFrame:
