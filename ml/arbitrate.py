@@ -61,7 +61,7 @@ def load_policy(con, max_offers: int) -> Policy:
 
 
 def _column(pairs: pd.DataFrame, name: str, default: int) -> np.ndarray:
-    return pairs[name].to_numpy(dtype=np.int64) if name in pairs else np.full(len(pairs), default, dtype=np.int64)
+    return pairs[name].to_numpy(dtype=np.int16) if name in pairs else np.full(len(pairs), default, dtype=np.int16)
 
 
 def arbitrate(pairs: pd.DataFrame, policy: Policy) -> pd.DataFrame:

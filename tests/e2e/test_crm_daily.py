@@ -266,7 +266,7 @@ def test_model_training_dag_logs_candidates_and_promotes_only_by_the_margin(firs
 
     client = mlflow_client(settings)
     name = settings.model_name
-    assert client.get_model_version_by_alias(name, "champion").version == "1"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     challenger = client.get_model_version_by_alias(name, "challenger")
     assert challenger.tags["promotion.decision"] == "challenger"
     parent = client.search_runs(
@@ -294,4 +294,4 @@ def test_model_training_dag_logs_candidates_and_promotes_only_by_the_margin(firs
     promoted = train("--margin", "0")
     assert promoted.returncode == 0, promoted.stdout[-3000:]
     assert "is champion" in promoted.stdout
-    assert client.get_model_version_by_alias(name, "champion").version == str(int(challenger.version) + 1)
+    assert int(client.get_model_version_by_alias(name, "champion").version) == int(challenger.version) + 1
