@@ -68,6 +68,19 @@ _CONTACTS = """
 """
 
 
+def _usable_features(step: int) -> str:
+    """The CTEs both queries start from: the window's final contacts, the stored feature dates, and
+    ``usable``: per contact, the stored dates close enough before it (at most ``step`` days)."""
+    return f"""
+        with contacts as ({_CONTACTS}),
+        stored as (select distinct as_of_date from marts.customer_features),
+        usable as (
+            select c.contact_id, s.as_of_date from contacts as c
+            join stored as s on s.as_of_date < c.contact_date and s.as_of_date >= c.contact_date - {step}
+        )
+    """
+
+
 def feature_dates_missing(con, window: TrainingWindow) -> list[dt.date]:
     """As-of dates to backfill so that every contact of the window has features at most
     ``feature_step_days`` before it: for a contact on C with none, the date ``D - 1 - k * step``
@@ -75,14 +88,10 @@ def feature_dates_missing(con, window: TrainingWindow) -> list[dt.date]:
     step = window.feature_step_days
     rows = con.execute(
         f"""
-        with contacts as ({_CONTACTS}),
-        stored as (select distinct as_of_date from marts.customer_features),
+        {_usable_features(step)},
         uncovered as (
-            select distinct c.contact_date from contacts as c
-            where not exists (
-                select 1 from stored as s
-                where s.as_of_date < c.contact_date and s.as_of_date >= c.contact_date - {step}
-            )
+            select distinct contact_date from contacts
+            where contact_id not in (select contact_id from usable)
         )
         select distinct cast(1 + {step} * ceil((? - contact_date) / {step}) as integer) as days_back
         from uncovered
@@ -137,14 +146,11 @@ def training_frame(con, window: TrainingWindow) -> pd.DataFrame:
     step = window.feature_step_days
     df = con.execute(
         f"""
-        with contacts as ({_CONTACTS}),
-        stored as (select distinct as_of_date from marts.customer_features),
+        {_usable_features(step)},
         dated as (
-            select c.*, (
-                select max(s.as_of_date) from stored as s
-                where s.as_of_date < c.contact_date and s.as_of_date >= c.contact_date - {step}
-            ) as feature_date
-            from contacts as c
+            select c.*, u.feature_date from contacts as c
+            join (select contact_id, max(as_of_date) as feature_date from usable group by contact_id) as u
+              on u.contact_id = c.contact_id
         )
         select d.contact_id, d.contact_date, d.feature_date, d.customer_id, d.campaign_id, d.accepted,
                {FEATURE_SELECT}
