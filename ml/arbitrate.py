@@ -111,9 +111,8 @@ def arbitrate(pairs: pd.DataFrame, policy: Policy) -> pd.DataFrame:
                 continue
             used = contacts[i, ch] + today.get((cu, ch), 0)
             if used >= cap_30d[ch]:
-                why = why or (
-                    f"the customer already had {used} {CHANNELS[ch]} contacts in 30 days (limit {cap_30d[ch]})"
-                )
+                # no count in the text: the served snapshot holds every distinct reason once
+                why = why or f"the customer reached the {CHANNELS[ch]} limit of {cap_30d[ch]} contacts in 30 days"
                 continue
             chosen_rows.append(i)
             chosen_channel.append(CHANNELS[ch])

@@ -88,16 +88,18 @@ class Assignments:
         return len(self.customer_id)
 
 
-def _encoded(column: pa.ChunkedArray, what: str) -> tuple[np.ndarray, list[str]]:
-    """Codes into a sorted vocabulary (so the same data always gives the same codes)."""
+def _encoded(column: pa.ChunkedArray, what: str, limit: int | None = MAX_CODES) -> tuple[np.ndarray, list[str]]:
+    """Codes into a sorted vocabulary (so the same data always gives the same codes); at most
+    ``limit`` distinct values (None: any number, as int64 codes)."""
     encoded = pc.dictionary_encode(column).combine_chunks()
     vocabulary = encoded.dictionary.to_pylist()
     order = sorted(range(len(vocabulary)), key=vocabulary.__getitem__)
     remap = np.empty(len(vocabulary), dtype=np.int64)
     remap[order] = np.arange(len(vocabulary))
-    if len(vocabulary) > MAX_CODES:
-        raise PublishError(f"a snapshot holds at most {MAX_CODES} distinct {what}, got {len(vocabulary)}")
-    return remap[encoded.indices.to_numpy()].astype(np.uint8), [vocabulary[i] for i in order]
+    if limit is not None and len(vocabulary) > limit:
+        raise PublishError(f"a snapshot holds at most {limit} distinct {what}, got {len(vocabulary)}")
+    codes = remap[encoded.indices.to_numpy()]
+    return (codes if limit is None else codes.astype(np.uint8)), [vocabulary[i] for i in order]
 
 
 def read_assignments(business_date: dt.date, settings: Settings) -> Assignments | None:
@@ -117,7 +119,8 @@ def read_assignments(business_date: dt.date, settings: Settings) -> Assignments 
     campaign, campaigns = _encoded(table["campaign_id"], "campaigns")
     offer, offers = _encoded(table["offer_id"], "offers")
     channel, channels = _encoded(table["channel"], "channels")
-    reason_code, reason_texts = _encoded(table["reasons"], "reason combinations")
+    # each combination is parsed once; the snapshot's limit is on the distinct reasons, below
+    reason_code, reason_texts = _encoded(table["reasons"], "reason combinations", limit=None)
     parsed = [json.loads(text) for text in reason_texts]
     if any(len(reasons) > 3 for reasons in parsed):
         raise PublishError(f"an assignment carries more than 3 reasons: {next(r for r in parsed if len(r) > 3)}")

@@ -170,6 +170,24 @@ def test_publishing_a_date_without_assignments_fails_and_keeps_the_live_snapshot
     assert r.get(Keys(settings.redis_prefix).current) == before
 
 
+def test_a_snapshot_takes_many_reason_combinations_made_of_few_reasons(settings):
+    """Each offer's reasons are a combination (features that pushed its score, the channel's rule):
+    435 combinations of 31 reasons fit the snapshot, which stores each reason once."""
+    from itertools import combinations
+
+    from serving.load import read_assignments
+
+    texts = [f"reason {k}" for k in range(30)]
+    combos = [json.dumps([a, b, "SMS: the campaign's preferred channel"]) for a, b in combinations(texts, 2)]
+    df = assignments(len(combos), [("CMP-A", "SMS")]).assign(reasons=combos)
+    day = dt.date(2026, 9, 1)
+    write_assignments(day, df, ModelRef("m", "1"), settings)
+    read = read_assignments(day, settings)
+    assert len(read.dictionary.reasons) == 31
+    decoded = [[read.dictionary.reasons[r] for r in row if r != 255] for row in read.reasons]
+    assert decoded == [json.loads(c) for c in combos]
+
+
 def test_warehouse_keeps_each_business_date(settings):
     with connect(settings) as con:
         rows = dict(

@@ -52,7 +52,9 @@ def test_the_frequency_cap_counts_past_contacts_and_todays_offers():
     got = {(r.customer_id, r.campaign_id): r.channel for r in out.itertuples()}
     # customer 1: one past phone contact + today's A on the phone reach the cap of 2, so B (phone only) is dropped
     assert got == {(1, "A"): "PHONE", (2, "A"): "SMS"}
-    assert "already had 2 PHONE contacts in 30 days (limit 2)" in out.set_index("customer_id").loc[2, "channel_reason"]
+    assert out.set_index("customer_id").loc[2, "channel_reason"] == (
+        "SMS: the customer reached the PHONE limit of 2 contacts in 30 days"
+    )
 
 
 def test_no_channel_without_consent():
