@@ -262,6 +262,9 @@ def demo(args: argparse.Namespace) -> int:
         "     (full keys: cat .crm/demo_api_keys.json)\n"
         "  make airflow                                 # the Airflow UI with this run, on http://localhost:8080\n"
         "  make docs                                    # the warehouse's marts, columns and lineage, on http://127.0.0.1:8081\n"
+        "  make evaluate                                # this assignment against the sandbox's truth (oracle, random)\n"
+        "  make train                                   # crm_model_training: a new version, champion only if better\n"
+        f"  .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}   # runs, metrics, plots, registry\n"
         f"  .venv/bin/python -c \"import duckdb; print(duckdb.connect('{settings.duckdb_path}', read_only=True)"
         ".sql('select * from marts.customer_campaign_assignments limit 10'))\""
     )
