@@ -24,6 +24,16 @@ def connect(settings: Settings):
     return duckdb.connect(str(settings.duckdb_path))
 
 
+def _profile_env(duckdb_path, business_date, target) -> dict[str, str]:
+    """What the project's ``profiles.yml`` and macros read from the environment, where given."""
+    given = {"CRM_DUCKDB_PATH": duckdb_path, "CRM_BUSINESS_DATE": business_date, "CRM_DBT_TARGET": target}
+    return {"DBT_SEND_ANONYMOUS_USAGE_STATS": "false", **{k: str(v) for k, v in given.items() if v is not None}}
+
+
+def _target_path(target_path: Path | None) -> list[str]:
+    return [] if target_path is None else ["--target-path", str(target_path)]
+
+
 def run_dbt(
     *args: str,
     duckdb_path: Path | None = None,
@@ -35,14 +45,8 @@ def run_dbt(
     """``dbt <args>`` on the project with its own ``profiles.yml``: the warehouse file, the business
     date (``CRM_BUSINESS_DATE``) and the target (``CRM_DBT_TARGET``) go in as environment variables,
     each left as the environment has it when not given."""
-    env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
-    for name, value in (("CRM_DUCKDB_PATH", duckdb_path), ("CRM_BUSINESS_DATE", business_date),
-                        ("CRM_DBT_TARGET", target)):  # fmt: skip
-        if value is not None:
-            env[name] = str(value)
-    cmd = [str(Path(sys.executable).parent / "dbt"), *args, "--profiles-dir", "."]
-    if target_path is not None:
-        cmd += ["--target-path", str(target_path)]
+    env = {**os.environ, **_profile_env(duckdb_path, business_date, target)}
+    cmd = [str(Path(sys.executable).parent / "dbt"), *args, "--profiles-dir", ".", *_target_path(target_path)]
     return subprocess.run(cmd, cwd=DBT_PROJECT_DIR, env=env, capture_output=capture, text=True, check=False)
 
 
@@ -59,12 +63,16 @@ def run_dbt_in_process(
     ``airflow dags test``, keeps open, and each in-process call saves dbt's start-up."""
     from dbt.cli.main import dbtRunner
 
-    env = {"CRM_DUCKDB_PATH": str(duckdb_path), "CRM_BUSINESS_DATE": str(business_date), "CRM_DBT_TARGET": target,
-           "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}  # fmt: skip
+    env = _profile_env(duckdb_path, business_date, target)
     saved = {k: os.environ.get(k) for k in env}
-    cmd = [*args, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
-    if target_path is not None:
-        cmd += ["--target-path", str(target_path)]
+    cmd = [
+        *args,
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        *_target_path(target_path),
+    ]
     os.environ.update(env)
     try:
         result = dbtRunner().invoke(cmd)

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"evaluated against the oracle in {time.perf_counter() - start:.0f} s", flush=True)
     figures = {
         "customers": args.customers,
-        "campaigns": len({c for c in _live_campaigns(score_home)}),
+        "campaigns": len(_live_campaigns(score_home)),
         "model_version": model["version"],
         "eligible_pairs": measured["pairs"],
         "assignments": measured["assignments"],

@@ -72,7 +72,7 @@ def scoring_batches(con, business_date: dt.date, batch_rows: int = 200_000) -> I
             where contact_date > ? - 30 and contact_date <= ?
             group by customer_id
         )
-        select e.customer_id, e.campaign_id, e.offer_id, e.channel,
+        select e.customer_id, e.campaign_id, e.offer_id,
                cast(e.value_per_conversion_pen as double) as value_pen,
                cast(e.priority_weight as double) as priority_weight, e.valid_until,
                {FEATURE_SELECT},

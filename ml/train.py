@@ -184,11 +184,10 @@ def _data_profile(df: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame, 
         "acceptance_rate": float(df["accepted"].mean()),
         "feature_age_days_max": int((df["contact_date"] - df["feature_date"]).dt.days.max()),
         "by_campaign": df.groupby("campaign_id")["accepted"].agg(["count", "mean"]).round(4).to_dict("index"),
+        "distinct_values": {col: int(df[col].nunique()) for col in CATEGORICAL_FEATURES},
     }
     (out / "training_profile.json").write_text(json.dumps(profile, indent=2, default=str))
     df[NUMERIC_FEATURES].describe().T.round(3).to_csv(out / "training_features_summary.csv")
-    for col in CATEGORICAL_FEATURES:
-        profile[f"{col}_values"] = int(df[col].nunique())
     return profile
 
 
@@ -199,19 +198,18 @@ def _trusted_types(model) -> list[str]:
     return skops.io.get_untrusted_types(data=skops.io.dumps(model))
 
 
-def _champion_on(holdout: pd.DataFrame, settings: Settings) -> tuple[str | None, float | None, str]:
+def _champion_on(holdout: pd.DataFrame, client, model_name: str) -> tuple[str | None, float | None, str]:
     """The current champion's version and ROC AUC on this holdout (None when there is none or it
     cannot read today's features), with why."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from sklearn.metrics import roc_auc_score
 
-    client = mlflow_client(settings)
     try:
-        version = str(client.get_model_version_by_alias(settings.model_name, CHAMPION).version)
+        version = str(client.get_model_version_by_alias(model_name, CHAMPION).version)
     except MlflowException:
         return None, None, "there is no champion yet"
-    uri = f"models:/{settings.model_name}/{version}"
+    uri = f"models:/{model_name}/{version}"
     names = mlflow.models.get_model_info(uri).signature.inputs.input_names()
     missing = sorted(set(names) - set(holdout.columns))
     if missing:
@@ -294,7 +292,7 @@ def train_and_register(
         best = max(results, key=lambda n: results[n][0][PROMOTION_METRIC])
         metrics, info = results[best]
         version = str(mlflow.register_model(info.model_uri, settings.model_name).version)
-        champion_version, champion_score, why = _champion_on(holdout, settings)
+        champion_version, champion_score, why = _champion_on(holdout, client, settings.model_name)
         score = metrics[PROMOTION_METRIC]
         if champion_score is None:
             alias, reason = CHAMPION, f"{why}: v{version} ({best}, holdout ROC AUC {score:.4f}) becomes champion"
