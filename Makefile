@@ -38,24 +38,24 @@ $(STAMP): requirements.lock setup.cfg pyproject.toml
 	@rm -f $(VENV)/.installed-*; touch $@
 
 $(MANIFEST): $(STAMP) $(DBT_SOURCES)
-	$(BIN)/python -m crm.cli dbt-parse
+	$(BIN)/python -m entrypoints.cli dbt-parse
 
 setup: $(STAMP) $(MANIFEST)  ## create .venv from the lock file and parse the dbt project
 
 demo: setup  ## run the daily DAG crm_daily through Airflow (DATE=yesterday in Lima, CUSTOMERS, SEED, FORCE_PUBLISH=1)
-	$(BIN)/python -m crm.cli demo $(if $(DATE),--date $(DATE)) --customers $(CUSTOMERS) --seed $(SEED) $(if $(FORCE_PUBLISH),--force-publish)
+	$(BIN)/python -m entrypoints.cli demo $(if $(DATE),--date $(DATE)) --customers $(CUSTOMERS) --seed $(SEED) $(if $(FORCE_PUBLISH),--force-publish)
 
 train: setup  ## run crm_model_training through Airflow as of DATE (WINDOW, CANDIDATES=a,b, MARGIN; after make demo)
-	$(BIN)/python -m crm.cli train $(if $(DATE),--date $(DATE)) --customers $(CUSTOMERS) --seed $(SEED) $(if $(WINDOW),--window $(WINDOW)) $(if $(CANDIDATES),--candidates $(CANDIDATES)) $(if $(MARGIN),--margin $(MARGIN))
+	$(BIN)/python -m entrypoints.cli train $(if $(DATE),--date $(DATE)) --customers $(CUSTOMERS) --seed $(SEED) $(if $(WINDOW),--window $(WINDOW)) $(if $(CANDIDATES),--candidates $(CANDIDATES)) $(if $(MARGIN),--margin $(MARGIN))
 
 serve: setup  ## serve the read API on the demo's cache (PORT)
-	$(BIN)/python -m crm.cli serve --port $(PORT)
+	$(BIN)/python -m entrypoints.cli serve --port $(PORT)
 
 sandbox: setup  ## serve the core-banking sandbox on its own (PORT, CUSTOMERS, SEED, FAULTS="all" or "server_error=0.05,...")
-	$(BIN)/python -m crm.cli sandbox --port $(PORT) --customers $(CUSTOMERS) --seed $(SEED) --faults "$(FAULTS)"
+	$(BIN)/python -m entrypoints.cli sandbox --port $(PORT) --customers $(CUSTOMERS) --seed $(SEED) --faults "$(FAULTS)"
 
 airflow: setup  ## start the Airflow UI (airflow standalone) on the project's DAGs
-	$(BIN)/python -m crm.cli airflow
+	$(BIN)/python -m entrypoints.cli airflow
 
 test: setup  ## ruff, then the whole pytest suite (DAG integrity and the end-to-end run included)
 	$(BIN)/ruff check .
@@ -63,24 +63,24 @@ test: setup  ## ruff, then the whole pytest suite (DAG integrity and the end-to-
 	$(BIN)/python -m pytest
 
 docs: setup  ## generate the dbt docs site from the warehouse and serve it for analysts (DOCS_PORT=8081)
-	$(BIN)/python -m crm.cli docs --port $(DOCS_PORT)
+	$(BIN)/python -m entrypoints.cli docs --port $(DOCS_PORT)
 
 evaluate: setup  ## expected acceptances of the latest (or DATE's) assignment vs the oracle's and a random one (CUSTOMERS, SEED as for make demo)
-	$(BIN)/python -m crm.cli evaluate $(if $(DATE),--date $(DATE)) --customers $(CUSTOMERS) --seed $(SEED)
+	$(BIN)/python -m entrypoints.cli evaluate $(if $(DATE),--date $(DATE)) --customers $(CUSTOMERS) --seed $(SEED)
 
 bench: bench-extract bench-dbt bench-scoring bench-serving  ## every benchmark (figures and ratios in .crm/bench/*.json)
 
 bench-extract: setup  ## extraction throughput against fetching alone, and its memory at 100,000 and 1,000,000 customers
-	$(BIN)/python -m ingestion.bench
+	$(BIN)/python -m benchmarks.extract
 
 bench-dbt: setup  ## the dbt build on 1,000,000 customers and ~30,000,000 transactions: full, one more day, features vs hand SQL
-	$(BIN)/python -m crm.warehouse_bench
+	$(BIN)/python -m benchmarks.dbt
 
 bench-scoring: setup  ## scoring and arbitration of 1,000,000 customers x 12 campaigns: time, memory, capture of the oracle's expected acceptances
-	$(BIN)/python -m ml.bench
+	$(BIN)/python -m benchmarks.scoring
 
 bench-serving: setup  ## snapshot load, memory and API look-ups for 1,000,000 customers
-	$(BIN)/python -m serving.bench
+	$(BIN)/python -m benchmarks.serving
 
 lint: setup  ## ruff check and format check
 	$(BIN)/ruff check .

@@ -138,7 +138,7 @@ def _dbt_group(group_id: str, render_config: RenderConfig) -> DbtTaskGroup:
 def crm_daily():
     @task(map_index_template="{{ entity }}")
     def extract(entity: str, ds: str | None = None, params: dict | None = None) -> dict:
-        from crm.pipeline import extract as run
+        from entrypoints.tasks import extract as run
 
         get_current_context()["entity"] = entity
 
@@ -146,7 +146,7 @@ def crm_daily():
 
     @task(map_index_template="{{ entity }}")
     def gate_landing(entity: str, ds: str | None = None, params: dict | None = None) -> dict:
-        from crm.pipeline import gate_landing as run
+        from entrypoints.tasks import gate_landing as run
 
         get_current_context()["entity"] = entity
 
@@ -154,7 +154,7 @@ def crm_daily():
 
     @task(pool=WAREHOUSE_POOL)
     def load_raw(ds: str | None = None, params: dict | None = None) -> dict:
-        from crm.pipeline import load_raw as run
+        from entrypoints.tasks import load_raw as run
 
         return run(_business_date(ds), params)
 
@@ -163,25 +163,25 @@ def crm_daily():
 
     @task(pool=WAREHOUSE_POOL)
     def gate_marts(ds: str | None = None, params: dict | None = None) -> dict:
-        from crm.pipeline import gate_marts as run
+        from entrypoints.tasks import gate_marts as run
 
         return run(_business_date(ds), params)
 
     @task(pool=WAREHOUSE_POOL)
     def ensure_model(ds: str | None = None, params: dict | None = None) -> dict:
-        from crm.pipeline import ensure_model as run
+        from entrypoints.tasks import ensure_model as run
 
         return run(_business_date(ds), params)
 
     @task(pool=WAREHOUSE_POOL)
     def score_and_assign(ds: str | None = None, params: dict | None = None) -> dict:
-        from crm.pipeline import score_and_assign as run
+        from entrypoints.tasks import score_and_assign as run
 
         return run(_business_date(ds), params)
 
     @task(pool=WAREHOUSE_POOL)
     def publish_cache(ds: str | None = None, params: dict | None = None) -> dict:
-        from crm.pipeline import publish as run
+        from entrypoints.tasks import publish as run
 
         return run(_business_date(ds), params)
 

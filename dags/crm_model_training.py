@@ -80,13 +80,13 @@ def _business_date(ds: str, params: dict) -> dt.date:
 def crm_model_training():
     @task(pool=WAREHOUSE_POOL)
     def backfill_features(ds: str | None = None, params: dict | None = None) -> dict:
-        from crm.pipeline import backfill_features as run
+        from entrypoints.tasks import backfill_features as run
 
         return run(_business_date(ds, params), params)
 
     @task(pool=WAREHOUSE_POOL)
     def train_and_promote(ds: str | None = None, params: dict | None = None) -> dict:
-        from crm.pipeline import train_model as run
+        from entrypoints.tasks import train_model as run
 
         return run(_business_date(ds, params), params)
 

@@ -57,7 +57,7 @@ def settings(crm_home: Path):
 
 @contextlib.contextmanager
 def running_read_api(home: Path) -> Iterator[str]:
-    """``make serve`` as a user runs it (``crm.cli serve``) on ``home``; yields its URL once ready."""
+    """``make serve`` as a user runs it (``entrypoints.cli serve``) on ``home``; yields its URL once ready."""
     import httpx
 
     from crm.services import free_port
@@ -65,7 +65,7 @@ def running_read_api(home: Path) -> Iterator[str]:
 
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "crm.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "entrypoints.cli", "serve", "--port", str(port)],
         env={**os.environ, "CRM_HOME": str(home)},
         cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,

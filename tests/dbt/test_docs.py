@@ -12,7 +12,7 @@ from crm.settings import REPO_ROOT
 
 def test_the_docs_site_describes_every_mart(tmp_path):
     env = {**os.environ, "CRM_HOME": str(tmp_path)}
-    cmd = [sys.executable, "-m", "crm.cli", "docs", "--no-serve"]
+    cmd = [sys.executable, "-m", "entrypoints.cli", "docs", "--no-serve"]
     done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     site = tmp_path / "dbt-docs"

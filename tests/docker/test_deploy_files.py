@@ -40,9 +40,9 @@ def _settings_variables() -> set[str]:
 
 def _cli_args(argv: list[str]):
     """The command line a container runs, parsed by the platform's own CLI parser."""
-    from crm.cli import build_parser
+    from entrypoints.cli import build_parser
 
-    assert argv[:3] == ["python", "-m", "crm.cli"], argv
+    assert argv[:3] == ["python", "-m", "entrypoints.cli"], argv
     return build_parser().parse_args(argv[3:])
 
 

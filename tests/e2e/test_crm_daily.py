@@ -30,7 +30,7 @@ def _demo(home, date: dt.date, extra_env: dict | None = None) -> subprocess.Comp
     cmd = [
         sys.executable,
         "-m",
-        "crm.cli",
+        "entrypoints.cli",
         "demo",
         "--date",
         date.isoformat(),
@@ -145,7 +145,7 @@ def test_the_api_serves_what_the_warehouse_assigned(first_run, e2e_home, monkeyp
 def test_evaluate_compares_the_assignment_with_the_oracles_and_a_random_one(first_run, e2e_home):
     from crm.settings import Settings
 
-    cmd = [sys.executable, "-m", "crm.cli", "evaluate", "--date", D.isoformat(), "--customers", str(CUSTOMERS),
+    cmd = [sys.executable, "-m", "entrypoints.cli", "evaluate", "--date", D.isoformat(), "--customers", str(CUSTOMERS),
            "--seed", "11"]  # fmt: skip
     env = {**os.environ, "CRM_HOME": str(e2e_home)}
     done = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False)
@@ -253,7 +253,7 @@ def test_model_training_dag_logs_candidates_and_promotes_only_by_the_margin(firs
     settings = _settings(e2e_home, monkeypatch)
 
     def train(*extra: str) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "crm.cli", "train", "--date", D.isoformat(), "--customers", str(CUSTOMERS),
+        cmd = [sys.executable, "-m", "entrypoints.cli", "train", "--date", D.isoformat(), "--customers", str(CUSTOMERS),
                "--seed", "11", *extra]  # fmt: skip
         env = {**os.environ, "CRM_HOME": str(e2e_home)}
         return subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, check=False)

@@ -1,5 +1,5 @@
 """The read API against its own OpenAPI document: schemathesis generates requests from it and sends
-them over HTTP to ``crm.cli serve`` (as ``make serve`` runs it) on a real snapshot in Redis.
+them over HTTP to ``entrypoints.cli serve`` (as ``make serve`` runs it) on a real snapshot in Redis.
 
 Every answer must be documented (status, content type, headers, body schema), none may be a 5xx,
 malformed input must be refused and calls without a key must get 401.

@@ -1,6 +1,6 @@
 """Readers never see a mix of two snapshots, and a load killed half-way leaves the live one serving.
 
-A real read API (uvicorn, ``crm.cli serve``) over the real Redis server, hammered by readers while
+A real read API (uvicorn, ``entrypoints.cli serve``) over the real Redis server, hammered by readers while
 snapshots are published and switched.
 """
 

@@ -36,9 +36,9 @@ from pathlib import Path
 
 import duckdb
 
-from crm.benchmarks import report
+from benchmarks.dbt import dbt_build, land
+from benchmarks.report import report
 from crm.settings import Settings, get_settings
-from crm.warehouse_bench import dbt_build, land
 
 BUSINESS_DATE = dt.date(2026, 11, 27)
 AT_MOST = {"score_arbitrate_s": 60, "peak_rss_mb": 3072}

@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
-from crm.benchmarks import report
+from benchmarks.report import report
 from crm.settings import DBT_PROJECT_DIR, get_settings
 from crm.warehouse import run_dbt
 from models.core_banking import MERCHANT_CATEGORIES, PRODUCTS

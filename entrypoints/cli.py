@@ -1,4 +1,4 @@
-"""``python -m crm.cli``: the commands behind the Makefile's verbs."""
+"""``python -m entrypoints.cli``: the commands behind the Makefile's verbs."""
 
 from __future__ import annotations
 

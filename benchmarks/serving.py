@@ -31,7 +31,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from crm.benchmarks import report
+from benchmarks.report import report
 from crm.settings import REPO_ROOT, Settings, get_settings
 
 BUSINESS_DATE = dt.date(2026, 11, 27)
@@ -185,7 +185,7 @@ def _serve(kind: str, settings: Settings) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "CRM_HOME": str(settings.home)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "serving.bench", "--serve", kind, "--port", str(port)],
+        [sys.executable, "-m", "benchmarks.serving", "--serve", kind, "--port", str(port)],
         env=env,
         cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,

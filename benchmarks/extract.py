@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from crm.benchmarks import report
+from benchmarks.report import report
 from crm.settings import REPO_ROOT, Settings, get_settings
 
 BUSINESS_DATE = dt.date(2026, 11, 27)
@@ -98,7 +98,7 @@ def raw_fetch(customers: int, entities: tuple[str, ...]) -> dict:
 def _in_process(kind: str, customers: int, entities: tuple[str, ...]) -> dict:
     """Run one measurement in a fresh interpreter (its peak memory is its own)."""
     out = subprocess.run(
-        [sys.executable, "-m", "ingestion.bench", "--measure", kind, "--customers", str(customers),
+        [sys.executable, "-m", "benchmarks.extract", "--measure", kind, "--customers", str(customers),
          "--entities", ",".join(entities)],
         cwd=REPO_ROOT, env=os.environ, capture_output=True, text=True, check=True,
     )  # fmt: skip
