@@ -24,87 +24,27 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import shutil
 import sys
 import time
-from pathlib import Path
 
 import duckdb
-import numpy as np
-import pyarrow as pa
 import yaml
 
+from benchmarks.bank import dbt_build, land, new_warehouse
 from benchmarks.report import report
 from crm.settings import DBT_PROJECT_DIR, get_settings
-from crm.warehouse import run_dbt
 from models.core_banking import MERCHANT_CATEGORIES, PRODUCTS
 
 BUSINESS_DATE = dt.date(2026, 11, 27)
 CUSTOMERS = 1_000_000
 TRANSACTION_DAYS = 40  # about 0.76 transactions per customer a day: about 30,000,000 in all
 RESPONSE_DAYS = 365
-CHUNK = 100_000
 ROUNDS = 5
 AT_MOST = {"full_build_s": 120, "incremental_build_s": 20, "features_ratio": 3}
 
 CATEGORIES = [c.lower() for c in MERCHANT_CATEGORIES]
 PRODUCT_NAMES = [p.lower() for p in PRODUCTS]
-
-
-def _insert(con, table: str, rows: list[dict], model, business_date: dt.date) -> None:
-    from ingestion.extract import arrow_schema, wire_schema
-
-    schema = arrow_schema(model)
-    arrow = pa.Table.from_pylist(rows, schema=wire_schema(schema)).cast(schema)  # noqa: F841 - read below
-    con.execute(f"insert into raw.{table} by name select *, ? as _business_date from arrow", [business_date])
-
-
-def land(con, bank, business_date: dt.date, transaction_days: int, response_days: int) -> dict[str, int]:
-    """The raw tables of ``business_date``, as the daily load leaves them: customer and account
-    snapshots of the date, transactions and contacts of the days before it."""
-    from models.core_banking import Account, CampaignResponse, Customer
-
-    days = [business_date - dt.timedelta(days=k) for k in reversed(range(transaction_days))]  # ascending
-    ids = np.arange(1, bank.size + 1, dtype=np.int64)
-    for chunk in np.array_split(ids, max(1, len(ids) // CHUNK)):
-        _insert(con, "customers", bank.customers(chunk, business_date), Customer, business_date)
-        _insert(con, "accounts", bank.accounts(chunk, business_date), Account, business_date)
-        tx = bank.transaction_columns(chunk, days)
-        if tx is None:
-            continue
-        frame = pa.table(tx)  # noqa: F841 - read below
-        con.execute(
-            """
-            insert into raw.transactions
-            select 'T' || lpad(cast(day_number as varchar), 6, '0') || lpad(cast(customer_id as varchar), 9, '0')
-                       || cast("index" as varchar),
-                   account_id, customer_id, date '1970-01-01' + cast(day_number as integer), type,
-                   case when type = 'POS_PURCHASE' then merchant_category end,
-                   cast(round(amount, 2) as decimal(14, 2)), 'PEN', ?
-            from frame
-            """,
-            [business_date],
-        )
-    for k in range(response_days):
-        day = business_date - dt.timedelta(days=k)
-        _insert(con, "campaign_responses", bank.campaign_responses(ids, day), CampaignResponse, business_date)
-    return {
-        t: con.execute(f"select count(*) from raw.{t}").fetchone()[0]
-        for t in ("customers", "accounts", "transactions", "campaign_responses")
-    }
-
-
-def dbt_build(home: Path, business_date: dt.date) -> tuple[float, dict[str, float]]:
-    """``dbt build`` for ``business_date``: wall seconds, and seconds per model."""
-    start = time.perf_counter()
-    done = run_dbt("build", "--exclude", "test_type:unit", duckdb_path=home / "warehouse.duckdb",
-                   business_date=business_date, target="local", target_path=home / "target")  # fmt: skip
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"dbt build for {business_date} failed:\n{done.stdout[-4000:]}")
-    results = json.loads((home / "target" / "run_results.json").read_text())["results"]
-    return seconds, {r["unique_id"].split(".")[-1]: r["execution_time"] for r in results}
 
 
 def features_sql(business_date: dt.date) -> str:
@@ -173,8 +113,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=CUSTOMERS)
     parser.add_argument("--transaction-days", type=int, default=TRANSACTION_DAYS)
     args = parser.parse_args(argv)
-    from ingestion.load import create_raw_tables
-    from ml.score import create_assignments_table
     from sandbox.bank import Bank
 
     base = get_settings()
@@ -185,10 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     nxt = BUSINESS_DATE + dt.timedelta(days=1)
 
     start = time.perf_counter()
-    with duckdb.connect(str(home / "warehouse.duckdb")) as con:
-        create_raw_tables(con)
-        create_assignments_table(con)
-        rows = land(con, bank, BUSINESS_DATE, args.transaction_days, RESPONSE_DAYS)
+    rows = new_warehouse(home, bank, BUSINESS_DATE, args.transaction_days, RESPONSE_DAYS)
     print(f"generated {rows} in {time.perf_counter() - start:.0f} s", flush=True)
 
     full_s, full_models = dbt_build(home, BUSINESS_DATE)

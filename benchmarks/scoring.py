@@ -36,7 +36,7 @@ from pathlib import Path
 
 import duckdb
 
-from benchmarks.dbt import dbt_build, land
+from benchmarks.bank import dbt_build, new_warehouse
 from benchmarks.report import report
 from crm.settings import Settings, get_settings
 
@@ -52,17 +52,12 @@ def _prepare(home: Path, customers: int, transaction_days: int, fresh: bool) -> 
     if not fresh and marker.exists() and json.loads(marker.read_text()) == wanted:
         print(f"reusing {home} ({customers} customers)", flush=True)
         return
-    from ingestion.load import create_raw_tables
-    from ml.score import create_assignments_table
     from sandbox.bank import Bank
 
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     start = time.perf_counter()
-    with duckdb.connect(str(home / "warehouse.duckdb")) as con:
-        create_raw_tables(con)
-        create_assignments_table(con)
-        rows = land(con, Bank(customers, seed=42), BUSINESS_DATE, transaction_days, 365)
+    rows = new_warehouse(home, Bank(customers, seed=42), BUSINESS_DATE, transaction_days, 365)
     print(f"{home.name}: generated {rows} in {time.perf_counter() - start:.0f} s", flush=True)
     seconds, _ = dbt_build(home, BUSINESS_DATE)
     print(f"{home.name}: dbt build {seconds:.0f} s", flush=True)
