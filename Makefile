@@ -38,24 +38,24 @@ $(STAMP): requirements.lock setup.cfg pyproject.toml
 	@rm -f $(VENV)/.installed-*; touch $@
 
 $(MANIFEST): $(STAMP) $(DBT_SOURCES)
-	$(BIN)/python -m entrypoints.cli dbt-parse
+	$(BIN)/crm dbt-parse
 
 setup: $(STAMP) $(MANIFEST)  ## create .venv from the lock file and parse the dbt project
 
 demo: setup  ## run the daily DAG crm_daily through Airflow (DATE=yesterday in Lima, CUSTOMERS, SEED, FORCE_PUBLISH=1)
-	$(BIN)/python -m entrypoints.cli demo $(if $(DATE),--date $(DATE)) --customers $(CUSTOMERS) --seed $(SEED) $(if $(FORCE_PUBLISH),--force-publish)
+	$(BIN)/crm demo $(if $(DATE),--date $(DATE)) --customers $(CUSTOMERS) --seed $(SEED) $(if $(FORCE_PUBLISH),--force-publish)
 
 train: setup  ## run crm_model_training through Airflow as of DATE (WINDOW, CANDIDATES=a,b, MARGIN; after make demo)
-	$(BIN)/python -m entrypoints.cli train $(if $(DATE),--date $(DATE)) --customers $(CUSTOMERS) --seed $(SEED) $(if $(WINDOW),--window $(WINDOW)) $(if $(CANDIDATES),--candidates $(CANDIDATES)) $(if $(MARGIN),--margin $(MARGIN))
+	$(BIN)/crm train $(if $(DATE),--date $(DATE)) --customers $(CUSTOMERS) --seed $(SEED) $(if $(WINDOW),--window $(WINDOW)) $(if $(CANDIDATES),--candidates $(CANDIDATES)) $(if $(MARGIN),--margin $(MARGIN))
 
 serve: setup  ## serve the read API on the demo's cache (PORT)
-	$(BIN)/python -m entrypoints.cli serve --port $(PORT)
+	$(BIN)/crm serve --port $(PORT)
 
 sandbox: setup  ## serve the core-banking sandbox on its own (PORT, CUSTOMERS, SEED, FAULTS="all" or "server_error=0.05,...")
-	$(BIN)/python -m entrypoints.cli sandbox --port $(PORT) --customers $(CUSTOMERS) --seed $(SEED) --faults "$(FAULTS)"
+	$(BIN)/crm sandbox --port $(PORT) --customers $(CUSTOMERS) --seed $(SEED) --faults "$(FAULTS)"
 
 airflow: setup  ## start the Airflow UI (airflow standalone) on the project's DAGs
-	$(BIN)/python -m entrypoints.cli airflow
+	$(BIN)/crm airflow
 
 test: setup  ## ruff, then the whole pytest suite (DAG integrity and the end-to-end run included)
 	$(BIN)/ruff check .
@@ -63,10 +63,10 @@ test: setup  ## ruff, then the whole pytest suite (DAG integrity and the end-to-
 	$(BIN)/python -m pytest
 
 docs: setup  ## generate the dbt docs site from the warehouse and serve it for analysts (DOCS_PORT=8081)
-	$(BIN)/python -m entrypoints.cli docs --port $(DOCS_PORT)
+	$(BIN)/crm docs --port $(DOCS_PORT)
 
 evaluate: setup  ## expected acceptances of the latest (or DATE's) assignment vs the oracle's and a random one (CUSTOMERS, SEED as for make demo)
-	$(BIN)/python -m entrypoints.cli evaluate $(if $(DATE),--date $(DATE)) --customers $(CUSTOMERS) --seed $(SEED)
+	$(BIN)/crm evaluate $(if $(DATE),--date $(DATE)) --customers $(CUSTOMERS) --seed $(SEED)
 
 bench: bench-extract bench-dbt bench-scoring bench-serving  ## every benchmark (figures and ratios in .crm/bench/*.json)
 

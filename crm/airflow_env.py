@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-from crm.settings import Settings
+from crm.settings import REPO_ROOT, Settings
 
 API_PORT = 8080
+STARTING = re.compile(r"\[DAG TEST\] starting task_id=([\w.]+)(?: map_index=(-?\d+))?")
 
 
 def airflow_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -60,3 +64,58 @@ def prepare_airflow(settings: Settings) -> None:
         done = airflow(args, settings, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"`airflow {' '.join(args)}` failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+
+
+def _failure_cause(log_text: str) -> str:
+    """The last exception line of a failed run's log (what a user needs to see first)."""
+    lines = [ln for ln in log_text.splitlines() if re.search(r"\b\w+(Error|Exception|Failed|Exceeded|Mismatch)\b:", ln)]
+    return lines[-1].strip()[:600] if lines else "see the log"
+
+
+def run_dag_test(dag_id: str, logical_date: dt.date, conf: dict, settings: Settings, quiet: bool = False) -> int:
+    """Run ``dag_id`` for ``logical_date`` through ``airflow dags test``, naming each task as it
+    starts; 0 when the run succeeded, else 1 after naming the failed stage and its cause."""
+    settings.ensure_dirs()
+    prepare_airflow(settings)
+    log_path = settings.home / "runs" / f"{dag_id}_{logical_date}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = airflow_env(settings, {"CRM_TASK_RETRIES": "0"})
+    cmd = [str(Path(sys.executable).parent / "airflow"), "dags", "test", dag_id, logical_date.isoformat(),
+           "-c", json.dumps(conf)]  # fmt: skip
+    print(f"running {dag_id} for {logical_date} through Airflow (airflow dags test); log: {log_path}", flush=True)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            m = STARTING.search(line)
+            if m and not quiet:
+                print(f"  {m.group(1)}{'' if m.group(2) in (None, '-1') else '[' + m.group(2) + ']'}", flush=True)
+        rc = proc.wait()
+    text = log_path.read_text()
+    finished = re.search(r"DagRun Finished:[^\n]*state=(\w+)", text)
+    if rc == 0 and finished is not None and finished.group(1) == "success":
+        return 0
+    failed = []
+    if "Task failed with exception" in text:
+        before_failure = text[: text.index("Task failed with exception")]
+        failed = [m.group(1) for m in STARTING.finditer(before_failure)][-1:]
+    stage = failed[0] if failed else dag_id
+    print(f"\n{dag_id} FAILED for {logical_date} at stage {stage}: {_failure_cause(text)}", flush=True)
+    print(f"Full log: {log_path}", flush=True)
+    return 1
+
+
+def standalone(settings: Settings) -> int:
+    """``airflow standalone`` on the project's DAGs, until Ctrl-C."""
+    settings.ensure_dirs()
+    prepare_airflow(settings)
+    pw = settings.airflow_home / "simple_auth_manager_passwords.json.generated"
+    print(f"starting Airflow (airflow standalone) on http://localhost:{API_PORT}", flush=True)
+    print(f"log in as admin; the password is in {pw} once it has started. Ctrl-C stops it.", flush=True)
+    try:
+        return airflow(["standalone"], settings).returncode
+    except KeyboardInterrupt:
+        return 0

@@ -11,6 +11,7 @@ No other module reads ``os.environ`` for configuration.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -236,6 +237,13 @@ class Settings:
     def ensure_dirs(self) -> None:
         for path in (self.home, self.landing_dir, self.quarantine_dir, self.run_dir):
             path.mkdir(parents=True, exist_ok=True)
+
+
+def yesterday_in_lima() -> dt.date:
+    """The last complete business day of a Peruvian bank (the default business date)."""
+    from zoneinfo import ZoneInfo
+
+    return dt.datetime.now(ZoneInfo("America/Lima")).date() - dt.timedelta(days=1)
 
 
 def get_settings() -> Settings:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from crm.settings import DBT_PROJECT_DIR, Settings
+from crm.settings import DBT_PROJECT_DIR, Settings, yesterday_in_lima
 
 
 def connect(settings: Settings):
@@ -88,3 +88,31 @@ def run_dbt_in_process(
         return False, f"{type(result.exception).__name__}: {result.exception}"
     failed = [r for r in (result.result or []) if getattr(r, "status", None) in ("error", "fail")]
     return False, "; ".join(f"{r.node.name}: {r.message}" for r in failed) or "dbt failed"
+
+
+def dbt_command(settings: Settings, *args: str) -> int:
+    """The dbt command line on the project against the local warehouse, its output shown (``make
+    docs``, the manifest Cosmos renders from); the business date the compiled SQL shows is
+    ``CRM_BUSINESS_DATE`` or yesterday's."""
+    business_date = os.environ.get("CRM_BUSINESS_DATE") or yesterday_in_lima()
+    return run_dbt(*args, duckdb_path=settings.duckdb_path, business_date=business_date, capture=False).returncode
+
+
+def dbt_docs(settings: Settings, port: int, serve: bool = True) -> int:
+    """Generate the dbt docs site (models, columns, tests, lineage, the warehouse's catalog) into
+    ``<CRM_HOME>/dbt-docs`` and, with ``serve``, serve it for analysts on ``port`` until Ctrl-C."""
+    settings.ensure_dirs()
+    target = settings.home / "dbt-docs"
+    if not settings.duckdb_path.exists():
+        print("no warehouse yet: the site will describe the models without their tables (run make demo first)")
+    code = dbt_command(settings, "docs", "generate", "--target-path", str(target), "--quiet")
+    if code or not serve:
+        if not code:
+            print(f"dbt docs generated in {target} (index.html, manifest.json, catalog.json)")
+        return code
+    print(f"dbt docs on http://127.0.0.1:{port} (Ctrl-C stops it)", flush=True)
+    try:
+        return dbt_command(settings, "docs", "serve", "--target-path", str(target), "--port", str(port),
+                           "--host", "127.0.0.1", "--no-browser")  # fmt: skip
+    except KeyboardInterrupt:
+        return 0

@@ -113,3 +113,9 @@ def report(result: Evaluation) -> str:
             json.dumps(asdict(result)),
         ]
     )
+
+
+def latest_assigned_date(settings: Settings) -> dt.date | None:
+    """The newest business date with an assignment in the warehouse (None: no run yet)."""
+    with connect(settings) as con:
+        return con.execute("select max(business_date) from marts.customer_campaign_assignments").fetchone()[0]

@@ -51,3 +51,9 @@ def champion(settings: Settings | None = None) -> ModelRef | None:
     except MlflowException:
         return None
     return ModelRef(settings.model_name, str(mv.version))
+
+
+def latest_version(settings: Settings):
+    """The newest registered version of the propensity model, with its tags (candidate, promotion)."""
+    client = mlflow_client(settings)
+    return max(client.search_model_versions(f"name = '{settings.model_name}'"), key=lambda v: int(v.version))

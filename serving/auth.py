@@ -7,6 +7,8 @@ import json
 import secrets
 from pathlib import Path
 
+from crm.settings import Settings
+
 ROLES = ("marketing", "sales", "mobile")
 
 
@@ -35,3 +37,18 @@ def issue_keys(path: Path, roles: tuple[str, ...] = ROLES) -> dict[str, str]:
     path.write_text(json.dumps(store, indent=2))
     path.chmod(0o600)
     return plain
+
+
+def ensure_demo_keys(settings: Settings) -> dict[str, str]:
+    """One API key per role for the demo, in .crm/demo_api_keys.json (hashes in the key store);
+    the same keys again while the store still holds them."""
+    path = settings.demo_api_keys_path
+    if path.exists():
+        keys = json.loads(path.read_text())
+        store = load_key_store(settings.api_keys_path)
+        if all(hash_key(k) in store for k in keys.values()):
+            return keys
+    keys = issue_keys(settings.api_keys_path)
+    path.write_text(json.dumps(keys, indent=2))
+    path.chmod(0o600)
+    return keys

@@ -291,3 +291,12 @@ def _drop(client, keys: Keys, snapshot_id: str) -> None:
             batch = []
     if batch:
         client.unlink(*batch)
+
+
+def live_snapshot_meta(settings: Settings) -> dict | None:
+    """The live snapshot's metadata (id, business date, counts, expiry), or None when none is live."""
+    keys = Keys(settings.redis_prefix)
+    with cache.connect(ensure_redis(settings), decode_responses=True) as client:
+        sid = client.get(keys.current)
+        meta = client.get(keys.meta(sid)) if sid else None
+    return json.loads(meta) if meta else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import configparser
 import re
+from types import SimpleNamespace
 
 import yaml
 
@@ -38,12 +39,14 @@ def _settings_variables() -> set[str]:
     )
 
 
-def _cli_args(argv: list[str]):
-    """The command line a container runs, parsed by the platform's own CLI parser."""
-    from entrypoints.cli import build_parser
+def _cli_args(argv: list[str]) -> SimpleNamespace:
+    """The command line a container runs (the ``crm`` console script), parsed by the platform's own
+    command line: the verb as ``command``, its options by name."""
+    from entrypoints.cli import cli
 
-    assert argv[:3] == ["python", "-m", "entrypoints.cli"], argv
-    return build_parser().parse_args(argv[3:])
+    assert argv[0] == "crm", argv
+    verb = cli.commands[argv[1]]
+    return SimpleNamespace(command=argv[1], **verb.make_context(argv[1], argv[2:]).params)
 
 
 def test_the_image_installs_the_lock_and_copies_every_package():

@@ -1,0 +1,143 @@
+"""The DAG runs a person starts from the command line (``make demo``, ``make train``): each runs
+through Airflow on the embedded services, stops the services it started, and says what it made."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+from crm.airflow_env import run_dag_test
+from crm.services import running_services, stop_services_started_since
+from crm.settings import Settings, get_settings
+from crm.warehouse import connect
+
+# what make demo counts for the day, by mart and the column that holds its date
+DAY_COLUMNS = (
+    ("fct_transactions", "booking_date"),
+    ("customer_features", "as_of_date"),
+    ("campaign_eligibility", "as_of_date"),
+    ("customer_campaign_assignments", "business_date"),
+    ("campaign_performance", "performance_date"),
+    ("customer_360", "as_of_date"),
+)
+
+
+def sandbox_settings(customers: int, seed: int) -> Settings:
+    """Settings for a run on a sandbox bank of ``customers`` (the embedded service and the DAG's
+    tasks read the size and seed from the environment)."""
+    os.environ["CRM_SANDBOX_CUSTOMERS"] = str(customers)
+    os.environ["CRM_SANDBOX_SEED"] = str(seed)
+    return get_settings()
+
+
+def run_daily(
+    business_date: dt.date, customers: int, seed: int, settings: Settings, force_publish: bool = False
+) -> int:
+    """Run crm_daily for ``business_date`` through ``airflow dags test``; 0 when it succeeded."""
+    conf = {"customers": customers, "seed": seed, "force_publish": force_publish}
+    rc = run_dag_test("crm_daily", business_date, conf, settings)
+    if rc:
+        print("nothing was published to the cache from this run.")
+    return rc
+
+
+def summarize(business_date: dt.date, settings: Settings) -> dict:
+    """What the run produced, read back from each stage's output."""
+    import pyarrow.parquet as pq
+
+    from ingestion.extract import partition_path
+    from models.core_banking import ENTITIES
+
+    out: dict = {"landing": {}, "quarantine": {}, "raw": {}, "marts": {}}
+    for entity in ENTITIES:
+        path = partition_path(settings.landing_dir, entity, business_date)
+        out["landing"][entity] = pq.read_metadata(path).num_rows if path.exists() else 0
+        qpath = partition_path(settings.quarantine_dir, entity, business_date)
+        out["quarantine"][entity] = pq.read_metadata(qpath).num_rows if qpath.exists() else 0
+    with connect(settings) as con:
+        for entity in ENTITIES:
+            out["raw"][entity] = con.execute(f"select count(*) from raw.{entity}").fetchone()[0]
+        for table, col in DAY_COLUMNS:
+            out["marts"][table] = con.execute(
+                f"select count(*) from marts.{table} where {col} = ?", [business_date]
+            ).fetchone()[0]
+        row = con.execute(
+            "select any_value(model_name), any_value(model_version), count(distinct customer_id), min(customer_id) "
+            "from marts.customer_campaign_assignments where business_date = ?",
+            [business_date],
+        ).fetchone()
+    out["model"] = {"name": row[0], "version": row[1]}
+    out["customers_with_offers"] = row[2]
+    out["some_customer"] = int(row[3] or 1)
+    return out
+
+
+def demo(business_date: dt.date, customers: int, seed: int, force_publish: bool = False) -> int:
+    """``make demo``: crm_daily through Airflow on the sandbox bank, then what it made and how to look."""
+    from serving.auth import ensure_demo_keys
+    from serving.load import live_snapshot_meta
+
+    settings = sandbox_settings(customers, seed)
+    before = running_services(settings)
+    try:
+        rc = run_daily(business_date, customers, seed, settings, force_publish=force_publish)
+        if rc:
+            return rc
+        summary = summarize(business_date, settings)
+        meta = live_snapshot_meta(settings)
+        keys = ensure_demo_keys(settings)
+    finally:
+        stopped = stop_services_started_since(before, settings)
+    print(f"\ncrm_daily succeeded for business date {business_date} ({customers} sandbox customers, seed {seed})")
+    print("rows per stage:")
+    for stage in ("landing", "quarantine", "raw", "marts"):
+        print(f"  {stage:<11}" + ", ".join(f"{k}={v}" for k, v in summary[stage].items()))
+    print(f"customers with offers: {summary['customers_with_offers']}")
+    print(f"model: {summary['model']['name']} version {summary['model']['version']} (alias champion)")
+    if meta:
+        print(
+            f"cache snapshot: {meta['snapshot_id']} ({meta['customers']} customers, {meta['offers']} offers, "
+            f"{meta['segments']} segments), fresh until {meta['expires_at']}, served until {meta['served_until']}"
+        )
+    print(f"demo API keys (one per role): {settings.demo_api_keys_path}")
+    if stopped:
+        saved = " (Redis saved the cache; make serve reloads it)" if "redis" in stopped else ""
+        print(f"stopped the services this run started: {', '.join(stopped)}{saved}")
+    print(
+        "\nhow to look at it:\n"
+        "  make serve                                   # the read API on http://127.0.0.1:8000 (docs at /docs)\n"
+        f'  curl -H "X-API-Key: {keys["sales"][:14]}..." http://127.0.0.1:8000/v1/customers/{summary["some_customer"]}/offers\n'
+        "     (full keys: cat .crm/demo_api_keys.json)\n"
+        "  make airflow                                 # the Airflow UI with this run, on http://localhost:8080\n"
+        "  make docs                                    # the warehouse's marts, columns and lineage, on http://127.0.0.1:8081\n"
+        "  make evaluate                                # this assignment against the sandbox's truth (oracle, random)\n"
+        "  make train                                   # crm_model_training: a new version, champion only if better\n"
+        f"  .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}   # runs, metrics, plots, registry\n"
+        f"  .venv/bin/python -c \"import duckdb; print(duckdb.connect('{settings.duckdb_path}', read_only=True)"
+        ".sql('select * from marts.customer_campaign_assignments limit 10'))\"",
+        flush=True,
+    )
+    return 0
+
+
+def train(business_date: dt.date, customers: int, seed: int, overrides: dict) -> int:
+    """``make train``: crm_model_training through Airflow as of ``business_date`` (its params
+    ``overrides`` on top), then what it decided."""
+    from ml.registry import latest_version
+
+    settings = sandbox_settings(customers, seed)
+    conf = {"business_date": business_date.isoformat(), "customers": customers, "seed": seed, **overrides}
+    before = running_services(settings)
+    try:
+        rc = run_dag_test("crm_model_training", business_date + dt.timedelta(days=1), conf, settings)
+    finally:
+        stop_services_started_since(before, settings)
+    if rc:
+        return rc
+    latest = latest_version(settings)
+    print(f"\ncrm_model_training succeeded as of {business_date}: {settings.model_name} v{latest.version} "
+          f"({latest.tags.get('candidate')}) is {latest.tags.get('promotion.decision')}")  # fmt: skip
+    print(f"  {latest.tags.get('promotion.reason')}")
+    print(f"runs, metrics and plots: MLflow experiment crm-campaign-propensity in {settings.mlflow_tracking_uri}")
+    print(f"  (.venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri})", flush=True)
+    return 0
