@@ -57,9 +57,7 @@ sandbox: setup  ## serve the core-banking sandbox on its own (PORT, CUSTOMERS, S
 airflow: setup  ## start the Airflow UI (airflow standalone) on the project's DAGs
 	$(BIN)/crm airflow
 
-test: setup  ## ruff, then the whole pytest suite (DAG integrity and the end-to-end run included)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+test: lint  ## make lint, then the whole pytest suite (DAG integrity and the end-to-end run included)
 	$(BIN)/python -m pytest
 
 docs: setup  ## generate the dbt docs site from the warehouse and serve it for analysts (DOCS_PORT=8081)
@@ -82,9 +80,10 @@ bench-scoring: setup  ## scoring and arbitration of 1,000,000 customers x 12 cam
 bench-serving: setup  ## snapshot load, memory and API look-ups for 1,000,000 customers
 	$(BIN)/python -m benchmarks.serving
 
-lint: setup  ## ruff check and format check
+lint: setup  ## ruff check, format check, and the layers' import contracts (import-linter, setup.cfg)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	PYTHONPATH=$(CURDIR) $(BIN)/lint-imports --no-cache
 
 format: setup  ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .

@@ -1,0 +1,57 @@
+"""The layers (docs/architecture.md) are import-linter contracts in setup.cfg, checked by `make lint`:
+they hold on the tree as it is, and they catch an upward import, one inside a function included."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crm.settings import REPO_ROOT
+
+PACKAGES = ("models", "crm", "sandbox", "ingestion", "expectations", "ml", "serving", "entrypoints", "benchmarks")
+LINT_IMPORTS = str(Path(sys.executable).parent / "lint-imports")
+
+
+def _lint(tree: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    return subprocess.run([LINT_IMPORTS, "--no-cache"], cwd=tree, env=env, capture_output=True, text=True, check=False)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A copy of the project's packages and setup.cfg, to break on purpose."""
+    for package in PACKAGES:
+        shutil.copytree(REPO_ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO_ROOT / "setup.cfg", tmp_path / "setup.cfg")
+    return tmp_path
+
+
+def test_the_contracts_hold_on_the_project(tree):
+    done = _lint(tree)
+    assert done.returncode == 0, done.stdout
+    assert "2 kept, 0 broken" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "upward", "contract"),
+    [
+        ("crm/warehouse.py", "from serving.load import publish_snapshot", "Each layer imports only"),
+        ("models/serving.py", "from crm.settings import get_settings", "Each layer imports only"),
+        ("serving/codec.py", "from ml.score import write_assignments", "Each layer imports only"),
+        ("ml/score.py", "from benchmarks.report import report", "Nothing the platform runs imports the benchmarks"),
+    ],
+)
+def test_an_upward_import_inside_a_function_breaks_the_build(tree, module, upward, contract):
+    path = tree / module
+    path.write_text(path.read_text() + f"\n\ndef _sneaky():\n    {upward}\n\n    return None\n")
+    done = _lint(tree)
+    assert done.returncode != 0
+    importer = module.removesuffix(".py").replace("/", ".")
+    imported = upward.split()[1]
+    assert f"{contract}" in done.stdout and "BROKEN" in done.stdout
+    assert f"{importer} -> {imported}" in done.stdout, done.stdout
