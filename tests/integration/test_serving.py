@@ -16,10 +16,11 @@ from crm.services import ensure_redis
 from crm.warehouse import connect
 from ml.registry import ModelRef
 from ml.score import write_assignments
-from serving.api import SID_CACHE_S, create_app
+from serving.api import create_app
 from serving.auth import issue_keys
 from serving.keys import Keys
 from serving.load import publish_snapshot
+from serving.reader import SID_CACHE_S
 
 D1 = dt.date(2026, 11, 1)
 D2 = dt.date(2026, 11, 2)

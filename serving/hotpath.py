@@ -1,0 +1,172 @@
+"""The read API's ASGI layers outside FastAPI: the Prometheus metrics of every answer, and the fast
+path of the one call sales and the mobile app make all day (see docs/decisions/0004)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from models.serving import MOBILE_FIELDS
+from serving.answers import NO_SNAPSHOT, REDIS_DOWN, NoSnapshot, raw_json
+from serving.auth import OFFER_READERS, Denied, check_key
+from serving.codec import bucket_of, decode_offers
+from serving.reader import SnapshotReader
+
+MAX_CUSTOMER_ID = 10**12
+OFFERS_PATH = re.compile(r"/v1/customers/([1-9][0-9]{0,12})/offers")
+Answer = tuple[int, bytes, dict[str, str]]  # status, JSON body, headers
+
+
+class Metrics:
+    """The API's Prometheus metrics, in a registry of its own (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "crm_api_requests", "Requests answered", ["endpoint", "method", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "crm_api_request_seconds",
+            "Time to answer a request",
+            ["endpoint"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+        self.snapshot_age = Gauge(
+            "crm_snapshot_age_seconds", "Age of the live snapshot (NaN: none is live)", registry=self.registry
+        )
+        self.snapshot_customers = Gauge(
+            "crm_snapshot_customers", "Customers in the live snapshot", registry=self.registry
+        )
+
+    def note_snapshot(self, meta: dict | None) -> None:
+        """The live snapshot's age and size (NaN and 0 when none is live), as of this scrape."""
+        if meta:
+            created = dt.datetime.fromisoformat(meta["created_at"])
+            self.snapshot_age.set((dt.datetime.now(dt.UTC) - created).total_seconds())
+            self.snapshot_customers.set(meta["customers"])
+        else:
+            self.snapshot_age.set(float("nan"))
+            self.snapshot_customers.set(0)
+
+
+class MeasureRequests:
+    """Pure ASGI middleware counting requests by route template and status, and their latency."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+        self.series: dict[tuple[str, str, int], tuple] = {}  # labelled children, looked up once
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            endpoint = getattr(scope.get("route"), "path", "unmatched")  # the template: no ids in labels
+            series = self.series.get((endpoint, scope["method"], status))
+            if series is None:
+                series = self.series[endpoint, scope["method"], status] = (
+                    self.metrics.requests.labels(endpoint, scope["method"], str(status)),
+                    self.metrics.latency.labels(endpoint),
+                )
+            series[0].inc()
+            series[1].observe(time.perf_counter() - start)
+
+
+class ReadApi(FastAPI):
+    """FastAPI with ASGI layers outside Starlette's own stack: the metrics (they see every answer,
+    an unhandled error's 500 included) and the offers fast path, ahead of everything it can skip."""
+
+    outer: Callable[[Any], Any] = staticmethod(lambda inner: inner)
+
+    def build_middleware_stack(self):
+        return self.outer(super().build_middleware_stack())
+
+
+class OffersFastPath:
+    """``GET /v1/customers/{id}/offers``, the look-up sales and the mobile app make all day, answered
+    without FastAPI's per-request machinery (routing, parameter solving): it costs more CPU than the
+    Redis read itself. Both this layer and the documented FastAPI route call the same ``lookup``;
+    what this layer does not recognise as a valid call (a malformed or out-of-range id, another
+    method) goes on to FastAPI, which answers it (422, 405) as documented.
+    """
+
+    def __init__(self, app, lookup, route_path: str):
+        self.app = app
+        self.lookup = lookup
+        self.route = type("Route", (), {"path": route_path})()  # what MeasureRequests labels by
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "GET":
+            match = OFFERS_PATH.fullmatch(scope["path"])
+            if match and int(match[1]) <= MAX_CUSTOMER_ID:
+                key = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-api-key"), None)
+                status, body, headers = await self.lookup(key, int(match[1]))
+                scope["route"] = self.route
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": status,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", b"%d" % len(body)),
+                            *((k.encode(), v.encode()) for k, v in headers.items()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def make_offers_lookup(state, reader: SnapshotReader) -> Callable[[str | None, int], Awaitable[Answer]]:
+    """The look-up of one customer's offers, over the app's ``state`` (its key store and audit log)
+    and the snapshot ``reader``."""
+
+    async def lookup(key: str | None, customer_id: int) -> tuple[int, bytes, dict[str, str]]:
+        """A customer's offers as (status, JSON body, headers): the one implementation behind both
+        the FastAPI route and ``OffersFastPath``."""
+        try:
+            who = check_key(state.key_store, key, OFFER_READERS)
+        except Denied as denied:
+            return raw_json(denied.status, {"detail": denied.detail})
+        state.audit.record(who, customer_id)
+
+        async def read(sid: str):
+            blob = await reader.raw.hget(reader.keys.customer_bucket(sid, bucket_of(customer_id)), str(customer_id))
+            if blob is None:
+                return None
+            d = await reader.dictionary(sid)
+            return decode_offers(blob, d) if d is not None else None
+
+        try:
+            sid, offers = await reader.in_snapshot(read)
+        except NoSnapshot:
+            return raw_json(503, {"detail": NO_SNAPSHOT})
+        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+            return raw_json(503, {"detail": REDIS_DOWN})
+        if offers is None:
+            return raw_json(404, {"detail": f"customer {customer_id} has no offers in the live snapshot"})
+        if who.role == "mobile":
+            offers = [{k: o[k] for k in MOBILE_FIELDS} for o in offers]
+        return raw_json(200, {"snapshot_id": sid, "customer_id": customer_id, "offers": offers}, sid)
+
+    return lookup

@@ -1,0 +1,113 @@
+"""Reading the live snapshot from Redis: which snapshot is live, and a read that stays within one."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+
+from crm.cache import connect_async
+from crm.services import READ_API_CLIENT_NAME
+from serving.answers import NoSnapshot
+from serving.codec import SEGMENT, Dictionary, decode_segment
+from serving.keys import Keys
+
+T = TypeVar("T")
+
+SID_CACHE_S = 0.25  # how stale the API's idea of the live snapshot id may be
+
+
+class SnapshotReader:
+    """The read API's two Redis clients (text, and bytes for the packed values) and what it knows of
+    the live snapshot: its id, re-read at most every ``SID_CACHE_S``, and the dictionaries of the
+    last few snapshots."""
+
+    def __init__(self, keys: Keys):
+        self.keys = keys
+        self.text: aioredis.Redis
+        self.raw: aioredis.Redis
+        self.sid: str | None = None
+        self.until = 0.0
+        self.dictionaries: dict[str, Dictionary] = {}
+
+    def open(self, redis_url: str) -> None:
+        # no per-command timeout on the look-up client: redis-py wraps every send in a task for it,
+        # which costs more than the look-up; a dead Redis still fails fast (connection errors)
+        self.text = connect_async(redis_url, decode_responses=True, client_name=READ_API_CLIENT_NAME)
+        self.raw = connect_async(redis_url, client_name=READ_API_CLIENT_NAME, socket_timeout=None)
+
+    async def close(self) -> None:
+        await self.text.aclose()
+        await self.raw.aclose()
+
+    async def current_sid(self, fresh: bool = False) -> str:
+        now = time.monotonic()
+        if fresh or now >= self.until:
+            sid = await self.text.get(self.keys.current)
+            if sid is None:
+                raise NoSnapshot
+            self.sid, self.until = sid, now + SID_CACHE_S
+        return self.sid  # type: ignore[return-value]
+
+    async def in_snapshot(self, read: Callable[[str], Awaitable[T | None]]) -> tuple[str, T | None]:
+        """Run ``read`` against one snapshot, the live one; every read names the snapshot it used.
+
+        The live id is cached for ``SID_CACHE_S``: a read that finds nothing (the snapshot it knew
+        was just replaced and dropped) asks Redis again and reads once more from the live one.
+        """
+        sid = await self.current_sid()
+        value = await read(sid)
+        if value is None:
+            latest = await self.current_sid(fresh=True)
+            if latest != sid:
+                sid, value = latest, await read(latest)
+        return sid, value
+
+    async def json(self, key_of: Callable[[str], str]) -> tuple[str, Any]:
+        """A JSON value of the live snapshot (its metadata, its campaign list)."""
+
+        async def read(sid: str):
+            raw = await self.text.get(key_of(sid))
+            return json.loads(raw) if raw is not None else None
+
+        sid, value = await self.in_snapshot(read)
+        if value is None:
+            raise NoSnapshot
+        return sid, value
+
+    async def dictionary(self, sid: str) -> Dictionary | None:
+        """The snapshot's dictionary (ids behind the packed codes), read once per snapshot."""
+        d = self.dictionaries.get(sid)
+        if d is None:
+            raw = await self.text.get(self.keys.meta(sid))
+            if raw is None:
+                return None
+            d = Dictionary.from_json(json.loads(raw)["dictionary"])
+            if len(self.dictionaries) >= 4:
+                self.dictionaries.pop(next(iter(self.dictionaries)))
+            self.dictionaries[sid] = d
+        return d
+
+    async def live_meta(self) -> tuple[str | None, dict | None]:
+        """The live snapshot's id and metadata, read fresh from Redis (the ops probes)."""
+        sid = await self.text.get(self.keys.current)
+        raw = await self.text.get(self.keys.meta(sid)) if sid else None
+        return sid, json.loads(raw) if raw else None
+
+    async def segment_csv(self, key: str, d: Dictionary, chunk: int = 10_000) -> AsyncIterator[str]:
+        """The whole segment as CSV, in priority order, read from Redis a chunk at a time."""
+        yield "position,customer_id,offer_id,channel,priority\n"
+        size = SEGMENT.itemsize
+        start = 0
+        while True:
+            blob = await self.raw.getrange(key, start * size, (start + chunk) * size - 1)
+            if not blob:
+                return
+            rows = decode_segment(blob, d, start + 1)
+            yield "".join(
+                f"{e['position']},{e['customer_id']},{e['offer_id']},{e['channel']},{e['priority']:.2f}\n" for e in rows
+            )
+            start += chunk
