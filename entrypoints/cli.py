@@ -38,6 +38,12 @@ def _done(code: int) -> None:
         raise SystemExit(code)
 
 
+def _date_option(help_text: str):
+    """``--date``: a business date, yesterday in Lima when left out."""
+    return click.option("--date", "business_date", type=DATE, default=yesterday_in_lima,
+                        show_default="yesterday in Lima", help=help_text)  # fmt: skip
+
+
 def _bank_options(fn):
     """``--customers`` and ``--seed``: the sandbox bank a run extracts (as make demo's)."""
     fn = click.option("--seed", type=int, default=42, show_default=True, help="the sandbox bank's seed")(fn)
@@ -58,14 +64,7 @@ def dbt_parse() -> None:
 
 
 @cli.command()
-@click.option(
-    "--date",
-    "business_date",
-    type=DATE,
-    default=yesterday_in_lima,
-    show_default="yesterday in Lima",
-    help="business date",
-)
+@_date_option("business date")
 @_bank_options
 @click.option("--force-publish", is_flag=True, help="override the publish guard")
 def demo(business_date: dt.date, customers: int, seed: int, force_publish: bool) -> None:
@@ -76,14 +75,7 @@ def demo(business_date: dt.date, customers: int, seed: int, force_publish: bool)
 
 
 @cli.command()
-@click.option(
-    "--date",
-    "business_date",
-    type=DATE,
-    default=yesterday_in_lima,
-    show_default="yesterday in Lima",
-    help="train as of this date",
-)
+@_date_option("train as of this date")
 @_bank_options
 @click.option("--window", type=int, help="training_window_days (default 84)")
 @click.option("--candidates", help="comma-separated: logistic_regression,gradient_boosting")
