@@ -41,16 +41,22 @@ def mlflow_client(settings: Settings | None = None):
 
 
 def champion(settings: Settings | None = None) -> ModelRef | None:
-    """The registered model version holding the ``champion`` alias, or None."""
+    """The registered model version holding the ``champion`` alias, or None when the registry has
+    no such model or the model no such alias. Any other failure (the registry unreachable, refused,
+    failing) raises: the caller must never take it for "no champion" and train one in its place."""
     settings = settings or get_settings()
     client = mlflow_client(settings)
     from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
     try:
-        mv = client.get_model_version_by_alias(settings.model_name, CHAMPION)
-    except MlflowException:
-        return None
-    return ModelRef(settings.model_name, str(mv.version))
+        model = client.get_registered_model(settings.model_name)
+    except MlflowException as error:
+        if error.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return None
+        raise
+    version = (model.aliases or {}).get(CHAMPION)
+    return None if version is None else ModelRef(settings.model_name, str(version))
 
 
 def latest_version(settings: Settings):
