@@ -87,9 +87,9 @@ def test_no_mart_holds_a_name_or_document_number_in_clear(warehouse):
     for schema, table in tables:
         text = str(_rows(warehouse, f"select * from {schema}.{table}"))
         assert NAME not in text and DOCUMENT not in text, f"{schema}.{table}"
-    shown = _rows(warehouse, "select full_name_masked, document_number_masked from marts.customer_360 "
-                             "where customer_id = 1")  # fmt: skip
-    assert shown == [("R***", "*****678")]
+    shown = _rows(warehouse, "select as_of_date, full_name_masked, document_number_masked from marts.customer_360 "
+                             "where customer_id = 1 order by as_of_date")  # fmt: skip
+    assert shown == [(D1, "R***", "*****678"), (D2, "R***", "*****678")]
 
 
 def test_campaign_performance_and_customer_360_show_the_day(warehouse):
@@ -100,9 +100,13 @@ def test_campaign_performance_and_customer_360_show_the_day(warehouse):
         (D1, 2, 2, 1, 0.5, 650.0),
         (D2, 1, 1, 0, 0.0, 0.0),
     ]
-    offers = _rows(warehouse, "select customer_id, offers_today, top_campaign_id, last_contact_response, "
-                              "balance_savings_pen, balance_credit_card_pen from marts.customer_360 order by customer_id")  # fmt: skip
-    assert [(c, n, top, last, float(s), float(cc)) for c, n, top, last, s, cc in offers] == [
-        (1, 1, "CMP-PL-PREAPP", "NO_ANSWER", 2500.0, -375.0),  # a USD card debt, in PEN at the reference rate
-        (2, 0, None, None, 0.0, 0.0),
+    offers = _rows(warehouse, "select as_of_date, customer_id, offers_today, top_campaign_id, last_contact_response, "
+                              "balance_savings_pen, balance_credit_card_pen from marts.customer_360 "
+                              "order by as_of_date, customer_id")  # fmt: skip
+    # each date as it was on that date: D1's offers and last contact (the later id of D1's two), then D2's
+    assert [(d, c, n, top, last, float(s), float(cc)) for d, c, n, top, last, s, cc in offers] == [
+        (D1, 1, 1, "CMP-PL-PREAPP", "DECLINED", 2500.0, -375.0),  # a USD card debt, in PEN at the reference rate
+        (D1, 2, 1, "CMP-PL-PREAPP", None, 0.0, 0.0),
+        (D2, 1, 1, "CMP-PL-PREAPP", "NO_ANSWER", 2500.0, -375.0),
+        (D2, 2, 0, None, None, 0.0, 0.0),
     ]

@@ -41,7 +41,7 @@ past_responses as (
             then 1 else 0 end) as declined_recently
     from {{ ref('stg_core_banking__campaign_responses') }} as r
     inner join {{ ref('stg_campaigns__contact_policies') }} as p on p.channel = r.channel
-    where r.contact_date > {{ days_before(365) }}
+    where r.contact_date > {{ days_before(365) }} and r.contact_date <= {{ business_date() }}
         and r.response in ('ACCEPTED', 'DECLINED')  -- a contact with no answer rules nothing out
     group by r.customer_id, r.campaign_id
 ),

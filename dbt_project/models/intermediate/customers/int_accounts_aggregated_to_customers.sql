@@ -6,7 +6,7 @@ with accounts as (
         product,
         case when currency = 'USD' then balance * {{ var('usd_pen_rate') }} else balance end as balance_pen
     from {{ ref('stg_core_banking__accounts') }}
-    where status = 'ACTIVE'
+    where as_of_date = {{ business_date() }} and status = 'ACTIVE'
 ),
 
 aggregated as (

@@ -5,6 +5,7 @@ with responses as (
         response,
         {{ dbt.datediff('contact_date', business_date(), 'day') }} as days_ago
     from {{ ref('stg_core_banking__campaign_responses') }}
+    where contact_date > {{ days_before(365) }} and contact_date <= {{ business_date() }}
 ),
 
 aggregated as (
@@ -15,7 +16,6 @@ aggregated as (
         cast(sum(case when response = 'DECLINED' then 1 else 0 end) as integer) as declines_365d,
         cast(min(days_ago) as integer) as days_since_last_contact
     from responses
-    where days_ago < 365
     group by customer_id
 )
 

@@ -11,7 +11,7 @@ with transactions as (
         amount,
         booking_date
     from {{ ref('stg_core_banking__transactions') }}
-    where booking_date > {{ days_before(180) }}
+    where booking_date > {{ days_before(180) }} and booking_date <= {{ business_date() }}
 ),
 
 aggregated as (

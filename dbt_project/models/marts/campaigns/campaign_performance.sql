@@ -12,7 +12,6 @@ with assigned as (
         0 as accepted,
         cast(0 as decimal(18, 2)) as value_pen
     from {{ source('scoring', 'customer_campaign_assignments') }}
-    where business_date <= {{ business_date() }}
     group by business_date, campaign_id, channel
 ),
 

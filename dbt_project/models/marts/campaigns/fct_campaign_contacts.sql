@@ -5,8 +5,9 @@
 -- can still change while its campaign's response window is open), and older days stay as they are.
 with responses as (
     select * from {{ ref('stg_core_banking__campaign_responses') }}
+    where contact_date <= {{ business_date() }}
     {% if flags.INTROSPECT is not false and is_incremental() %}
-    where contact_date > {{ days_before(var('contact_refresh_days')) }}
+        and contact_date > {{ days_before(var('contact_refresh_days')) }}
     {% endif %}
 ),
 

@@ -16,4 +16,6 @@ from {{ ref('stg_core_banking__transactions') }}
     --no-introspect (the Azure SQL check, which has no server); every run introspects -#}
 {% if flags.INTROSPECT is not false and is_incremental() %}
 where booking_date = {{ business_date() }}
+{% else %}
+where booking_date <= {{ business_date() }}
 {% endif %}

@@ -1,9 +1,10 @@
-{{ config(tags=['after_scoring'], materialized='view') }}
+{{ config(tags=['after_scoring'], materialized='incremental', unique_key='as_of_date') }}
 -- One row per customer on the business date: what a sales agent sees about the customer in front of
 -- them (profile, products, activity, last contact and today's offers). Personal data masked: no
 -- name, document number or birth date in clear.
 with customers as (
     select * from {{ ref('stg_core_banking__customers') }}
+    where as_of_date = {{ business_date() }}
 ),
 
 balances as (
@@ -24,6 +25,7 @@ contacts as (
         response,
         row_number() over (partition by customer_id order by contact_date desc, contact_id desc) as recency_rank
     from {{ ref('fct_campaign_contacts') }}
+    where contact_date <= {{ business_date() }}
 ),
 
 offers as (

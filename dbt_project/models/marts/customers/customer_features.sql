@@ -2,6 +2,7 @@
 -- One row per customer per as-of date: the features the propensity model reads.
 with customers as (
     select * from {{ ref('stg_core_banking__customers') }}
+    where as_of_date = {{ business_date() }}
 ),
 
 accounts as (

@@ -1,6 +1,5 @@
 with source as (
     select * from {{ source('core_banking', 'accounts') }}
-    where _business_date = {{ business_date() }}
 ),
 
 renamed as (

@@ -1,6 +1,5 @@
 with source as (
     select * from {{ source('core_banking', 'campaign_responses') }}
-    where contact_date <= {{ business_date() }}
 ),
 
 renamed as (

@@ -1,6 +1,5 @@
 with source as (
     select * from {{ source('core_banking', 'customers') }}
-    where _business_date = {{ business_date() }}
 ),
 
 renamed as (

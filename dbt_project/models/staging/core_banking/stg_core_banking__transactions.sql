@@ -1,6 +1,5 @@
 with source as (
     select * from {{ source('core_banking', 'transactions') }}
-    where booking_date <= {{ business_date() }}
 ),
 
 renamed as (
