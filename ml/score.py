@@ -25,6 +25,45 @@ log = logging.getLogger(__name__)
 ASSIGNMENTS_TABLE = "marts.customer_campaign_assignments"
 
 
+class NothingToAssign(RuntimeError):
+    """The assignment gate: the business date has no eligible pair, or arbitration assigned no
+    offer. The run stops here, before anything is published; the message gives the counts and the
+    campaigns' state."""
+
+
+def campaigns_state(con, business_date: dt.date) -> str:
+    """The campaigns on ``business_date``, for a person: which are live, and why each live one
+    reached no one (the outcomes in marts.campaign_exclusions)."""
+    live = [r[0] for r in con.execute(
+        "select campaign_id from staging.stg_campaigns__campaigns where start_date <= ? and end_date >= ? "
+        "order by campaign_id", [business_date, business_date]).fetchall()]  # fmt: skip
+    if not live:
+        ended = con.execute("select max(end_date) from staging.stg_campaigns__campaigns").fetchone()[0]
+        return f"no campaign is live on {business_date} (the last one ended {ended})"
+    outcomes = con.execute(
+        "select outcome, sum(customers) from marts.campaign_exclusions where as_of_date = ? "
+        "group by outcome order by 2 desc, 1",
+        [business_date],
+    ).fetchall()
+    seen = ", ".join(f"{outcome}={int(n)}" for outcome, n in outcomes) or "no customer evaluated (no features?)"
+    return f"{len(live)} campaigns live ({', '.join(live)}); customers x campaigns by outcome: {seen}"
+
+
+def assignment_gate(con, business_date: dt.date, pairs: int, assigned: int | None = None) -> None:
+    """Stop the run, naming the gate, the counts and the campaigns' state, when ``business_date``
+    has no eligible pair (``assigned`` None: before scoring) or arbitration assigned no offer."""
+    if pairs == 0:
+        raise NothingToAssign(
+            f"assignment gate for {business_date}: 0 eligible customer x campaign pairs in "
+            f"marts.campaign_eligibility, nothing to score or publish; {campaigns_state(con, business_date)}"
+        )
+    if assigned == 0:
+        raise NothingToAssign(
+            f"assignment gate for {business_date}: {pairs} eligible pairs scored but arbitration assigned no "
+            f"offer (capacities, consents and 30-day frequency caps left none); {campaigns_state(con, business_date)}"
+        )
+
+
 class FeatureMismatch(RuntimeError):
     pass
 
@@ -193,6 +232,11 @@ def score_and_assign(business_date: dt.date, settings: Settings | None = None) -
     import mlflow
 
     settings = settings or get_settings()
+    with connect(settings) as con:
+        eligible = con.execute(
+            "select count(*) from marts.campaign_eligibility where as_of_date = ?", [business_date]
+        ).fetchone()[0]
+        assignment_gate(con, business_date, eligible)
     ref = ensure_champion(business_date, settings)
     mlflow_client(settings)
     model_uri = f"models:/{ref.name}@{CHAMPION}"
@@ -202,11 +246,11 @@ def score_and_assign(business_date: dt.date, settings: Settings | None = None) -
         coder = ReasonCoder(_reference(con, business_date), sorted(policy.campaign_capacity))
         pairs, offers = score_pairs(model, scoring_batches(con, business_date), coder, model_uri)
         assigned = arbitrate(pairs, policy)
+        assignment_gate(con, business_date, len(pairs), len(assigned))
         assigned["campaign_id"] = assigned["campaign_id"].astype(str)
-        if len(assigned):
-            assigned["offer_id"] = assigned["campaign_id"].map(lambda c: offers[c][0])
-            assigned["valid_until"] = assigned["campaign_id"].map(lambda c: offers[c][1])
-            assigned["reasons"] = _reason_texts(con, business_date, assigned, coder)
+        assigned["offer_id"] = assigned["campaign_id"].map(lambda c: offers[c][0])
+        assigned["valid_until"] = assigned["campaign_id"].map(lambda c: offers[c][1])
+        assigned["reasons"] = _reason_texts(con, business_date, assigned, coder)
     write_assignments(business_date, assigned, ref, settings)
     result = ScoringResult(
         business_date.isoformat(),
