@@ -139,6 +139,8 @@ class Settings:
     # publish guard: refuse a snapshot whose audience shrank by more than this share of the live one
     max_audience_shrink: float = field(default_factory=lambda: _float("CRM_MAX_AUDIENCE_SHRINK", 0.3))
     redis_prefix: str = field(default_factory=lambda: _env("CRM_REDIS_PREFIX", "crm"))
+    # a replaced snapshot stays readable this long (an export that started on it finishes from it)
+    snapshot_drain_seconds: int = field(default_factory=lambda: _int("CRM_SNAPSHOT_DRAIN_SECONDS", 900))
 
     # ---- paths in the data directory -------------------------------------------------------
     @property

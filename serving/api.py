@@ -166,7 +166,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         d, key, blob, total = value
         if "text/csv" in request.headers.get("accept", ""):
             return StreamingResponse(
-                reader.segment_csv(key, d),
+                reader.segment_csv(key, d, total),
                 media_type="text/csv",
                 headers={
                     "X-Snapshot-Id": sid,

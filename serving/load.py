@@ -54,6 +54,20 @@ class PublishRefused(PublishError):
     """The publish guard refused a snapshot whose served audience shrank too much."""
 
 
+# The switch, in one step on the server: ``<prefix>:current`` moves to the new snapshot unless the
+# live one is for a newer business date (a snapshot id starts with its date, YYYYMMDD) and the
+# publish is not forced. Returns the live id it refused to replace, or nothing when it switched.
+# One key: atomic on a Redis Cluster too, and two publishes racing cannot move the cache back.
+SWITCH_FORWARD = """
+local live = redis.call('GET', KEYS[1])
+if live and ARGV[3] == '0' and string.sub(live, 1, 8) > string.sub(ARGV[1], 1, 8) then
+  return live
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
+return false
+"""
+
+
 @dataclass(frozen=True)
 class PublishResult:
     snapshot_id: str
@@ -67,6 +81,8 @@ class PublishResult:
     expires_at: str
     served_until: str
     previous_snapshot_id: str | None
+    published: bool = True
+    reason: str = "published"
 
 
 @dataclass(frozen=True)
@@ -155,7 +171,10 @@ def publish_snapshot(
     now: dt.datetime | None = None,
     force: bool = False,
 ) -> PublishResult:
-    """Publish ``business_date``'s assignments; ``force`` overrides the publish guard."""
+    """Publish ``business_date``'s assignments as the live snapshot. The served cache only moves
+    forward: when the live snapshot is for a newer business date, nothing is written and the
+    result says why (``published`` False); ``force`` publishes anyway, and overrides the publish
+    guard."""
 
     settings = settings or get_settings()
     a = read_assignments(business_date, settings)
@@ -165,6 +184,9 @@ def publish_snapshot(
         )
     keys = Keys(settings.redis_prefix)
     client = cache.connect(ensure_redis(settings))
+    newer = _newer_live_snapshot(client, keys, business_date)
+    if newer is not None and not force:
+        return _not_published(business_date, a, newer)
     created = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     expires = created + dt.timedelta(hours=settings.snapshot_ttl_hours)
     gone_at = int((expires + dt.timedelta(hours=settings.snapshot_grace_hours)).timestamp())
@@ -254,9 +276,13 @@ def publish_snapshot(
                 "rerun with the DAG param force_publish=true (make demo FORCE_PUBLISH=1) to publish anyway"
             )
     client.set(keys.meta(sid), json.dumps(meta), exat=gone_at)
-    client.set(keys.current, sid, exat=gone_at)  # the atomic switch
+    refused = client.eval(SWITCH_FORWARD, 1, keys.current, sid, gone_at, int(force))  # the atomic switch
+    if refused:  # a newer date was published while this one was being written
+        _drop(client, keys, sid)
+        live = json.loads(client.get(keys.meta(refused.decode())) or "{}")
+        return _not_published(business_date, a, live or {"snapshot_id": refused.decode()})
     if previous:
-        _drop(client, keys, previous)
+        _drain(client, keys, previous, settings.snapshot_drain_seconds)
     result = PublishResult(
         **{k: meta[k] for k in meta if k not in ("snapshot_id", "dictionary")},
         snapshot_id=sid,
@@ -280,6 +306,49 @@ def _write_string(pipe, key: str, data: bytes, gone_at: int, chunk: int = 4 << 2
     pipe.set(key, data[:chunk], exat=gone_at)
     for start in range(chunk, len(data), chunk):
         pipe.append(key, data[start : start + chunk])
+
+
+def _newer_live_snapshot(client, keys: Keys, business_date: dt.date) -> dict | None:
+    """The live snapshot's metadata when it is for a business date after ``business_date``."""
+    live = client.get(keys.current)
+    if live is None or live.decode()[:8] <= f"{business_date:%Y%m%d}":
+        return None
+    meta = client.get(keys.meta(live.decode()))
+    return json.loads(meta) if meta else {"snapshot_id": live.decode(), "business_date": live.decode()[:8]}
+
+
+def _not_published(business_date: dt.date, a: Assignments, live: dict) -> PublishResult:
+    reason = (
+        f"not published: the live snapshot {live['snapshot_id']} is for {live.get('business_date')}, newer than "
+        f"{business_date}; the served cache only moves forward. {business_date}'s assignment is in "
+        "marts.customer_campaign_assignments; the DAG param force_publish=true publishes it anyway"
+    )
+    log.warning("snapshot for %s %s", business_date, reason)
+    return PublishResult(
+        snapshot_id="", business_date=business_date.isoformat(), customers=len(np.unique(a.customer_id)),
+        offers=len(a), segments=0, model_name=a.model_name, model_version=a.model_version, created_at="",
+        expires_at="", served_until="", previous_snapshot_id=live["snapshot_id"], published=False, reason=reason,
+    )  # fmt: skip
+
+
+def _drain(client, keys: Keys, snapshot_id: str, seconds: int) -> None:
+    """The replaced snapshot stays readable ``seconds`` more, then expires: a reader that started on it
+    (a segment's CSV export) finishes from it; nothing new reads it, ``current`` has moved."""
+    batch = []
+    for key in client.scan_iter(match=keys.snapshot_pattern(snapshot_id), count=10_000):
+        batch.append(key)
+        if len(batch) >= 5000:
+            _expire_within(client, batch, seconds)
+            batch = []
+    if batch:
+        _expire_within(client, batch, seconds)
+
+
+def _expire_within(client, keys: list, seconds: int) -> None:
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.expire(key, seconds)
+    pipe.execute()
 
 
 def _drop(client, keys: Keys, snapshot_id: str) -> None:

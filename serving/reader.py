@@ -20,6 +20,10 @@ T = TypeVar("T")
 SID_CACHE_S = 0.25  # how stale the API's idea of the live snapshot id may be
 
 
+class SnapshotGone(RuntimeError):
+    """A snapshot expired while a read that started on it was still going (a long export)."""
+
+
 class SnapshotReader:
     """The read API's two Redis clients (text, and bytes for the packed values) and what it knows of
     the live snapshot: its id, re-read at most every ``SID_CACHE_S``, and the dictionaries of the
@@ -97,17 +101,21 @@ class SnapshotReader:
         raw = await self.text.get(self.keys.meta(sid)) if sid else None
         return sid, json.loads(raw) if raw else None
 
-    async def segment_csv(self, key: str, d: Dictionary, chunk: int = 10_000) -> AsyncIterator[str]:
-        """The whole segment as CSV, in priority order, read from Redis a chunk at a time."""
+    async def segment_csv(self, key: str, d: Dictionary, total: int, chunk: int = 10_000) -> AsyncIterator[str]:
+        """The whole segment as CSV, in priority order, read from Redis a chunk at a time: the
+        ``total`` rows it had when the export started. A snapshot replaced during the export stays
+        readable for a while (serving.load drains it); should it be gone before the end, the export
+        fails rather than end a 200 with a truncated file."""
         yield "position,customer_id,offer_id,channel,priority\n"
         size = SEGMENT.itemsize
         start = 0
-        while True:
-            blob = await self.raw.getrange(key, start * size, (start + chunk) * size - 1)
-            if not blob:
-                return
+        while start < total:
+            blob = await self.raw.getrange(key, start * size, (min(start + chunk, total)) * size - 1)
+            if len(blob) < (min(start + chunk, total) - start) * size:
+                raise SnapshotGone(f"{key} expired after {start} of {total} rows of the export")
             rows = decode_segment(blob, d, start + 1)
             yield "".join(
-                f"{e['position']},{e['customer_id']},{e['offer_id']},{e['channel']},{e['priority']:.2f}\n" for e in rows
+                f"{e['position']},{e['customer_id']},{e['offer_id']},{e['channel']},{e['priority']:.2f}\n"
+                for e in rows
             )
             start += chunk

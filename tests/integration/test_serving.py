@@ -128,14 +128,17 @@ def test_customer_lookups_are_audited_without_other_personal_data(api, settings)
     assert set(lines[-1]) == {"at", "role", "key_id", "customer_id"}
 
 
-def test_a_new_business_date_switches_the_snapshot_and_removes_the_previous(api, settings, published):
+def test_a_new_business_date_switches_the_snapshot_and_drains_the_previous(api, settings, published):
     r = redis.Redis.from_url(ensure_redis(settings), decode_responses=True)
     keys = Keys(settings.redis_prefix)
     second = publish_snapshot(D2, settings)
     assert second.snapshot_id != published.snapshot_id
     assert second.previous_snapshot_id == published.snapshot_id
     assert r.get(keys.current) == second.snapshot_id
-    assert not list(r.scan_iter(match=keys.snapshot_pattern(published.snapshot_id)))
+    # the previous snapshot expires within the drain period (an export that started on it finishes)
+    previous = list(r.scan_iter(match=keys.snapshot_pattern(published.snapshot_id)))
+    assert previous and all(0 < r.ttl(k) <= settings.snapshot_drain_seconds for k in previous)
+    time.sleep(SID_CACHE_S + 0.05)  # the API re-reads the live snapshot id at least this often
     body = get(api, "/v1/customers/45/offers", "sales").json()
     assert body["snapshot_id"] == second.snapshot_id
     assert get(api, "/v1/customers/2/offers", "sales").status_code == 404  # not in D2's assignments
@@ -209,7 +212,7 @@ def test_the_publish_guard_refuses_a_shrunken_audience_unless_forced(api, settin
         publish_snapshot(d3, settings)
     assert r.get(keys.current) == live
     assert get(api, "/v1/customers/45/offers", "sales").json()["snapshot_id"] == live
-    assert len(list(r.scan_iter(match=f"{settings.redis_prefix}:snap:*:meta"))) == 1  # the refused one is gone
+    assert not list(r.scan_iter(match=f"{settings.redis_prefix}:snap:20261103-*"))  # the refused one is gone
     forced = publish_snapshot(d3, settings, force=True)
     assert r.get(keys.current) == forced.snapshot_id
 
@@ -258,6 +261,7 @@ def test_a_snapshot_past_its_ttl_keeps_serving_flagged_stale_until_its_grace_end
     write_assignments(d4, _assignments(12), ModelRef("crm-campaign-propensity", "4"), settings)
     loaded_long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=25)  # the next daily run is late
     late = publish_snapshot(d4, settings, now=loaded_long_ago, force=True)
+    time.sleep(SID_CACHE_S + 0.05)  # the API re-reads the live snapshot id at least this often
     meta = get(api, "/v1/snapshot", "marketing").json()["snapshot"]
     assert meta["snapshot_id"] == late.snapshot_id and meta["fresh"] is False
     assert get(api, "/v1/customers/3/offers", "sales").status_code == 200
@@ -275,3 +279,21 @@ def test_readyz_and_reads_answer_503_while_redis_is_unreachable(settings, tmp_pa
         assert ready.status_code == 503 and ready.json()["reason"] == "redis unreachable"
         offers = client.get("/v1/customers/1/offers", headers={"X-API-Key": keys["sales"]})
         assert offers.status_code == 503
+
+
+def test_an_older_date_leaves_the_newer_live_snapshot_serving_unless_forced(api, settings):
+    """A backfill publishes a past date: its assignment stays in the warehouse, the live snapshot of a
+    newer date keeps serving, and the result says why; force_publish moves the cache back on purpose."""
+    r = redis.Redis.from_url(ensure_redis(settings), decode_responses=True)
+    keys = Keys(settings.redis_prefix)
+    live = r.get(keys.current)
+    assert live > "20261101"  # a snapshot of a date after D1 is live
+    d1_snapshots = set(r.scan_iter(match=f"{settings.redis_prefix}:snap:20261101-*:meta"))
+    backfilled = publish_snapshot(D1, settings)
+    assert not backfilled.published and backfilled.previous_snapshot_id == live
+    assert f"the live snapshot {live} is for 2026-11-0" in backfilled.reason and "force_publish" in backfilled.reason
+    assert r.get(keys.current) == live
+    assert get(api, "/v1/customers/3/offers", "sales").json()["snapshot_id"] == live
+    assert set(r.scan_iter(match=f"{settings.redis_prefix}:snap:20261101-*:meta")) == d1_snapshots  # none written
+    forced = publish_snapshot(D1, settings, force=True)
+    assert forced.published and r.get(keys.current) == forced.snapshot_id

@@ -1,4 +1,5 @@
-"""Readers never see a mix of two snapshots, and a load killed half-way leaves the live one serving.
+"""Readers never see a mix of two snapshots, an export finishes from the snapshot it started on, and
+a load killed half-way leaves the live one serving.
 
 A real read API (uvicorn, ``entrypoints.cli serve``) over the real Redis server, hammered by readers while
 snapshots are published and switched.
@@ -40,7 +41,13 @@ def _assignments(first: str, second: str, n: int) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def server(settings):
+def marketing_key(settings) -> str:
+    """A marketing key, issued before the API starts (it reads its key store at start-up)."""
+    return issue_keys(settings.api_keys_path, roles=("marketing",))["marketing"]
+
+
+@pytest.fixture(scope="module")
+def server(settings, marketing_key):
     write_assignments(DA, _assignments("CMP-A", "CMP-B", CUSTOMERS), ModelRef("m", "1"), settings)
     write_assignments(DB, _assignments("CMP-B", "CMP-A", CUSTOMERS), ModelRef("m", "2"), settings)
     publish_snapshot(DA, settings, force=True)
@@ -77,7 +84,7 @@ def test_readers_never_see_a_mix_of_two_snapshots(server, settings):
     try:
         for date in (DB, DA, DB):
             time.sleep(0.3)
-            dates[publish_snapshot(date, settings).snapshot_id] = date
+            dates[publish_snapshot(date, settings, force=True).snapshot_id] = date  # back and forth on purpose
         time.sleep(0.3)
     finally:
         stop.set()
@@ -116,3 +123,25 @@ def test_a_load_killed_half_way_leaves_the_live_snapshot_serving(server, setting
     assert all(0 < r.ttl(k) <= 30 * 3600 for k in written[:100])  # the half-written keys expire on their own
     resp = httpx.get(f"{url}/v1/customers/1/offers", headers={"X-API-Key": key})
     assert resp.status_code == 200 and resp.json()["snapshot_id"] == live
+
+
+def test_a_csv_export_running_while_the_snapshot_switches_finishes_from_its_snapshot(server, settings, marketing_key):
+    """Marketing pulls a whole segment while the next day's snapshot is published: the file is whole
+    and from the snapshot it started on (the replaced snapshot drains instead of vanishing)."""
+    url, _ = server
+    first, second = dt.date(2026, 10, 10), dt.date(2026, 10, 11)
+    n = 400_000  # about 16 MB of CSV: more than the sockets buffer (about 10 MB on loopback) while the client waits
+    write_assignments(first, _assignments("CMP-A", "CMP-B", n), ModelRef("m", "5"), settings)
+    write_assignments(second, _assignments("CMP-B", "CMP-A", n), ModelRef("m", "6"), settings)
+    started_on = publish_snapshot(first, settings).snapshot_id
+    headers = {"X-API-Key": marketing_key, "Accept": "text/csv"}
+    with httpx.stream("GET", f"{url}/v1/campaigns/CMP-A/customers", headers=headers, timeout=60) as resp:
+        chunks = resp.iter_bytes()
+        body = next(chunks)
+        switched = publish_snapshot(second, settings)  # the switch, with the export half-way
+        body += b"".join(chunks)
+    assert switched.published and switched.previous_snapshot_id == started_on
+    assert resp.status_code == 200 and resp.headers["x-snapshot-id"] == started_on
+    lines = body.decode().strip().splitlines()
+    assert len(lines) == n + 1, f"{len(lines) - 1} of {n} rows"
+    assert lines[-1].startswith(f"{n},")
