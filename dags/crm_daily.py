@@ -13,6 +13,8 @@ Lima time after D ends):
 4. **dbt**: staging → intermediate → snapshot → marts (`customer_features`, `campaign_eligibility`,
    `campaign_exclusions`, `fct_transactions`, `fct_campaign_contacts`, `dim_customers`), one task
    per model followed by its tests (astronomer-cosmos, rendered from the build-time manifest).
+   Staging views hold every load with its date; the intermediates are ephemeral (empty tasks),
+   compiled into each mart with D; each mart writes D's rows only.
 5. **gate_marts**: the Great Expectations suite of `marts.customer_features`.
 6. **ensure_model**: the `champion` of `crm-campaign-propensity` in MLflow (when the registry has
    none, trains one as `crm_model_training` does, backfilling the feature dates it needs).
@@ -21,13 +23,20 @@ Lima time after D ends):
    weight; at most 3 offers per customer; each campaign's daily capacity; each offer on the first
    of the campaign's channels the customer consented to that has capacity left and is under the
    contact policy's 30-day frequency cap; reasons with each offer. The run is logged to MLflow.
+   A date with no eligible pair, or none assigned, stops here at the assignment gate (the error
+   gives the counts and which campaigns are live and why they reached no one).
 8. **publish_cache**: writes the assignments to Redis (Connection `crm_redis`; the embedded server
    when none is set) as a new snapshot with a 24-hour TTL and switches to it atomically.
 9. **dbt_reporting** (beside the publish): the marts built from the day's assignment,
    `campaign_performance` and `customer_360` (dbt tag `after_scoring`).
 
 **Rerun or backfill**: every task reads and writes only D's partitions, so clearing a run (or
-`airflow dags backfill crm_daily -s D1 -e D2`) gives the same rows and the same served offers.
+`make backfill` / `airflow backfill create --dag-id crm_daily --from-date D1 --to-date D2`) gives
+the same rows and the same assignment, and runs of different dates may run side by side.
+**Publishing only moves forward**: a run for a date older than the live snapshot's writes its
+warehouse rows and assignment and leaves the live snapshot serving (`publish_cache` succeeds and
+its log says why); param `force_publish=true` publishes it on purpose. A rerun of the live date
+replaces the live snapshot.
 Warehouse writes share the pool `crm_duckdb` (one slot: DuckDB has one writer); on the `azure`
 target (`CRM_DBT_TARGET=azure`) the dbt tasks run in parallel in the default pool.
 Params `customers` and `seed` size the embedded sandbox bank only. The publish guard refuses a
