@@ -50,16 +50,23 @@ def _float(name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
 
 
+ENVIRONMENTS = ("local", "production")
+
+
 def _airflow_connection(conn_id: str):
-    """The Airflow Connection ``conn_id`` when running inside Airflow and it exists, else None."""
+    """The Airflow Connection ``conn_id`` when running with Airflow and it exists, else None. Only
+    "not defined" means None: any other failure to look it up raises, naming the connection."""
     if not (_env("AIRFLOW_HOME") or _env(f"AIRFLOW_CONN_{conn_id.upper()}")):
         return None
-    try:
-        from airflow.sdk import BaseHook
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
+    try:
         return BaseHook.get_connection(conn_id)
-    except Exception:
+    except AirflowNotFoundException:
         return None
+    except Exception as error:
+        raise SettingsError(f"looking up the Airflow Connection {conn_id} failed: {error}") from error
 
 
 @dataclass(frozen=True)
@@ -102,9 +109,19 @@ class CoreApi:
     client_secret: str | None
 
 
+def _environment() -> str:
+    value = _env("CRM_ENVIRONMENT", "local")
+    if value not in ENVIRONMENTS:
+        raise SettingsError(f"CRM_ENVIRONMENT must be one of {', '.join(ENVIRONMENTS)}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path = field(default_factory=lambda: Path(_env("CRM_HOME", str(REPO_ROOT / ".crm"))))
+    # "production" forbids every embedded stand-in: the sandbox bank, the embedded Redis, a local
+    # MLflow store, a model trained on the spot; what is not configured stops the work, named
+    environment: str = field(default_factory=_environment)
 
     # core-banking sandbox (used when no integration API is configured)
     sandbox_customers: int = field(default_factory=lambda: _int("CRM_SANDBOX_CUSTOMERS", 5000))
@@ -114,10 +131,14 @@ class Settings:
 
     # orchestration: retries of each task of the DAGs (make demo and the tests use 0)
     task_retries: int = field(default_factory=lambda: _int("CRM_TASK_RETRIES", 2))
+    # how long any task of the DAGs may run before Airflow fails it (nothing hangs a run)
+    task_timeout_minutes: int = field(default_factory=lambda: _int("CRM_TASK_TIMEOUT_MINUTES", 120))
 
     # extraction
     api_max_retries: int = field(default_factory=lambda: _int("CRM_API_MAX_RETRIES", 6))
     api_timeout_s: float = field(default_factory=lambda: _float("CRM_API_TIMEOUT_S", 30.0))
+    # the longest wait a Retry-After from the integration API may impose before a retry
+    api_max_retry_after_s: float = field(default_factory=lambda: _float("CRM_API_MAX_RETRY_AFTER_S", 60.0))
     page_size: int = field(default_factory=lambda: _int("CRM_PAGE_SIZE", 2000))
     transaction_lookback_days: int = field(default_factory=lambda: _int("CRM_TX_LOOKBACK_DAYS", 180))
     response_lookback_days: int = field(default_factory=lambda: _int("CRM_RESPONSE_LOOKBACK_DAYS", 365))
@@ -139,6 +160,8 @@ class Settings:
     # publish guard: refuse a snapshot whose audience shrank by more than this share of the live one
     max_audience_shrink: float = field(default_factory=lambda: _float("CRM_MAX_AUDIENCE_SHRINK", 0.3))
     redis_prefix: str = field(default_factory=lambda: _env("CRM_REDIS_PREFIX", "crm"))
+    # the read API answers 503 when Redis has not answered a request's reads within this time
+    redis_deadline_s: float = field(default_factory=lambda: _float("CRM_REDIS_DEADLINE_S", 2.0))
     # a replaced snapshot stays readable this long (an export that started on it finishes from it)
     snapshot_drain_seconds: int = field(default_factory=lambda: _int("CRM_SNAPSHOT_DRAIN_SECONDS", 900))
 
@@ -185,9 +208,23 @@ class Settings:
         return REPO_ROOT / "dags"
 
     # ---- external systems ------------------------------------------------------------------
+    @property
+    def production(self) -> bool:
+        return self.environment == "production"
+
+    def _no_fallback(self, what: str, configure: str) -> None:
+        if self.production:
+            raise SettingsError(
+                f"CRM_ENVIRONMENT=production and no {what} is configured: set {configure}. "
+                "Production never falls back to an embedded stand-in."
+            )
+
     @cached_property
     def mlflow_tracking_uri(self) -> str:
-        return _env("CRM_MLFLOW_TRACKING_URI") or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+        uri = _env("CRM_MLFLOW_TRACKING_URI")
+        if uri is None:
+            self._no_fallback("model registry", "CRM_MLFLOW_TRACKING_URI (the MLflow server or Azure ML workspace)")
+        return uri or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
 
     @property
     def mlflow_artifact_root(self) -> str:
@@ -202,6 +239,7 @@ class Settings:
         conn = _airflow_connection("crm_redis")
         if conn is not None:
             return conn.get_uri()
+        self._no_fallback("Redis", "the Airflow Connection crm_redis or CRM_REDIS_URL")
         return None
 
     @cached_property
@@ -229,6 +267,12 @@ class Settings:
                 url = f"{scheme}://{conn.host}{port}"
                 client_id = client_id or conn.login
                 secret = secret or conn.password
+        if url is None:
+            self._no_fallback(
+                "integration API",
+                "the Airflow Connection crm_core_banking (or CRM_CORE_API_URL, CRM_CORE_CLIENT_ID and "
+                "CRM_CORE_CLIENT_SECRET); the sandbox bank is never extracted in production",
+            )
         if url is not None and not (client_id and secret):
             raise SettingsError(
                 "CRM_CORE_API_URL is set but CRM_CORE_CLIENT_ID / CRM_CORE_CLIENT_SECRET are not "

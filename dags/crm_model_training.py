@@ -51,7 +51,12 @@ def _business_date(ds: str, params: dict) -> dt.date:
     catchup=False,
     max_active_runs=1,
     tags=["crm", "training"],
-    default_args={"owner": "crm-data", "retries": settings.task_retries, "retry_delay": dt.timedelta(minutes=5)},
+    default_args={
+        "owner": "crm-data",
+        "retries": settings.task_retries,
+        "retry_delay": dt.timedelta(minutes=5),
+        "execution_timeout": dt.timedelta(minutes=settings.task_timeout_minutes),
+    },
     params={
         "business_date": Param(
             None, type=["null", "string"], format="date",

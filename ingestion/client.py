@@ -32,6 +32,7 @@ class IntegrationApiClient:
         timeout_s: float = 30.0,
         max_retries: int = 6,
         backoff_s: float = 0.5,
+        max_retry_after_s: float = 60.0,
     ):
         self._http = httpx.Client(base_url=base_url, timeout=timeout_s)
         self._client_id = client_id
@@ -39,6 +40,7 @@ class IntegrationApiClient:
         self._token: str | None = None
         self._max_retries = max_retries
         self._backoff_s = backoff_s
+        self._max_retry_after_s = max_retry_after_s
 
     def __enter__(self) -> Self:
         return self
@@ -89,7 +91,8 @@ class IntegrationApiClient:
                 raise IntegrationApiError(f"{method} {path} failed after {self._max_retries} retries: {what}")
             delay = self._backoff_s * 2 ** (attempt - 1) * (0.5 + random.random())  # noqa: S311 - jitter
             if resp is not None and resp.headers.get("Retry-After", "").isdigit():
-                delay = max(delay, float(resp.headers["Retry-After"]))
+                # honoured, up to a bound: a gateway asking for an hour must not hang the task
+                delay = max(delay, min(float(resp.headers["Retry-After"]), self._max_retry_after_s))
             why = f"status {resp.status_code}" if resp is not None else type(error).__name__
             log.warning("retrying %s %s in %.1fs (attempt %d): %s", method, path, delay, attempt, why)
             time.sleep(delay)

@@ -188,8 +188,9 @@ def _api_client(settings: Settings) -> IntegrationApiClient:
     else:
         url, client_id, secret = api.url, api.client_id, api.client_secret
     return IntegrationApiClient(
-        url, client_id, secret, max_retries=settings.api_max_retries, timeout_s=settings.api_timeout_s
-    )
+        url, client_id, secret, max_retries=settings.api_max_retries, timeout_s=settings.api_timeout_s,
+        max_retry_after_s=settings.api_max_retry_after_s,
+    )  # fmt: skip
 
 
 QUARANTINE_SCHEMA = pa.schema(

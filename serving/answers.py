@@ -61,6 +61,8 @@ def answer_unavailable_with_503(app: FastAPI) -> None:
         return JSONResponse({"detail": NO_SNAPSHOT}, status_code=503)
 
     @app.exception_handler(aioredis.ConnectionError)
+    @app.exception_handler(aioredis.TimeoutError)
+    @app.exception_handler(TimeoutError)  # Redis stalled past the reader's deadline
     async def redis_down(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": REDIS_DOWN}, status_code=503)
 

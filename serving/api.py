@@ -50,7 +50,7 @@ CampaignId = Annotated[str, Path(pattern=r"^[A-Z0-9][A-Z0-9-]{1,63}$")]
 def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     keys = Keys(settings.redis_prefix)
-    reader = SnapshotReader(keys)
+    reader = SnapshotReader(keys, settings.redis_deadline_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -215,7 +215,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
     async def readyz(request: Request) -> JSONResponse:
         try:
             sid, meta = await reader.live_meta()
-        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+        except (aioredis.ConnectionError, aioredis.TimeoutError, TimeoutError, OSError):
             return JSONResponse({"ready": False, "reason": "redis unreachable"}, status_code=503)
         if sid is None:
             return JSONResponse({"ready": False, "reason": "no live snapshot"}, status_code=503)
@@ -231,7 +231,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
     async def prometheus_metrics(request: Request) -> Response:
         try:
             _, meta = await reader.live_meta()
-        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+        except (aioredis.ConnectionError, aioredis.TimeoutError, TimeoutError, OSError):
             meta = None
         metrics.note_snapshot(meta)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

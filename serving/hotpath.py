@@ -161,7 +161,7 @@ def make_offers_lookup(state, reader: SnapshotReader) -> Callable[[str | None, i
             sid, offers = await reader.in_snapshot(read)
         except NoSnapshot:
             return raw_json(503, {"detail": NO_SNAPSHOT})
-        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+        except (aioredis.ConnectionError, aioredis.TimeoutError, TimeoutError, OSError):
             return raw_json(503, {"detail": REDIS_DOWN})
         if offers is None:
             return raw_json(404, {"detail": f"customer {customer_id} has no offers in the live snapshot"})

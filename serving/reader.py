@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,8 +30,9 @@ class SnapshotReader:
     the live snapshot: its id, re-read at most every ``SID_CACHE_S``, and the dictionaries of the
     last few snapshots."""
 
-    def __init__(self, keys: Keys):
+    def __init__(self, keys: Keys, deadline_s: float = 2.0):
         self.keys = keys
+        self.deadline_s = deadline_s  # a read Redis has not answered by then raises TimeoutError (503)
         self.text: aioredis.Redis
         self.raw: aioredis.Redis
         self.sid: str | None = None
@@ -61,13 +63,15 @@ class SnapshotReader:
 
         The live id is cached for ``SID_CACHE_S``: a read that finds nothing (the snapshot it knew
         was just replaced and dropped) asks Redis again and reads once more from the live one.
+        A stalled Redis raises TimeoutError after ``deadline_s``: no request hangs on it.
         """
-        sid = await self.current_sid()
-        value = await read(sid)
-        if value is None:
-            latest = await self.current_sid(fresh=True)
-            if latest != sid:
-                sid, value = latest, await read(latest)
+        async with asyncio.timeout(self.deadline_s):
+            sid = await self.current_sid()
+            value = await read(sid)
+            if value is None:
+                latest = await self.current_sid(fresh=True)
+                if latest != sid:
+                    sid, value = latest, await read(latest)
         return sid, value
 
     async def json(self, key_of: Callable[[str], str]) -> tuple[str, Any]:
@@ -97,8 +101,9 @@ class SnapshotReader:
 
     async def live_meta(self) -> tuple[str | None, dict | None]:
         """The live snapshot's id and metadata, read fresh from Redis (the ops probes)."""
-        sid = await self.text.get(self.keys.current)
-        raw = await self.text.get(self.keys.meta(sid)) if sid else None
+        async with asyncio.timeout(self.deadline_s):
+            sid = await self.text.get(self.keys.current)
+            raw = await self.text.get(self.keys.meta(sid)) if sid else None
         return sid, json.loads(raw) if raw else None
 
     async def segment_csv(self, key: str, d: Dictionary, total: int, chunk: int = 10_000) -> AsyncIterator[str]:
@@ -110,12 +115,12 @@ class SnapshotReader:
         size = SEGMENT.itemsize
         start = 0
         while start < total:
-            blob = await self.raw.getrange(key, start * size, (min(start + chunk, total)) * size - 1)
+            async with asyncio.timeout(self.deadline_s):
+                blob = await self.raw.getrange(key, start * size, (min(start + chunk, total)) * size - 1)
             if len(blob) < (min(start + chunk, total) - start) * size:
                 raise SnapshotGone(f"{key} expired after {start} of {total} rows of the export")
             rows = decode_segment(blob, d, start + 1)
             yield "".join(
-                f"{e['position']},{e['customer_id']},{e['offer_id']},{e['channel']},{e['priority']:.2f}\n"
-                for e in rows
+                f"{e['position']},{e['customer_id']},{e['offer_id']},{e['channel']},{e['priority']:.2f}\n" for e in rows
             )
             start += chunk

@@ -33,6 +33,7 @@ def test_every_dag_has_owner_retries_docs_and_known_tags(dagbag):
         for task in dag.tasks:
             assert task.owner and task.owner != "airflow", f"{dag_id}.{task.task_id} has no owner"
             assert task.retries is not None, f"{dag_id}.{task.task_id} has no retries"
+            assert task.execution_timeout, f"{dag_id}.{task.task_id} may run forever (no execution_timeout)"
 
 
 def test_crm_daily_runs_every_stage_in_order(dagbag):

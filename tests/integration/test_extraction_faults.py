@@ -197,3 +197,34 @@ def test_too_many_broken_records_fail_the_run_naming_the_field(settings):
         stop_sandbox(s)
     assert partition_path(s.quarantine_dir, "customers", D).exists()  # kept for whoever looks into it
     assert partition_path(s.landing_dir, "customers", D).exists()  # and the good records are not lost
+
+
+def test_a_retry_after_of_an_hour_is_capped_and_the_extraction_fails_instead_of_hanging(settings):
+    """A gateway throttling every call with Retry-After: 3600 fails the extraction after the retries,
+    each wait capped at CRM_API_MAX_RETRY_AFTER_S, instead of holding the task for hours."""
+    import threading
+
+    from ingestion.client import IntegrationApiError
+
+    s = _settings(settings, "throttled", "throttle=1.0,retry_after_s=3600", api_max_retries=2,
+                  api_max_retry_after_s=0.2)  # fmt: skip
+    s.ensure_dirs()
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            extract_entity("customers", D, s)
+        except BaseException as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=120)  # with the sandbox's hour honoured, it would still be waiting
+    try:
+        assert not worker.is_alive(), "the extraction is still waiting on Retry-After"
+        assert outcome and isinstance(outcome[0], IntegrationApiError), outcome
+        assert "failed after 2 retries: status 429" in str(outcome[0])
+    finally:
+        from crm.services import stop_sandbox
+
+        stop_sandbox(s)

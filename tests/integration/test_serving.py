@@ -297,3 +297,45 @@ def test_an_older_date_leaves_the_newer_live_snapshot_serving_unless_forced(api,
     assert set(r.scan_iter(match=f"{settings.redis_prefix}:snap:20261101-*:meta")) == d1_snapshots  # none written
     forced = publish_snapshot(D1, settings, force=True)
     assert forced.published and r.get(keys.current) == forced.snapshot_id
+
+
+def test_a_stalled_redis_gives_503_within_the_deadline_not_a_hung_request(settings, tmp_path):
+    """Redis stops answering (the process frozen, its connections open): every read gives 503 after
+    CRM_REDIS_DEADLINE_S instead of waiting for ever, and reads recover when Redis does."""
+    import dataclasses
+    import os
+    import signal
+    import threading
+
+    s = dataclasses.replace(settings, home=tmp_path, redis_deadline_s=0.5)
+    s.ensure_dirs()
+    url = ensure_redis(s)
+    write_assignments(D1, _assignments(20), ModelRef("crm-campaign-propensity", "3"), s)
+    publish_snapshot(D1, s)
+    keys = issue_keys(s.api_keys_path)
+    redis_pid = int((s.run_dir / "redis.pid").read_text())
+    calls = [("/v1/customers/3/offers", "sales"), ("/v1/campaigns", "marketing"), ("/v1/snapshot", "marketing"),
+             ("/v1/campaigns/CMP-A/customers", "marketing"), ("/readyz", None)]  # fmt: skip
+    with TestClient(create_app(url, s)) as client:
+        assert client.get("/v1/customers/3/offers", headers={"X-API-Key": keys["sales"]}).status_code == 200
+        os.kill(redis_pid, signal.SIGSTOP)
+        try:
+            time.sleep(SID_CACHE_S + 0.05)  # past the API's cached snapshot id: every call reaches Redis
+            answers: dict[str, int] = {}
+
+            def ask() -> None:
+                for path, role in calls:
+                    headers = {"X-API-Key": keys[role]} if role else {}
+                    answers[path] = client.get(path, headers=headers).status_code
+
+            asker = threading.Thread(target=ask, daemon=True)
+            asker.start()
+            asker.join(timeout=60)
+            assert not asker.is_alive(), f"a request hung on the stalled Redis (answered so far: {answers})"
+            assert answers == {path: 503 for path, _ in calls}
+        finally:
+            os.kill(redis_pid, signal.SIGCONT)
+        assert client.get("/v1/customers/3/offers", headers={"X-API-Key": keys["sales"]}).status_code == 200
+    from crm.services import stop_redis
+
+    stop_redis(s)
