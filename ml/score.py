@@ -79,9 +79,16 @@ class ScoringResult:
 
 
 def ensure_champion(business_date: dt.date, settings: Settings | None = None) -> ModelRef:
-    """The champion model; trains and registers one first when the registry has none."""
+    """The champion model; trains and registers one first when the registry has none (locally only:
+    in production a missing champion stops the task)."""
     settings = settings or get_settings()
     ref = champion(settings)
+    if ref is None and settings.production:
+        raise RuntimeError(
+            f"no {settings.model_name} model with alias {CHAMPION} in the registry "
+            f"{settings.mlflow_tracking_uri}: run crm_model_training (or move the alias to a version); "
+            "production never scores with a model trained on the spot"
+        )
     if ref is None:
         log.info("no %s model with alias %s: training one", settings.model_name, CHAMPION)
         result = train_and_register(business_date, settings)

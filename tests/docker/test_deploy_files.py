@@ -59,8 +59,16 @@ def test_the_image_installs_the_lock_and_copies_every_package():
     cfg = configparser.ConfigParser()
     cfg.read(REPO_ROOT / "setup.cfg")
     packages = {p.strip() for p in cfg["options.packages.find"]["include"].split() if not p.endswith(".*")}
-    assert packages | {"dags", "dbt_project"} <= copied
+    assert (packages - {"sandbox"}) | {"dags", "dbt_project"} <= copied
     assert any(word == "USER" and args != "0" and args != "root" for word, args in steps)
+
+
+def test_the_image_runs_in_production_without_the_sandbox_bank():
+    steps = _dockerfile()
+    copied = {args.split()[0].rstrip("/") for word, args in steps if word == "COPY" and "--from" not in args}
+    assert "sandbox" not in copied
+    env = " ".join(args for word, args in steps if word == "ENV")
+    assert "CRM_ENVIRONMENT=production" in env
 
 
 def test_the_image_serves_the_read_api_on_its_exposed_port():

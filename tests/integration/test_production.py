@@ -1,0 +1,59 @@
+"""Production fails closed: with CRM_ENVIRONMENT=production nothing falls back to an embedded
+stand-in. What is not configured stops the work with an error that names the Connection or the
+variable to set; the sandbox bank is never extracted, no embedded Redis or local MLflow store is
+started, and no model is trained on the spot."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from crm.services import ensure_redis, read_sandbox, running_services
+from crm.settings import Settings, SettingsError
+from ingestion.extract import extract_entity
+from ml.score import ensure_champion
+
+D = dt.date(2026, 11, 27)
+
+
+@pytest.fixture
+def production(monkeypatch, tmp_path) -> Settings:
+    monkeypatch.setenv("CRM_ENVIRONMENT", "production")
+    for var in ("CRM_CORE_API_URL", "CRM_REDIS_URL", "CRM_MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+    s = Settings(home=tmp_path)
+    s.ensure_dirs()
+    return s
+
+
+def test_the_extraction_without_the_core_banking_connection_fails_naming_it(production):
+    with pytest.raises(SettingsError, match="Airflow Connection crm_core_banking") as stopped:
+        extract_entity("customers", D, production)
+    assert "sandbox bank is never extracted in production" in str(stopped.value)
+    assert read_sandbox(production) is None  # no sandbox was started in its place
+    assert not (production.landing_dir / "customers").exists()
+
+
+def test_no_embedded_redis_in_production(production):
+    with pytest.raises(SettingsError, match="Airflow Connection crm_redis or CRM_REDIS_URL"):
+        ensure_redis(production)
+    assert running_services(production) == set()
+
+
+def test_no_local_model_registry_and_no_model_trained_on_the_spot(production, monkeypatch, tmp_path):
+    with pytest.raises(SettingsError, match="CRM_MLFLOW_TRACKING_URI"):
+        _ = production.mlflow_tracking_uri
+    monkeypatch.setenv("CRM_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'registry.db'}")  # named, and empty
+    s = Settings(home=tmp_path)
+    with pytest.raises(
+        RuntimeError, match=r"no crm-campaign-propensity model with alias champion .* run crm_model_training"
+    ):
+        ensure_champion(D, s)
+    assert not (tmp_path / "warehouse.duckdb").exists()  # it did not start building a training set
+
+
+def test_an_unknown_environment_is_refused(monkeypatch):
+    monkeypatch.setenv("CRM_ENVIRONMENT", "prod")
+    with pytest.raises(SettingsError, match="CRM_ENVIRONMENT must be one of local, production, got 'prod'"):
+        Settings()
