@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 from crm.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+# skops (MLflow's sklearn format here) finds the module of objects without ``__module__`` (scipy's
+# ufuncs) by looking the name up in every loaded module. Airflow's deprecation shims
+# (``airflow.utils.timezone`` and others) answer any name with a DeprecatedImportWarning (a
+# FutureWarning; skops silences only DeprecationWarning): over a thousand lines in a task log for
+# each model saved or loaded. Only those, raised on behalf of that scan, are dropped.
+warnings.filterwarnings("ignore", message=r"The `airflow\.", category=FutureWarning, module=r"skops\.io\._utils")
 
 EXPERIMENT = "crm-campaign-propensity"
 CHAMPION = "champion"

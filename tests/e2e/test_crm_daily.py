@@ -295,3 +295,17 @@ def test_model_training_dag_logs_candidates_and_promotes_only_by_the_margin(firs
     assert promoted.returncode == 0, promoted.stdout[-3000:]
     assert "is champion" in promoted.stdout
     assert int(client.get_model_version_by_alias(name, "champion").version) == int(challenger.version) + 1
+
+
+def test_the_run_log_is_not_buried_in_deprecation_warnings(first_run, e2e_home):
+    """A person reads the task logs: no flood of Airflow deprecation warnings (skops' scan of every
+    loaded module for scipy's functions made over a thousand per model saved or loaded), and no more
+    than a couple of warning lines per task."""
+    import re
+
+    log = (e2e_home / "runs" / f"crm_daily_{D}.log").read_text()
+    warnings = [line for line in log.splitlines() if "[warning" in line or "Warning:" in line]
+    assert not [line for line in warnings if "DeprecatedImportWarning" in line], warnings[:3]
+    tasks = set(re.findall(r"starting task_id=([\w.]+)", log))
+    assert len(tasks) > 20
+    assert len(warnings) <= 2 * len(tasks), "\n".join(warnings[:20])
