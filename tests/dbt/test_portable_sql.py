@@ -64,3 +64,37 @@ def test_compiled_sql_parses_as_tsql(azure_sql):
             failures.append(f"{path}: {str(exc).splitlines()[0]}")
     assert failures == []
     assert len(azure_sql) > 40  # every model and test was compiled
+
+
+def test_on_azure_sql_an_incremental_mart_runs_in_one_transaction(tmp_path):
+    """dbt-sqlserver 1.11 makes begin/commit no-ops unless its behaviour flag says otherwise, so a
+    delete+insert incremental would auto-commit the delete before the insert. The project sets the
+    flags: the adapter, configured from the project for the azure target, emits BEGIN TRANSACTION
+    and COMMIT around a materialization, and dbt no longer warns about either flag."""
+    import os
+    import sys
+
+    dbt_dir = REPO_ROOT / "dbt_project"
+    code = (
+        "from dbt.cli.main import dbtRunner\n"
+        "from dbt.adapters.sqlserver.sqlserver_connections import SQLServerConnectionManager as M\n"
+        "done = dbtRunner().invoke(['compile', '--target', 'azure', '--no-introspect', '--no-populate-cache',\n"
+        f"    '--select', 'customer_features', '--profiles-dir', '.', '--target-path', {str(tmp_path)!r}])\n"
+        "m = M.__new__(M)\n"
+        "m.add_query = lambda sql, auto_begin=True: print('SENT', sql)\n"
+        "m._dbt_sqlserver_use_dbt_transactions = M._dbt_sqlserver_use_dbt_transactions\n"
+        "m.add_begin_query(); m.add_commit_query()\n"
+        "print('COMPILED', done.success)\n"
+    )
+    env = {**os.environ, "CRM_BUSINESS_DATE": "2026-11-27", "CRM_DBT_TARGET": "azure"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=dbt_dir, env=env, capture_output=True, text=True, check=False
+    )
+    text = out.stdout + out.stderr
+    assert "COMPILED True" in text, text[-3000:]
+    assert "SENT BEGIN TRANSACTION" in text and "SENT IF @@TRANCOUNT > 0 COMMIT TRANSACTION" in text
+    assert "flags.dbt_sqlserver_use_dbt_transactions" not in text  # no behaviour-change warning left
+    assert "flags.dbt_sqlserver_use_native_string_types" not in text
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    node = next(n for n in manifest["nodes"].values() if n["name"] == "customer_features")
+    assert (node["config"]["materialized"], node["config"]["incremental_strategy"]) == ("incremental", "delete+insert")
