@@ -318,6 +318,7 @@ def extract_entity(entity: str, business_date: dt.date, settings: Settings | Non
     settings = settings or get_settings()
     if entity not in ENTITIES:
         raise ValueError(f"unknown entity {entity!r}; expected one of {sorted(ENTITIES)}")
+    _ = settings.core_api  # where to extract from, resolved (or refused) before the landing area is touched
     model, key = ENTITIES[entity], PRIMARY_KEYS[entity]
     span = window(entity, business_date, settings)
     params = (

@@ -206,8 +206,8 @@ def test_a_retry_after_of_an_hour_is_capped_and_the_extraction_fails_instead_of_
 
     from ingestion.client import IntegrationApiError
 
-    s = _settings(settings, "throttled", "throttle=1.0,retry_after_s=3600", api_max_retries=2,
-                  api_max_retry_after_s=0.2)  # fmt: skip
+    s = dataclasses.replace(_settings(settings, "throttled", "throttle=1.0,retry_after_s=3600"),
+                            api_max_retries=2, api_max_retry_after_s=0.2)  # fmt: skip
     s.ensure_dirs()
     outcome: list[BaseException] = []
 
