@@ -31,7 +31,7 @@ Lima time after D ends):
    `campaign_performance` and `customer_360` (dbt tag `after_scoring`).
 
 **Rerun or backfill**: every task reads and writes only D's partitions, so clearing a run (or
-`make backfill` / `airflow backfill create --dag-id crm_daily --from-date D1 --to-date D2`) gives
+`airflow backfill create --dag-id crm_daily --from-date D1 --to-date D2`, or the UI) gives
 the same rows and the same assignment, and runs of different dates may run side by side.
 **Publishing only moves forward**: a run for a date older than the live snapshot's writes its
 warehouse rows and assignment and leaves the live snapshot serving (`publish_cache` succeeds and
