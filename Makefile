@@ -25,7 +25,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock setup.cfg | cksum | cu
 MANIFEST := dbt_project/target/manifest.json
 DBT_SOURCES := $(shell find dbt_project -type f \( -name '*.sql' -o -name '*.yml' -o -name '*.csv' \) -not -path '*/target/*' -not -path '*/logs/*' 2>/dev/null)
 
-.PHONY: help setup demo serve sandbox airflow test lint format lock clean bench bench-serving bench-extract bench-dbt bench-scoring evaluate docs train
+.PHONY: help setup demo backfill serve sandbox airflow test lint format lock clean bench bench-serving bench-extract bench-dbt bench-scoring evaluate docs train
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -44,6 +44,9 @@ setup: $(STAMP) $(MANIFEST)  ## create .venv from the lock file and parse the db
 
 demo: setup  ## run the daily DAG crm_daily through Airflow (DATE=yesterday in Lima, CUSTOMERS, SEED, FORCE_PUBLISH=1)
 	$(BIN)/crm demo $(if $(DATE),--date $(DATE)) --customers $(CUSTOMERS) --seed $(SEED) $(if $(FORCE_PUBLISH),--force-publish)
+
+backfill: setup  ## backfill crm_daily through Airflow for FROM..TO (YYYY-MM-DD; MAX_ACTIVE=3 dates at a time; on make airflow's Airflow, or one started for it)
+	$(BIN)/crm backfill --from $(FROM) --to $(TO) --customers $(CUSTOMERS) --seed $(SEED) $(if $(MAX_ACTIVE),--max-active-runs $(MAX_ACTIVE))
 
 train: setup  ## run crm_model_training through Airflow as of DATE (WINDOW, CANDIDATES=a,b, MARGIN; after make demo)
 	$(BIN)/crm train $(if $(DATE),--date $(DATE)) --customers $(CUSTOMERS) --seed $(SEED) $(if $(WINDOW),--window $(WINDOW)) $(if $(CANDIDATES),--candidates $(CANDIDATES)) $(if $(MARGIN),--margin $(MARGIN))

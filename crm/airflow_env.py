@@ -119,3 +119,52 @@ def standalone(settings: Settings) -> int:
         return airflow(["standalone"], settings).returncode
     except KeyboardInterrupt:
         return 0
+
+
+def api_server_up(timeout_s: float = 2.0) -> bool:
+    """Whether an Airflow API server (``make airflow``'s, or one started for a backfill) answers."""
+    import httpx
+
+    try:
+        return httpx.get(f"http://localhost:{API_PORT}/api/v2/monitor/health", timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_standalone(settings: Settings, wait_s: float = 300.0) -> subprocess.Popen:
+    """``airflow standalone`` in the background (its own process group, output in the data dir's
+    runs/), once its API server and scheduler answer; stop it with :func:`stop_standalone`."""
+    import time
+
+    import httpx
+
+    log_path = settings.home / "runs" / "airflow-standalone.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "standalone"], env=airflow_env(settings),
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO_ROOT)  # fmt: skip
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"airflow standalone stopped (exit {proc.returncode}); see {log_path}")
+        try:
+            health = httpx.get(f"http://localhost:{API_PORT}/api/v2/monitor/health", timeout=2).json()
+            if health.get("scheduler", {}).get("status") == "healthy":
+                return proc
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(2)
+    stop_standalone(proc)
+    raise RuntimeError(f"airflow standalone did not become healthy in {wait_s:.0f} s; see {log_path}")
+
+
+def stop_standalone(proc: subprocess.Popen) -> None:
+    import signal
+
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -75,6 +75,20 @@ def demo(business_date: dt.date, customers: int, seed: int, force_publish: bool)
 
 
 @cli.command()
+@click.option("--from", "first", type=DATE, required=True, help="the first business date")
+@click.option("--to", "last", type=DATE, required=True, help="the last business date")
+@_bank_options
+@click.option("--max-active-runs", type=int, default=3, help="dates run side by side")
+def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_active_runs: int) -> None:
+    """Backfill crm_daily through Airflow for the dates FROM..TO and say how each went."""
+    from entrypoints.runs import backfill as run_backfill
+
+    if last < first:
+        raise click.BadParameter(f"--to {last} is before --from {first}", param_hint="--to")
+    _done(run_backfill(first, last, customers, seed, max_active_runs))
+
+
+@cli.command()
 @_date_option("train as of this date")
 @_bank_options
 @click.option("--window", type=int, help="training_window_days (default 84)")

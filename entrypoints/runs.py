@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from crm.airflow_env import run_dag_test
+from crm.airflow_env import airflow, api_server_up, prepare_airflow, run_dag_test, start_standalone, stop_standalone
 from crm.services import running_services, stop_services_started_since
 from crm.settings import Settings, get_settings
 from crm.warehouse import connect
@@ -141,3 +141,101 @@ def train(business_date: dt.date, customers: int, seed: int, overrides: dict) ->
     print(f"runs, metrics and plots: MLflow experiment crm-campaign-propensity in {settings.mlflow_tracking_uri}")
     print(f"  (.venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri})", flush=True)
     return 0
+
+
+def _backfill_runs(settings: Settings, first: dt.date, last: dt.date) -> dict[dt.date, dict]:
+    """crm_daily's backfill runs for the dates ``first``..``last``: the latest run of each date."""
+    import json
+
+    done = airflow(["dags", "list-runs", "crm_daily", "-o", "json"], settings, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"airflow dags list-runs failed: {done.stderr[-1000:]}")
+    text = done.stdout[done.stdout.find("[") :]
+    runs: dict[dt.date, dict] = {}
+    for run in sorted(json.loads(text or "[]"), key=lambda r: r.get("start_date") or ""):
+        if not str(run.get("run_id", "")).startswith("backfill__"):
+            continue
+        day = business_date_of(run["logical_date"])
+        if first <= day <= last:
+            runs[day] = run
+    return runs
+
+
+def business_date_of(logical_date: str) -> dt.date:
+    """A crm_daily run's business date (``ds``) from its logical date: midnight in Lima."""
+    from zoneinfo import ZoneInfo
+
+    return dt.datetime.fromisoformat(logical_date).astimezone(ZoneInfo("America/Lima")).date()
+
+
+def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_active_runs: int) -> int:
+    """``make backfill``: crm_daily for ``first``..``last`` as an Airflow backfill, on the Airflow of
+    ``make airflow`` when it runs (else one started for it), waited for, then each date's outcome."""
+    import json
+    import time
+
+    settings = sandbox_settings(customers, seed)
+    days = [first + dt.timedelta(days=k) for k in range((last - first).days + 1)]
+    before = running_services(settings)
+    started = None
+    try:
+        prepare_airflow(settings)
+        if not api_server_up():
+            print("starting Airflow (airflow standalone) for the backfill; make airflow would keep it running")
+            started = start_standalone(settings)
+        # a paused DAG's tasks are not scheduled, backfills' included (Airflow 3.3); the DAG must
+        # have been parsed into the metadata database first (a fresh standalone parses it shortly)
+        deadline = time.monotonic() + 180
+        while airflow(["dags", "unpause", "crm_daily"], settings, capture_output=True).returncode != 0:
+            if time.monotonic() > deadline:
+                print("crm_daily is not in Airflow's metadata database: is the DAG processor running?")
+                return 1
+            time.sleep(5)
+        conf = json.dumps({"customers": customers, "seed": seed, "force_publish": False})
+        created = airflow(["backfill", "create", "--dag-id", "crm_daily", "--from-date", first.isoformat(),
+                           "--to-date", last.isoformat(), "--max-active-runs", str(max_active_runs),
+                           "--reprocess-behavior", "completed", "--dag-run-conf", conf],
+                          settings, capture_output=True, text=True)  # fmt: skip
+        if created.returncode != 0:
+            print(f"airflow backfill create failed:\n{created.stdout[-2000:]}{created.stderr[-2000:]}")
+            return 1
+        print(f"backfill of crm_daily created for {first}..{last} (max_active_runs {max_active_runs}); waiting")
+        runs: dict[dt.date, dict] = {}
+        while True:
+            runs = _backfill_runs(settings, first, last)
+            states = {d: runs[d]["state"] for d in runs}
+            if len(runs) == len(days) and all(s in ("success", "failed") for s in states.values()):
+                break
+            print("  " + ", ".join(f"{d}: {states.get(d, 'waiting')}" for d in days), flush=True)
+            time.sleep(15)
+    finally:
+        if started is not None:
+            stop_standalone(started)
+        stop_services_started_since(before, settings)
+    return _report_backfill(days, runs, settings)
+
+
+def _report_backfill(days: list[dt.date], runs: dict[dt.date, dict], settings: Settings) -> int:
+    from serving.load import live_snapshot_meta
+
+    print("\nbackfill of crm_daily:")
+    with connect(settings) as con:
+        for day in days:
+            eligible = con.execute(
+                "select count(*) from marts.campaign_eligibility where as_of_date = ?", [day]
+            ).fetchone()[0]
+            offers = con.execute(
+                "select count(*), count(distinct customer_id) from marts.customer_campaign_assignments "
+                "where business_date = ?",
+                [day],
+            ).fetchone()
+            print(f"  {day}: {runs[day]['state']:<8} eligible pairs {eligible}, "
+                  f"assignment {offers[0]} offers to {offers[1]} customers")  # fmt: skip
+    before = running_services(settings)
+    try:
+        meta = live_snapshot_meta(settings)
+    finally:
+        stop_services_started_since(before, settings)
+    if meta:
+        print(f"live snapshot: {meta['snapshot_id']} for {meta['business_date']} (the cache only moves forward)")
+    return 0 if all(runs[d]["state"] == "success" for d in days) else 1
