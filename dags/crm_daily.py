@@ -31,7 +31,8 @@ Lima time after D ends):
    `campaign_performance` and `customer_360` (dbt tag `after_scoring`).
 
 **Rerun or backfill**: every task reads and writes only D's partitions, so clearing a run (or
-`airflow backfill create --dag-id crm_daily --from-date D1 --to-date D2`, or the UI) gives
+`make backfill FROM=D1 TO=D2`, `airflow backfill create --dag-id crm_daily --from-date D1 --to-date D2`,
+or the UI) gives
 the same rows and the same assignment, and runs of different dates may run side by side.
 **Publishing only moves forward**: a run for a date older than the live snapshot's writes its
 warehouse rows and assignment and leaves the live snapshot serving (`publish_cache` succeeds and
@@ -79,6 +80,9 @@ RENDER = {
     "load_method": LoadMode.DBT_MANIFEST,
     "test_behavior": TestBehavior.BUILD,  # one `dbt build` per model: the model, then its tests
     "should_detach_multiple_parents_tests": True,  # a relationships test runs after both models
+    # no Airflow asset per model: nothing schedules on them, and Cosmos' asset URIs only added two
+    # warnings to every dbt task's log
+    "emit_datasets": False,
 }
 # DuckDB has one writer, so locally every dbt task queues on the one-slot pool; Azure SQL takes
 # the models of a layer in parallel (Airflow's default pool)
@@ -114,9 +118,6 @@ def _dbt_group(group_id: str, render_config: RenderConfig) -> DbtTaskGroup:
             "append_env": True,
             "install_deps": False,
             "pool": DBT_POOL,
-            # no Airflow assets per model: nothing schedules on them, and Cosmos' asset URIs only add
-            # two warnings to every dbt task's log
-            "emit_datasets": False,
         },
     )
 

@@ -150,9 +150,9 @@ def _backfill_runs(settings: Settings, first: dt.date, last: dt.date) -> dict[dt
     done = airflow(["dags", "list-runs", "crm_daily", "-o", "json"], settings, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"airflow dags list-runs failed: {done.stderr[-1000:]}")
-    text = done.stdout[done.stdout.find("[") :]
+    listed = next((ln for ln in reversed(done.stdout.splitlines()) if ln.startswith("[")), "[]")  # after any warning
     runs: dict[dt.date, dict] = {}
-    for run in sorted(json.loads(text or "[]"), key=lambda r: r.get("start_date") or ""):
+    for run in sorted(json.loads(listed), key=lambda r: r.get("start_date") or ""):
         if not str(run.get("run_id", "")).startswith("backfill__"):
             continue
         day = business_date_of(run["logical_date"])
@@ -162,10 +162,9 @@ def _backfill_runs(settings: Settings, first: dt.date, last: dt.date) -> dict[dt
 
 
 def business_date_of(logical_date: str) -> dt.date:
-    """A crm_daily run's business date (``ds``) from its logical date: midnight in Lima."""
-    from zoneinfo import ZoneInfo
-
-    return dt.datetime.fromisoformat(logical_date).astimezone(ZoneInfo("America/Lima")).date()
+    """A crm_daily run's business date from its logical date, as the DAG's ``ds`` is (its UTC date:
+    a scheduled run's logical date is midnight in Lima, 05:00 UTC)."""
+    return dt.datetime.fromisoformat(logical_date).astimezone(dt.UTC).date()
 
 
 def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_active_runs: int) -> int:
@@ -192,8 +191,9 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
                 return 1
             time.sleep(5)
         conf = json.dumps({"customers": customers, "seed": seed, "force_publish": False})
-        created = airflow(["backfill", "create", "--dag-id", "crm_daily", "--from-date", first.isoformat(),
-                           "--to-date", last.isoformat(), "--max-active-runs", str(max_active_runs),
+        # the runs' logical dates are midnight in Lima (the DAG's timetable): the window is given so
+        created = airflow(["backfill", "create", "--dag-id", "crm_daily", "--from-date", f"{first}T00:00:00-05:00",
+                           "--to-date", f"{last}T00:00:00-05:00", "--max-active-runs", str(max_active_runs),
                            "--reprocess-behavior", "completed", "--dag-run-conf", conf],
                           settings, capture_output=True, text=True)  # fmt: skip
         if created.returncode != 0:
