@@ -197,7 +197,12 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
                            "--reprocess-behavior", "completed", "--dag-run-conf", conf],
                           settings, capture_output=True, text=True)  # fmt: skip
         if created.returncode != 0:
-            print(f"airflow backfill create failed:\n{created.stdout[-2000:]}{created.stderr[-2000:]}")
+            output = created.stdout + created.stderr
+            if "AlreadyRunningBackfill" in output:
+                print("another backfill of crm_daily is still running (Airflow allows one per DAG): let it finish, "
+                      "or cancel it in the Airflow UI (make airflow, Browse > Backfills), then run this again")  # fmt: skip
+            else:
+                print(f"airflow backfill create failed:\n{output[-3000:]}")
             return 1
         print(f"backfill of crm_daily created for {first}..{last} (max_active_runs {max_active_runs}); waiting")
         runs: dict[dt.date, dict] = {}
