@@ -68,3 +68,33 @@ def test_a_date_built_after_another_dates_staging_gets_its_own_rows(alone, tmp_p
     _dbt(directory, D2, *BUILD)
     _dbt(directory, D1, "run", "--select", "marts", "--exclude", "tag:after_scoring")
     assert _hashes(directory, D1) == alone
+
+
+def test_a_backfill_of_an_older_date_brings_the_history_its_load_reaches(tmp_path_factory):
+    """The newer date is built first (its transactions and contacts start later); then the older date
+    is loaded, as the loader does (its windows replace those days), and built: the transactions and
+    contacts up to the older date are the same rows as when it is built alone, the days before the
+    newer run's first day included (customer_360's last contact reads them)."""
+    bank = Bank(400, seed=7)
+    newer = empty_raw_warehouse(tmp_path_factory.mktemp("newer-first")).parent
+    alone = empty_raw_warehouse(tmp_path_factory.mktemp("older-alone")).parent
+    with duckdb.connect(str(newer / "warehouse.duckdb")) as con:
+        land(con, bank, D2, 180, 365)
+    _dbt(newer, D2, *BUILD)
+    with duckdb.connect(str(newer / "warehouse.duckdb")) as con:  # the older date's load replaces its windows
+        con.execute("delete from raw.transactions where booking_date > ? and booking_date <= ?",
+                    [D1 - dt.timedelta(days=180), D1])  # fmt: skip
+        con.execute("delete from raw.campaign_responses where contact_date > ? and contact_date <= ?",
+                    [D1 - dt.timedelta(days=365), D1])  # fmt: skip
+        land(con, bank, D1, 180, 365)
+    _dbt(newer, D1, *BUILD)
+    with duckdb.connect(str(alone / "warehouse.duckdb")) as con:
+        land(con, bank, D1, 180, 365)
+    _dbt(alone, D1, *BUILD)
+    for table, col in (("fct_transactions", "booking_date"), ("fct_campaign_contacts", "contact_date")):
+        hashes = []
+        for directory in (newer, alone):
+            with duckdb.connect(str(directory / "warehouse.duckdb"), read_only=True) as con:
+                hashes.append(content_hash(con, f"marts.{table}", f"{col} <= ?", [D1]))
+        assert hashes[0] == hashes[1], table
+        assert hashes[0][0] > 0

@@ -2,12 +2,16 @@
 -- Every campaign contact up to the business date, one row each, with its outcome and the value it
 -- brought: what the training set and campaign_performance are built from. Built whole the first
 -- time; then each run replaces the contact dates of the last `contact_refresh_days` (a response
--- can still change while its campaign's response window is open), and older days stay as they are.
+-- can still change while its campaign's response window is open) and adds the days before the
+-- mart's first (a backfill of an older date); the days between stay as they are.
 with responses as (
     select * from {{ ref('stg_core_banking__campaign_responses') }}
     where contact_date <= {{ business_date() }}
     {% if flags.INTROSPECT is not false and is_incremental() %}
-        and contact_date > {{ days_before(var('contact_refresh_days')) }}
+        -- the refresh window, and any older day the mart lacks (a backfill reaching further back
+        -- than the run that first built it)
+        and (contact_date > {{ days_before(var('contact_refresh_days')) }}
+            or contact_date < (select min(contact_date) from {{ this }}))
     {% endif %}
 ),
 
