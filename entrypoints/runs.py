@@ -161,6 +161,40 @@ def _backfill_runs(settings: Settings, first: dt.date, last: dt.date) -> dict[dt
     return runs
 
 
+OPEN_BACKFILLS = (
+    "from sqlalchemy import func, select\n"
+    "from airflow.models.backfill import Backfill\n"
+    "from airflow.utils.session import create_session\n"
+    "with create_session() as s:\n"
+    "    print(s.scalar(select(func.count()).select_from(Backfill).where(Backfill.dag_id == 'crm_daily',"
+    " Backfill.completed_at.is_(None))))\n"
+)
+
+
+def _open_backfills(settings: Settings) -> int:
+    """crm_daily's backfills the scheduler has not marked completed (it does so a loop after their
+    last run ends; Airflow allows one open backfill per DAG). Read from Airflow's metadata database."""
+    import subprocess
+    import sys
+
+    from crm.airflow_env import airflow_env
+
+    done = subprocess.run([sys.executable, "-c", OPEN_BACKFILLS], env=airflow_env(settings), capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+def _wait_until_backfills_close(settings: Settings, seconds: float = 120) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while _open_backfills(settings):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(5)
+    return True
+
+
 def business_date_of(logical_date: str) -> dt.date:
     """A crm_daily run's business date from its logical date, as the DAG's ``ds`` is (its UTC date:
     a scheduled run's logical date is midnight in Lima, 05:00 UTC)."""
@@ -190,6 +224,10 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
                 print("crm_daily is not in Airflow's metadata database: is the DAG processor running?")
                 return 1
             time.sleep(5)
+        if not _wait_until_backfills_close(settings):  # one whose runs ended closes within a scheduler loop
+            print("another backfill of crm_daily is still running (Airflow allows one per DAG): let it finish, "
+                  "or cancel it in the Airflow UI (make airflow, Browse > Backfills), then run this again")  # fmt: skip
+            return 1
         conf = json.dumps({"customers": customers, "seed": seed, "force_publish": False})
         # the runs' logical dates are midnight in Lima (the DAG's timetable): the window is given so
         created = airflow(["backfill", "create", "--dag-id", "crm_daily", "--from-date", f"{first}T00:00:00-05:00",
@@ -213,6 +251,7 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
                 break
             print("  " + ", ".join(f"{d}: {states.get(d, 'waiting')}" for d in days), flush=True)
             time.sleep(15)
+        _wait_until_backfills_close(settings)  # the next make backfill may start at once
     finally:
         if started is not None:
             stop_standalone(started)
