@@ -121,22 +121,25 @@ def standalone(settings: Settings) -> int:
         return 0
 
 
-def api_server_up(timeout_s: float = 2.0) -> bool:
-    """Whether an Airflow API server (``make airflow``'s, or one started for a backfill) answers."""
+def _health(timeout_s: float = 2.0) -> dict | None:
+    """The Airflow API server's health answer (``make airflow``'s, or one started for a backfill)."""
     import httpx
 
     try:
-        return httpx.get(f"http://localhost:{API_PORT}/api/v2/monitor/health", timeout=timeout_s).status_code == 200
-    except httpx.HTTPError:
-        return False
+        return httpx.get(f"http://localhost:{API_PORT}/api/v2/monitor/health", timeout=timeout_s).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def api_server_up() -> bool:
+    """Whether an Airflow API server answers."""
+    return _health() is not None
 
 
 def start_standalone(settings: Settings, wait_s: float = 300.0) -> subprocess.Popen:
     """``airflow standalone`` in the background (its own process group, output in the data dir's
     runs/), once its API server and scheduler answer; stop it with :func:`stop_standalone`."""
     import time
-
-    import httpx
 
     log_path = settings.home / "runs" / "airflow-standalone.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,12 +150,8 @@ def start_standalone(settings: Settings, wait_s: float = 300.0) -> subprocess.Po
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"airflow standalone stopped (exit {proc.returncode}); see {log_path}")
-        try:
-            health = httpx.get(f"http://localhost:{API_PORT}/api/v2/monitor/health", timeout=2).json()
-            if health.get("scheduler", {}).get("status") == "healthy":
-                return proc
-        except (httpx.HTTPError, ValueError):
-            pass
+        if ((_health() or {}).get("scheduler") or {}).get("status") == "healthy":
+            return proc
         time.sleep(2)
     stop_standalone(proc)
     raise RuntimeError(f"airflow standalone did not become healthy in {wait_s:.0f} s; see {log_path}")
@@ -168,3 +167,22 @@ def stop_standalone(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+OPEN_BACKFILLS = (
+    "import sys\n"
+    "from sqlalchemy import func, select\n"
+    "from airflow.models.backfill import Backfill\n"
+    "from airflow.utils.session import create_session\n"
+    "with create_session() as s:\n"
+    "    print(s.scalar(select(func.count()).select_from(Backfill).where(Backfill.dag_id == sys.argv[1],"
+    " Backfill.completed_at.is_(None))))\n"
+)
+
+
+def open_backfills(dag_id: str, settings: Settings) -> int:
+    """``dag_id``'s backfills the scheduler has not marked completed (it does so a loop after their
+    last run ends; Airflow allows one open backfill per DAG), from Airflow's metadata database."""
+    done = subprocess.run([sys.executable, "-c", OPEN_BACKFILLS, dag_id], env=airflow_env(settings),
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return int(done.stdout.strip().splitlines()[-1])

@@ -4,9 +4,19 @@ through Airflow on the embedded services, stops the services it started, and say
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import time
 
-from crm.airflow_env import airflow, api_server_up, prepare_airflow, run_dag_test, start_standalone, stop_standalone
+from crm.airflow_env import (
+    airflow,
+    api_server_up,
+    open_backfills,
+    prepare_airflow,
+    run_dag_test,
+    start_standalone,
+    stop_standalone,
+)
 from crm.services import running_services, stop_services_started_since
 from crm.settings import Settings, get_settings
 from crm.warehouse import connect
@@ -145,8 +155,6 @@ def train(business_date: dt.date, customers: int, seed: int, overrides: dict) ->
 
 def _backfill_runs(settings: Settings, first: dt.date, last: dt.date) -> dict[dt.date, dict]:
     """crm_daily's backfill runs for the dates ``first``..``last``: the latest run of each date."""
-    import json
-
     done = airflow(["dags", "list-runs", "crm_daily", "-o", "json"], settings, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"airflow dags list-runs failed: {done.stderr[-1000:]}")
@@ -161,34 +169,9 @@ def _backfill_runs(settings: Settings, first: dt.date, last: dt.date) -> dict[dt
     return runs
 
 
-OPEN_BACKFILLS = (
-    "from sqlalchemy import func, select\n"
-    "from airflow.models.backfill import Backfill\n"
-    "from airflow.utils.session import create_session\n"
-    "with create_session() as s:\n"
-    "    print(s.scalar(select(func.count()).select_from(Backfill).where(Backfill.dag_id == 'crm_daily',"
-    " Backfill.completed_at.is_(None))))\n"
-)
-
-
-def _open_backfills(settings: Settings) -> int:
-    """crm_daily's backfills the scheduler has not marked completed (it does so a loop after their
-    last run ends; Airflow allows one open backfill per DAG). Read from Airflow's metadata database."""
-    import subprocess
-    import sys
-
-    from crm.airflow_env import airflow_env
-
-    done = subprocess.run([sys.executable, "-c", OPEN_BACKFILLS], env=airflow_env(settings), capture_output=True,
-                          text=True, check=True)  # fmt: skip
-    return int(done.stdout.strip().splitlines()[-1])
-
-
 def _wait_until_backfills_close(settings: Settings, seconds: float = 120) -> bool:
-    import time
-
     deadline = time.monotonic() + seconds
-    while _open_backfills(settings):
+    while open_backfills("crm_daily", settings):
         if time.monotonic() > deadline:
             return False
         time.sleep(5)
@@ -204,9 +187,6 @@ def business_date_of(logical_date: str) -> dt.date:
 def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_active_runs: int) -> int:
     """``make backfill``: crm_daily for ``first``..``last`` as an Airflow backfill, on the Airflow of
     ``make airflow`` when it runs (else one started for it), waited for, then each date's outcome."""
-    import json
-    import time
-
     settings = sandbox_settings(customers, seed)
     days = [first + dt.timedelta(days=k) for k in range((last - first).days + 1)]
     before = running_services(settings)
@@ -263,18 +243,11 @@ def _report_backfill(days: list[dt.date], runs: dict[dt.date, dict], settings: S
     from serving.load import live_snapshot_meta
 
     print("\nbackfill of crm_daily:")
-    with connect(settings) as con:
-        for day in days:
-            eligible = con.execute(
-                "select count(*) from marts.campaign_eligibility where as_of_date = ?", [day]
-            ).fetchone()[0]
-            offers = con.execute(
-                "select count(*), count(distinct customer_id) from marts.customer_campaign_assignments "
-                "where business_date = ?",
-                [day],
-            ).fetchone()
-            print(f"  {day}: {runs[day]['state']:<8} eligible pairs {eligible}, "
-                  f"assignment {offers[0]} offers to {offers[1]} customers")  # fmt: skip
+    for day in days:
+        made = summarize(day, settings)
+        print(f"  {day}: {runs[day]['state']:<8} eligible pairs {made['marts']['campaign_eligibility']}, "
+              f"assignment {made['marts']['customer_campaign_assignments']} offers to "
+              f"{made['customers_with_offers']} customers")  # fmt: skip
     before = running_services(settings)
     try:
         meta = live_snapshot_meta(settings)
