@@ -10,11 +10,12 @@ Lima time after D ends):
    `landing/<entity>/business_date=D/`. Records that break their contract go to `quarantine/`.
 2. **gate_landing** (mapped): the Great Expectations suite of each landed entity.
 3. **load_raw**: the landed partitions into the warehouse's `raw` schema, in one transaction.
-4. **dbt**: staging → intermediate → snapshot → marts (`customer_features`, `campaign_eligibility`,
-   `campaign_exclusions`, `fct_transactions`, `fct_campaign_contacts`, `dim_customers`), one task
-   per model followed by its tests (astronomer-cosmos, rendered from the build-time manifest).
-   Staging views hold every load with its date; the intermediates are ephemeral (empty tasks),
-   compiled into each mart with D; each mart writes D's rows only.
+4. **dbt_build**: one `dbt build` (astronomer-cosmos) of seeds, staging, snapshot and marts
+   (`customer_features`, `campaign_eligibility`, `campaign_exclusions`, `fct_transactions`,
+   `fct_campaign_contacts`, `dim_customers`), each model followed by its tests, in dbt's own order
+   (a failing test skips what depends on it). Its log lists every model and test with its time and
+   ends with dbt's counts. Staging views hold every load with its date; the intermediates are
+   ephemeral, compiled into each mart with D; each mart writes D's rows only.
 5. **gate_marts**: the Great Expectations suite of `marts.customer_features`.
 6. **ensure_model**: the `champion` of `crm-campaign-propensity` in MLflow (when the registry has
    none, trains one as `crm_model_training` does, backfilling the feature dates it needs).
@@ -39,7 +40,8 @@ warehouse rows and assignment and leaves the live snapshot serving (`publish_cac
 its log says why); param `force_publish=true` publishes it on purpose. A rerun of the live date
 replaces the live snapshot.
 Warehouse writes share the pool `crm_duckdb` (one slot: DuckDB has one writer); on the `azure`
-target (`CRM_DBT_TARGET=azure`) the dbt tasks run in parallel in the default pool.
+target (`CRM_DBT_TARGET=azure`) the dbt tasks use the default pool (dbt's threads run a layer's
+models in parallel). Why one dbt task and not one per model: docs/decisions/0010.
 Params `customers` and `seed` size the embedded sandbox bank only. The publish guard refuses a
 snapshot that serves more than `CRM_MAX_AUDIENCE_SHRINK` (30%) fewer customers than the live one;
 the live snapshot keeps serving, and a rerun with param `force_publish=true` publishes anyway.
@@ -52,14 +54,9 @@ import sys
 from pathlib import Path
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
-from cosmos import (
-    DbtTaskGroup,
-    ExecutionConfig,
-    ProfileConfig,
-    ProjectConfig,
-    RenderConfig,
-)
-from cosmos.constants import InvocationMode, LoadMode, TestBehavior
+from cosmos import ProfileConfig
+from cosmos.constants import InvocationMode
+from cosmos.operators.local import DbtBuildLocalOperator
 
 from crm.settings import get_settings
 
@@ -76,49 +73,37 @@ def _business_date(ds: str) -> dt.date:
 
 # the reporting marts (campaign_performance, customer_360) read the day's assignments
 AFTER_SCORING = "tag:after_scoring"
-RENDER = {
-    "load_method": LoadMode.DBT_MANIFEST,
-    "test_behavior": TestBehavior.BUILD,  # one `dbt build` per model: the model, then its tests
-    "should_detach_multiple_parents_tests": True,  # a relationships test runs after both models
-    # no Airflow asset per model: nothing schedules on them, and Cosmos' asset URIs only added two
-    # warnings to every dbt task's log
-    "emit_datasets": False,
-}
-# DuckDB has one writer, so locally every dbt task queues on the one-slot pool; Azure SQL takes
-# the models of a layer in parallel (Airflow's default pool)
+# DuckDB has one writer, so locally every warehouse task queues on the one-slot pool; Azure SQL
+# has no such limit (Airflow's default pool; dbt's threads run a layer's models in parallel)
 DBT_POOL = WAREHOUSE_POOL if settings.dbt_target == "local" else "default_pool"
 
 
-def _dbt_group(group_id: str, render_config: RenderConfig) -> DbtTaskGroup:
-    """The dbt project's models (each followed by its tests) as Airflow tasks, from the manifest."""
-    return DbtTaskGroup(
-        group_id=group_id,
-        project_config=ProjectConfig(
-            dbt_project_path=DBT_DIR,
-            manifest_path=DBT_DIR / "target" / "manifest.json",
-            project_name="crm",
-        ),
+def _dbt_build(task_id: str, **selection: str) -> DbtBuildLocalOperator:
+    """One ``dbt build`` of the selected part of the project: each model, then its tests, in dbt's
+    order and with its threads (one task, not one per model: decision 0010)."""
+    return DbtBuildLocalOperator(
+        task_id=task_id,
+        project_dir=str(DBT_DIR),
+        manifest_filepath=str(DBT_DIR / "target" / "manifest.json"),
         profile_config=ProfileConfig(
             profile_name="crm",
             target_name=settings.dbt_target,
             profiles_yml_filepath=DBT_DIR / "profiles.yml",
         ),
-        execution_config=ExecutionConfig(
-            dbt_executable_path=Path(sys.executable).parent / "dbt",
-            invocation_mode=InvocationMode.DBT_RUNNER,
-        ),
-        render_config=render_config,
-        operator_args={
-            "env": {
-                # not a dbt var: a var that changes every day makes every dbt call parse the whole project
-                "CRM_BUSINESS_DATE": "{{ ds }}",
-                "CRM_DUCKDB_PATH": str(settings.duckdb_path),
-                "CRM_DBT_TARGET": settings.dbt_target,
-            },
-            "append_env": True,
-            "install_deps": False,
-            "pool": DBT_POOL,
+        dbt_executable_path=str(Path(sys.executable).parent / "dbt"),
+        invocation_mode=InvocationMode.DBT_RUNNER,
+        env={
+            # not a dbt var: a var that changes every day makes every dbt call parse the whole project
+            "CRM_BUSINESS_DATE": "{{ ds }}",
+            "CRM_DUCKDB_PATH": str(settings.duckdb_path),
+            "CRM_DBT_TARGET": settings.dbt_target,
         },
+        append_env=True,
+        install_deps=False,
+        # no Airflow asset per model: nothing schedules on them
+        emit_datasets=False,
+        pool=DBT_POOL,
+        **selection,
     )
 
 
@@ -172,8 +157,8 @@ def crm_daily():
 
         return run(_business_date(ds), params)
 
-    dbt = _dbt_group("dbt", RenderConfig(**RENDER, exclude=[AFTER_SCORING]))
-    dbt_reporting = _dbt_group("dbt_reporting", RenderConfig(**RENDER, select=[AFTER_SCORING]))
+    dbt = _dbt_build("dbt_build", exclude=AFTER_SCORING)
+    dbt_reporting = _dbt_build("dbt_reporting", select=AFTER_SCORING)
 
     @task(pool=WAREHOUSE_POOL)
     def gate_marts(ds: str | None = None, params: dict | None = None) -> dict:

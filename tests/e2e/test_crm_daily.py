@@ -307,5 +307,5 @@ def test_the_run_log_is_not_buried_in_deprecation_warnings(first_run, e2e_home):
     warnings = [line for line in log.splitlines() if "[warning" in line or "Warning:" in line]
     assert not [line for line in warnings if "DeprecatedImportWarning" in line], warnings[:3]
     tasks = set(re.findall(r"starting task_id=([\w.]+)", log))
-    assert len(tasks) > 20
+    assert {"extract", "dbt_build", "score_and_assign", "publish_cache", "dbt_reporting"} <= tasks
     assert len(warnings) <= 2 * len(tasks), "\n".join(warnings[:20])
