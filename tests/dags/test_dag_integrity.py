@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -53,7 +54,7 @@ def test_crm_daily_runs_every_stage_in_order(dagbag):
     # come after the day's scoring
     order = ["extract", "gate_landing", "load_raw", "dbt_build", "gate_marts", "ensure_model", "score_and_assign",
              "publish_cache"]  # fmt: skip
-    for before, after in zip(order, order[1:], strict=False):
+    for before, after in itertools.pairwise(order):
         assert before in dag.get_task(after).get_flat_relative_ids(upstream=True), (before, after)
     assert "score_and_assign" in dag.get_task("dbt_reporting").get_flat_relative_ids(upstream=True)
     assert dag.get_task("dbt_build").exclude == dag.get_task("dbt_reporting").select == "tag:after_scoring"
