@@ -169,6 +169,27 @@ def stop_standalone(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def dag_runs(dag_id: str, settings: Settings) -> list[dict]:
+    """``dag_id``'s runs as Airflow lists them (``airflow dags list-runs -o json``)."""
+    done = airflow(["dags", "list-runs", dag_id, "-o", "json"], settings, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"airflow dags list-runs failed: {done.stderr[-1000:]}")
+    return json.loads(next((ln for ln in reversed(done.stdout.splitlines()) if ln.startswith("[")), "[]"))
+
+
+def unpause(dag_id: str, settings: Settings, wait_s: float = 180.0) -> bool:
+    """Unpause ``dag_id`` once the DAG processor has put it in the metadata database (a fresh
+    standalone parses it shortly); False when it is not there after ``wait_s``."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while airflow(["dags", "unpause", dag_id], settings, capture_output=True).returncode != 0:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(3)
+    return True
+
+
 OPEN_BACKFILLS = (
     "import sys\n"
     "from sqlalchemy import func, select\n"

@@ -11,11 +11,13 @@ import time
 from crm.airflow_env import (
     airflow,
     api_server_up,
+    dag_runs,
     open_backfills,
     prepare_airflow,
     run_dag_test,
     start_standalone,
     stop_standalone,
+    unpause,
 )
 from crm.services import running_services, stop_services_started_since
 from crm.settings import Settings, get_settings
@@ -155,12 +157,8 @@ def train(business_date: dt.date, customers: int, seed: int, overrides: dict) ->
 
 def _backfill_runs(settings: Settings, first: dt.date, last: dt.date) -> dict[dt.date, dict]:
     """crm_daily's backfill runs for the dates ``first``..``last``: the latest run of each date."""
-    done = airflow(["dags", "list-runs", "crm_daily", "-o", "json"], settings, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"airflow dags list-runs failed: {done.stderr[-1000:]}")
-    listed = next((ln for ln in reversed(done.stdout.splitlines()) if ln.startswith("[")), "[]")  # after any warning
     runs: dict[dt.date, dict] = {}
-    for run in sorted(json.loads(listed), key=lambda r: r.get("start_date") or ""):
+    for run in sorted(dag_runs("crm_daily", settings), key=lambda r: r.get("start_date") or ""):
         if not str(run.get("run_id", "")).startswith("backfill__"):
             continue
         day = business_date_of(run["logical_date"])
@@ -196,14 +194,10 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
         if not api_server_up():
             print("starting Airflow (airflow standalone) for the backfill; make airflow would keep it running")
             started = start_standalone(settings)
-        # a paused DAG's tasks are not scheduled, backfills' included (Airflow 3.3); the DAG must
-        # have been parsed into the metadata database first (a fresh standalone parses it shortly)
-        deadline = time.monotonic() + 180
-        while airflow(["dags", "unpause", "crm_daily"], settings, capture_output=True).returncode != 0:
-            if time.monotonic() > deadline:
-                print("crm_daily is not in Airflow's metadata database: is the DAG processor running?")
-                return 1
-            time.sleep(5)
+        # a paused DAG's tasks are not scheduled, backfills' included (Airflow 3.3)
+        if not unpause("crm_daily", settings):
+            print("crm_daily is not in Airflow's metadata database: is the DAG processor running?")
+            return 1
         if not _wait_until_backfills_close(settings):  # one whose runs ended closes within a scheduler loop
             print("another backfill of crm_daily is still running (Airflow allows one per DAG): let it finish, "
                   "or cancel it in the Airflow UI (make airflow, Browse > Backfills), then run this again")  # fmt: skip
@@ -233,9 +227,10 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
             time.sleep(15)
         _wait_until_backfills_close(settings)  # the next make backfill may start at once
     finally:
-        if started is not None:
+        if started is not None:  # the services the runs started go with the Airflow started for them
             stop_standalone(started)
-        stop_services_started_since(before, settings)
+            stop_services_started_since(before, settings)
+        # on make airflow's Airflow, other runs (the scheduler's, a triggered one) may still use them
     return _report_backfill(days, runs, settings)
 
 

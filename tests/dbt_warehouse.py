@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 
+from benchmarks.backfill import content_hash  # noqa: F401 (the tests' fingerprint of a relation)
 from crm import warehouse
 from ingestion.load import create_raw_tables
 from ml.score import create_assignments_table
@@ -28,15 +29,3 @@ def run_dbt(directory: Path, *args: str, business_date: dt.date | str = "2026-11
     """``dbt <args>`` on the project against ``directory``'s warehouse, target files in ``directory``."""
     return warehouse.run_dbt(*args, duckdb_path=directory / "warehouse.duckdb", business_date=business_date,
                              target="local", target_path=directory / "target")  # fmt: skip
-
-
-def content_hash(con, table: str, where: str = "true", params: list | None = None) -> tuple[int, str]:
-    """(rows, SHA-256 of the rows in a set order) of ``table`` where ``where``: equal when the two
-    relations hold the same rows, whatever order they were written in."""
-    import hashlib
-
-    rows = con.execute(f"select * from {table} where {where}", params or []).fetchall()
-    digest = hashlib.sha256()
-    for row in sorted(map(repr, rows)):
-        digest.update(row.encode())
-    return len(rows), digest.hexdigest()

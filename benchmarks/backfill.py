@@ -1,0 +1,181 @@
+"""``make bench-backfill``: a 30-day backfill of crm_daily through Airflow (``make backfill``, three
+dates at a time), beside the same dates run one at a time, compared mart by mart and date by date.
+
+On the sandbox bank of ``make demo`` (``CUSTOMERS``, ``SEED``), in a data directory of its own under
+``<CRM_HOME>/bench/backfill``: ``make demo`` for the live date (yesterday in Lima, or ``DATE``), then
+``make backfill`` of the 30 days before it under a running Airflow (its scheduler also starts the
+live date's scheduled run beside the backfill), then each of those dates again alone
+(``airflow dags test``, as ``make demo`` runs it). Every mart's rows of each date are fingerprinted
+(row count and SHA-256 of the sorted rows) after the backfill and after the date ran alone; the
+bench prints the dates whose fingerprints differ (none is the target), the wall time of both, and
+what ``/v1/snapshot`` serves at the end (the live date: a backfill never moves the cache back).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+# every mart's rows that belong to one business date: the mart and the column holding the date
+DATED_MARTS = {
+    "customer_features": "as_of_date",
+    "campaign_eligibility": "as_of_date",
+    "campaign_exclusions": "as_of_date",
+    "customer_campaign_assignments": "business_date",
+    "customer_360": "as_of_date",
+    "campaign_performance": "performance_date",
+    "fct_transactions": "booking_date",
+    "fct_campaign_contacts": "contact_date",
+    "dim_customers": "valid_from",
+}
+
+
+def content_hash(con, table: str, where: str = "true", params: list | None = None) -> tuple[int, str]:
+    """(rows, SHA-256 of the rows in a set order) of ``table`` where ``where``: equal when the two
+    relations hold the same rows, whatever order they were written in."""
+    rows = con.execute(f"select * from {table} where {where}", params or []).fetchall()
+    digest = hashlib.sha256()
+    for row in sorted(map(repr, rows)):
+        digest.update(row.encode())
+    return len(rows), digest.hexdigest()
+
+
+def fingerprints(duckdb_path: Path, days: list[dt.date]) -> dict[dt.date, dict[str, tuple[int, str]]]:
+    """Each date's fingerprint of every mart: ``{day: {mart: (rows, sha256)}}``."""
+    import duckdb
+
+    with duckdb.connect(str(duckdb_path), read_only=True) as con:
+        return {
+            day: {m: content_hash(con, f"marts.{m}", f"{col} = ?", [day]) for m, col in DATED_MARTS.items()}
+            for day in days
+        }
+
+
+def differences(a: dict, b: dict) -> dict[str, list[str]]:
+    """The marts whose fingerprints differ between ``a`` and ``b``, by date (empty when equal)."""
+    out = {}
+    for day in sorted(set(a) | set(b)):
+        marts = sorted(m for m in DATED_MARTS if a.get(day, {}).get(m) != b.get(day, {}).get(m))
+        if marts:
+            out[str(day)] = marts
+    return out
+
+
+def served_snapshot(settings) -> dict:
+    """What ``GET /v1/snapshot`` serves (the read API on the data directory's cache, a marketing key)."""
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from crm.services import ensure_redis, running_services, stop_services_started_since
+    from serving.api import create_app
+
+    keys = json.loads(settings.demo_api_keys_path.read_text())
+    before = running_services(settings)
+    try:
+        with TestClient(create_app(ensure_redis(settings), settings)) as client:
+            return client.get("/v1/snapshot", headers={"X-API-Key": keys["marketing"]}).json()["snapshot"]
+    finally:
+        stop_services_started_since(before, settings)
+
+
+def _crm(*args: str) -> tuple[int, float]:
+    """``crm <args>`` as a user types it (output to this terminal); its exit code and seconds."""
+    import subprocess
+    import sys
+    import time
+
+    start = time.perf_counter()
+    code = subprocess.call([sys.executable, "-m", "entrypoints.cli", *args])
+    return code, round(time.perf_counter() - start, 1)
+
+
+def main() -> int:
+    import argparse
+    import os
+    import shutil
+    import time
+
+    from benchmarks.report import report
+    from crm.airflow_env import api_server_up, dag_runs, start_standalone, stop_standalone, unpause
+    from crm.services import stop_services_started_since
+    from crm.settings import Settings, get_settings, yesterday_in_lima
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--max-active-runs", type=int, default=3)
+    args = parser.parse_args()
+    if api_server_up():
+        print("an Airflow API server already answers on :8080 (make airflow?): stop it first, the bench starts its own")
+        return 1
+
+    bench_home = get_settings().home
+    home = bench_home / "bench" / "backfill"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    # the scheduler's own run of the live date sizes the sandbox from these
+    os.environ.update({"CRM_HOME": str(home), "CRM_SANDBOX_CUSTOMERS": str(args.customers),
+                       "CRM_SANDBOX_SEED": str(args.seed)})  # fmt: skip
+    settings = Settings(home=home)
+    bank = ("--customers", str(args.customers), "--seed", str(args.seed))
+    live = yesterday_in_lima()  # the date Airflow's scheduler runs once crm_daily is unpaused
+    days = [live - dt.timedelta(days=k) for k in range(args.days, 0, -1)]
+
+    code, demo_s = _crm("demo", "--date", str(live), *bank)
+    if code:
+        return code
+    standalone = start_standalone(settings)
+    try:
+        if not unpause("crm_daily", settings):
+            print("crm_daily never reached Airflow's metadata database")
+            return 1
+        code, backfill_s = _crm("backfill", "--from", str(days[0]), "--to", str(days[-1]), *bank,
+                                "--max-active-runs", str(args.max_active_runs))  # fmt: skip
+        while any(r["state"] not in ("success", "failed") for r in dag_runs("crm_daily", settings)):
+            time.sleep(5)  # the scheduler's run of the live date
+        runs = dag_runs("crm_daily", settings)
+    finally:
+        stop_standalone(standalone)
+        stop_services_started_since(set(), settings)
+    backfilled = fingerprints(settings.duckdb_path, days)
+    served = served_snapshot(settings)
+
+    alone, alone_s = {}, 0.0
+    for day in days:
+        code, seconds = _crm("demo", "--date", str(day), *bank)
+        alone_s += seconds
+        if code:
+            print(f"{day} alone failed")
+        alone.update(fingerprints(settings.duckdb_path, [day]))
+    differing = differences(backfilled, alone)
+
+    figures = {
+        "customers": args.customers,
+        "dates": len(days),
+        "marts_per_date": len(DATED_MARTS),
+        "max_active_runs": args.max_active_runs,
+        "runs_failed": sum(r["state"] != "success" for r in runs),
+        "backfill_s": backfill_s,
+        "one_at_a_time_s": round(alone_s, 1),
+        "backfill_vs_one_at_a_time": round(backfill_s / alone_s, 3),
+        "live_demo_s": demo_s,
+        "dates_differing": len(differing),
+        "empty_assignments": sum(backfilled[d]["customer_campaign_assignments"][0] == 0 for d in days),
+        "served_business_date": served["business_date"],
+        "served_is_newest": int(served["business_date"] == str(live)),
+    }
+    report("backfill", figures, at_most={"dates_differing": 0, "runs_failed": 0, "empty_assignments": 0},
+           at_least={"served_is_newest": 1}, home=bench_home)  # fmt: skip
+    for day, marts in differing.items():
+        print(f"  {day}: differs from the date run alone in {', '.join(marts)}")
+    fingerprint = hashlib.sha256(repr(sorted(backfilled.items())).encode()).hexdigest()[:16]
+    print(f"  fingerprint of all {len(days)} dates x {len(DATED_MARTS)} marts: backfill {fingerprint}, alone "
+          f"{hashlib.sha256(repr(sorted(alone.items())).encode()).hexdigest()[:16]}")  # fmt: skip
+    return 0 if not differing and figures["served_is_newest"] and not figures["runs_failed"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""Business dates run side by side through Airflow give, date by date, the rows each gives alone.
+
+As a data engineer works: ``make demo`` for the live date (yesterday in Lima), then Airflow running
+(``airflow standalone``, as ``make airflow``) with crm_daily unpaused, so that its scheduler starts
+the live date's run, and while that runs ``make backfill`` of three older dates with
+``max_active_runs`` 3. Every mart's rows of each
+date are fingerprinted (row count and SHA-256 of the sorted rows); two dates are backfilled again
+and must not change; then each date runs alone (``airflow dags test``, as ``make demo``) and must
+give the same fingerprints. The live snapshot stays the live date's throughout.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from benchmarks.backfill import differences, fingerprints, served_snapshot
+from crm.settings import REPO_ROOT, Settings, yesterday_in_lima
+
+pytestmark = pytest.mark.e2e
+
+CUSTOMERS, SEED = 300, 5
+# the live date is the one Airflow's scheduler starts a run for once crm_daily is unpaused
+LIVE = yesterday_in_lima()
+BACKFILL = [LIVE - dt.timedelta(days=k) for k in (7, 6, 5)]
+
+
+def _cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "entrypoints.cli", *args, "--customers", str(CUSTOMERS), "--seed",
+                           str(SEED)], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200,
+                          check=False)  # fmt: skip
+
+
+def _interval(run: dict) -> tuple[dt.datetime, dt.datetime]:
+    return dt.datetime.fromisoformat(run["start_date"]), dt.datetime.fromisoformat(run["end_date"])
+
+
+def test_dates_run_side_by_side_give_each_date_the_rows_it_gives_alone(crm_home, monkeypatch):
+    from crm.airflow_env import dag_runs, start_standalone, stop_standalone, unpause
+    from crm.services import stop_services_started_since
+
+    home = crm_home / "concurrent"
+    home.mkdir()
+    # the scheduler's own runs (the live date's) size the sandbox from these, as make backfill's do
+    for var, value in {"CRM_HOME": str(home), "CRM_SANDBOX_CUSTOMERS": str(CUSTOMERS),
+                       "CRM_SANDBOX_SEED": str(SEED), "CRM_TASK_RETRIES": "0"}.items():  # fmt: skip
+        monkeypatch.setenv(var, value)
+    env = dict(os.environ)
+    settings = Settings(home=home)
+
+    demo = _cli(env, "demo", "--date", str(LIVE))
+    assert demo.returncode == 0, demo.stdout[-3000:]
+    live = fingerprints(settings.duckdb_path, [LIVE])
+
+    standalone = start_standalone(settings)
+    try:
+        assert unpause("crm_daily", settings), "crm_daily never reached Airflow's metadata database"
+
+        backfill = _cli(env, "backfill", "--from", str(BACKFILL[0]), "--to", str(BACKFILL[-1]),
+                        "--max-active-runs", "3")  # fmt: skip
+        assert backfill.returncode == 0, backfill.stdout[-3000:]
+        for day in BACKFILL:
+            assert f"  {day}: success " in backfill.stdout, backfill.stdout[-2000:]
+        assert f"for {LIVE} (the cache only moves forward)" in backfill.stdout
+
+        deadline = time.monotonic() + 600
+        while any(r["state"] not in ("success", "failed") for r in dag_runs("crm_daily", settings)):
+            assert time.monotonic() < deadline, dag_runs("crm_daily", settings)
+            time.sleep(5)
+        runs = dag_runs("crm_daily", settings)
+        assert all(r["state"] == "success" for r in runs), [(r["run_id"], r["state"]) for r in runs]
+        side_by_side = fingerprints(settings.duckdb_path, BACKFILL)
+
+        # the backfill ran its dates side by side, and beside the scheduler's run of the live date
+        backfilled = [_interval(r) for r in runs if r["run_id"].startswith("backfill__")]
+        scheduled = [_interval(r) for r in runs if r["run_id"].startswith("scheduled__")]
+        assert len(backfilled) == 3 and len(scheduled) == 1, [r["run_id"] for r in runs]
+        (s_start, s_end), first_start = scheduled[0], min(a for a, _ in backfilled)
+        assert s_start < max(b for _, b in backfilled) and first_start < s_end, (backfilled, scheduled)
+        assert all(a < first_start + dt.timedelta(seconds=60) for a, _ in backfilled), backfilled  # 3 at a time
+
+        again = _cli(env, "backfill", "--from", str(BACKFILL[1]), "--to", str(BACKFILL[2]))
+        assert again.returncode == 0, again.stdout[-3000:]
+        rerun = fingerprints(settings.duckdb_path, BACKFILL[1:])
+    finally:
+        stop_standalone(standalone)
+        stop_services_started_since(set(), settings)
+
+    assert all(rows > 0 for day in BACKFILL for rows, _ in (side_by_side[day]["campaign_eligibility"],
+               side_by_side[day]["customer_campaign_assignments"])), side_by_side  # fmt: skip
+    assert differences(rerun, {d: side_by_side[d] for d in BACKFILL[1:]}) == {}
+    assert served_snapshot(settings)["business_date"] == str(LIVE)
+    # the scheduler's run of the live date, beside the backfill, gave the rows its make demo gave
+    assert differences(fingerprints(settings.duckdb_path, [LIVE]), live) == {}
+
+    alone = {}
+    for day in BACKFILL:
+        done = _cli(env, "demo", "--date", str(day))
+        assert done.returncode == 0, done.stdout[-3000:]
+        alone.update(fingerprints(settings.duckdb_path, [day]))
+    assert differences(side_by_side, alone) == {}
+    assert served_snapshot(settings)["business_date"] == str(LIVE)
