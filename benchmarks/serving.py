@@ -7,7 +7,7 @@ Figures, each beside a baseline measured in the same run on the same machine:
   small values on the same server (what redis-benchmark measures); ``load_ratio``.
 - ``bytes_per_customer``: Redis memory of the snapshot over its customers.
 - ``api_rps``, ``api_p99_ms``: customer look-ups at concurrency 32 against one uvicorn worker, from a
-  load generator on the same machine; ``baseline_rps``: a minimal ASGI endpoint doing the same
+  load generator on the same machine, as a sales agent with a bearer token (verified by the API); ``baseline_rps``: a minimal ASGI endpoint doing the same
   Redis read; ``api_ratio``. Each is measured in ``ROUNDS`` alternating rounds and the best round
   of each reported (this shared 2-core VM has slow spells); every round is in ``rounds``.
 
@@ -136,11 +136,12 @@ class _Connection(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def _hammer(url: str, key: str, customers: int, concurrency: int, seconds: float, warmup: float) -> dict:
-    """``concurrency`` connections, each looking up random customers back to back (closed loop)."""
+async def _hammer(url: str, credential: str, customers: int, concurrency: int, seconds: float, warmup: float) -> dict:
+    """``concurrency`` connections, each looking up random customers back to back (closed loop);
+    ``credential`` is the header line that authenticates them."""
     host, port = url.removeprefix("http://").split(":")
     requests = [
-        f"GET /v1/customers/{c}/offers HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {key}\r\n\r\n".encode()
+        f"GET /v1/customers/{c}/offers HTTP/1.1\r\nHost: {host}\r\n{credential}\r\n\r\n".encode()
         for c in random.Random(7).sample(range(1, customers + 1), min(customers, 100_000))  # noqa: S311
     ]
     loop = asyncio.get_running_loop()
@@ -274,7 +275,7 @@ def run(customers: int, seconds: float) -> dict:
     from crm.services import ensure_redis, stop_services_started_since
     from ml.registry import ModelRef
     from ml.score import write_assignments
-    from serving.auth import issue_keys
+    from serving.auth import sign_dev_token
     from serving.load import publish_snapshot
 
     base = get_settings()
@@ -295,7 +296,8 @@ def run(customers: int, seconds: float) -> dict:
         published = publish_snapshot(BUSINESS_DATE, settings, force=True)
         load_s = time.perf_counter() - start
         used = client.info("memory")["used_memory"] - before
-        key = issue_keys(settings.api_keys_path, roles=("sales",))["sales"]
+        # a sales agent's bearer token: the API verifies it (signature, issuer, audience, expiry)
+        credential = f"Authorization: Bearer {sign_dev_token(settings, 'bench.agent', 'sales', minutes=120)}"
         figures: dict = {
             "customers": published.customers,
             "load_s": round(load_s, 2),
@@ -310,7 +312,7 @@ def run(customers: int, seconds: float) -> dict:
                 proc, url = _serve(kind, settings)
                 try:
                     print(f"{kind}: {seconds:.0f} s of look-ups at concurrency 32 ...", flush=True)
-                    rounds[kind].append(_run_uvloop(_hammer(url, key, customers, 32, seconds, warmup=3.0)))
+                    rounds[kind].append(_run_uvloop(_hammer(url, credential, customers, 32, seconds, warmup=3.0)))
                 finally:
                     proc.terminate()
                     proc.wait(timeout=30)

@@ -109,6 +109,14 @@ class CoreApi:
     client_secret: str | None
 
 
+@dataclass(frozen=True)
+class TokenKeys:
+    """The keys bearer tokens are verified with (both None: the local development key)."""
+
+    jwks_url: str | None
+    public_key_file: Path | None
+
+
 def _environment() -> str:
     value = _env("CRM_ENVIRONMENT", "local")
     if value not in ENVIRONMENTS:
@@ -165,6 +173,14 @@ class Settings:
     # a replaced snapshot stays readable this long (an export that started on it finishes from it)
     snapshot_drain_seconds: int = field(default_factory=lambda: _int("CRM_SNAPSHOT_DRAIN_SECONDS", 900))
 
+    # identity: bearer tokens signed by the bank's identity provider (customers and staff)
+    jwt_issuer: str = field(default_factory=lambda: _env("CRM_JWT_ISSUER", "crm-dev"))
+    jwt_audience: str = field(default_factory=lambda: _env("CRM_JWT_AUDIENCE", "crm-read-api"))
+    # the claim naming the caller's role: customer, sales or marketing
+    jwt_role_claim: str = field(default_factory=lambda: _env("CRM_JWT_ROLE_CLAIM", "crm_role"))
+    # integration keys: a running API re-reads the key store (revocations, new keys) this often
+    api_key_reload_s: float = field(default_factory=lambda: _float("CRM_API_KEY_RELOAD_S", 10.0))
+
     # ---- paths in the data directory -------------------------------------------------------
     @property
     def landing_dir(self) -> Path:
@@ -194,6 +210,11 @@ class Settings:
     @property
     def demo_api_keys_path(self) -> Path:
         return self.home / "demo_api_keys.json"
+
+    @property
+    def dev_signing_key_path(self) -> Path:
+        """The development identity provider's private key (``crm token``; never in production)."""
+        return self.home / "identity" / "dev_signing_key.pem"
 
     @property
     def audit_log_path(self) -> Path:
@@ -241,6 +262,15 @@ class Settings:
             return conn.get_uri()
         self._no_fallback("Redis", "the Airflow Connection crm_redis or CRM_REDIS_URL")
         return None
+
+    @cached_property
+    def token_keys(self) -> TokenKeys:
+        """Where the keys that verify bearer tokens come from: the identity provider's JWKS URL, or
+        a PEM public key file; locally, the development key ``crm token`` signs with."""
+        jwks_url, key_file = _env("CRM_JWT_JWKS_URL"), _env("CRM_JWT_PUBLIC_KEY_FILE")
+        if not (jwks_url or key_file):
+            self._no_fallback("token verification key", "CRM_JWT_JWKS_URL or CRM_JWT_PUBLIC_KEY_FILE")
+        return TokenKeys(jwks_url=jwks_url, public_key_file=Path(key_file) if key_file else None)
 
     @cached_property
     def azure_sql(self) -> AzureSql:

@@ -14,7 +14,7 @@ import click
 
 from crm.settings import get_settings, yesterday_in_lima
 
-ROLES = ("marketing", "sales", "mobile")
+KEY_ROLES = ("marketing", "sales")
 
 
 class _Date(click.ParamType):
@@ -179,17 +179,70 @@ def evaluate(business_date: dt.date | None, customers: int, seed: int) -> None:
     click.echo(report(run_evaluation(business_date, customers, seed, settings)))
 
 
-@cli.command()
-@click.option("--role", "roles", multiple=True, required=True, type=click.Choice(ROLES))
-@click.option("--file", "store", type=click.Path(path_type=Path), help="the key store [CRM_API_KEYS_FILE or .crm/api_keys.json]")  # fmt: skip
-def keys(roles: tuple[str, ...], store: Path | None) -> None:
-    """Issue read-API keys: stores their hashes, prints each key once."""
-    from serving.auth import issue_keys
+_STORE = click.option("--file", "store", type=click.Path(path_type=Path),
+                      help="the key store [CRM_API_KEYS_FILE or .crm/api_keys.json]")  # fmt: skip
+
+
+@cli.group()
+def keys() -> None:
+    """Integration API keys (the bank's systems): issue, list, revoke. People use bearer tokens."""
+
+
+@keys.command("issue")
+@click.option("--role", required=True, type=click.Choice(KEY_ROLES))
+@click.option("--name", required=True, help="the integration, as the audit log names it (e.g. adobe-campaign)")
+@click.option("--days", type=int, default=90, help="valid for this many days (0: no expiry)")
+@_STORE
+def keys_issue(role: str, name: str, days: int, store: Path | None) -> None:
+    """Issue a key: its hash goes to the store, the key is printed once."""
+    from serving.auth import issue_key
 
     store = store or get_settings().api_keys_path
-    for role, key in issue_keys(store, roles=roles).items():
-        click.echo(f"{role}\t{key}")
-    click.echo(f"(hashes added to {store}; the keys are not shown again)", err=True)
+    key_id, key = issue_key(store, role, name, days or None)
+    click.echo(key)
+    click.echo(f"({key_id} for {name}, role {role}; hash added to {store}; the key is not shown again)", err=True)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@_STORE
+def keys_revoke(key_id: str, store: Path | None) -> None:
+    """Revoke a key: a running API refuses it within CRM_API_KEY_RELOAD_S seconds, no restart."""
+    from serving.auth import revoke_key
+
+    store = store or get_settings().api_keys_path
+    if not revoke_key(store, key_id):
+        raise click.ClickException(f"no key {key_id} that is not already revoked in {store}")
+    click.echo(f"revoked {key_id}")
+
+
+@keys.command("list")
+@_STORE
+def keys_list(store: Path | None) -> None:
+    """The store's keys (id, name, role, created, expiry, revocation), never the keys themselves."""
+    from serving.auth import list_keys
+
+    for entry in list_keys(store or get_settings().api_keys_path):
+        click.echo("\t".join(str(entry.get(k) or "-") for k in ("key_id", "name", "role", "created_at", "expires_at",
+                                                                "revoked_at")))  # fmt: skip
+
+
+@cli.command()
+@click.option("--customer", type=click.IntRange(min=1), help="a customer's token (the mobile app): its customer id")
+@click.option("--staff", help="a member of staff's token: the employee")
+@click.option("--role", type=click.Choice(KEY_ROLES), help="the staff member's role")
+@click.option("--minutes", type=click.IntRange(min=1), default=60)
+def token(customer: int | None, staff: str | None, role: str | None, minutes: int) -> None:
+    """Sign a bearer token with the development identity provider's key (made on first use in the
+    data directory; never in production) and print it."""
+    from serving.auth import CUSTOMER, sign_dev_token
+
+    if (customer is None) == (staff is None):
+        raise click.UsageError("give --customer ID or --staff NAME --role sales|marketing")
+    if staff is not None and role is None:
+        raise click.UsageError("--staff needs --role sales|marketing")
+    subject, claim = (str(customer), CUSTOMER) if customer is not None else (staff, role)
+    click.echo(sign_dev_token(get_settings(), subject, claim, minutes))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,7 +111,7 @@ def demo(business_date: dt.date, customers: int, seed: int, force_publish: bool 
             f"cache snapshot: {meta['snapshot_id']} ({meta['customers']} customers, {meta['offers']} offers, "
             f"{meta['segments']} segments), fresh until {meta['expires_at']}, served until {meta['served_until']}"
         )
-    print(f"demo API keys (one per role): {settings.demo_api_keys_path}")
+    print(f"demo integration API keys (marketing, sales): {settings.demo_api_keys_path}")
     if stopped:
         saved = " (Redis saved the cache; make serve reloads it)" if "redis" in stopped else ""
         print(f"stopped the services this run started: {', '.join(stopped)}{saved}")
@@ -119,7 +119,10 @@ def demo(business_date: dt.date, customers: int, seed: int, force_publish: bool 
         "\nhow to look at it:\n"
         "  make serve                                   # the read API on http://127.0.0.1:8000 (docs at /docs)\n"
         f'  curl -H "X-API-Key: {keys["sales"][:14]}..." http://127.0.0.1:8000/v1/customers/{summary["some_customer"]}/offers\n'
-        "     (full keys: cat .crm/demo_api_keys.json)\n"
+        "     (an integration's key; full keys: cat .crm/demo_api_keys.json)\n"
+        f'  curl -H "Authorization: Bearer $(.venv/bin/crm token --customer {summary["some_customer"]})" '
+        "http://127.0.0.1:8000/v1/me/offers\n"
+        "     (the mobile app: a customer's token; staff: crm token --staff NAME --role sales|marketing)\n"
         "  make airflow                                 # the Airflow UI with this run, on http://localhost:8080\n"
         "  make docs                                    # the warehouse's marts, columns and lineage, on http://127.0.0.1:8081\n"
         "  make evaluate                                # this assignment against the sandbox's truth (oracle, random)\n"

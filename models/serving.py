@@ -94,7 +94,9 @@ class SegmentPage(BaseModel):
 class OffersAnswer(BaseModel):
     snapshot_id: str
     customer_id: int
-    offers: list[Offer] | list[MobileOffer] = Field(description="best first; the mobile role gets MobileOffer")
+    offers: list[Offer] | list[MobileOffer] = Field(
+        description="best first; a customer (/v1/me/offers) gets MobileOffer"
+    )
 
 
 class Readiness(BaseModel):

@@ -13,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from models.serving import Error
-from serving.auth import API_KEY_SCHEME
+from serving.auth import API_KEY_SCHEME, BEARER_SCHEME
 
 
 class NoSnapshot(Exception):
@@ -24,8 +24,8 @@ NO_SNAPSHOT = "no live snapshot: the daily run has not published one"
 REDIS_DOWN = "the cache is unreachable"
 
 ERRORS = {
-    401: "Missing or unknown API key",
-    403: "The key's role may not call this endpoint",
+    401: "Missing, invalid or expired credentials (bearer token or API key)",
+    403: "The caller's role may not call this endpoint, or a customer asked for another customer",
     404: "Not in the live snapshot",
     503: "No live snapshot, or the cache is unreachable",
 }
@@ -67,12 +67,14 @@ def answer_unavailable_with_503(app: FastAPI) -> None:
         return JSONResponse({"detail": REDIS_DOWN}, status_code=503)
 
 
-def openapi_with_api_keys(app: FastAPI) -> dict[str, Any]:
-    """The app's OpenAPI document (made once), with the X-API-Key scheme its endpoints name."""
+def openapi_with_security(app: FastAPI) -> dict[str, Any]:
+    """The app's OpenAPI document (made once), with the schemes its endpoints name: bearer tokens
+    (people) and API keys (integrations)."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         schema["components"]["securitySchemes"] = {
-            API_KEY_SCHEME: {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+            BEARER_SCHEME: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            API_KEY_SCHEME: {"type": "apiKey", "in": "header", "name": "X-API-Key"},
         }
         app.openapi_schema = schema
     return app.openapi_schema

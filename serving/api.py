@@ -27,19 +27,27 @@ from serving.answers import (
     answer_unavailable_with_503,
     errors,
     freshness,
-    openapi_with_api_keys,
+    openapi_with_security,
 )
 from serving.audit import AuditLog
 from serving.auth import (
+    CUSTOMERS,
     MARKETING,
     MARKETING_SALES,
-    OFFER_READERS,
+    Gate,
     authorize,
     for_roles,
-    load_key_store,
 )
 from serving.codec import SEGMENT, decode_segment
-from serving.hotpath import MAX_CUSTOMER_ID, MeasureRequests, Metrics, OffersFastPath, ReadApi, make_offers_lookup
+from serving.hotpath import (
+    MAX_CUSTOMER_ID,
+    MY_OFFERS_PATH,
+    MeasureRequests,
+    Metrics,
+    OffersFastPath,
+    ReadApi,
+    make_offers_lookup,
+)
 from serving.keys import Keys
 from serving.reader import SnapshotReader
 
@@ -69,14 +77,16 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
     app = ReadApi(
         title="CRM campaign assignments",
         description=(
-            "Today's campaign assignments, served from the live Redis snapshot. Every call but the ops "
-            "probes needs an `X-API-Key`; each endpoint names the roles (`x-roles`) it admits. Every "
+            "Today's campaign assignments, served from the live Redis snapshot. People call with "
+            "`Authorization: Bearer <token>` from the bank's identity provider (customers: their own "
+            "offers at `/v1/me/offers`; staff: the role sales or marketing); the bank's systems with "
+            "an integration `X-API-Key`. Each endpoint names the roles (`x-roles`) it admits. Every "
             "answer names the snapshot it was read from (`snapshot_id` and the `X-Snapshot-Id` header)."
         ),
         version="1.0",
         lifespan=lifespan,
     )
-    app.state.key_store = load_key_store(settings.api_keys_path)
+    app.state.gate = Gate(settings)
     app.state.reader = reader
     metrics = Metrics()
 
@@ -94,13 +104,29 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         tags=["customers"],
         response_model=OffersAnswer,
         responses=errors(404, 503),
-        openapi_extra=for_roles(*OFFER_READERS),
-        summary="One customer's ranked offers",
+        openapi_extra=for_roles(*MARKETING_SALES),
+        summary="One customer's ranked offers (staff and integrations)",
     )
     async def customer_offers(request: Request, customer_id: CustomerId) -> Response:
-        """The customer's offers, best first. The mobile role gets no propensity, priority or reasons.
-        Every call is written to the audit log (role, key id, customer id, time)."""
-        status, body, headers = await offers_lookup(request.headers.get("x-api-key"), customer_id)
+        """The customer's offers, best first, with propensity, priority and the reasons in plain
+        language. Every call is written to the audit log (who, role, customer id, time)."""
+        h = request.headers
+        status, body, headers = await offers_lookup(h.get("authorization"), h.get("x-api-key"), customer_id)
+        return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+    @app.get(
+        MY_OFFERS_PATH,
+        tags=["customers"],
+        response_model=OffersAnswer,
+        responses=errors(503),
+        openapi_extra=for_roles(*CUSTOMERS),
+        summary="The signed-in customer's offers (the mobile app)",
+    )
+    async def my_offers(request: Request) -> Response:
+        """The offers of the customer the bearer token names, best first, without scores or reasons
+        (an empty list when they have none today). Audited like every look-up."""
+        h = request.headers
+        status, body, headers = await offers_lookup(h.get("authorization"), h.get("x-api-key"), None)
         return Response(body, status_code=status, headers=headers, media_type="application/json")
 
     @app.get(
@@ -236,7 +262,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         metrics.note_snapshot(meta)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.openapi = lambda: openapi_with_api_keys(app)
+    app.openapi = lambda: openapi_with_security(app)
     app.outer = lambda inner: MeasureRequests(
         OffersFastPath(inner, lookup=offers_lookup, route_path=customer_offers_path), metrics=metrics
     )

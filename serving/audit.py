@@ -1,4 +1,4 @@
-"""The read API's audit log: who looked up which customer, when."""
+"""The read API's audit log: who (the person or the integration) looked up which customer, when."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ class AuditLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.interval = interval
-        self.entries: list[tuple[int, str, str, int]] = []
+        self.entries: list[tuple[int, Principal, int]] = []
 
     def record(self, who: Principal, customer_id: int) -> None:
-        self.entries.append((int(time.time()), who.role, who.key_id, customer_id))  # formatted at flush
+        self.entries.append((int(time.time()), who, customer_id))  # formatted at flush
 
     def flush(self) -> None:
         if not self.entries:
@@ -34,10 +34,11 @@ class AuditLog:
         entries, self.entries = self.entries, []
         stamps: dict[int, str] = {}
         lines = []
-        for at, role, key_id, customer_id in entries:
+        for at, who, customer_id in entries:
             if at not in stamps:
                 stamps[at] = dt.datetime.fromtimestamp(at, dt.UTC).isoformat()
-            entry = {"at": stamps[at], "role": role, "key_id": key_id, "customer_id": customer_id}
+            entry = {"at": stamps[at], "kind": who.kind, "who": who.subject, "role": who.role,
+                     "credential": who.credential, "customer_id": customer_id}  # fmt: skip
             lines.append(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
         with open(self.path, "ab") as fh:
             fh.write(b"".join(lines))

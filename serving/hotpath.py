@@ -1,5 +1,5 @@
 """The read API's ASGI layers outside FastAPI: the Prometheus metrics of every answer, and the fast
-path of the one call sales and the mobile app make all day (see docs/decisions/0004)."""
+path of the calls sales and the mobile app make all day (see docs/decisions/0004)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from models.serving import MOBILE_FIELDS
 from serving.answers import NO_SNAPSHOT, REDIS_DOWN, NoSnapshot, raw_json
-from serving.auth import OFFER_READERS, Denied, check_key
+from serving.auth import CUSTOMERS, MARKETING_SALES, Denied
 from serving.codec import bucket_of, decode_offers
 from serving.reader import SnapshotReader
 
 MAX_CUSTOMER_ID = 10**12
 OFFERS_PATH = re.compile(r"/v1/customers/([1-9][0-9]{0,12})/offers")
+MY_OFFERS_PATH = "/v1/me/offers"
 Answer = tuple[int, bytes, dict[str, str]]  # status, JSON body, headers
 
 
@@ -102,25 +103,36 @@ class ReadApi(FastAPI):
 
 
 class OffersFastPath:
-    """``GET /v1/customers/{id}/offers``, the look-up sales and the mobile app make all day, answered
-    without FastAPI's per-request machinery (routing, parameter solving): it costs more CPU than the
-    Redis read itself. Both this layer and the documented FastAPI route call the same ``lookup``;
-    what this layer does not recognise as a valid call (a malformed or out-of-range id, another
-    method) goes on to FastAPI, which answers it (422, 405) as documented.
+    """``GET /v1/customers/{id}/offers`` and ``GET /v1/me/offers``, the look-ups sales and the mobile
+    app make all day, answered without FastAPI's per-request machinery (routing, parameter solving):
+    it costs more CPU than the Redis read itself. Both this layer and the documented FastAPI routes
+    call the same ``lookup``; what this layer does not recognise as a valid call (a malformed or
+    out-of-range id, another method) goes on to FastAPI, which answers it (422, 405) as documented.
     """
 
     def __init__(self, app, lookup, route_path: str):
         self.app = app
         self.lookup = lookup
         self.route = type("Route", (), {"path": route_path})()  # what MeasureRequests labels by
+        self.my_route = type("Route", (), {"path": MY_OFFERS_PATH})()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["method"] == "GET":
-            match = OFFERS_PATH.fullmatch(scope["path"])
-            if match and int(match[1]) <= MAX_CUSTOMER_ID:
-                key = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-api-key"), None)
-                status, body, headers = await self.lookup(key, int(match[1]))
-                scope["route"] = self.route
+            path = scope["path"]
+            if path == MY_OFFERS_PATH:
+                customer_id, route = None, self.my_route
+            else:
+                match = OFFERS_PATH.fullmatch(path)
+                customer_id, route = (int(match[1]), self.route) if match else (0, None)
+            if route is not None and (customer_id or 0) <= MAX_CUSTOMER_ID:
+                authorization = api_key = None
+                for k, v in scope["headers"]:
+                    if k == b"authorization":
+                        authorization = v.decode("latin-1")
+                    elif k == b"x-api-key":
+                        api_key = v.decode("latin-1")
+                status, body, headers = await self.lookup(authorization, api_key, customer_id)
+                scope["route"] = route
                 await send(
                     {
                         "type": "http.response.start",
@@ -137,15 +149,22 @@ class OffersFastPath:
         await self.app(scope, receive, send)
 
 
-def make_offers_lookup(state, reader: SnapshotReader) -> Callable[[str | None, int], Awaitable[Answer]]:
-    """The look-up of one customer's offers, over the app's ``state`` (its key store and audit log)
-    and the snapshot ``reader``."""
+def make_offers_lookup(
+    state, reader: SnapshotReader
+) -> Callable[[str | None, str | None, int | None], Awaitable[Answer]]:
+    """The look-up of one customer's offers, over the app's ``state`` (its credentials gate and
+    audit log) and the snapshot ``reader``."""
 
-    async def lookup(key: str | None, customer_id: int) -> tuple[int, bytes, dict[str, str]]:
+    async def lookup(authorization: str | None, api_key: str | None, customer_id: int | None) -> Answer:
         """A customer's offers as (status, JSON body, headers): the one implementation behind both
-        the FastAPI route and ``OffersFastPath``."""
+        the FastAPI routes and ``OffersFastPath``. ``customer_id`` None: the calling customer's own
+        (``/v1/me/offers``, customer tokens only); else staff and integrations only."""
         try:
-            who = check_key(state.key_store, key, OFFER_READERS)
+            if customer_id is None:
+                who = state.gate.check(authorization, api_key, CUSTOMERS)
+                customer_id = int(who.subject)
+            else:
+                who = state.gate.check(authorization, api_key, MARKETING_SALES)
         except Denied as denied:
             return raw_json(denied.status, {"detail": denied.detail})
         state.audit.record(who, customer_id)
@@ -164,8 +183,10 @@ def make_offers_lookup(state, reader: SnapshotReader) -> Callable[[str | None, i
         except (aioredis.ConnectionError, aioredis.TimeoutError, TimeoutError, OSError):
             return raw_json(503, {"detail": REDIS_DOWN})
         if offers is None:
+            if who.kind == "customer":  # the same answer as an empty list: a customer has no offers today
+                return raw_json(200, {"snapshot_id": sid, "customer_id": customer_id, "offers": []}, sid)
             return raw_json(404, {"detail": f"customer {customer_id} has no offers in the live snapshot"})
-        if who.role == "mobile":
+        if who.kind == "customer":
             offers = [{k: o[k] for k in MOBILE_FIELDS} for o in offers]
         return raw_json(200, {"snapshot_id": sid, "customer_id": customer_id, "offers": offers}, sid)
 

@@ -123,6 +123,9 @@ def test_openshift_runs_the_api_with_probes_and_secrets_it_really_has():
     assert "secretKeyRef" in env["CRM_REDIS_URL"]["valueFrom"]  # the URL holds the access key
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert env["CRM_API_KEYS_FILE"]["value"].rsplit("/", 1)[0] in mounts
+    # bearer tokens are verified against the bank's identity provider (production has no dev key)
+    for var in ("CRM_JWT_JWKS_URL", "CRM_JWT_ISSUER", "CRM_JWT_AUDIENCE"):
+        assert "configMapKeyRef" in env[var]["valueFrom"], var
     assert docs["Route"]["spec"]["tls"]["termination"] == "edge"
 
 

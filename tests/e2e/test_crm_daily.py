@@ -96,7 +96,7 @@ def test_the_run_reports_every_stage_and_leaves_nothing_running(first_run, e2e_h
     assert "cache snapshot: 20261126-" in out
     settings = _settings(e2e_home, monkeypatch)
     keys = json.loads(settings.demo_api_keys_path.read_text())
-    assert set(keys) == {"marketing", "sales", "mobile"}
+    assert set(keys) == {"marketing", "sales"}  # integration keys; people sign in with bearer tokens
     from crm.services import running_services
 
     assert running_services(settings) == set()

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 
 from ml.registry import ModelRef
 from ml.score import write_assignments
-from serving.auth import issue_keys
+from serving.auth import issue_keys, sign_dev_token
 from serving.load import publish_snapshot
 
 D = dt.date(2026, 11, 3)
@@ -34,6 +34,7 @@ def served(settings):
     )
     publish_snapshot(D, s)
     keys = issue_keys(s.api_keys_path)
+    keys["customer"] = sign_dev_token(s, "3", "customer")
     try:
         with running_read_api(home) as url:
             yield url, keys
@@ -48,33 +49,44 @@ def test_every_documented_call_answers_as_documented(served):
     url, keys = served
     schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 7
+    assert len(operations) == 8
 
-    for operation in operations:
-
+    def fuzz(operation, headers: dict[str, str]) -> None:
         @given(case=operation.as_strategy())
         @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def answers_as_documented(case):
-            case.call_and_validate(headers={"X-API-Key": keys["marketing"]})
+            case.call_and_validate(headers=headers)
 
         answers_as_documented()
 
+    for operation in operations:
+        if operation.path == "/v1/me/offers":  # a customer's own: the mobile app's bearer token
+            fuzz(operation, {"Authorization": f"Bearer {keys['customer']}"})
+        else:
+            fuzz(operation, {"X-API-Key": keys["marketing"]})
 
-def test_the_document_names_the_key_and_roles_of_every_business_endpoint(served):
+
+def test_the_document_names_the_schemes_and_roles_of_every_business_endpoint(served):
     import httpx
 
     url, _ = served
     doc = httpx.get(f"{url}/openapi.json").json()
-    assert doc["components"]["securitySchemes"]["ApiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    assert doc["components"]["securitySchemes"] == {
+        "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        "Bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+    }
     business = {path: op["get"] for path, op in doc["paths"].items() if path.startswith("/v1/")}
     assert set(business) == {
+        "/v1/me/offers",
         "/v1/customers/{customer_id}/offers",
         "/v1/campaigns",
         "/v1/campaigns/{campaign_id}/customers",
         "/v1/snapshot",
     }
     for path, op in business.items():
-        assert op["security"] == [{"ApiKey": []}], path
+        people_only = path == "/v1/me/offers"
+        assert op["security"] == ([{"Bearer": []}] if people_only else [{"Bearer": []}, {"ApiKey": []}]), path
         assert op["x-roles"], path
         assert {"200", "401", "403", "503"} <= set(op["responses"]), path
-    assert business["/v1/customers/{customer_id}/offers"]["x-roles"] == ["sales", "mobile", "marketing"]
+    assert business["/v1/me/offers"]["x-roles"] == ["customer"]
+    assert business["/v1/customers/{customer_id}/offers"]["x-roles"] == ["marketing", "sales"]

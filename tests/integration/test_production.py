@@ -20,7 +20,8 @@ D = dt.date(2026, 11, 27)
 @pytest.fixture
 def production(monkeypatch, tmp_path) -> Settings:
     monkeypatch.setenv("CRM_ENVIRONMENT", "production")
-    for var in ("CRM_CORE_API_URL", "CRM_REDIS_URL", "CRM_MLFLOW_TRACKING_URI"):
+    for var in ("CRM_CORE_API_URL", "CRM_REDIS_URL", "CRM_MLFLOW_TRACKING_URI", "CRM_JWT_JWKS_URL",
+                "CRM_JWT_PUBLIC_KEY_FILE"):  # fmt: skip
         monkeypatch.delenv(var, raising=False)
     s = Settings(home=tmp_path)
     s.ensure_dirs()
@@ -51,6 +52,19 @@ def test_no_local_model_registry_and_no_model_trained_on_the_spot(production, mo
     ):
         ensure_champion(D, s)
     assert not (tmp_path / "warehouse.duckdb").exists()  # it did not start building a training set
+
+
+def test_the_read_api_verifies_tokens_only_with_the_banks_identity_provider(production, monkeypatch, tmp_path):
+    """No development signing key in production: without the identity provider's keys the API does
+    not start, and ``crm token`` signs nothing."""
+    from serving.api import create_app
+    from serving.auth import sign_dev_token
+
+    with pytest.raises(SettingsError, match="CRM_JWT_JWKS_URL or CRM_JWT_PUBLIC_KEY_FILE"):
+        create_app("redis://127.0.0.1:9/0", production)
+    with pytest.raises(SettingsError, match="identity provider"):
+        sign_dev_token(production, "7", "customer")
+    assert not production.dev_signing_key_path.exists()
 
 
 def test_an_unknown_environment_is_refused(monkeypatch):

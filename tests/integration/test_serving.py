@@ -62,13 +62,6 @@ def test_offers_are_served_best_first_with_the_snapshot_id(api, published):
     assert {"propensity", "priority", "reasons"} <= set(body["offers"][0])
 
 
-def test_mobile_sees_offers_only_without_scores_or_reasons(api):
-    offers = get(api, "/v1/customers/7/offers", "mobile").json()["offers"]
-    assert offers and all(set(o) == {"rank", "campaign_id", "offer_id", "channel", "valid_until"} for o in offers)
-    assert get(api, "/v1/campaigns", "mobile").status_code == 403
-    assert get(api, "/v1/campaigns/CMP-A/customers", "mobile").status_code == 403
-
-
 def test_keys_are_required_and_roles_enforced(api):
     assert get(api, "/v1/customers/7/offers").status_code == 401
     client, _ = api
@@ -125,7 +118,8 @@ def test_customer_lookups_are_audited_without_other_personal_data(api, settings)
             break
         time.sleep(0.05)
     assert lines[-1]["customer_id"] == 8 and lines[-1]["role"] == "sales"
-    assert set(lines[-1]) == {"at", "role", "key_id", "customer_id"}
+    assert lines[-1]["kind"] == "integration" and lines[-1]["who"] == "sales-integration"
+    assert set(lines[-1]) == {"at", "kind", "who", "role", "credential", "customer_id"}
 
 
 def test_a_new_business_date_switches_the_snapshot_and_drains_the_previous(api, settings, published):
