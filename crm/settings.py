@@ -217,8 +217,9 @@ class Settings:
         return self.home / "identity" / "dev_signing_key.pem"
 
     @property
-    def audit_log_path(self) -> Path:
-        return self.home / "audit" / "customer_lookups.log"
+    def audit_dir(self) -> Path:
+        """The read API's audit trail: one hash-chained file per API process and day."""
+        return Path(_env("CRM_AUDIT_DIR", str(self.home / "audit")))
 
     @property
     def dbt_project_dir(self) -> Path:

@@ -227,6 +227,27 @@ def keys_list(store: Path | None) -> None:
                                                                 "revoked_at")))  # fmt: skip
 
 
+@cli.group()
+def audit() -> None:
+    """The read API's audit trail."""
+
+
+@audit.command("verify")
+@click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="the audit trail [CRM_AUDIT_DIR or .crm/audit]")  # fmt: skip
+def audit_verify(directory: Path | None) -> None:
+    """Check the hash chain of every audit file: exit 1 naming each record edited, inserted or removed."""
+    from serving.audit import verify
+
+    directory = directory or get_settings().audit_dir
+    count, problems = verify(directory)
+    for problem in problems:
+        click.echo(problem)
+    if problems:
+        raise click.ClickException(f"the audit trail in {directory} was tampered with: {len(problems)} problem(s)")
+    click.echo(f"{count} records in {directory}: every hash chain is intact")
+
+
 @cli.command()
 @click.option("--customer", type=click.IntRange(min=1), help="a customer's token (the mobile app): its customer id")
 @click.option("--staff", help="a member of staff's token: the employee")

@@ -9,7 +9,6 @@ and the Redis reads in ``serving.reader``.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -29,7 +28,7 @@ from serving.answers import (
     freshness,
     openapi_with_security,
 )
-from serving.audit import AuditLog
+from serving.audit import AuditCalls, AuditTrail
 from serving.auth import (
     CUSTOMERS,
     MARKETING,
@@ -63,15 +62,12 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         reader.open(redis_url)
-        app.state.audit = AuditLog(settings.audit_log_path)
-        flusher = asyncio.create_task(app.state.audit.run())
         # everything alive after start-up (modules, the app) lives as long as the process: keep it
         # out of the collector's full passes, which otherwise stall look-ups for tens of ms
         gc.collect()
         gc.freeze()
         yield
-        flusher.cancel()
-        app.state.audit.flush()
+        trail.close()
         await reader.close()
 
     app = ReadApi(
@@ -87,6 +83,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.gate = Gate(settings)
+    trail = app.state.trail = AuditTrail(settings.audit_dir)
     app.state.reader = reader
     metrics = Metrics()
 
@@ -109,9 +106,11 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
     )
     async def customer_offers(request: Request, customer_id: CustomerId) -> Response:
         """The customer's offers, best first, with propensity, priority and the reasons in plain
-        language. Every call is written to the audit log (who, role, customer id, time)."""
+        language. Every call is written to the audit trail (who, role, what, outcome, source, time)."""
         h = request.headers
-        status, body, headers = await offers_lookup(h.get("authorization"), h.get("x-api-key"), customer_id)
+        status, body, headers = await offers_lookup(
+            request.scope, h.get("authorization"), h.get("x-api-key"), customer_id
+        )
         return Response(body, status_code=status, headers=headers, media_type="application/json")
 
     @app.get(
@@ -126,7 +125,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         """The offers of the customer the bearer token names, best first, without scores or reasons
         (an empty list when they have none today). Audited like every look-up."""
         h = request.headers
-        status, body, headers = await offers_lookup(h.get("authorization"), h.get("x-api-key"), None)
+        status, body, headers = await offers_lookup(request.scope, h.get("authorization"), h.get("x-api-key"), None)
         return Response(body, status_code=status, headers=headers, media_type="application/json")
 
     @app.get(
@@ -264,6 +263,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
 
     app.openapi = lambda: openapi_with_security(app)
     app.outer = lambda inner: MeasureRequests(
-        OffersFastPath(inner, lookup=offers_lookup, route_path=customer_offers_path), metrics=metrics
+        AuditCalls(OffersFastPath(inner, lookup=offers_lookup, route_path=customer_offers_path), trail),
+        metrics=metrics,
     )
     return app

@@ -1,49 +1,174 @@
-"""The read API's audit log: who (the person or the integration) looked up which customer, when."""
+"""The read API's audit trail (docs/decisions/0011): every ``/v1/`` call, answered or refused, with
+who made it (the customer, the employee or the integration), their role, what they asked for, the
+outcome, the source address, the time and the snapshot it was read from; nothing else personal.
+
+Records are appended before the answer leaves: when one cannot be written the caller gets 503, not
+an unaudited answer. Each API process writes its own file per UTC day
+(``<audit dir>/api-YYYY-MM-DD-<host>-<pid>.jsonl``, created 0600 in a 0700 directory); each record
+carries the hash of the one before it and its own (``prev``, ``hash``: SHA-256), so an edited,
+inserted or removed record breaks the chain, which ``crm audit verify`` checks.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
+import hashlib
+import os
+import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
+import structlog
 
 from serving.auth import Principal
 
+GENESIS = "0" * 64
+UNAVAILABLE = orjson.dumps({"detail": "the audit trail cannot be written: no answer is given unaudited"})
+log = structlog.get_logger(__name__)
 
-class AuditLog:
-    """Who looked up which customer, when: one JSON line per look-up, and no other personal data.
 
-    Lines are buffered and appended to the file every ``interval`` seconds (and at shutdown), so a
-    look-up never waits on the disk.
-    """
+def _digest(record: dict) -> str:
+    """The hash of a record: SHA-256 of its fields but ``hash``, keys sorted."""
+    body = {k: v for k, v in record.items() if k != "hash"}
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
-    def __init__(self, path: Path, interval: float = 0.2):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self.interval = interval
-        self.entries: list[tuple[int, Principal, int]] = []
 
-    def record(self, who: Principal, customer_id: int) -> None:
-        self.entries.append((int(time.time()), who, customer_id))  # formatted at flush
+class AuditTrail:
+    """This process's append-only, hash-chained audit file of the day."""
 
-    def flush(self) -> None:
-        if not self.entries:
-            return
-        entries, self.entries = self.entries, []
-        stamps: dict[int, str] = {}
-        lines = []
-        for at, who, customer_id in entries:
-            if at not in stamps:
-                stamps[at] = dt.datetime.fromtimestamp(at, dt.UTC).isoformat()
-            entry = {"at": stamps[at], "kind": who.kind, "who": who.subject, "role": who.role,
-                     "credential": who.credential, "customer_id": customer_id}  # fmt: skip
-            lines.append(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
-        with open(self.path, "ab") as fh:
-            fh.write(b"".join(lines))
+    def __init__(self, directory: Path):
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.directory = directory
+        self.process = f"{socket.gethostname()}-{os.getpid()}"
+        self.day: str | None = None
+        self.fd: int | None = None
+        self.prev = GENESIS
+        self._second, self._stamp = -1, ""
 
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            self.flush()
+    def path_for(self, day: str) -> Path:
+        return self.directory / f"api-{day}-{self.process}.jsonl"
+
+    def _open(self, day: str) -> None:
+        self.close()
+        path = self.path_for(day)
+        self.prev = GENESIS
+        if path.exists() and path.stat().st_size:  # the same process id again today: go on with its chain
+            *_, last = read_file(path)
+            self.prev = last["hash"]
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.day = day
+
+    def record(self, fields: dict) -> None:
+        """Append one record (raises ``OSError`` when it cannot be written whole)."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second, self._stamp = second, dt.datetime.fromtimestamp(second, dt.UTC).isoformat()
+        day = self._stamp[:10]
+        if day != self.day or self.fd is None:
+            self._open(day)
+        record = {"at": self._stamp, **fields, "prev": self.prev}
+        record["hash"] = _digest(record)
+        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        if os.write(self.fd, line) != len(line):
+            raise OSError("short write to the audit trail")
+        self.prev = record["hash"]
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def read_file(path: Path) -> Iterator[dict]:
+    with open(path, "rb") as fh:
+        for line in fh:
+            yield orjson.loads(line)
+
+
+def read_records(directory: Path) -> Iterator[dict]:
+    """Every record of the trail, file by file (by day, then process), in the order written."""
+    for path in sorted(directory.glob("api-*.jsonl")):
+        yield from read_file(path)
+
+
+def verify(directory: Path) -> tuple[int, list[str]]:
+    """(records checked, problems): each record's hash must be its own and ``prev`` the hash of the
+    record before it in its file (the first: zeros)."""
+    count, problems = 0, []
+    for path in sorted(directory.glob("api-*.jsonl")):
+        prev = GENESIS
+        with open(path, "rb") as fh:
+            for number, line in enumerate(fh, start=1):
+                count += 1
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    problems.append(f"{path.name} line {number}: not a JSON record")
+                    prev = hashlib.sha256(line).hexdigest()  # no record matches it: the next one fails too
+                    continue
+                if record.get("prev") != prev:
+                    problems.append(f"{path.name} line {number}: does not follow the record before it "
+                                    "(a record was removed, inserted or edited)")  # fmt: skip
+                if record.get("hash") != _digest(record):
+                    problems.append(f"{path.name} line {number}: its content does not match its hash (edited)")
+                prev = record.get("hash", "")
+    return count, problems
+
+
+def _header(headers, name: bytes) -> str | None:
+    return next((v.decode("latin-1") for k, v in headers if k == name), None)
+
+
+def call_record(scope, status: int, response_headers) -> dict:
+    """What the trail keeps of one call."""
+    who: Principal | None = scope.get("crm.principal")
+    query = scope.get("query_string", b"").decode("latin-1")
+    client = scope.get("client")
+    return {
+        "kind": who.kind if who else None,
+        "who": who.subject if who else None,
+        "role": who.role if who else None,
+        "credential": who.credential if who else None,
+        "what": f"{scope['method']} {scope['path']}{'?' + query if query else ''}",
+        "customer_id": scope.get("crm.customer_id"),  # whose offers, on a look-up
+        "accept": "csv" if "text/csv" in (_header(scope["headers"], b"accept") or "") else None,
+        "status": status,
+        "source": client[0] if client else None,
+        "forwarded_for": _header(scope["headers"], b"x-forwarded-for"),
+        "snapshot_id": _header(response_headers, b"x-snapshot-id"),
+    }
+
+
+class AuditCalls:
+    """ASGI layer: every ``/v1/`` call is recorded when its answer starts, before it leaves; if the
+    record cannot be written the caller gets 503 instead of the answer."""
+
+    def __init__(self, app, trail: AuditTrail):
+        self.app = app
+        self.trail = trail
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            return await self.app(scope, receive, send)
+        refused = False
+
+        async def send_recorded(message):
+            nonlocal refused
+            if refused:
+                return
+            if message["type"] == "http.response.start":
+                try:
+                    self.trail.record(call_record(scope, message["status"], message.get("headers", [])))
+                except OSError as exc:
+                    refused = True
+                    log.error("audit trail not writable: answering 503", error=str(exc))
+                    await send({"type": "http.response.start", "status": 503, "headers": [
+                        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(UNAVAILABLE))]})  # fmt: skip
+                    await send({"type": "http.response.body", "body": UNAVAILABLE})
+                    return
+            await send(message)
+
+        await self.app(scope, receive, send_recorded)

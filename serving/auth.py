@@ -55,8 +55,8 @@ class Principal:
 
 
 class Denied(Exception):
-    def __init__(self, status: int, detail: str):
-        self.status, self.detail = status, detail
+    def __init__(self, status: int, detail: str, who: Principal | None = None):
+        self.status, self.detail, self.who = status, detail, who
 
 
 # ---- integration keys ---------------------------------------------------------------------------
@@ -320,20 +320,24 @@ class Gate:
         who = self.principal(authorization, api_key)
         if who.role not in roles:
             if who.kind == "customer":
-                raise Denied(403, "a customer token reads its own offers only (GET /v1/me/offers)")
-            raise Denied(403, f"the {who.role} role may not call this endpoint")
+                raise Denied(403, "a customer token reads its own offers only (GET /v1/me/offers)", who)
+            raise Denied(403, f"the {who.role} role may not call this endpoint", who)
         return who
 
 
 def authorize(request: Request, roles: tuple[str, ...]) -> Principal:
     """``Gate.check`` for an endpoint: a plain call at its top rather than a FastAPI dependency
-    (resolving one costs more than the look-up it guards); ``for_roles`` documents it."""
+    (resolving one costs more than the look-up it guards); ``for_roles`` documents it. The caller
+    goes in the request's scope, where the audit layer finds it."""
     try:
-        return request.app.state.gate.check(
+        who = request.app.state.gate.check(
             request.headers.get("authorization"), request.headers.get("x-api-key"), roles
         )
     except Denied as denied:
+        request.scope["crm.principal"] = denied.who
         raise HTTPException(denied.status, detail=denied.detail) from None
+    request.scope["crm.principal"] = who
+    return who
 
 
 def for_roles(*roles: str) -> dict[str, Any]:

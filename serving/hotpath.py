@@ -23,6 +23,7 @@ MAX_CUSTOMER_ID = 10**12
 OFFERS_PATH = re.compile(r"/v1/customers/([1-9][0-9]{0,12})/offers")
 MY_OFFERS_PATH = "/v1/me/offers"
 Answer = tuple[int, bytes, dict[str, str]]  # status, JSON body, headers
+Lookup = Callable[[dict, str | None, str | None, int | None], Awaitable[Answer]]
 
 
 class Metrics:
@@ -131,7 +132,7 @@ class OffersFastPath:
                         authorization = v.decode("latin-1")
                     elif k == b"x-api-key":
                         api_key = v.decode("latin-1")
-                status, body, headers = await self.lookup(authorization, api_key, customer_id)
+                status, body, headers = await self.lookup(scope, authorization, api_key, customer_id)
                 scope["route"] = route
                 await send(
                     {
@@ -140,7 +141,7 @@ class OffersFastPath:
                         "headers": [
                             (b"content-type", b"application/json"),
                             (b"content-length", b"%d" % len(body)),
-                            *((k.encode(), v.encode()) for k, v in headers.items()),
+                            *((k.lower().encode(), v.encode()) for k, v in headers.items()),
                         ],
                     }
                 )
@@ -149,25 +150,26 @@ class OffersFastPath:
         await self.app(scope, receive, send)
 
 
-def make_offers_lookup(
-    state, reader: SnapshotReader
-) -> Callable[[str | None, str | None, int | None], Awaitable[Answer]]:
-    """The look-up of one customer's offers, over the app's ``state`` (its credentials gate and
-    audit log) and the snapshot ``reader``."""
+def make_offers_lookup(state, reader: SnapshotReader) -> Lookup:
+    """The look-up of one customer's offers, over the app's ``state`` (its credentials gate) and the
+    snapshot ``reader``."""
 
-    async def lookup(authorization: str | None, api_key: str | None, customer_id: int | None) -> Answer:
+    async def lookup(scope: dict, authorization: str | None, api_key: str | None, customer_id: int | None) -> Answer:
         """A customer's offers as (status, JSON body, headers): the one implementation behind both
         the FastAPI routes and ``OffersFastPath``. ``customer_id`` None: the calling customer's own
-        (``/v1/me/offers``, customer tokens only); else staff and integrations only."""
+        (``/v1/me/offers``, customer tokens only); else staff and integrations only. The caller goes
+        in ``scope``, where the audit layer finds it."""
+        scope["crm.customer_id"] = customer_id
         try:
             if customer_id is None:
                 who = state.gate.check(authorization, api_key, CUSTOMERS)
-                customer_id = int(who.subject)
+                customer_id = scope["crm.customer_id"] = int(who.subject)
             else:
                 who = state.gate.check(authorization, api_key, MARKETING_SALES)
         except Denied as denied:
+            scope["crm.principal"] = denied.who
             return raw_json(denied.status, {"detail": denied.detail})
-        state.audit.record(who, customer_id)
+        scope["crm.principal"] = who
 
         async def read(sid: str):
             blob = await reader.raw.hget(reader.keys.customer_bucket(sid, bucket_of(customer_id)), str(customer_id))
