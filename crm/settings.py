@@ -117,6 +117,10 @@ class TokenKeys:
     public_key_file: Path | None
 
 
+def _metrics_port() -> int | None:
+    return _int("CRM_METRICS_PORT", 9100 if _environment() == "production" else 0) or None
+
+
 def _environment() -> str:
     value = _env("CRM_ENVIRONMENT", "local")
     if value not in ENVIRONMENTS:
@@ -178,6 +182,9 @@ class Settings:
     jwt_audience: str = field(default_factory=lambda: _env("CRM_JWT_AUDIENCE", "crm-read-api"))
     # the claim naming the caller's role: customer, sales or marketing
     jwt_role_claim: str = field(default_factory=lambda: _env("CRM_JWT_ROLE_CLAIM", "crm_role"))
+    # the read API's Prometheus metrics on a port of their own (the cluster's scraper, never the
+    # public route); production serves them there only (default 9100), locally on the API's port
+    metrics_port: int | None = field(default_factory=lambda: _metrics_port())
     # integration keys: a running API re-reads the key store (revocations, new keys) this often
     api_key_reload_s: float = field(default_factory=lambda: _float("CRM_API_KEY_RELOAD_S", 10.0))
 
@@ -271,6 +278,8 @@ class Settings:
         jwks_url, key_file = _env("CRM_JWT_JWKS_URL"), _env("CRM_JWT_PUBLIC_KEY_FILE")
         if not (jwks_url or key_file):
             self._no_fallback("token verification key", "CRM_JWT_JWKS_URL or CRM_JWT_PUBLIC_KEY_FILE")
+        if _env("CRM_JWT_ISSUER") is None:  # the development issuer's name would accept its tokens
+            self._no_fallback("token issuer", "CRM_JWT_ISSUER (the bank's identity provider)")
         return TokenKeys(jwks_url=jwks_url, public_key_file=Path(key_file) if key_file else None)
 
     @cached_property

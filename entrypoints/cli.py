@@ -122,8 +122,15 @@ def serve(host: str, port: int) -> None:
         url = ensure_redis(settings)
         if not settings.api_keys_path.exists():
             ensure_demo_keys(settings)
-        click.echo(f"read API on http://{host}:{port} (OpenAPI docs at /docs); keys: {settings.demo_api_keys_path}")
-        uvicorn.run(create_app(url, settings), host=host, port=port, log_level="info", access_log=False)
+        app = create_app(url, settings)
+        docs = "" if settings.production else " (OpenAPI docs at /docs)"
+        click.echo(f"read API on http://{host}:{port}{docs}; keys: {settings.demo_api_keys_path}")
+        config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
+        sockets = [config.bind_socket()]
+        if settings.metrics_port:  # one server, two listening sockets: the app tells them apart
+            click.echo(f"metrics on http://{host}:{settings.metrics_port}/metrics only")
+            sockets.append(uvicorn.Config(app, host=host, port=settings.metrics_port).bind_socket())
+        uvicorn.Server(config).run(sockets=sockets)
     finally:
         stop_services_started_since(before, settings)
 

@@ -43,6 +43,7 @@ from serving.hotpath import (
     MY_OFFERS_PATH,
     MeasureRequests,
     Metrics,
+    MetricsPort,
     OffersFastPath,
     ReadApi,
     make_offers_lookup,
@@ -81,6 +82,8 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         ),
         version="1.0",
         lifespan=lifespan,
+        # production publishes no API description: the bank's API catalogue holds the document
+        **({"docs_url": None, "redoc_url": None, "openapi_url": None} if settings.production else {}),
     )
     app.state.gate = Gate(settings)
     trail = app.state.trail = AuditTrail(settings.audit_dir)
@@ -261,9 +264,13 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         metrics.note_snapshot(meta)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.openapi = lambda: openapi_with_security(app)
-    app.outer = lambda inner: MeasureRequests(
-        AuditCalls(OffersFastPath(inner, lookup=offers_lookup, route_path=customer_offers_path), trail),
-        metrics=metrics,
+    if not settings.production:
+        app.openapi = lambda: openapi_with_security(app)
+    app.outer = lambda inner: MetricsPort(
+        MeasureRequests(
+            AuditCalls(OffersFastPath(inner, lookup=offers_lookup, route_path=customer_offers_path), trail),
+            metrics=metrics,
+        ),
+        settings.metrics_port,
     )
     return app

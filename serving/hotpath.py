@@ -93,6 +93,27 @@ class MeasureRequests:
             series[1].observe(time.perf_counter() - start)
 
 
+class MetricsPort:
+    """With a metrics port of its own, ``/metrics`` answers there only and that port answers nothing
+    else (the cluster's scraper reaches it; the public route does not)."""
+
+    NOT_FOUND = b'{"detail":"Not Found"}'
+
+    def __init__(self, app, port: int | None):
+        self.app = app
+        self.port = port
+
+    async def __call__(self, scope, receive, send):
+        if self.port is not None and scope["type"] == "http":
+            internal = (scope.get("server") or (None, None))[1] == self.port
+            if internal != (scope["path"] == "/metrics"):
+                await send({"type": "http.response.start", "status": 404, "headers": [
+                    (b"content-type", b"application/json"), (b"content-length", b"%d" % len(self.NOT_FOUND))]})  # fmt: skip
+                await send({"type": "http.response.body", "body": self.NOT_FOUND})
+                return
+        await self.app(scope, receive, send)
+
+
 class ReadApi(FastAPI):
     """FastAPI with ASGI layers outside Starlette's own stack: the metrics (they see every answer,
     an unhandled error's 500 included) and the offers fast path, ahead of everything it can skip."""

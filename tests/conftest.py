@@ -56,8 +56,9 @@ def settings(crm_home: Path):
 
 
 @contextlib.contextmanager
-def running_read_api(home: Path) -> Iterator[str]:
-    """``make serve`` as a user runs it (``entrypoints.cli serve``) on ``home``; yields its URL once ready."""
+def running_read_api(home: Path, env: dict[str, str] | None = None, ready: str = "/readyz") -> Iterator[str]:
+    """``make serve`` as a user runs it (``entrypoints.cli serve``) on ``home`` (``env`` on top of
+    this process's); yields its URL once ``ready`` answers 200."""
     import httpx
 
     from crm.services import free_port
@@ -66,7 +67,7 @@ def running_read_api(home: Path) -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "entrypoints.cli", "serve", "--port", str(port)],
-        env={**os.environ, "CRM_HOME": str(home)},
+        env={**os.environ, "CRM_HOME": str(home), **(env or {})},
         cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -76,7 +77,7 @@ def running_read_api(home: Path) -> Iterator[str]:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
+                if httpx.get(f"{url}{ready}").status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)

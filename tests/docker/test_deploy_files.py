@@ -127,6 +127,12 @@ def test_openshift_runs_the_api_with_probes_and_secrets_it_really_has():
     for var in ("CRM_JWT_JWKS_URL", "CRM_JWT_ISSUER", "CRM_JWT_AUDIENCE"):
         assert "configMapKeyRef" in env[var]["valueFrom"], var
     assert docs["Route"]["spec"]["tls"]["termination"] == "edge"
+    # the public route reaches the business calls only; the scraper the internal metrics port
+    assert docs["Route"]["spec"]["path"] == "/v1"
+    metrics_port = int(env["CRM_METRICS_PORT"]["value"])
+    pod = docs["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert int(pod["prometheus.io/port"]) == metrics_port and pod["prometheus.io/path"] == "/metrics"
+    assert {p["containerPort"] for p in container["ports"]} == {args.port, metrics_port}
 
 
 def test_airflow_values_run_the_image_with_connections_from_a_secret():

@@ -21,7 +21,7 @@ D = dt.date(2026, 11, 27)
 def production(monkeypatch, tmp_path) -> Settings:
     monkeypatch.setenv("CRM_ENVIRONMENT", "production")
     for var in ("CRM_CORE_API_URL", "CRM_REDIS_URL", "CRM_MLFLOW_TRACKING_URI", "CRM_JWT_JWKS_URL",
-                "CRM_JWT_PUBLIC_KEY_FILE"):  # fmt: skip
+                "CRM_JWT_PUBLIC_KEY_FILE", "CRM_JWT_ISSUER", "CRM_METRICS_PORT"):  # fmt: skip
         monkeypatch.delenv(var, raising=False)
     s = Settings(home=tmp_path)
     s.ensure_dirs()
@@ -65,6 +65,44 @@ def test_the_read_api_verifies_tokens_only_with_the_banks_identity_provider(prod
     with pytest.raises(SettingsError, match="identity provider"):
         sign_dev_token(production, "7", "customer")
     assert not production.dev_signing_key_path.exists()
+
+
+def test_in_production_the_api_publishes_its_business_calls_only(production, settings, tmp_path):
+    """``crm serve`` in production: no /docs or /openapi.json, /metrics on the internal port only
+    (and nothing else there); the business calls and the probes on the public one."""
+    import httpx
+    import jwt
+    from conftest import running_read_api
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from crm.services import free_port
+    from serving.auth import issue_keys
+
+    idp = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # the bank's identity provider
+    public = tmp_path / "idp.pem"
+    public.write_bytes(idp.public_key().public_bytes(serialization.Encoding.PEM,
+                                                      serialization.PublicFormat.SubjectPublicKeyInfo))  # fmt: skip
+    keys = issue_keys(tmp_path / "api_keys.json")
+    metrics_port = free_port()
+    env = {"CRM_ENVIRONMENT": "production", "CRM_REDIS_URL": ensure_redis(settings), "CRM_JWT_PUBLIC_KEY_FILE":
+           str(public), "CRM_JWT_ISSUER": "https://idp.bank.example", "CRM_API_KEYS_FILE": str(tmp_path /
+           "api_keys.json"), "CRM_METRICS_PORT": str(metrics_port)}  # fmt: skip
+    claims = {"iss": "https://idp.bank.example", "aud": "crm-read-api", "sub": "jose.paredes", "crm_role": "marketing",
+              "exp": int(dt.datetime.now(dt.UTC).timestamp()) + 600}  # fmt: skip
+    token = jwt.encode(claims, idp, algorithm="RS256")
+    with running_read_api(tmp_path, env, ready="/healthz") as url:  # no snapshot is live in this Redis
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        for hidden in ("/docs", "/openapi.json", "/redoc", "/metrics"):
+            assert httpx.get(f"{url}{hidden}").status_code == 404, hidden
+        assert httpx.get(f"{url}/v1/campaigns", headers={"X-API-Key": keys["marketing"]}).status_code in (200, 503)
+        staff = httpx.get(f"{url}/v1/campaigns", headers={"Authorization": f"Bearer {token}"})
+        assert staff.status_code in (200, 503)  # a token of the bank's provider (503: no snapshot in this Redis)
+        internal = f"http://127.0.0.1:{metrics_port}"
+        scraped = httpx.get(f"{internal}/metrics")
+        assert scraped.status_code == 200 and 'crm_api_requests_total{endpoint="/v1/campaigns"' in scraped.text
+        assert httpx.get(f"{internal}/v1/campaigns", headers={"X-API-Key": keys["marketing"]}).status_code == 404
+    assert not production.dev_signing_key_path.exists() and not (tmp_path / "identity").exists()
 
 
 def test_an_unknown_environment_is_refused(monkeypatch):
