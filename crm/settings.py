@@ -185,6 +185,9 @@ class Settings:
     # the read API's Prometheus metrics on a port of their own (the cluster's scraper, never the
     # public route); production serves them there only (default 9100), locally on the API's port
     metrics_port: int | None = field(default_factory=lambda: _metrics_port())
+    # quotas per caller (person or integration), shared by every API worker through Redis
+    quota_lookups_per_minute: int = field(default_factory=lambda: _int("CRM_QUOTA_LOOKUPS_PER_MINUTE", 600))
+    quota_exports_per_day: int = field(default_factory=lambda: _int("CRM_QUOTA_EXPORTS_PER_DAY", 50))
     # integration keys: a running API re-reads the key store (revocations, new keys) this often
     api_key_reload_s: float = field(default_factory=lambda: _float("CRM_API_KEY_RELOAD_S", 10.0))
 

@@ -4,6 +4,7 @@ and the errors every endpoint documents."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 import orjson
@@ -27,6 +28,7 @@ ERRORS = {
     401: "Missing, invalid or expired credentials (bearer token or API key)",
     403: "The caller's role may not call this endpoint, or a customer asked for another customer",
     404: "Not in the live snapshot",
+    429: "The caller's quota is used up: retry after Retry-After seconds",
     503: "No live snapshot, or the cache is unreachable",
 }
 
@@ -51,6 +53,11 @@ def answer(sid: str, body: dict[str, Any]) -> JSONResponse:
 def raw_json(status: int, body: dict[str, Any], sid: str | None = None) -> tuple[int, bytes, dict[str, str]]:
     """(status, JSON body, headers) for the ASGI fast path, which sends them itself."""
     return status, orjson.dumps(body), ({"X-Snapshot-Id": sid} if sid else {})
+
+
+def too_many(detail: str, wait_s: float) -> tuple[int, bytes, dict[str, str]]:
+    """429 with the seconds to wait (whole, at least 1) in ``Retry-After``."""
+    return 429, orjson.dumps({"detail": detail}), {"Retry-After": str(max(1, math.ceil(wait_s)))}
 
 
 def answer_unavailable_with_503(app: FastAPI) -> None:

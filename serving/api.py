@@ -9,6 +9,8 @@ and the Redis reads in ``serving.reader``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -27,6 +29,7 @@ from serving.answers import (
     errors,
     freshness,
     openapi_with_security,
+    too_many,
 )
 from serving.audit import AuditCalls, AuditTrail
 from serving.auth import (
@@ -49,10 +52,20 @@ from serving.hotpath import (
     make_offers_lookup,
 )
 from serving.keys import Keys
+from serving.quotas import SYNC_S, LookupQuota, take_export
 from serving.reader import SnapshotReader
 
 CustomerId = Annotated[int, Path(gt=0, le=MAX_CUSTOMER_ID, description="core-banking customer id")]
 CampaignId = Annotated[str, Path(pattern=r"^[A-Z0-9][A-Z0-9-]{1,63}$")]
+
+
+async def _sync_quotas(lookups: LookupQuota, reader: SnapshotReader) -> None:
+    """Every SYNC_S: this worker's look-up counts into Redis, every worker's totals back."""
+    while True:
+        await asyncio.sleep(SYNC_S)
+        # Redis down: the look-ups answer 503 meanwhile, and counting resumes with it
+        with contextlib.suppress(aioredis.ConnectionError, aioredis.TimeoutError, TimeoutError, OSError):
+            await lookups.sync(reader.text)
 
 
 def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
@@ -63,11 +76,13 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         reader.open(redis_url)
+        syncing = asyncio.create_task(_sync_quotas(app.state.lookups, reader))
         # everything alive after start-up (modules, the app) lives as long as the process: keep it
         # out of the collector's full passes, which otherwise stall look-ups for tens of ms
         gc.collect()
         gc.freeze()
         yield
+        syncing.cancel()
         trail.close()
         await reader.close()
 
@@ -87,6 +102,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
     )
     app.state.gate = Gate(settings)
     trail = app.state.trail = AuditTrail(settings.audit_dir)
+    app.state.lookups = LookupQuota(settings.redis_prefix, settings.quota_lookups_per_minute)
     app.state.reader = reader
     metrics = Metrics()
 
@@ -103,7 +119,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         customer_offers_path,
         tags=["customers"],
         response_model=OffersAnswer,
-        responses=errors(404, 503),
+        responses=errors(404, 429, 503),
         openapi_extra=for_roles(*MARKETING_SALES),
         summary="One customer's ranked offers (staff and integrations)",
     )
@@ -120,7 +136,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         MY_OFFERS_PATH,
         tags=["customers"],
         response_model=OffersAnswer,
-        responses=errors(503),
+        responses=errors(429, 503),
         openapi_extra=for_roles(*CUSTOMERS),
         summary="The signed-in customer's offers (the mobile app)",
     )
@@ -154,7 +170,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
                 "description": "A page of the segment as JSON; with `Accept: text/csv`, the whole segment as CSV "
                 "(position, customer_id, offer_id, channel, priority).",
             },
-            **errors(404, 503),
+            **errors(404, 429, 503),
         },
         openapi_extra=for_roles(*MARKETING),
         summary="A campaign's segment in priority order",
@@ -170,7 +186,16 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
             str | None, Query(pattern=r"^\d{1,9}$", description="next_cursor of the previous page")
         ] = None,
     ) -> Response:
-        authorize(request, MARKETING)
+        who = authorize(request, MARKETING)
+        csv = "text/csv" in request.headers.get("accept", "")
+        if csv:  # the day's exports of the caller, shared by every worker
+            async with asyncio.timeout(settings.redis_deadline_s):  # a stalled Redis: 503, as every read
+                wait = await take_export(reader.text, settings.redis_prefix, settings.quota_exports_per_day, who)
+            if wait is not None:
+                status, body, headers = too_many(
+                    f"quota of {settings.quota_exports_per_day} exports a day used up", wait
+                )
+                return Response(body, status_code=status, headers=headers, media_type="application/json")
         start = int(cursor or 0)
         channel_name = channel or "ALL"
 
@@ -192,7 +217,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         if value is None or value == "unknown":
             raise HTTPException(404, detail=f"campaign {campaign_id} has no assignments in the live snapshot")
         d, key, blob, total = value
-        if "text/csv" in request.headers.get("accept", ""):
+        if csv:
             return StreamingResponse(
                 reader.segment_csv(key, d, total),
                 media_type="text/csv",

@@ -3,6 +3,7 @@ path of the calls sales and the mobile app make all day (see docs/decisions/0004
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 import time
@@ -14,7 +15,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from models.serving import MOBILE_FIELDS
-from serving.answers import NO_SNAPSHOT, REDIS_DOWN, NoSnapshot, raw_json
+from serving.answers import NO_SNAPSHOT, REDIS_DOWN, NoSnapshot, raw_json, too_many
 from serving.auth import CUSTOMERS, MARKETING_SALES, Denied
 from serving.codec import bucket_of, decode_offers
 from serving.reader import SnapshotReader
@@ -191,6 +192,13 @@ def make_offers_lookup(state, reader: SnapshotReader) -> Lookup:
             scope["crm.principal"] = denied.who
             return raw_json(denied.status, {"detail": denied.detail})
         scope["crm.principal"] = who
+        try:
+            async with asyncio.timeout(reader.deadline_s):
+                wait = await state.lookups.take(reader.text, who)
+        except (aioredis.ConnectionError, aioredis.TimeoutError, TimeoutError, OSError):
+            return raw_json(503, {"detail": REDIS_DOWN})
+        if wait is not None:
+            return too_many(f"quota of {state.lookups.limit} look-ups a minute used up", wait)
 
         async def read(sid: str):
             blob = await reader.raw.hget(reader.keys.customer_bucket(sid, bucket_of(customer_id)), str(customer_id))

@@ -1,0 +1,91 @@
+"""Quotas per caller against a real Redis: a burst of look-ups past the minute's quota gets 429 with
+Retry-After, exports past the day's too, and two API workers share the counts."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+
+import pytest
+from assignments import assignments
+from fastapi.testclient import TestClient
+
+from crm.services import ensure_redis, stop_redis
+from ml.registry import ModelRef
+from ml.score import write_assignments
+from serving.api import create_app
+from serving.audit import read_records
+from serving.auth import issue_keys, sign_dev_token
+from serving.load import publish_snapshot
+from serving.quotas import SYNC_S
+
+D = dt.date(2026, 11, 6)
+LOOKUPS, EXPORTS = 5, 2
+
+
+@pytest.fixture(scope="module")
+def home_settings(settings):
+    s = dataclasses.replace(settings, home=settings.home / "quota-home", quota_lookups_per_minute=LOOKUPS,
+                            quota_exports_per_day=EXPORTS)  # fmt: skip
+    s.ensure_dirs()
+    write_assignments(D, assignments(20, [("CMP-A", "SMS")]), ModelRef("m", "1"), s)
+    publish_snapshot(D, s)
+    yield s
+    stop_redis(s)
+
+
+def _fresh_minute() -> None:
+    """Start at the top of a minute's first 50 s, so no test straddles two windows."""
+    if time.time() % 60 > 50:
+        time.sleep(61 - time.time() % 60)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_a_burst_past_the_lookup_quota_gets_429_with_retry_after(home_settings):
+    _fresh_minute()
+    agent = bearer(sign_dev_token(home_settings, "burst.agent", "sales"))
+    other = bearer(sign_dev_token(home_settings, "calm.agent", "sales"))
+    with TestClient(create_app(ensure_redis(home_settings), home_settings)) as client:
+        answers = [client.get(f"/v1/customers/{c}/offers", headers=agent) for c in range(1, LOOKUPS + 3)]
+        assert [a.status_code for a in answers] == [200] * LOOKUPS + [429, 429]
+        refused = answers[-1]
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        assert f"quota of {LOOKUPS} look-ups a minute" in refused.json()["detail"]
+        # the quota is the caller's: another agent still reads, and so does the customer themself
+        assert client.get("/v1/customers/1/offers", headers=other).status_code == 200
+        me = bearer(sign_dev_token(home_settings, "3", "customer"))
+        assert client.get("/v1/me/offers", headers=me).status_code == 200
+    on_record = [r for r in read_records(home_settings.audit_dir) if r["who"] == "burst.agent"]
+    assert [r["status"] for r in on_record][-2:] == [429, 429]
+
+
+def test_api_workers_share_the_counts_through_redis(home_settings):
+    _fresh_minute()
+    key = {"X-API-Key": issue_keys(home_settings.api_keys_path, ("sales",))["sales"]}
+    url = ensure_redis(home_settings)
+    with TestClient(create_app(url, home_settings)) as one, TestClient(create_app(url, home_settings)) as two:
+        assert all(one.get(f"/v1/customers/{c}/offers", headers=key).status_code == 200 for c in range(1, 4))
+        time.sleep(3 * SYNC_S)  # each worker adds its counts to Redis and learns the others'
+        second = [two.get(f"/v1/customers/{c}/offers", headers=key).status_code for c in range(1, 5)]
+        assert second == [200, 200, 429, 429]
+        time.sleep(3 * SYNC_S)
+        assert one.get("/v1/customers/1/offers", headers=key).status_code == 429
+
+
+def test_exports_past_the_days_quota_get_429_in_every_worker(home_settings):
+    marketing = bearer(sign_dev_token(home_settings, "export.analyst", "marketing"))
+    csv = {**marketing, "Accept": "text/csv"}
+    url = ensure_redis(home_settings)
+    with TestClient(create_app(url, home_settings)) as one, TestClient(create_app(url, home_settings)) as two:
+        assert one.get("/v1/campaigns/CMP-A/customers", headers=csv).status_code == 200
+        assert two.get("/v1/campaigns/CMP-A/customers", headers=csv).status_code == 200
+        refused = one.get("/v1/campaigns/CMP-A/customers", headers=csv)
+        assert refused.status_code == 429 and f"quota of {EXPORTS} exports a day" in refused.json()["detail"]
+        assert 1 <= int(refused.headers["Retry-After"]) <= 86_400
+        assert two.get("/v1/campaigns/CMP-A/customers", headers=csv).status_code == 429
+        # pages of the segment are not exports
+        assert one.get("/v1/campaigns/CMP-A/customers", headers=marketing).status_code == 200
