@@ -33,6 +33,9 @@ def airflow_env(settings: Settings, extra: dict[str, str] | None = None) -> dict
         "AIRFLOW__API__PORT": str(API_PORT),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{API_PORT}/execution/",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        # task logs carry what the tasks did (counts, ids): the user's alone, as the rest of .crm/
+        "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FOLDER_PERMISSIONS": "0o700",
+        "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FILE_PERMISSIONS": "0o600",
         "AIRFLOW__COSMOS__CACHE_DIR": str(settings.home / "cosmos"),  # partial parses reused across tasks
         "AIRFLOW__API__HOST": "127.0.0.1",
         # no usage telemetry leaves the machine

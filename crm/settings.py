@@ -328,6 +328,12 @@ class Settings:
             path.mkdir(parents=True, exist_ok=True)
 
 
+def private_files() -> None:
+    """What this process and its children create (the warehouse, landing and quarantine files, the
+    audit trail, the services' data) is its user's alone: files 0600, directories 0700."""
+    os.umask(0o077)
+
+
 def yesterday_in_lima() -> dt.date:
     """The last complete business day of a Peruvian bank (the default business date)."""
     from zoneinfo import ZoneInfo

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from crm.settings import get_settings, yesterday_in_lima
+from crm.settings import get_settings, private_files, yesterday_in_lima
 
 KEY_ROLES = ("marketing", "sales")
 
@@ -275,6 +275,7 @@ def token(customer: int | None, staff: str | None, role: str | None, minutes: in
 
 def main(argv: list[str] | None = None) -> int:
     """The ``crm`` console script."""
+    private_files()
     try:
         cli.main(args=argv, prog_name="crm", standalone_mode=False)
     except SystemExit as done:

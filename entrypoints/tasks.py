@@ -11,12 +11,14 @@ import datetime as dt
 from dataclasses import asdict
 from typing import Any
 
-from crm.settings import Settings, get_settings
+from crm.settings import Settings, get_settings, private_files
 from crm.warehouse import connect
 
 
 def run_settings(params: dict[str, Any] | None = None) -> Settings:
-    """Settings for one run: the environment, with the run's sandbox parameters on top."""
+    """Settings for one run: the environment, with the run's sandbox parameters on top (and the
+    files the task makes private to its user, however Airflow was started)."""
+    private_files()
     settings = get_settings()
     params = params or {}
     changes = {}

@@ -102,6 +102,14 @@ def test_the_run_reports_every_stage_and_leaves_nothing_running(first_run, e2e_h
     assert running_services(settings) == set()
 
 
+def test_everything_the_run_wrote_is_its_users_alone(first_run, e2e_home):
+    """The warehouse, landing and quarantine files, the model store, the cache's data, the logs:
+    files 0600 and directories 0700 (they hold customers' personal data)."""
+    shared = [str(p.relative_to(e2e_home)) for p in [e2e_home, *e2e_home.rglob("*")]
+              if not p.is_symlink() and p.stat().st_mode & 0o077]  # fmt: skip
+    assert shared == [], shared[:20]
+
+
 def test_every_customer_gets_at_most_three_consented_offers(first_run, e2e_home, monkeypatch):
     settings = _settings(e2e_home, monkeypatch)
     df = _assignments(settings)
