@@ -1,6 +1,6 @@
 {{ config(materialized='view') }}
 -- Every version of every customer (SCD type 2, from the snapshot), with its validity and a flag on
--- the current one. Personal data only masked.
+-- the current one. Personal data only masked; no date of birth (customer_360 has the age by date).
 with versions as (
     select * from {{ ref('snp_core_banking__customers') }}
 ),
@@ -23,7 +23,6 @@ final as (
         consent_phone,
         consent_push,
         consent_social,
-        birth_date,
         created_on,
         -- validity
         cast(dbt_valid_from as date) as valid_from,
