@@ -155,6 +155,8 @@ class Settings:
     transaction_lookback_days: int = field(default_factory=lambda: _int("CRM_TX_LOOKBACK_DAYS", 180))
     response_lookback_days: int = field(default_factory=lambda: _int("CRM_RESPONSE_LOOKBACK_DAYS", 365))
     max_quarantine_share: float = field(default_factory=lambda: _float("CRM_MAX_QUARANTINE_SHARE", 0.01))
+    # clear personal data (raw customers, their landing, the quarantine) is kept this many days
+    raw_retention_days: int = field(default_factory=lambda: _int("CRM_RAW_RETENTION_DAYS", 35))
     # landing gate: a landed entity's rows may differ from the previous business date's by this share
     max_volume_change: float = field(default_factory=lambda: _float("CRM_MAX_VOLUME_CHANGE", 0.5))
 

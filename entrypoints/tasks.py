@@ -120,3 +120,9 @@ def publish(business_date: dt.date, params: dict | None = None) -> dict:
 
     force = bool((params or {}).get("force_publish"))
     return asdict(publish_snapshot(business_date, run_settings(params), force=force))
+
+
+def purge_personal_data(business_date: dt.date, params: dict | None = None) -> dict:
+    from ingestion.retention import purge_personal_data as purge
+
+    return purge(business_date, run_settings(params))

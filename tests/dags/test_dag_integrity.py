@@ -24,7 +24,7 @@ def dagbag():
 
 def test_every_dag_file_imports_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert {"crm_daily", "crm_model_training"} <= set(dagbag.dags)
+    assert {"crm_daily", "crm_model_training", "crm_retention"} <= set(dagbag.dags)
 
 
 def test_every_dag_has_owner_retries_docs_and_known_tags(dagbag):
@@ -61,6 +61,13 @@ def test_crm_daily_runs_every_stage_in_order(dagbag):
     # every task that touches the warehouse shares the one-slot pool
     for task_id in ("load_raw", "dbt_build", "gate_marts", "score_and_assign", "publish_cache", "dbt_reporting"):
         assert dag.get_task(task_id).pool == "crm_duckdb", task_id
+
+
+def test_retention_is_daily_after_the_daily_run_and_writes_through_the_warehouse_pool(dagbag):
+    dag = dagbag.dags["crm_retention"]
+    assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("0 4 * * *", "America/Lima")
+    assert [t.pool for t in dag.tasks] == ["crm_duckdb"]
+    assert "CRM_RAW_RETENTION_DAYS" in dag.doc_md
 
 
 def test_model_training_is_weekly_with_the_parameters_a_data_engineer_sets(dagbag):

@@ -1,0 +1,52 @@
+"""
+### crm_retention: clear personal data goes when its time is up (Ley 29733)
+
+Daily (04:00 Lima, after `crm_daily`). For the run's date **D**, **purge_personal_data** deletes
+what holds names, document numbers or dates of birth in clear for business dates before
+D - `CRM_RAW_RETENTION_DAYS` (35): the rows of `raw.customers`, the customers' landing partitions
+(`landing/customers/business_date=...`) and every quarantine partition (the raw records a contract
+refused). Its log and its return value give what it removed, by count.
+
+The marts keep their history: they hold no clear personal data (staging masks names and document
+numbers; no mart holds a date of birth). A business date older than the window can still be
+rerun or backfilled: its extraction brings the data again from the integration API.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import CronTriggerTimetable, dag, task
+
+from crm.settings import get_settings
+
+WAREHOUSE_POOL = "crm_duckdb"
+settings = get_settings()
+
+
+@dag(
+    dag_id="crm_retention",
+    doc_md=__doc__,
+    schedule=CronTriggerTimetable("0 4 * * *", timezone="America/Lima"),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["crm", "ops"],
+    default_args={
+        "owner": "crm-data",
+        "retries": settings.task_retries,
+        "retry_delay": dt.timedelta(minutes=5),
+        "execution_timeout": dt.timedelta(minutes=settings.task_timeout_minutes),
+    },
+)
+def crm_retention():
+    @task(pool=WAREHOUSE_POOL)
+    def purge_personal_data(ds: str | None = None, params: dict | None = None) -> dict:
+        from entrypoints.tasks import purge_personal_data as run
+
+        return run(dt.date.fromisoformat(ds), params)
+
+    purge_personal_data()
+
+
+crm_retention()
