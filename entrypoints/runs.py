@@ -15,6 +15,7 @@ from crm.airflow_env import (
     open_backfills,
     prepare_airflow,
     run_dag_test,
+    scheduler_healthy,
     start_standalone,
     stop_standalone,
     unpause,
@@ -218,12 +219,19 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
             return 1
         print(f"backfill of crm_daily created for {first}..{last} (max_active_runs {max_active_runs}); waiting")
         runs: dict[dt.date, dict] = {}
+        unhealthy_since = None
         while True:
             runs = _backfill_runs(settings, first, last)
             states = {d: runs[d]["state"] for d in runs}
             if len(runs) == len(days) and all(s in ("success", "failed") for s in states.values()):
                 break
             print("  " + ", ".join(f"{d}: {states.get(d, 'waiting')}" for d in days), flush=True)
+            if scheduler_healthy():
+                unhealthy_since = None
+            elif (unhealthy_since := unhealthy_since or time.monotonic()) < time.monotonic() - 120:
+                print("Airflow's scheduler has not been healthy for 2 minutes: the backfill cannot go on. "
+                      "See the scheduler's log, restart Airflow, and run make backfill again (done dates rerun).")  # fmt: skip
+                return 1
             time.sleep(15)
         _wait_until_backfills_close(settings)  # the next make backfill may start at once
     finally:
