@@ -205,10 +205,16 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
             return 1
         conf = json.dumps({"customers": customers, "seed": seed, "force_publish": False})
         # the runs' logical dates are midnight in Lima (the DAG's timetable): the window is given so
-        created = airflow(["backfill", "create", "--dag-id", "crm_daily", "--from-date", f"{first}T00:00:00-05:00",
-                           "--to-date", f"{last}T00:00:00-05:00", "--max-active-runs", str(max_active_runs),
-                           "--reprocess-behavior", "completed", "--dag-run-conf", conf],
-                          settings, capture_output=True, text=True)  # fmt: skip
+        create = ["backfill", "create", "--dag-id", "crm_daily", "--from-date", f"{first}T00:00:00-05:00",
+                  "--to-date", f"{last}T00:00:00-05:00", "--max-active-runs", str(max_active_runs),
+                  "--reprocess-behavior", "completed", "--dag-run-conf", conf]  # fmt: skip
+        for _attempt in range(5):
+            created = airflow(create, settings, capture_output=True, text=True)
+            # SQLite refuses a writer at once, without waiting, when the scheduler holds the lock as
+            # its transaction upgrades (seen creating 30 runs): the creation rolls back whole; again
+            if created.returncode == 0 or "database is locked" not in created.stdout + created.stderr:
+                break
+            time.sleep(5)
         if created.returncode != 0:
             output = created.stdout + created.stderr
             if "AlreadyRunningBackfill" in output:
