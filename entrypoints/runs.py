@@ -208,13 +208,20 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
         create = ["backfill", "create", "--dag-id", "crm_daily", "--from-date", f"{first}T00:00:00-05:00",
                   "--to-date", f"{last}T00:00:00-05:00", "--max-active-runs", str(max_active_runs),
                   "--reprocess-behavior", "completed", "--dag-run-conf", conf]  # fmt: skip
-        for _attempt in range(5):
-            created = airflow(create, settings, capture_output=True, text=True)
-            # SQLite refuses a writer at once, without waiting, when the scheduler holds the lock as
-            # its transaction upgrades (seen creating 30 runs): the creation rolls back whole; again
-            if created.returncode == 0 or "database is locked" not in created.stdout + created.stderr:
-                break
-            time.sleep(5)
+        # the DAG is paused while Airflow creates the runs: on SQLite the scheduler picked up the
+        # first runs of a 30-day creation, the creation then hit "database is locked" and deleted
+        # them, and the scheduler died on the runs gone (Airflow 3.3); paused, it leaves them alone
+        airflow(["dags", "pause", "crm_daily"], settings, capture_output=True)
+        try:
+            for _attempt in range(5):
+                created = airflow(create, settings, capture_output=True, text=True)
+                # SQLite refused the writer at once (the lock was held as a transaction upgraded):
+                # Airflow removed what it had made; create again
+                if created.returncode == 0 or "database is locked" not in created.stdout + created.stderr:
+                    break
+                time.sleep(5)
+        finally:
+            unpause("crm_daily", settings)
         if created.returncode != 0:
             output = created.stdout + created.stderr
             if "AlreadyRunningBackfill" in output:
