@@ -134,6 +134,9 @@ def main() -> int:
             return 1
         code, backfill_s = _crm("backfill", "--from", str(days[0]), "--to", str(days[-1]), *bank,
                                 "--max-active-runs", str(args.max_active_runs))  # fmt: skip
+        if code:
+            print("make backfill failed: nothing to compare")
+            return code
         while any(r["state"] not in ("success", "failed") for r in dag_runs("crm_daily", settings)):
             time.sleep(5)  # the scheduler's run of the live date
         runs = dag_runs("crm_daily", settings)

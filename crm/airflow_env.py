@@ -27,7 +27,10 @@ def airflow_env(settings: Settings, extra: dict[str, str] | None = None) -> dict
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(settings.dags_dir),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        # SQLite lets one writer at a time: wait up to 60 s for the lock (Python's default is 5 s; a
+        # 30-day backfill's creation, beside the scheduler, failed with "database is locked", and the
+        # scheduler then died on the runs the failed creation rolled back)
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}?timeout=60",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
         "AIRFLOW__API__PORT": str(API_PORT),
@@ -134,6 +137,11 @@ def _health(timeout_s: float = 2.0) -> dict | None:
         return None
 
 
+def scheduler_healthy() -> bool:
+    """Whether the Airflow API server answers and says its scheduler is healthy."""
+    return ((_health() or {}).get("scheduler") or {}).get("status") == "healthy"
+
+
 def api_server_up() -> bool:
     """Whether an Airflow API server answers."""
     return _health() is not None
@@ -153,7 +161,7 @@ def start_standalone(settings: Settings, wait_s: float = 300.0) -> subprocess.Po
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"airflow standalone stopped (exit {proc.returncode}); see {log_path}")
-        if ((_health() or {}).get("scheduler") or {}).get("status") == "healthy":
+        if scheduler_healthy():
             return proc
         time.sleep(2)
     stop_standalone(proc)

@@ -15,6 +15,7 @@ from crm.airflow_env import (
     open_backfills,
     prepare_airflow,
     run_dag_test,
+    scheduler_healthy,
     start_standalone,
     stop_standalone,
     unpause,
@@ -207,10 +208,23 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
             return 1
         conf = json.dumps({"customers": customers, "seed": seed, "force_publish": False})
         # the runs' logical dates are midnight in Lima (the DAG's timetable): the window is given so
-        created = airflow(["backfill", "create", "--dag-id", "crm_daily", "--from-date", f"{first}T00:00:00-05:00",
-                           "--to-date", f"{last}T00:00:00-05:00", "--max-active-runs", str(max_active_runs),
-                           "--reprocess-behavior", "completed", "--dag-run-conf", conf],
-                          settings, capture_output=True, text=True)  # fmt: skip
+        create = ["backfill", "create", "--dag-id", "crm_daily", "--from-date", f"{first}T00:00:00-05:00",
+                  "--to-date", f"{last}T00:00:00-05:00", "--max-active-runs", str(max_active_runs),
+                  "--reprocess-behavior", "completed", "--dag-run-conf", conf]  # fmt: skip
+        # the DAG is paused while Airflow creates the runs: on SQLite the scheduler picked up the
+        # first runs of a 30-day creation, the creation then hit "database is locked" and deleted
+        # them, and the scheduler died on the runs gone (Airflow 3.3); paused, it leaves them alone
+        airflow(["dags", "pause", "crm_daily"], settings, capture_output=True)
+        try:
+            for _attempt in range(5):
+                created = airflow(create, settings, capture_output=True, text=True)
+                # SQLite refused the writer at once (the lock was held as a transaction upgraded):
+                # Airflow removed what it had made; create again
+                if created.returncode == 0 or "database is locked" not in created.stdout + created.stderr:
+                    break
+                time.sleep(5)
+        finally:
+            unpause("crm_daily", settings)
         if created.returncode != 0:
             output = created.stdout + created.stderr
             if "AlreadyRunningBackfill" in output:
@@ -221,12 +235,19 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
             return 1
         print(f"backfill of crm_daily created for {first}..{last} (max_active_runs {max_active_runs}); waiting")
         runs: dict[dt.date, dict] = {}
+        unhealthy_since = None
         while True:
             runs = _backfill_runs(settings, first, last)
             states = {d: runs[d]["state"] for d in runs}
             if len(runs) == len(days) and all(s in ("success", "failed") for s in states.values()):
                 break
             print("  " + ", ".join(f"{d}: {states.get(d, 'waiting')}" for d in days), flush=True)
+            if scheduler_healthy():
+                unhealthy_since = None
+            elif (unhealthy_since := unhealthy_since or time.monotonic()) < time.monotonic() - 120:
+                print("Airflow's scheduler has not been healthy for 2 minutes: the backfill cannot go on. "
+                      "See the scheduler's log, restart Airflow, and run make backfill again (done dates rerun).")  # fmt: skip
+                return 1
             time.sleep(15)
         _wait_until_backfills_close(settings)  # the next make backfill may start at once
     finally:
