@@ -30,9 +30,9 @@ log = structlog.get_logger(__name__)
 
 
 def _digest(record: dict) -> str:
-    """The hash of a record: SHA-256 of its fields but ``hash``, keys sorted."""
+    """The hash of a record: SHA-256 of its JSON without ``hash`` (its fields in the order written)."""
     body = {k: v for k, v in record.items() if k != "hash"}
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return hashlib.sha256(orjson.dumps(body)).hexdigest()
 
 
 class AuditTrail:
@@ -69,12 +69,12 @@ class AuditTrail:
         day = self._stamp[:10]
         if day != self.day or self.fd is None:
             self._open(day)
-        record = {"at": self._stamp, **fields, "prev": self.prev}
-        record["hash"] = _digest(record)
-        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        body = orjson.dumps({"at": self._stamp, **fields, "prev": self.prev})
+        digest = hashlib.sha256(body).hexdigest()
+        line = b'%s,"hash":"%s"}\n' % (body[:-1], digest.encode())  # the record, then its hash
         if os.write(self.fd, line) != len(line):
             raise OSError("short write to the audit trail")
-        self.prev = record["hash"]
+        self.prev = digest
 
     def close(self) -> None:
         if self.fd is not None:
