@@ -41,14 +41,15 @@ def content_hash(con, table: str, where: str = "true", params: list | None = Non
     return len(rows), digest.hexdigest()
 
 
-def fingerprints(duckdb_path: Path, days: list[dt.date]) -> dict[dt.date, dict[str, tuple[int, str]]]:
-    """Each date's fingerprint of every mart: ``{day: {mart: (rows, sha256)}}``."""
+def fingerprints(
+    duckdb_path: Path, days: list[dt.date], marts: tuple[str, ...] = tuple(DATED_MARTS)
+) -> dict[dt.date, dict[str, tuple[int, str]]]:
+    """Each date's fingerprint of every mart (or of ``marts``): ``{day: {mart: (rows, sha256)}}``."""
     import duckdb
 
     with duckdb.connect(str(duckdb_path), read_only=True) as con:
         return {
-            day: {m: content_hash(con, f"marts.{m}", f"{col} = ?", [day]) for m, col in DATED_MARTS.items()}
-            for day in days
+            day: {m: content_hash(con, f"marts.{m}", f"{DATED_MARTS[m]} = ?", [day]) for m in marts} for day in days
         }
 
 
