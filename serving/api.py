@@ -291,11 +291,15 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
 
     if not settings.production:
         app.openapi = lambda: openapi_with_security(app)
-    app.outer = lambda inner: MetricsPort(
-        MeasureRequests(
-            AuditCalls(OffersFastPath(inner, lookup=offers_lookup, route_path=customer_offers_path), trail),
+
+    def outer(inner):
+        layers = MeasureRequests(
+            OffersFastPath(
+                AuditCalls(inner, trail), lookup=offers_lookup, route_path=customer_offers_path, trail=trail
+            ),
             metrics=metrics,
-        ),
-        settings.metrics_port,
-    )
+        )
+        return MetricsPort(layers, settings.metrics_port) if settings.metrics_port else layers
+
+    app.outer = outer
     return app

@@ -122,7 +122,7 @@ def _header(headers, name: bytes) -> str | None:
     return next((v.decode("latin-1") for k, v in headers if k == name), None)
 
 
-def call_record(scope, status: int, response_headers) -> dict:
+def call_record(scope, status: int, snapshot_id: str | None) -> dict:
     """What the trail keeps of one call."""
     who: Principal | None = scope.get("crm.principal")
     query = scope.get("query_string", b"").decode("latin-1")
@@ -138,13 +138,31 @@ def call_record(scope, status: int, response_headers) -> dict:
         "status": status,
         "source": client[0] if client else None,
         "forwarded_for": _header(scope["headers"], b"x-forwarded-for"),
-        "snapshot_id": _header(response_headers, b"x-snapshot-id"),
+        "snapshot_id": snapshot_id,
     }
+
+
+def recorded(trail: AuditTrail, record: dict) -> bool:
+    """Write ``record``; False (logged) when it cannot be written: the caller then answers 503."""
+    try:
+        trail.record(record)
+    except OSError as exc:
+        log.error("audit trail not writable: answering 503", error=str(exc))
+        return False
+    return True
+
+
+async def refuse_unaudited(send) -> None:
+    """The 503 of a call whose record could not be written."""
+    await send({"type": "http.response.start", "status": 503, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(UNAVAILABLE))]})  # fmt: skip
+    await send({"type": "http.response.body", "body": UNAVAILABLE})
 
 
 class AuditCalls:
     """ASGI layer: every ``/v1/`` call is recorded when its answer starts, before it leaves; if the
-    record cannot be written the caller gets 503 instead of the answer."""
+    record cannot be written the caller gets 503 instead of the answer. (The offers fast path,
+    outside this layer, records its own calls the same way.)"""
 
     def __init__(self, app, trail: AuditTrail):
         self.app = app
@@ -160,14 +178,10 @@ class AuditCalls:
             if refused:
                 return
             if message["type"] == "http.response.start":
-                try:
-                    self.trail.record(call_record(scope, message["status"], message.get("headers", [])))
-                except OSError as exc:
+                snapshot_id = _header(message.get("headers", []), b"x-snapshot-id")
+                if not recorded(self.trail, call_record(scope, message["status"], snapshot_id)):
                     refused = True
-                    log.error("audit trail not writable: answering 503", error=str(exc))
-                    await send({"type": "http.response.start", "status": 503, "headers": [
-                        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(UNAVAILABLE))]})  # fmt: skip
-                    await send({"type": "http.response.body", "body": UNAVAILABLE})
+                    await refuse_unaudited(send)
                     return
             await send(message)
 

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from models.serving import MOBILE_FIELDS
 from serving.answers import NO_SNAPSHOT, REDIS_DOWN, NoSnapshot, raw_json, too_many
+from serving.audit import call_record, recorded, refuse_unaudited
 from serving.auth import CUSTOMERS, MARKETING_SALES, Denied
 from serving.codec import bucket_of, decode_offers
 from serving.reader import SnapshotReader
@@ -133,9 +134,10 @@ class OffersFastPath:
     out-of-range id, another method) goes on to FastAPI, which answers it (422, 405) as documented.
     """
 
-    def __init__(self, app, lookup, route_path: str):
+    def __init__(self, app, lookup, route_path: str, trail):
         self.app = app
         self.lookup = lookup
+        self.trail = trail  # its calls are audited here, as AuditCalls does for the others
         self.route = type("Route", (), {"path": route_path})()  # what MeasureRequests labels by
         self.my_route = type("Route", (), {"path": MY_OFFERS_PATH})()
 
@@ -156,6 +158,9 @@ class OffersFastPath:
                         api_key = v.decode("latin-1")
                 status, body, headers = await self.lookup(scope, authorization, api_key, customer_id)
                 scope["route"] = route
+                if not recorded(self.trail, call_record(scope, status, headers.get("X-Snapshot-Id"))):
+                    await refuse_unaudited(send)
+                    return
                 await send(
                     {
                         "type": "http.response.start",
