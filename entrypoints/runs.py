@@ -186,6 +186,12 @@ def business_date_of(logical_date: str) -> dt.date:
     return dt.datetime.fromisoformat(logical_date).astimezone(dt.UTC).date()
 
 
+ANOTHER_BACKFILL = (
+    "another backfill of crm_daily is still running (Airflow allows one per DAG): let it finish, "
+    "or cancel it in the Airflow UI (make airflow, Browse > Backfills), then run this again"
+)
+
+
 def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_active_runs: int) -> int:
     """``make backfill``: crm_daily for ``first``..``last`` as an Airflow backfill, on the Airflow of
     ``make airflow`` when it runs (else one started for it), waited for, then each date's outcome."""
@@ -198,13 +204,13 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
         if not api_server_up():
             print("starting Airflow (airflow standalone) for the backfill; make airflow would keep it running")
             started = start_standalone(settings)
-        # a paused DAG's tasks are not scheduled, backfills' included (Airflow 3.3)
+        # unpaused once the DAG processor has parsed it: a paused DAG's tasks are not scheduled,
+        # backfills' included (Airflow 3.3)
         if not unpause("crm_daily", settings):
             print("crm_daily is not in Airflow's metadata database: is the DAG processor running?")
             return 1
         if not _wait_until_backfills_close(settings):  # one whose runs ended closes within a scheduler loop
-            print("another backfill of crm_daily is still running (Airflow allows one per DAG): let it finish, "
-                  "or cancel it in the Airflow UI (make airflow, Browse > Backfills), then run this again")  # fmt: skip
+            print(ANOTHER_BACKFILL)
             return 1
         conf = json.dumps({"customers": customers, "seed": seed, "force_publish": False})
         # the runs' logical dates are midnight in Lima (the DAG's timetable): the window is given so
@@ -228,8 +234,7 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
         if created.returncode != 0:
             output = created.stdout + created.stderr
             if "AlreadyRunningBackfill" in output:
-                print("another backfill of crm_daily is still running (Airflow allows one per DAG): let it finish, "
-                      "or cancel it in the Airflow UI (make airflow, Browse > Backfills), then run this again")  # fmt: skip
+                print(ANOTHER_BACKFILL)
             else:
                 print(f"airflow backfill create failed:\n{output[-3000:]}")
             return 1
