@@ -76,13 +76,14 @@ def extract(customers: int, entities: tuple[str, ...]) -> dict:
 
 
 def raw_fetch(customers: int, entities: tuple[str, ...]) -> dict:
-    from ingestion.extract import ENDPOINTS, _api_client, window
+    from crm.integration_api import client_for
+    from ingestion.extract import ENDPOINTS, window
 
     _warm_up()
     settings = bench_settings(customers)
     start = time.perf_counter()
     records = 0
-    with _api_client(settings) as client:
+    with client_for(settings) as client:
         for entity in entities:
             span = window(entity, BUSINESS_DATE, settings)
             params = (

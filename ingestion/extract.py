@@ -31,9 +31,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from crm.services import ensure_sandbox
+from crm.integration_api import client_for
 from crm.settings import Settings, get_settings
-from ingestion.client import IntegrationApiClient
 from models.core_banking import ENTITIES, PRIMARY_KEYS
 
 log = logging.getLogger(__name__)
@@ -180,19 +179,6 @@ def _quarantine_entry(
     }
 
 
-def _api_client(settings: Settings) -> IntegrationApiClient:
-    api = settings.core_api
-    if api.url is None:
-        sandbox = ensure_sandbox(settings.sandbox_customers, settings.sandbox_seed, settings, settings.sandbox_faults)
-        url, client_id, secret = sandbox.url, sandbox.client_id, sandbox.client_secret
-    else:
-        url, client_id, secret = api.url, api.client_id, api.client_secret
-    return IntegrationApiClient(
-        url, client_id, secret, max_retries=settings.api_max_retries, timeout_s=settings.api_timeout_s,
-        max_retry_after_s=settings.api_max_retry_after_s,
-    )  # fmt: skip
-
-
 QUARANTINE_SCHEMA = pa.schema(
     [
         ("entity", pa.string()),
@@ -335,7 +321,7 @@ def extract_entity(entity: str, business_date: dt.date, settings: Settings | Non
     resumed_from = state["pages"]
     if resumed_from:
         log.info("%s for %s: resuming after page %d", entity, business_date, resumed_from)
-    with _api_client(settings) as client:
+    with client_for(settings) as client:
         reported = client.control_total(ENDPOINTS[entity], params)
         if not state["done"]:
             pages = client.pages_from(ENDPOINTS[entity], params, settings.page_size, state["cursor"])

@@ -83,7 +83,7 @@ class _Remember(logging.Handler):
 
 def test_with_every_fault_on_the_landing_is_exactly_the_oracles(faulty):
     retries = _Remember()
-    client_log = logging.getLogger("ingestion.client")
+    client_log = logging.getLogger("crm.integration_api")
     client_log.addHandler(retries)
     level, client_log.level = client_log.level, logging.INFO
     duplicates = 0
@@ -204,7 +204,7 @@ def test_a_retry_after_of_an_hour_is_capped_and_the_extraction_fails_instead_of_
     each wait capped at CRM_API_MAX_RETRY_AFTER_S, instead of holding the task for hours."""
     import threading
 
-    from ingestion.client import IntegrationApiError
+    from crm.integration_api import IntegrationApiError
 
     s = dataclasses.replace(_settings(settings, "throttled", "throttle=1.0,retry_after_s=3600"),
                             api_max_retries=2, api_max_retry_after_s=0.2)  # fmt: skip

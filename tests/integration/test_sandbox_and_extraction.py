@@ -8,8 +8,8 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
+from crm.integration_api import IntegrationApiClient, IntegrationApiError
 from crm.services import ensure_sandbox
-from ingestion.client import IntegrationApiClient, IntegrationApiError
 from ingestion.extract import extract_entity, partition_path
 from models.core_banking import ENTITIES
 from sandbox.oracle import Oracle

@@ -1,4 +1,9 @@
-"""The client of the bank's integration API: OAuth2 client credentials, retries, cursor pages."""
+"""The client of the bank's integration API: OAuth2 client credentials, retries, cursor pages.
+
+The extraction (``ingestion``) pages through it in bulk; the read API (``serving.bank``) calls it for
+one customer's balances and transactions. Both get it from :func:`client_for`, which resolves where
+the API is from the settings (the embedded sandbox bank locally; refused in production when the
+bank's is not configured)."""
 
 from __future__ import annotations
 
@@ -11,13 +16,21 @@ from typing import Any, Self
 import httpx
 import orjson
 
+from crm.services import ensure_sandbox
+from crm.settings import Settings
+
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 
 
 class IntegrationApiError(RuntimeError):
-    pass
+    """A call that failed for good; ``status`` is the bank's answer when it gave one that no retry
+    changes (4xx), None when retries ran out (5xx, 429, timeouts, refused connections)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class IntegrationApiClient:
@@ -84,7 +97,9 @@ class IntegrationApiClient:
                 if resp.status_code < 400:
                     return resp
                 if resp.status_code not in RETRYABLE_STATUS:
-                    raise IntegrationApiError(f"{method} {path} answered {resp.status_code}: {resp.text[:300]}")
+                    raise IntegrationApiError(
+                        f"{method} {path} answered {resp.status_code}: {resp.text[:300]}", resp.status_code
+                    )
             attempt += 1
             if attempt > self._max_retries:
                 what = f"status {resp.status_code}" if resp is not None else repr(error)
@@ -118,3 +133,21 @@ class IntegrationApiClient:
     def control_total(self, path: str, params: dict[str, Any]) -> int:
         """How many distinct records the list endpoint ``path`` holds for ``params``."""
         return int(self._request("GET", f"{path}/count", params=params).json()["records"])
+
+
+def client_for(settings: Settings, **overrides: Any) -> IntegrationApiClient:
+    """The client of the configured integration API (the embedded sandbox bank when none is, outside
+    production); ``overrides`` (timeout_s, max_retries, ...) on top of the settings'."""
+    api = settings.core_api
+    if api.url is None:
+        sandbox = ensure_sandbox(settings.sandbox_customers, settings.sandbox_seed, settings, settings.sandbox_faults)
+        url, client_id, secret = sandbox.url, sandbox.client_id, sandbox.client_secret
+    else:
+        url, client_id, secret = api.url, api.client_id, api.client_secret
+    options = {
+        "max_retries": settings.api_max_retries,
+        "timeout_s": settings.api_timeout_s,
+        "max_retry_after_s": settings.api_max_retry_after_s,
+        **overrides,
+    }
+    return IntegrationApiClient(url, client_id, secret, **options)
