@@ -130,6 +130,10 @@ class IntegrationApiClient:
             if not cursor:
                 return
 
+    def get_json(self, path: str, params: dict[str, Any]) -> Any:
+        """One GET (retried like every call), its JSON body."""
+        return orjson.loads(self._request("GET", path, params=params).content)
+
     def control_total(self, path: str, params: dict[str, Any]) -> int:
         """How many distinct records the list endpoint ``path`` holds for ``params``."""
         return int(self._request("GET", f"{path}/count", params=params).json()["records"])

@@ -157,6 +157,13 @@ class Settings:
     max_quarantine_share: float = field(default_factory=lambda: _float("CRM_MAX_QUARANTINE_SHARE", 0.01))
     # clear personal data (raw customers, their landing, the quarantine) is kept this many days
     raw_retention_days: int = field(default_factory=lambda: _int("CRM_RAW_RETENTION_DAYS", 35))
+    # the read API's calls to the integration API for the mobile app (balances, transactions): a short
+    # timeout and few retries (a person is waiting), and a circuit breaker that answers 503 with
+    # Retry-After for CRM_BANK_BREAKER_RESET_S once CRM_BANK_BREAKER_FAILURES calls in a row failed
+    bank_timeout_s: float = field(default_factory=lambda: _float("CRM_BANK_API_TIMEOUT_S", 3.0))
+    bank_max_retries: int = field(default_factory=lambda: _int("CRM_BANK_API_RETRIES", 2))
+    bank_breaker_failures: int = field(default_factory=lambda: _int("CRM_BANK_BREAKER_FAILURES", 5))
+    bank_breaker_reset_s: float = field(default_factory=lambda: _float("CRM_BANK_BREAKER_RESET_S", 30.0))
     # landing gate: a landed entity's rows may differ from the previous business date's by this share
     max_volume_change: float = field(default_factory=lambda: _float("CRM_MAX_VOLUME_CHANGE", 0.5))
 
@@ -336,11 +343,15 @@ def private_files() -> None:
     os.umask(0o077)
 
 
-def yesterday_in_lima() -> dt.date:
-    """The last complete business day of a Peruvian bank (the default business date)."""
+def today_in_lima() -> dt.date:
     from zoneinfo import ZoneInfo
 
-    return dt.datetime.now(ZoneInfo("America/Lima")).date() - dt.timedelta(days=1)
+    return dt.datetime.now(ZoneInfo("America/Lima")).date()
+
+
+def yesterday_in_lima() -> dt.date:
+    """The last complete business day of a Peruvian bank (the default business date)."""
+    return today_in_lima() - dt.timedelta(days=1)
 
 
 def get_settings() -> Settings:

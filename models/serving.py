@@ -104,3 +104,38 @@ class Readiness(BaseModel):
     snapshot_id: str | None = None
     fresh: bool | None = None
     reason: str | None = None
+
+
+class Balance(BaseModel):
+    """One of the customer's accounts as the mobile app shows it (the number masked)."""
+
+    account: str = Field(description="the account number's last four digits, masked: ****0071")
+    product: str
+    currency: str
+    balance: str = Field(description="decimal, as the bank states it")
+
+
+class BalancesAnswer(BaseModel):
+    customer_id: int
+    as_of: dt.date = Field(description="the day the bank stated the balances for (today in Lima)")
+    accounts: list[Balance]
+
+
+class Movement(BaseModel):
+    """One transaction as the mobile app lists it."""
+
+    transaction_id: str
+    booking_date: dt.date
+    type: str
+    merchant_category: str | None
+    amount: str = Field(description="decimal; negative for money out")
+    currency: str
+    account: str = Field(description="the account's last four digits, masked")
+
+
+class TransactionsAnswer(BaseModel):
+    customer_id: int
+    date_from: dt.date = Field(alias="from")
+    date_to: dt.date = Field(alias="to")
+    transactions: list[Movement] = Field(description="newest first")
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last")

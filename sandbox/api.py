@@ -19,7 +19,7 @@ from typing import Annotated
 
 import numpy as np
 import orjson
-from fastapi import Depends, FastAPI, Form, Header, HTTPException, Query
+from fastapi import Depends, FastAPI, Form, Header, HTTPException, Path, Query
 from fastapi.responses import Response
 
 from models.core_banking import PRIMARY_KEYS
@@ -250,6 +250,34 @@ def create_app(bank: Bank, client_id: str, client_secret: str, faults: Faults = 
         date_from: dt.date, date_to: dt.date, page_size: PageSize = 1000, cursor: str | None = None
     ) -> Response:
         return listing("campaign_responses", page_size, cursor, days=_days(date_from, date_to))
+
+    # one customer's accounts and transactions, as the bank's channels (the mobile app) read them
+    def one_customer(customer_id: int, as_of: dt.date) -> np.ndarray:
+        ids = bank.existing(np.array([customer_id], dtype=np.int64), as_of) if customer_id <= bank.size else []
+        if len(ids) == 0:
+            raise HTTPException(404, detail=f"customer {customer_id} is not the bank's on {as_of}")
+        return ids
+
+    @app.get("/v1/customers/{customer_id}/accounts", dependencies=auth)
+    def customer_accounts(customer_id: Annotated[int, Path(gt=0)], as_of: dt.date) -> Response:
+        accounts = bank.accounts(one_customer(customer_id, as_of), as_of)
+        return Response(orjson.dumps({"data": accounts}), media_type="application/json")
+
+    @app.get("/v1/customers/{customer_id}/transactions", dependencies=auth)
+    def customer_transactions(
+        customer_id: Annotated[int, Path(gt=0)],
+        date_from: dt.date,
+        date_to: dt.date,
+        page_size: Annotated[int, Query(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,7}$")] = None,
+    ) -> Response:
+        """Newest first; ``cursor`` is the position of the next record."""
+        days = _days(date_from, date_to)
+        rows = bank.transactions(one_customer(customer_id, date_to), days)[::-1]
+        start = int(cursor or 0)
+        end = start + page_size
+        body = {"data": rows[start:end], "next_cursor": str(end) if end < len(rows) else None}
+        return Response(orjson.dumps(body), media_type="application/json")
 
     # control totals: how many distinct records a listing holds, to reconcile an extraction with
     @app.get("/v1/customers/count", dependencies=auth)

@@ -11,18 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import gc
 from contextlib import asynccontextmanager
 from typing import Annotated
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from crm.settings import Settings, get_settings
+from crm.settings import Settings, get_settings, today_in_lima
 from models.core_banking import Channel
-from models.serving import CampaignsAnswer, OffersAnswer, Readiness, SegmentPage, SnapshotAnswer
+from models.serving import (
+    BalancesAnswer,
+    CampaignsAnswer,
+    Error,
+    OffersAnswer,
+    Readiness,
+    SegmentPage,
+    SnapshotAnswer,
+    TransactionsAnswer,
+)
 from serving.answers import (
     answer,
     answer_unavailable_with_503,
@@ -40,6 +51,7 @@ from serving.auth import (
     authorize,
     for_roles,
 )
+from serving.bank import MAX_DAYS, BankUnavailable, CustomerBank, NotTheBanks
 from serving.codec import SEGMENT, decode_segment
 from serving.hotpath import (
     MAX_CUSTOMER_ID,
@@ -101,6 +113,8 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         **({"docs_url": None, "redoc_url": None, "openapi_url": None} if settings.production else {}),
     )
     app.state.gate = Gate(settings)
+    if settings.production:  # the mobile app's balances come from the bank's API, never the sandbox
+        _ = settings.core_api
     trail = app.state.trail = AuditTrail(settings.audit_dir)
     app.state.lookups = LookupQuota(settings.redis_prefix, settings.quota_lookups_per_minute)
     app.state.reader = reader
@@ -146,6 +160,74 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         h = request.headers
         status, body, headers = await offers_lookup(request.scope, h.get("authorization"), h.get("x-api-key"), None)
         return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+    bank = app.state.bank = CustomerBank(settings)
+
+    async def from_the_bank(request: Request, read) -> Response:
+        """``read(customer_id)`` from the bank for the signed-in customer, counted against their
+        look-up quota; 503 with Retry-After while the bank's API is failing. Never cached."""
+        who = authorize(request, CUSTOMERS)
+        customer_id = request.scope["crm.customer_id"] = int(who.subject)
+        async with asyncio.timeout(settings.redis_deadline_s):
+            wait = await app.state.lookups.take(reader.text, who)
+        if wait is not None:
+            status, body, headers = too_many(f"quota of {app.state.lookups.limit} look-ups a minute used up", wait)
+            return Response(body, status_code=status, headers=headers, media_type="application/json")
+        try:
+            body = await read(customer_id)
+        except BankUnavailable as down:
+            return JSONResponse(
+                {"detail": down.detail}, status_code=503, headers={"Retry-After": str(down.retry_after)}
+            )
+        except NotTheBanks:
+            raise HTTPException(404, detail="the bank does not know this customer") from None
+        return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+    bank_errors = {
+        **errors(404, 429),
+        503: {"model": Error, "description": "The bank's API is failing: retry after Retry-After seconds"},
+    }
+
+    @app.get(
+        "/v1/me/balances",
+        tags=["customers"],
+        response_model=BalancesAnswer,
+        responses=bank_errors,
+        openapi_extra=for_roles(*CUSTOMERS),
+        summary="The signed-in customer's accounts and balances, from the bank (the mobile app)",
+    )
+    async def my_balances(request: Request) -> Response:
+        """Read from the bank's integration API at the call (today in Lima), not from the snapshot;
+        account numbers masked. Audited like every look-up."""
+        return await from_the_bank(request, lambda customer_id: bank.balances(customer_id, today_in_lima()))
+
+    @app.get(
+        "/v1/me/transactions",
+        tags=["customers"],
+        response_model=TransactionsAnswer,
+        responses=bank_errors,
+        openapi_extra=for_roles(*CUSTOMERS),
+        summary="The signed-in customer's transactions, newest first, a page at a time (the mobile app)",
+    )
+    async def my_transactions(
+        request: Request,
+        date_from: Annotated[
+            dt.date | None, Query(alias="from", description="first booking date; default: 29 days before to")
+        ] = None,
+        date_to: Annotated[
+            dt.date | None, Query(alias="to", description="last booking date; default: today in Lima")
+        ] = None,
+        cursor: Annotated[
+            str | None, Query(pattern=r"^[0-9]{1,7}$", description="next_cursor of the previous page")
+        ] = None,
+    ) -> Response:
+        """Read from the bank's integration API at the call, 50 a page; at most 92 days a request."""
+        last = date_to or today_in_lima()
+        first = date_from or last - dt.timedelta(days=29)
+        if first > last or (last - first).days >= MAX_DAYS:
+            why = "from is after to" if first > last else f"from..to spans more than {MAX_DAYS} days"
+            raise RequestValidationError([{"loc": ("query", "from"), "msg": why, "type": "value_error"}])
+        return await from_the_bank(request, lambda customer_id: bank.transactions(customer_id, first, last, cursor))
 
     @app.get(
         "/v1/campaigns",

@@ -98,6 +98,11 @@ def test_compose_runs_the_api_and_airflow_on_a_password_protected_redis():
     assert env["CRM_REDIS_URL"].startswith("redis://:${CRM_REDIS_PASSWORD")
     assert "--requirepass" in services["redis"]["command"]
     assert services["airflow"]["environment"]["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/crm/dags"
+    # both call the bank's integration API (the extraction; the mobile app's balances), never a sandbox
+    for name in ("read-api", "airflow"):
+        assert {"CRM_CORE_API_URL", "CRM_CORE_CLIENT_ID", "CRM_CORE_CLIENT_SECRET"} <= set(
+            services[name]["environment"]
+        )
     for service in services.values():
         for name, value in (service.get("environment") or {}).items():
             if name.startswith("CRM_"):
@@ -126,6 +131,8 @@ def test_openshift_runs_the_api_with_probes_and_secrets_it_really_has():
     # bearer tokens are verified against the bank's identity provider (production has no dev key)
     for var in ("CRM_JWT_JWKS_URL", "CRM_JWT_ISSUER", "CRM_JWT_AUDIENCE"):
         assert "configMapKeyRef" in env[var]["valueFrom"], var
+    # production's API does not start without the bank's integration API (the mobile app's balances)
+    assert "secretKeyRef" in env["CRM_CORE_CLIENT_SECRET"]["valueFrom"] and "CRM_CORE_API_URL" in env
     assert docs["Route"]["spec"]["tls"]["termination"] == "edge"
     # the public route reaches the business calls only; the scraper the internal metrics port
     assert docs["Route"]["spec"]["path"] == "/v1"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from crm.services import ensure_redis, read_sandbox, running_services
 from crm.settings import Settings, SettingsError
@@ -67,6 +69,21 @@ def test_the_read_api_verifies_tokens_only_with_the_banks_identity_provider(prod
     assert not production.dev_signing_key_path.exists()
 
 
+def test_the_read_api_calls_only_the_banks_integration_api(production, monkeypatch, tmp_path):
+    """The mobile app's balances and transactions: without the bank's integration API configured the
+    API does not start in production (no sandbox bank behind a customer's balances)."""
+    from serving.api import create_app
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    (tmp_path / "idp.pem").write_bytes(
+        key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    monkeypatch.setenv("CRM_JWT_PUBLIC_KEY_FILE", str(tmp_path / "idp.pem"))
+    monkeypatch.setenv("CRM_JWT_ISSUER", "https://idp.bank.example")
+    with pytest.raises(SettingsError, match="crm_core_banking"):
+        create_app("redis://127.0.0.1:9/0", Settings(home=tmp_path))
+
+
 def test_in_production_the_api_publishes_its_business_calls_only(production, settings, tmp_path):
     """``crm serve`` in production: no /docs or /openapi.json, /metrics on the internal port only
     (and nothing else there); the business calls and the probes on the public one."""
@@ -87,7 +104,8 @@ def test_in_production_the_api_publishes_its_business_calls_only(production, set
     metrics_port = free_port()
     env = {"CRM_ENVIRONMENT": "production", "CRM_REDIS_URL": ensure_redis(settings), "CRM_JWT_PUBLIC_KEY_FILE":
            str(public), "CRM_JWT_ISSUER": "https://idp.bank.example", "CRM_API_KEYS_FILE": str(tmp_path /
-           "api_keys.json"), "CRM_METRICS_PORT": str(metrics_port)}  # fmt: skip
+           "api_keys.json"), "CRM_METRICS_PORT": str(metrics_port), "CRM_CORE_API_URL": "https://api.bank.example",
+           "CRM_CORE_CLIENT_ID": "crm-read-api", "CRM_CORE_CLIENT_SECRET": "from-the-vault"}  # fmt: skip
     claims = {"iss": "https://idp.bank.example", "aud": "crm-read-api", "sub": "jose.paredes", "crm_role": "marketing",
               "exp": int(dt.datetime.now(dt.UTC).timestamp()) + 600}  # fmt: skip
     token = jwt.encode(claims, idp, algorithm="RS256")
