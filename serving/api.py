@@ -19,7 +19,7 @@ from typing import Annotated
 import redis.asyncio as aioredis
 from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from crm.settings import Settings, get_settings, today_in_lima
@@ -34,6 +34,7 @@ from models.serving import (
     SnapshotAnswer,
     TransactionsAnswer,
 )
+from serving import segments
 from serving.answers import (
     answer,
     answer_unavailable_with_503,
@@ -52,7 +53,6 @@ from serving.auth import (
     for_roles,
 )
 from serving.bank import MAX_DAYS, BankUnavailable, CustomerBank, NotTheBanks
-from serving.codec import SEGMENT, decode_segment
 from serving.hotpath import (
     MAX_CUSTOMER_ID,
     MY_OFFERS_PATH,
@@ -64,7 +64,7 @@ from serving.hotpath import (
     make_offers_lookup,
 )
 from serving.keys import Keys
-from serving.quotas import SYNC_S, LookupQuota, take_export
+from serving.quotas import SYNC_S, LookupQuota
 from serving.reader import SnapshotReader
 
 CustomerId = Annotated[int, Path(gt=0, le=MAX_CUSTOMER_ID, description="core-banking customer id")]
@@ -269,57 +269,10 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         ] = None,
     ) -> Response:
         who = authorize(request, MARKETING)
-        csv = "text/csv" in request.headers.get("accept", "")
-        if csv:  # the day's exports of the caller, shared by every worker
-            async with asyncio.timeout(settings.redis_deadline_s):  # a stalled Redis: 503, as every read
-                wait = await take_export(reader.text, settings.redis_prefix, settings.quota_exports_per_day, who)
-            if wait is not None:
-                status, body, headers = too_many(
-                    f"quota of {settings.quota_exports_per_day} exports a day used up", wait
-                )
-                return Response(body, status_code=status, headers=headers, media_type="application/json")
-        start = int(cursor or 0)
-        channel_name = channel or "ALL"
-
-        async def read(sid: str):
-            d = await reader.dictionary(sid)
-            if d is None:
-                return None
-            if campaign_id not in d.campaigns:
-                return "unknown"
-            key = keys.segment(sid, campaign_id, channel_name)
-            size = SEGMENT.itemsize
-            async with reader.raw.pipeline(transaction=False) as pipe:
-                pipe.getrange(key, start * size, (start + limit) * size - 1)
-                pipe.strlen(key)
-                blob, length = await pipe.execute()
-            return d, key, blob, length // size
-
-        sid, value = await reader.in_snapshot(read)
-        if value is None or value == "unknown":
-            raise HTTPException(404, detail=f"campaign {campaign_id} has no assignments in the live snapshot")
-        d, key, blob, total = value
-        if csv:
-            return StreamingResponse(
-                reader.segment_csv(key, d, total),
-                media_type="text/csv",
-                headers={
-                    "X-Snapshot-Id": sid,
-                    "Content-Disposition": f'attachment; filename="{campaign_id}-{channel_name}-{sid}.csv"',
-                },
-            )
-        customers = decode_segment(blob, d, start + 1)
-        nxt = start + len(customers)
-        return answer(
-            sid,
-            {
-                "campaign_id": campaign_id,
-                "channel": channel,
-                "total": total,
-                "customers": customers,
-                "next_cursor": str(nxt) if nxt < total else None,
-            },
-        )
+        if "text/csv" in request.headers.get("accept", ""):
+            return await segments.export_csv(reader, settings, who, campaign_id, channel)
+        sid, page = await segments.read_page(reader, campaign_id, channel, int(cursor or 0), limit)
+        return answer(sid, page)
 
     @app.get(
         "/v1/snapshot",
