@@ -20,6 +20,7 @@ PORT ?= 8000
 SEED ?= 42
 FAULTS ?=
 DOCS_PORT ?= 8081
+CHROMIUM ?= /usr/bin/chromium
 
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock setup.cfg | cksum | cut -d' ' -f1)
 MANIFEST := dbt_project/target/manifest.json
@@ -60,8 +61,15 @@ sandbox: setup  ## serve the core-banking sandbox on its own (PORT, CUSTOMERS, S
 airflow: setup  ## start the Airflow UI (airflow standalone) on the project's DAGs
 	$(BIN)/crm airflow
 
-test: lint  ## make lint, then the whole pytest suite (DAG integrity and the end-to-end run included)
-	$(BIN)/python -m pytest
+test: lint $(CHROMIUM)  ## make lint, then the whole pytest suite (DAG integrity, the end-to-end run and the console in Chromium included)
+	CRM_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest
+
+# the browser tests drive Debian's Chromium with playwright (playwright's own browser download is not
+# reachable from a bank's network): installed here when missing
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "Chromium is missing at $(CHROMIUM): install it, or set CHROMIUM=/path/to/chromium"; exit 1; }
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends chromium fonts-liberation
 
 docs: setup  ## generate the dbt docs site from the warehouse and serve it for analysts (DOCS_PORT=8081)
 	$(BIN)/crm docs --port $(DOCS_PORT)

@@ -26,10 +26,12 @@ Lima time after D ends):
    contact policy's 30-day frequency cap; reasons with each offer. The run is logged to MLflow.
    A date with no eligible pair, or none assigned, stops here at the assignment gate (the error
    gives the counts and which campaigns are live and why they reached no one).
-8. **publish_cache**: writes the assignments to Redis (Connection `crm_redis`; the embedded server
-   when none is set) as a new snapshot with a 24-hour TTL and switches to it atomically.
-9. **dbt_reporting** (beside the publish): the marts built from the day's assignment,
-   `campaign_performance` and `customer_360` (dbt tag `after_scoring`).
+8. **dbt_reporting**: the marts built from the day's assignment, `campaign_performance` and
+   `customer_360` (dbt tag `after_scoring`).
+9. **publish_cache**: writes the assignments to Redis (Connection `crm_redis`; the embedded server
+   when none is set) as a new snapshot with a 24-hour TTL and switches to it atomically. With them
+   go what the console shows beside them (each campaign's last 30 days from `campaign_performance`,
+   each customer's masked profile from `customer_360`), so the console never queries the warehouse.
 
 **Rerun or backfill**: every task reads and writes only D's partitions, so clearing a run (or
 `make backfill FROM=D1 TO=D2`, `airflow backfill create --dag-id crm_daily --from-date D1 --to-date D2`,
@@ -188,8 +190,7 @@ def crm_daily():
     gated = gate_landing.expand(entity=ENTITIES)
     extracted >> gated
     scored = gated >> load_raw() >> dbt >> gate_marts() >> ensure_model() >> score_and_assign()
-    scored >> publish_cache()
-    scored >> dbt_reporting
+    scored >> dbt_reporting >> publish_cache()
 
 
 crm_daily()

@@ -14,12 +14,16 @@ import contextlib
 import datetime as dt
 import gc
 from contextlib import asynccontextmanager
+from pathlib import Path as FilePath
 from typing import Annotated
 
+import fastapi_offline
 import redis.asyncio as aioredis
 from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from crm.settings import Settings, get_settings, today_in_lima
@@ -34,7 +38,7 @@ from models.serving import (
     SnapshotAnswer,
     TransactionsAnswer,
 )
-from serving import segments
+from serving import console, segments
 from serving.answers import (
     answer,
     answer_unavailable_with_503,
@@ -68,7 +72,6 @@ from serving.quotas import SYNC_S, LookupQuota
 from serving.reader import SnapshotReader
 
 CustomerId = Annotated[int, Path(gt=0, le=MAX_CUSTOMER_ID, description="core-banking customer id")]
-CampaignId = Annotated[str, Path(pattern=r"^[A-Z0-9][A-Z0-9-]{1,63}$")]
 
 
 async def _sync_quotas(lookups: LookupQuota, reader: SnapshotReader) -> None:
@@ -78,6 +81,35 @@ async def _sync_quotas(lookups: LookupQuota, reader: SnapshotReader) -> None:
         # Redis down: the look-ups answer 503 meanwhile, and counting resumes with it
         with contextlib.suppress(aioredis.ConnectionError, aioredis.TimeoutError, TimeoutError, OSError):
             await lookups.sync(reader.text)
+
+
+DOCS_ASSETS = FilePath(fastapi_offline.__file__).parent / "static"  # Swagger UI's and ReDoc's, packaged
+
+
+def _docs_offline(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` with their scripts and styles served by the API itself:
+    a bank's network reaches no CDN."""
+    app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title}: Swagger UI",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title}: ReDoc",
+            redoc_js_url="/docs-assets/redoc.standalone.js",
+            redoc_favicon_url="/docs-assets/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
@@ -109,8 +141,11 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         ),
         version="1.0",
         lifespan=lifespan,
-        # production publishes no API description: the bank's API catalogue holds the document
-        **({"docs_url": None, "redoc_url": None, "openapi_url": None} if settings.production else {}),
+        # /docs and /redoc are served offline below; production publishes no API description (the
+        # bank's API catalogue holds the document)
+        docs_url=None,
+        redoc_url=None,
+        **({"openapi_url": None} if settings.production else {}),
     )
     app.state.gate = Gate(settings)
     if settings.production:  # the mobile app's balances come from the bank's API, never the sandbox
@@ -259,7 +294,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
     )
     async def campaign_customers(
         request: Request,
-        campaign_id: CampaignId,
+        campaign_id: segments.CampaignId,
         channel: Annotated[
             Channel | None, Query(description="one channel's segment; all channels when left out")
         ] = None,
@@ -285,7 +320,8 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
     async def snapshot(request: Request) -> JSONResponse:
         authorize(request, MARKETING_SALES)
         sid, meta = await reader.json(keys.meta)
-        meta.pop("dictionary", None)
+        for internal in ("dictionary", "performance", "profile_segments"):  # the snapshot's own, for the console
+            meta.pop(internal, None)
         meta.update(freshness(meta))
         return answer(sid, {"snapshot": meta})
 
@@ -326,6 +362,8 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
 
     if not settings.production:
         app.openapi = lambda: openapi_with_security(app)
+        _docs_offline(app)
+    console.install(app, reader, settings, offers_lookup)
 
     def outer(inner):
         layers = MeasureRequests(

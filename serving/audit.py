@@ -159,8 +159,13 @@ async def refuse_unaudited(send) -> None:
     await send({"type": "http.response.body", "body": UNAVAILABLE})
 
 
+def _audited(path: str) -> bool:
+    """The API's business calls and the console's pages (not its stylesheet)."""
+    return path.startswith("/v1/") or (path.startswith("/console") and not path.startswith("/console/static/"))
+
+
 class AuditCalls:
-    """ASGI layer: every ``/v1/`` call is recorded when its answer starts, before it leaves; if the
+    """ASGI layer: every ``/v1/`` call and console page is recorded when its answer starts, before it leaves; if the
     record cannot be written the caller gets 503 instead of the answer. (The offers fast path,
     outside this layer, records its own calls the same way.)"""
 
@@ -169,7 +174,7 @@ class AuditCalls:
         self.trail = trail
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        if scope["type"] != "http" or not _audited(scope["path"]):
             return await self.app(scope, receive, send)
         refused = False
 

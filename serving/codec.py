@@ -23,6 +23,10 @@ OFFER = struct.Struct("<BBBBBBHf")  # campaign, offer, channel, 3 reasons (255: 
 NO_REASON = 255
 SEGMENT = np.dtype([("customer_id", "<u4"), ("priority", "<f4"), ("channel", "u1"), ("offer", "u1")])
 MAX_CODES = 255
+# a customer's masked profile (the console's sales view): segment, products held (bit i: PRODUCTS[i]),
+# tenure in days; one field of a hash bucket ``...:pb:<customer_id // BUCKET>``
+PROFILE = struct.Struct("<BHH")
+PRODUCTS = ("savings", "checking", "cts", "term_deposit", "credit_card", "personal_loan", "mortgage", "insurance")
 
 
 class EncodingError(ValueError):
@@ -77,10 +81,13 @@ def encode_offers(
     return rec.tobytes()
 
 
-def customer_buckets(customer_ids: np.ndarray, buffer: bytes) -> Iterator[tuple[int, bytes, bytes, bytes]]:
-    """Per hash bucket: (bucket, uint32 customer ids, uint8 offer counts, their OFFER records).
+def customer_buckets(
+    customer_ids: np.ndarray, buffer: bytes, size: int = OFFER.size
+) -> Iterator[tuple[int, bytes, bytes, bytes]]:
+    """Per hash bucket: (bucket, uint32 customer ids, uint8 record counts, their records).
 
-    ``customer_ids`` has one entry per offer row, ascending; ``buffer`` holds the rows' records.
+    ``customer_ids`` has one entry per row, ascending; ``buffer`` holds the rows' records of
+    ``size`` bytes (OFFER records by default).
     """
     starts = np.flatnonzero(np.r_[True, customer_ids[1:] != customer_ids[:-1]])
     counts = np.diff(np.r_[starts, len(customer_ids)])
@@ -94,7 +101,7 @@ def customer_buckets(customer_ids: np.ndarray, buffer: bytes) -> Iterator[tuple[
     view = memoryview(buffer)
     ids32, counts8 = ids.astype("<u4"), counts.astype(np.uint8)
     for first, last in zip(edges.tolist(), ends.tolist(), strict=True):
-        rows = slice(row_edges[first] * OFFER.size, row_edges[last] * OFFER.size)
+        rows = slice(row_edges[first] * size, row_edges[last] * size)
         yield int(buckets[first]), ids32[first:last].tobytes(), counts8[first:last].tobytes(), bytes(view[rows])
 
 
@@ -128,3 +135,12 @@ def decode_segment(blob: bytes, d: Dictionary, first_position: int) -> list[dict
         }
         for i, (cid, p, ch, of) in enumerate(entries.tolist())
     ]
+
+
+def decode_profile(blob: bytes, segments: list[str]) -> dict:
+    segment, held, tenure_days = PROFILE.unpack(blob)
+    return {
+        "segment": segments[segment],
+        "products": [p for i, p in enumerate(PRODUCTS) if held >> i & 1],
+        "tenure_days": tenure_days,
+    }

@@ -31,3 +31,11 @@ class Keys:
 
     def segment(self, snapshot_id: str, campaign_id: str, channel: str) -> str:
         return f"{self.prefix}:snap:{snapshot_id}:seg:{campaign_id}:{channel}"
+
+    def performance(self, snapshot_id: str) -> str:
+        """Each campaign's results over the 30 days to the business date (the console's chart)."""
+        return f"{self.prefix}:snap:{snapshot_id}:performance"
+
+    def profile_bucket(self, snapshot_id: str, bucket: int) -> str:
+        """The hash holding the masked profiles of customers ``bucket * BUCKET ..`` (serving.codec)."""
+        return f"{self.prefix}:snap:{snapshot_id}:pb:{bucket}"

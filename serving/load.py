@@ -15,6 +15,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,16 +24,26 @@ from crm import cache
 from crm.services import ensure_redis
 from crm.settings import Settings, get_settings
 from crm.warehouse import connect
-from serving.codec import MAX_CODES, NO_REASON, OFFER, SEGMENT, Dictionary, customer_buckets, encode_offers
+from serving.codec import (
+    MAX_CODES,
+    NO_REASON,
+    OFFER,
+    PRODUCTS,
+    PROFILE,
+    SEGMENT,
+    Dictionary,
+    customer_buckets,
+    encode_offers,
+)
 from serving.keys import Keys
 
 log = logging.getLogger(__name__)
 
 
-# One bucket in one step: ARGV = expiry, packed uint32 customer ids, uint8 offer counts, offers
+# One bucket in one step: ARGV = expiry, packed uint32 customer ids, uint8 record counts, records
 # (OFFER records, customer after customer). Unpacking on the server keeps the client's work per
 # bucket to three byte slices instead of a quarter of a thousand arguments.
-HSET_EXPIRING = """
+_HSET_EXPIRING = """
 local ids, counts, offers = ARGV[2], ARGV[3], ARGV[4]
 local args, pos = {}, 1
 for i = 1, #counts do
@@ -43,7 +54,10 @@ for i = 1, #counts do
 end
 redis.call('HSET', KEYS[1], unpack(args))
 return redis.call('EXPIREAT', KEYS[1], ARGV[1])
-""".replace("OFFER_SIZE", str(OFFER.size))
+"""
+HSET_EXPIRING = _HSET_EXPIRING.replace("OFFER_SIZE", str(OFFER.size))
+HSET_PROFILES = _HSET_EXPIRING.replace("OFFER_SIZE", str(PROFILE.size))  # one record a customer
+PERFORMANCE_DAYS = 30  # the console's chart: each campaign's results over the 30 days to the date
 
 
 class PublishError(RuntimeError):
@@ -164,6 +178,69 @@ def read_assignments(business_date: dt.date, settings: Settings) -> Assignments 
     )
 
 
+def read_performance(business_date: dt.date, settings: Settings) -> dict[str, list[dict]] | None:
+    """Each campaign's results per day over the ``PERFORMANCE_DAYS`` to ``business_date``, every
+    channel together, from ``marts.campaign_performance``; None when the mart is not built."""
+    first = business_date - dt.timedelta(days=PERFORMANCE_DAYS - 1)
+    try:
+        with connect(settings) as con:
+            rows = con.sql(
+                """
+                select campaign_id, cast(performance_date as varchar) as day, sum(assigned), sum(contacted),
+                       sum(accepted), cast(sum(value_pen) as double)
+                from marts.campaign_performance
+                where performance_date between ? and ?
+                group by campaign_id, performance_date
+                order by campaign_id, performance_date
+                """,
+                params=[first, business_date],
+            ).fetchall()
+    except duckdb.CatalogException:
+        return None
+    out: dict[str, list[dict]] = {}
+    for campaign_id, day, assigned, contacted, accepted, value in rows:
+        out.setdefault(campaign_id, []).append(
+            {
+                "date": day,
+                "assigned": int(assigned),
+                "contacted": int(contacted),
+                "accepted": int(accepted),
+                "acceptance_rate": round(accepted / contacted, 4) if contacted else None,
+                "value_pen": round(value or 0.0, 2),
+            }
+        )
+    return out
+
+
+def read_profiles(business_date: dt.date, settings: Settings) -> tuple[np.ndarray, bytes, list[str]] | None:
+    """Every customer's masked profile on ``business_date`` from ``marts.customer_360`` (segment,
+    products held, tenure) as (ascending ids, PROFILE records, segment names); None when the
+    mart is not built or holds no row for the date."""
+    held = " + ".join(f"coalesce(cast(has_{p} as integer), 0) * {1 << i}" for i, p in enumerate(PRODUCTS))
+    try:
+        with connect(settings) as con:
+            table = con.sql(
+                f"""
+                select customer_id, coalesce(segment, 'UNKNOWN') as segment, {held} as held,
+                       least(greatest(coalesce(tenure_days, 0), 0), 65535) as tenure_days
+                from marts.customer_360
+                where as_of_date = ?
+                order by customer_id
+                """,
+                params=[business_date],
+            ).to_arrow_table()
+    except duckdb.CatalogException:
+        return None
+    if table.num_rows == 0:
+        return None
+    segment, segments = _encoded(table["segment"], "customer segments")
+    records = np.empty(table.num_rows, dtype=np.dtype([("segment", "u1"), ("held", "<u2"), ("tenure", "<u2")]))
+    records["segment"] = segment
+    records["held"] = table["held"].to_numpy()
+    records["tenure"] = table["tenure_days"].to_numpy()
+    return table["customer_id"].to_numpy(), records.tobytes(), segments
+
+
 def publish_snapshot(
     business_date: dt.date,
     settings: Settings | None = None,
@@ -238,6 +315,21 @@ def publish_snapshot(
         pipe.execute()
     pipe.set(keys.campaigns(sid), json.dumps(list(campaign_summary.values())), exat=gone_at)
     pipe.execute()
+    # what the console shows beside the assignment, published with it so that it never reads the
+    # warehouse live: each campaign's last 30 days, and every customer's masked profile
+    performance = read_performance(business_date, settings)
+    if performance is not None:
+        pipe.set(keys.performance(sid), json.dumps(performance), exat=gone_at)
+    profiles = read_profiles(business_date, settings)
+    if profiles is not None:
+        ids, records, _ = profiles
+        for n, (bucket, bucket_ids, counts, recs) in enumerate(customer_buckets(ids, records, PROFILE.size)):
+            pipe.execute_command(
+                "EVAL", HSET_PROFILES, 1, keys.profile_bucket(sid, bucket), gone_at, bucket_ids, counts, recs
+            )
+            if n % 200 == 199:
+                pipe.execute()
+    pipe.execute()
 
     meta = {
         "snapshot_id": sid,
@@ -251,6 +343,9 @@ def publish_snapshot(
         "expires_at": expires.isoformat(),
         "served_until": dt.datetime.fromtimestamp(gone_at, dt.UTC).isoformat(),
         "dictionary": dictionary.to_json(),
+        # the console's extras: whether they were published, and the profiles' segment names
+        "performance": performance is not None,
+        "profile_segments": profiles[2] if profiles is not None else None,
     }
     # the counts must check out before the switch
     found = 0
@@ -284,7 +379,7 @@ def publish_snapshot(
     if previous:
         _drain(client, keys, previous, settings.snapshot_drain_seconds)
     result = PublishResult(
-        **{k: meta[k] for k in meta if k not in ("snapshot_id", "dictionary")},
+        **{k: meta[k] for k in meta if k not in ("snapshot_id", "dictionary", "performance", "profile_segments")},
         snapshot_id=sid,
         previous_snapshot_id=previous,
     )

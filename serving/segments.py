@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Path
 from fastapi.responses import Response, StreamingResponse
 
 from crm.settings import Settings
@@ -14,6 +15,8 @@ from serving.auth import Principal
 from serving.codec import SEGMENT, decode_segment
 from serving.quotas import take_export
 from serving.reader import SnapshotReader
+
+CampaignId = Annotated[str, Path(pattern=r"^[A-Z0-9][A-Z0-9-]{1,63}$")]
 
 
 async def read_page(reader: SnapshotReader, campaign_id: str, channel: str | None, start: int, limit: int):

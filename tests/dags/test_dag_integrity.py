@@ -57,6 +57,8 @@ def test_crm_daily_runs_every_stage_in_order(dagbag):
     for before, after in itertools.pairwise(order):
         assert before in dag.get_task(after).get_flat_relative_ids(upstream=True), (before, after)
     assert "score_and_assign" in dag.get_task("dbt_reporting").get_flat_relative_ids(upstream=True)
+    # the console's extras (campaign_performance, customer_360) are published with the snapshot
+    assert "dbt_reporting" in dag.get_task("publish_cache").get_flat_relative_ids(upstream=True)
     assert dag.get_task("dbt_build").exclude == dag.get_task("dbt_reporting").select == "tag:after_scoring"
     # every task that touches the warehouse shares the one-slot pool
     for task_id in ("load_raw", "dbt_build", "gate_marts", "score_and_assign", "publish_cache", "dbt_reporting"):

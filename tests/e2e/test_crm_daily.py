@@ -150,6 +150,163 @@ def test_the_api_serves_what_the_warehouse_assigned(first_run, e2e_home, monkeyp
         assert [o["campaign_id"] for o in served[c]["offers"]] == expected
 
 
+class TestConsole:
+    """The staff console and /docs in a real browser (Debian's Chromium, playwright) on the run's
+    snapshot, served by ``make serve``; nothing but 127.0.0.1 is reachable, and nothing else is asked."""
+
+    @pytest.fixture(scope="class")
+    def console(self, first_run, e2e_home):
+        from browser import chromium
+        from conftest import running_read_api
+
+        from crm.settings import Settings
+
+        settings = Settings(home=e2e_home)
+        keys = json.loads(settings.demo_api_keys_path.read_text())
+        with running_read_api(e2e_home) as url, chromium() as browser:
+            yield url, browser, settings, keys
+        assert browser.outside == [], browser.outside  # no page asked for anything beyond this machine
+
+    @staticmethod
+    def sign_in(browser, url, settings, who: str, role: str):
+        from serving.auth import sign_dev_token
+
+        context = browser.context(base_url=url)
+        page = context.new_page()
+        page.goto("/console")
+        assert page.url.endswith("/console/sign-in")  # not signed in: the sign-in page
+        page.get_by_label("Access token").fill(sign_dev_token(settings, who, role))
+        page.get_by_role("button", name="Sign in").click()
+        return context, page
+
+    def test_marketing_pages_a_segment_and_downloads_the_api_s_csv(self, console):
+        import httpx
+        from browser import axe_violations, screenshot
+
+        url, browser, settings, keys = console
+        api = httpx.Client(base_url=url, headers={"X-API-Key": keys["marketing"]})
+        live = api.get("/v1/snapshot").json()["snapshot"]
+        context, page = self.sign_in(browser, url, settings, "ana.torres", "marketing")
+        assert page.url.endswith("/console/campaigns")
+        assert page.get_by_test_id("snapshot-id").inner_text() == live["snapshot_id"]
+        assert axe_violations(page) == []
+        screenshot(page, "campaigns")
+
+        campaigns = api.get("/v1/campaigns").json()["campaigns"]
+        busiest = max(campaigns, key=lambda c: c["assigned"])
+        channel = max(busiest["channels"], key=busiest["channels"].get)
+        page.get_by_role("link", name=busiest["campaign_id"], exact=True).click()
+        page.get_by_label("Channel").select_option(channel)
+        page.get_by_role("button", name="Show").click()
+
+        def shown() -> list[list[str]]:
+            rows = page.locator("table").first.locator("tbody tr")
+            return [[c.strip() for c in rows.nth(i).locator("td").all_inner_texts()] for i in range(rows.count())]
+
+        def from_api(cursor: int) -> list[list[str]]:
+            body = api.get(
+                f"/v1/campaigns/{busiest['campaign_id']}/customers",
+                params={"channel": channel, "limit": 50, "cursor": cursor},
+            ).json()
+            return [[str(e["position"]), str(e["customer_id"]), e["offer_id"], e["channel"], f"{e['priority']:.2f}"]
+                    for e in body["customers"]]  # fmt: skip
+
+        assert shown() == from_api(0)
+        # the last 30 days' results, published with the snapshot, drawn and listed
+        assert page.get_by_role("img", name=f"{busiest['campaign_id']}: customers contacted and accepted").count() == 1
+        assert axe_violations(page) == []
+        screenshot(page, "campaign")
+        if busiest["channels"][channel] > 50:
+            page.get_by_role("link", name="Next 50").click()
+            assert shown() == from_api(50)
+        with page.expect_download() as download:
+            page.get_by_role("link", name="Download the whole segment as CSV").click()
+        csv = download.value.path().read_text()
+        expected = api.get(
+            f"/v1/campaigns/{busiest['campaign_id']}/customers",
+            params={"channel": channel},
+            headers={"Accept": "text/csv"},
+        ).text
+        assert csv == expected and csv.count("\n") == busiest["channels"][channel] + 1
+        # marketing has no customer look-up page in the console
+        page.goto("/console/customers")
+        assert page.get_by_role("heading", name="Not for your role").count() == 1
+        context.close()
+
+    def test_sales_looks_a_customer_up_and_sees_the_api_s_offers(self, console):
+        import httpx
+        from browser import axe_violations, screenshot
+
+        from serving.audit import read_records
+
+        url, browser, settings, keys = console
+        api = httpx.Client(base_url=url, headers={"X-API-Key": keys["sales"]})
+        customer = _assignments(settings)["customer_id"].value_counts().index[0]  # one with the most offers
+        expected = api.get(f"/v1/customers/{customer}/offers").json()
+        context, page = self.sign_in(browser, url, settings, "luis.quispe", "sales")
+        assert page.url.endswith("/console/customers")
+        page.get_by_label("Customer id").fill(str(customer))
+        page.get_by_role("button", name="Look up").click()
+        rows = page.locator("table tbody tr")
+        cells = [rows.nth(i).locator("td").all_inner_texts() for i in range(rows.count())]
+        assert [(c[1], c[2], c[3], c[4]) for c in cells] == [
+            (o["campaign_id"], o["offer_id"], o["channel"], o["valid_until"]) for o in expected["offers"]
+        ]
+        assert [c[5].splitlines() for c in cells] == [o["reasons"] for o in expected["offers"]]
+        assert page.get_by_text("Products held").count() == 1  # the masked profile, from customer_360
+        assert page.get_by_test_id("snapshot-id").inner_text() == expected["snapshot_id"]
+        assert axe_violations(page) == []
+        screenshot(page, "customer")
+        # the view is in the audit trail like an API look-up: who, role, which customer, snapshot
+        seen = [r for r in read_records(settings.audit_dir) if r["what"].startswith("GET /console/customers?")]
+        assert any(r["who"] == "luis.quispe" and r["role"] == "sales" and r["customer_id"] == int(customer)
+                   and r["snapshot_id"] == expected["snapshot_id"] for r in seen)  # fmt: skip
+        context.close()
+
+    def test_the_console_works_from_the_keyboard(self, console):
+        from serving.auth import sign_dev_token
+
+        url, browser, settings, _ = console
+        context = browser.context(base_url=url)
+        page = context.new_page()
+        page.goto("/console/sign-in")
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+        for _ in range(4):  # to the token's field
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement.id") == "token":
+                break
+        page.keyboard.type(sign_dev_token(settings, "ana.torres", "marketing"))
+        page.keyboard.press("Tab")
+        page.keyboard.press("Enter")
+        page.wait_for_url("**/console/campaigns")
+        page.keyboard.press("Tab")  # skip link, then the menu
+        page.keyboard.press("Tab")
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.getAttribute('href')") == "/console/campaigns"
+        context.close()
+
+    def test_docs_render_every_operation_offline(self, console):
+        from browser import screenshot
+
+        url, browser, _, _ = console
+        context = browser.context(base_url=url)
+        page = context.new_page()
+        page.goto("/docs")
+        page.locator(".opblock").first.wait_for(timeout=20_000)
+        assert page.locator(".opblock").count() == len(
+            [p for p in httpx_get_json(f"{url}/openapi.json")["paths"].values() for _ in p]
+        )
+        screenshot(page, "docs")
+        context.close()
+
+
+def httpx_get_json(url: str) -> dict:
+    import httpx
+
+    return httpx.get(url).json()
+
+
 def test_evaluate_compares_the_assignment_with_the_oracles_and_a_random_one(first_run, e2e_home):
     from crm.settings import Settings
 

@@ -1,0 +1,315 @@
+"""The staff console at ``/console``: server-rendered pages over the live snapshot, in the read API's
+own process (docs/decisions/0012).
+
+- **Sign-in** with the bearer token the bank's identity provider issued the member of staff
+  (locally: ``crm token --staff NAME --role marketing|sales``). The token is verified as the API
+  verifies it and kept in an HttpOnly, SameSite=Strict cookie scoped to ``/console`` until it
+  expires; each page verifies it again. Customers' tokens and integration keys have no console.
+- **Marketing**: the live snapshot, the campaigns with their counts by channel, a campaign's
+  segment by channel in priority order (paged, and whole as CSV), and its last 30 days of results.
+- **Sales**: one customer's offers best first with the reasons, and a masked profile (segment,
+  products held, tenure), both published with the snapshot.
+
+Every page names the snapshot it shows, and every page view is written to the audit trail as an
+API call is (who, role, what, customer, outcome, snapshot). Every script, style and image is
+served from here: the pages work with no internet.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import redis.asyncio as aioredis
+from fastapi import APIRouter, Form, HTTPException, Query, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from crm.settings import Settings
+from models.core_banking import Channel
+from serving import segments
+from serving.answers import NoSnapshot, freshness
+from serving.auth import MARKETING, STAFF_ROLES, Denied, Principal
+from serving.codec import BUCKET, decode_profile
+from serving.reader import SnapshotReader
+
+HERE = Path(__file__).parent
+STATIC_DIR = HERE / "static"
+COOKIE = "crm_console"
+PAGE_SIZE = 50
+SALES = ("sales",)
+SECURITY_HEADERS = {
+    # nothing is loaded from anywhere but here; no inline script, no framing
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",  # pages show customer data: nothing stays in the browser's cache
+}
+HOME_OF = {"marketing": "/console/campaigns", "sales": "/console/customers"}
+
+templates = Jinja2Templates(directory=HERE / "templates")
+
+
+class SignInNeeded(Exception):
+    def __init__(self, why: str | None = None):
+        self.why = why
+
+
+def performance_chart(days: list[dict], width: int = 720, height: int = 220) -> dict[str, Any]:
+    """Bar geometry of a campaign's days: contacted and accepted side by side per day, scaled to the
+    busiest day; the template draws it as SVG (and lists the same figures in a table)."""
+    top = max((max(d["contacted"], d["accepted"]) for d in days), default=0) or 1
+    left, bottom, plot_h = 48, height - 28, height - 48
+    slot = (width - left - 8) / max(len(days), 1)
+    bar = max(slot / 2 - 1, 1)
+    bars = []
+    for i, d in enumerate(days):
+        x = left + i * slot
+        for j, (what, value) in enumerate((("contacted", d["contacted"]), ("accepted", d["accepted"]))):
+            h = plot_h * value / top
+            bars.append({"x": round(x + j * bar, 1), "y": round(bottom - h, 1), "w": round(bar, 1), "h": round(h, 1),
+                         "kind": what, "label": f"{d['date']}: {value} {what}"})  # fmt: skip
+    ticks = [{"y": round(bottom - plot_h * f, 1), "label": f"{round(top * f):,}"} for f in (0, 0.5, 1)]
+    labels = [
+        {"x": round(left + i * slot + slot / 2, 1), "text": d["date"][5:]}
+        for i, d in enumerate(days)
+        if i % 5 == 0 or i == len(days) - 1
+    ]
+    return {"width": width, "height": height, "bars": bars, "ticks": ticks, "labels": labels, "left": left,
+            "bottom": bottom}  # fmt: skip
+
+
+def render(
+    request: Request,
+    template: str,
+    who: Principal | None,
+    sid: str | None,
+    meta: dict | None,
+    status_code: int = 200,
+    **context: Any,
+) -> Response:
+    """A console page: the signed-in person, the snapshot it shows (``sid``, its metadata) and
+    ``context``; the snapshot's id also in ``X-Snapshot-Id``, where the audit trail reads it."""
+    snapshot = {**meta, **freshness(meta)} if meta is not None else None
+    headers = {**SECURITY_HEADERS, **({"X-Snapshot-Id": sid} if sid else {})}
+    return templates.TemplateResponse(
+        request,
+        template,
+        {"who": who, "snapshot": snapshot, "snapshot_id": sid, **context},
+        headers=headers,
+        status_code=status_code,
+    )
+
+
+def build_console(state, reader: SnapshotReader, settings: Settings, offers_lookup) -> APIRouter:
+    """The console's routes over the app's ``state`` (its credentials gate, its quotas) and the
+    snapshot ``reader``; customer look-ups go through the API's own ``offers_lookup``."""
+    router = APIRouter(prefix="/console", include_in_schema=False)
+    keys = reader.keys
+
+    def signed_in(request: Request, roles: tuple[str, ...]) -> tuple[Principal, str]:
+        token = request.cookies.get(COOKIE)
+        if not token:
+            raise SignInNeeded
+        try:
+            who = state.gate.check(f"Bearer {token}", None, STAFF_ROLES)
+        except Denied as denied:
+            request.scope["crm.principal"] = denied.who
+            raise SignInNeeded(denied.detail) from None
+        request.scope["crm.principal"] = who
+        if who.role not in roles:
+            raise HTTPException(403, detail=f"the {who.role} role has no access to this page")
+        return who, token
+
+    page = render
+
+    async def meta_of(sid: str, *more: str) -> tuple[dict, list] | None:
+        """The snapshot's metadata and ``more`` of its JSON keys, read together; None if it is gone."""
+        raws = await reader.text.mget(keys.meta(sid), *more)
+        if raws[0] is None:
+            return None
+        return json.loads(raws[0]), [json.loads(r) if r is not None else None for r in raws[1:]]
+
+    @router.get("")
+    @router.get("/")
+    async def home(request: Request) -> Response:
+        try:
+            who, _ = signed_in(request, STAFF_ROLES)
+        except SignInNeeded:
+            return RedirectResponse("/console/sign-in", status_code=303)
+        return RedirectResponse(HOME_OF[who.role], status_code=303)
+
+    @router.get("/sign-in")
+    async def sign_in_form(request: Request) -> Response:
+        return page(request, "sign_in.html", None, None, None)
+
+    @router.post("/sign-in")
+    async def sign_in(request: Request, token: Annotated[str, Form(max_length=8192)] = "") -> Response:
+        try:
+            who = state.gate.check(f"Bearer {token.strip()}", None, STAFF_ROLES)
+        except Denied as denied:
+            request.scope["crm.principal"] = denied.who
+            why = denied.detail
+            if denied.who is not None and denied.who.kind == "customer":
+                why = "customer tokens have no console: it is for the bank's marketing and sales staff"
+            return page(request, "sign_in.html", None, None, None, error=why, status_code=401)
+        request.scope["crm.principal"] = who
+        response = RedirectResponse(HOME_OF[who.role], status_code=303)
+        max_age = int((who.expires_at or time.time()) - time.time())
+        response.set_cookie(
+            COOKIE,
+            token.strip(),
+            max_age=max(max_age, 0),
+            path="/console",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    @router.post("/sign-out")
+    async def sign_out(request: Request) -> Response:
+        response = RedirectResponse("/console/sign-in", status_code=303)
+        response.delete_cookie(COOKIE, path="/console")
+        return response
+
+    @router.get("/campaigns")
+    async def campaigns(request: Request) -> Response:
+        who, _ = signed_in(request, MARKETING)
+
+        async def read(sid: str):
+            return await meta_of(sid, keys.campaigns(sid))
+
+        sid, value = await reader.in_snapshot(read)
+        if value is None:
+            raise NoSnapshot
+        meta, (listed,) = value
+        channels = sorted({ch for c in listed for ch in c["channels"]})
+        return page(request, "campaigns.html", who, sid, meta, campaigns=listed, channels=channels)
+
+    @router.get("/campaigns/{campaign_id}")
+    async def campaign(
+        request: Request,
+        campaign_id: segments.CampaignId,
+        channel: Annotated[Channel | None, Query()] = None,
+        cursor: Annotated[str | None, Query(pattern=r"^\d{1,9}$")] = None,
+    ) -> Response:
+        who, _ = signed_in(request, MARKETING)
+        start = int(cursor or 0)
+        sid, segment = await segments.read_page(reader, campaign_id, channel, start, PAGE_SIZE)
+        value = await meta_of(sid, keys.campaigns(sid), keys.performance(sid))
+        if value is None:
+            raise NoSnapshot
+        meta, (listed, performance) = value
+        summary = next(c for c in listed if c["campaign_id"] == campaign_id)
+        days = (performance or {}).get(campaign_id, []) if meta.get("performance") else None
+        return page(
+            request,
+            "campaign.html",
+            who,
+            sid,
+            meta,
+            campaign=summary,
+            channel=channel,
+            segment=segment,
+            start=start,
+            previous=str(max(start - PAGE_SIZE, 0)) if start else None,
+            days=days,
+            chart=performance_chart(days) if days else None,
+            totals={k: sum(d[k] for d in days) for k in ("assigned", "contacted", "accepted", "value_pen")}
+            if days
+            else None,
+        )
+
+    @router.get("/campaigns/{campaign_id}/segment.csv")
+    async def campaign_csv(
+        request: Request,
+        campaign_id: segments.CampaignId,
+        channel: Annotated[Channel | None, Query()] = None,
+    ) -> Response:
+        who, _ = signed_in(request, MARKETING)
+        return await segments.export_csv(reader, settings, who, campaign_id, channel)
+
+    @router.get("/customers")
+    async def customers(
+        request: Request,
+        customer_id: Annotated[str | None, Query(max_length=20)] = None,
+    ) -> Response:
+        who, token = signed_in(request, SALES)
+        if customer_id is None or not customer_id.strip():
+            sid, meta = await reader.json(keys.meta)
+            return page(request, "customers.html", who, sid, meta, customer_id=None)
+        wanted = customer_id.strip()
+        if not wanted.isdigit() or not 0 < int(wanted) <= 10**12:
+            sid, meta = await reader.json(keys.meta)
+            error = "A customer id is a whole number, like 1042."
+            return page(request, "customers.html", who, sid, meta, customer_id=wanted, error=error, status_code=422)
+        cid = int(wanted)
+        # the API's own look-up: the same quota, the same answer; the audit layer records the view
+        status, body, _ = await offers_lookup(request.scope, f"Bearer {token}", None, cid)
+        answer = orjson.loads(body)
+        if status not in (200, 404):
+            raise HTTPException(status, detail=answer.get("detail"))
+        offers = answer.get("offers", []) if status == 200 else []
+
+        async def read(sid: str):
+            value = await meta_of(sid)
+            if value is None:
+                return None
+            blob = await reader.raw.hget(keys.profile_bucket(sid, cid // BUCKET), str(cid))
+            return value[0], blob
+
+        sid, value = await reader.in_snapshot(read)
+        if value is None:
+            raise NoSnapshot
+        meta, blob = value
+        profile = decode_profile(blob, meta["profile_segments"]) if blob and meta.get("profile_segments") else None
+        return page(
+            request,
+            "customers.html",
+            who,
+            sid,
+            meta,
+            customer_id=cid,
+            offers=offers,
+            profile=profile,
+            status_code=200 if offers or profile else 404,
+        )
+
+    return router
+
+
+def install(app, reader: SnapshotReader, settings: Settings, offers_lookup) -> None:
+    """The console's routes, its static files, and its answers to what its routes raise."""
+    from fastapi.staticfiles import StaticFiles
+
+    app.include_router(build_console(app.state, reader, settings, offers_lookup))
+    app.mount("/console/static", StaticFiles(directory=STATIC_DIR), name="console-static")
+
+    @app.exception_handler(SignInNeeded)
+    async def sign_in_needed(request: Request, exc: SignInNeeded) -> Response:
+        return RedirectResponse("/console/sign-in", status_code=303)
+
+    # on the console's pages, errors are pages too; elsewhere the API's JSON answers stand
+    api_answers = dict(app.exception_handlers)
+
+    def on_console(exc_class, status: int | None, message):
+        async def handle(request: Request, exc: Exception) -> Response:
+            if not request.url.path.startswith("/console"):
+                return await api_answers[exc_class](request, exc)
+            code = status or getattr(exc, "status_code", 500)
+            who = request.scope.get("crm.principal")
+            return render(request, "error.html", who, None, None, code, message=message(exc), status=code)
+
+        app.add_exception_handler(exc_class, handle)
+
+    on_console(StarletteHTTPException, None, lambda exc: exc.detail)
+    on_console(NoSnapshot, 503, lambda exc: "No snapshot is live: the daily run has not published one yet.")
+    for unreachable in (aioredis.ConnectionError, aioredis.TimeoutError, TimeoutError):
+        on_console(unreachable, 503, lambda exc: "The cache is unreachable: try again in a minute.")
