@@ -123,7 +123,10 @@ def demo(business_date: dt.date, customers: int, seed: int, force_publish: bool 
         "     (an integration's key; full keys: cat .crm/demo_api_keys.json)\n"
         f'  curl -H "Authorization: Bearer $(.venv/bin/crm token --customer {summary["some_customer"]})" '
         "http://127.0.0.1:8000/v1/me/offers\n"
-        "     (the mobile app: a customer's token; staff: crm token --staff NAME --role sales|marketing)\n"
+        "     (the mobile app: a customer's token; also /v1/me/balances and /v1/me/transactions, from the bank)\n"
+        "  http://127.0.0.1:8000/console                # the staff console (after make serve): sign in with the token of\n"
+        "     .venv/bin/crm token --staff ana.torres --role marketing    (campaigns, segments, CSV, results)\n"
+        "     .venv/bin/crm token --staff luis.quispe --role sales       (a customer's offers and profile)\n"
         "  make airflow                                 # the Airflow UI with this run, on http://localhost:8080\n"
         "  make docs                                    # the warehouse's marts, columns and lineage, on http://127.0.0.1:8081\n"
         "  make evaluate                                # this assignment against the sandbox's truth (oracle, random)\n"
