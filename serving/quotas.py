@@ -50,21 +50,30 @@ class LookupQuota:
     def _name(self, window: int, key: str) -> str:
         return f"{self.prefix}:quota:lookups:{window}:{key}"
 
-    async def take(self, client: aioredis.Redis, who: Principal) -> float | None:
-        """None when the caller may look one more customer up (counted), else the seconds to wait.
-        A caller this worker has not seen this minute is first looked up in Redis (once a minute)."""
+    def take_known(self, who: Principal) -> float | bool | None:
+        """``take`` without Redis, for a caller this worker knows this minute (the look-up hot path:
+        no await, no deadline to arm); False when the caller must be read from Redis first."""
         now = time.time()
         window = self._roll(now)
         key = caller(who)
-        if key not in self.known:
-            self.known[key] = int(await client.get(self._name(window, key)) or 0)
-            if window != self.window:  # the minute ended while Redis answered
-                return await self.take(client, who)
+        known = self.known.get(key)
+        if known is None:
+            return False
         unsent = self.unsent.get(key, 0)
-        if self.known.get(key, 0) + unsent >= self.limit:
+        if known + unsent >= self.limit:
             return (window + 1) * MINUTE - now
         self.unsent[key] = unsent + 1
         return None
+
+    async def take(self, client: aioredis.Redis, who: Principal) -> float | None:
+        """None when the caller may look one more customer up (counted), else the seconds to wait.
+        A caller this worker has not seen this minute is first looked up in Redis (once a minute)."""
+        while (wait := self.take_known(who)) is False:
+            window, key = self.window, caller(who)
+            total = int(await client.get(self._name(window, key)) or 0)
+            if window == self.window:  # else the minute ended while Redis answered: read the new one
+                self.known[key] = total
+        return wait
 
     async def sync(self, client: aioredis.Redis) -> None:
         """Add this worker's counts to Redis and learn every worker's totals: of the callers it
