@@ -154,6 +154,8 @@ class Settings:
     page_size: int = field(default_factory=lambda: _int("CRM_PAGE_SIZE", 2000))
     transaction_lookback_days: int = field(default_factory=lambda: _int("CRM_TX_LOOKBACK_DAYS", 180))
     response_lookback_days: int = field(default_factory=lambda: _int("CRM_RESPONSE_LOOKBACK_DAYS", 365))
+    # the extraction's dedup (DuckDB) works under this much memory and spills past it
+    extract_memory_mb: int = field(default_factory=lambda: _int("CRM_EXTRACT_MEMORY_MB", 256))
     max_quarantine_share: float = field(default_factory=lambda: _float("CRM_MAX_QUARANTINE_SHARE", 0.01))
     # clear personal data (raw customers, their landing, the quarantine) is kept this many days
     raw_retention_days: int = field(default_factory=lambda: _int("CRM_RAW_RETENTION_DAYS", 35))

@@ -260,13 +260,16 @@ def _prefetch(pages: typing.Iterator[tuple[list[dict], str | None]], depth: int 
         thread.join(timeout=60)
 
 
-def _dedup_into(parts: list[Path], key: str, target: Path, schema: pa.Schema) -> int:
+def _dedup_into(parts: list[Path], key: str, target: Path, schema: pa.Schema, memory_mb: int = 256) -> int:
     """Union of ``parts`` with one row per ``key`` (the earliest page's), written atomically to
     ``target``; rows out.
 
     Duplicates are rare, so the keys seen more than once are found first (an aggregate over the
     key column only), then the rows stream through: every row whose key is not duplicated, and the
-    first of each duplicated key. Memory is DuckDB's aggregate of keys, not the rows.
+    first of each duplicated key. Memory is DuckDB's aggregate of keys, not the rows, held under
+    ``memory_mb`` (``CRM_EXTRACT_MEMORY_MB``): past it DuckDB spills to disk. The bound must leave
+    room for the blocks a spill itself pins: at 24 MB the aggregate of 7,000,000 keys failed
+    instead of spilling (issue 15).
     """
     import duckdb
 
@@ -277,7 +280,8 @@ def _dedup_into(parts: list[Path], key: str, target: Path, schema: pa.Schema) ->
         os.replace(tmp, target)
         return 0
     spill = target.parent / "_staging" / "duckdb-spill"
-    config = {"memory_limit": "24MB", "threads": 1, "temp_directory": str(spill), "preserve_insertion_order": True}
+    config = {"memory_limit": f"{memory_mb}MB", "threads": 1, "temp_directory": str(spill),
+              "preserve_insertion_order": True}  # fmt: skip
     with duckdb.connect(config=config) as con:
         files = ", ".join("'{}'".format(str(p).replace("'", "''")) for p in parts)
         con.execute(
@@ -338,8 +342,9 @@ def extract_entity(entity: str, business_date: dt.date, settings: Settings | Non
                     pa.Table.from_pylist(bad, schema=QUARANTINE_SCHEMA),
                     state,
                 )
-    landed = _dedup_into(staging.parts("part"), key, path, schema)
-    quarantined = _dedup_into(staging.parts("quarantine"), "record_key", qpath, QUARANTINE_SCHEMA)
+    memory_mb = settings.extract_memory_mb
+    landed = _dedup_into(staging.parts("part"), key, path, schema, memory_mb)
+    quarantined = _dedup_into(staging.parts("quarantine"), "record_key", qpath, QUARANTINE_SCHEMA, memory_mb)
     if not quarantined:
         qpath.unlink(missing_ok=True)
     staging.clear()

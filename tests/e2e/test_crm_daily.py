@@ -169,12 +169,16 @@ class TestConsole:
 
     @staticmethod
     def sign_in(browser, url, settings, who: str, role: str):
+        from browser import axe_violations, screenshot
+
         from serving.auth import sign_dev_token
 
         context = browser.context(base_url=url)
         page = context.new_page()
         page.goto("/console")
         assert page.url.endswith("/console/sign-in")  # not signed in: the sign-in page
+        assert axe_violations(page) == []
+        screenshot(page, "sign-in")
         page.get_by_label("Access token").fill(sign_dev_token(settings, who, role))
         page.get_by_role("button", name="Sign in").click()
         return context, page
