@@ -38,7 +38,7 @@ import duckdb
 
 from benchmarks.bank import dbt_build, new_warehouse
 from benchmarks.report import report
-from crm.settings import Settings, get_settings
+from crm.settings import REPO_ROOT, Settings, get_settings
 
 BUSINESS_DATE = dt.date(2026, 11, 27)
 AT_MOST = {"score_arbitrate_s": 60, "peak_rss_mb": 3072}
@@ -94,17 +94,19 @@ def _train(settings: Settings) -> dict:
 def _measure(home: Path) -> dict:
     """``score_and_assign`` of D in a child process: its wall time, pairs and peak memory."""
     code = (
-        "import json, resource, time, datetime as dt, logging; logging.basicConfig(level=logging.WARNING); "
-        "from ml.score import score_and_assign; "
+        "import json, time, datetime as dt, logging; logging.basicConfig(level=logging.WARNING); "
+        "from ml.score import score_and_assign; from benchmarks.report import own_peak_rss_mb; "
         "t = time.perf_counter(); "
         f"r = score_and_assign(dt.date.fromisoformat({BUSINESS_DATE.isoformat()!r})); "
         "print(json.dumps({'seconds': time.perf_counter() - t, 'pairs': r.pairs_scored, "
         "'assignments': r.assignments, 'customers_assigned': r.customers_assigned, "
-        "'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
+        "'peak_rss_mb': own_peak_rss_mb()}))"
     )
     env = {**os.environ, "CRM_HOME": str(home)}
     env.pop("CRM_DUCKDB_PATH", None)
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         raise SystemExit(f"score_and_assign failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
