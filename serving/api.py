@@ -21,7 +21,7 @@ import fastapi_offline
 import redis.asyncio as aioredis
 from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -87,8 +87,8 @@ DOCS_ASSETS = FilePath(fastapi_offline.__file__).parent / "static"  # Swagger UI
 
 
 def _docs_offline(app: FastAPI) -> None:
-    """``/docs`` (Swagger UI) and ``/redoc`` with their scripts and styles served by the API itself:
-    a bank's network reaches no CDN."""
+    """``/docs`` (Swagger UI) with its scripts and styles served by the API itself: a bank's network
+    reaches no CDN. No ``/redoc``: ReDoc's page fetches its logo from Redocly's CDN."""
     app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
@@ -99,16 +99,6 @@ def _docs_offline(app: FastAPI) -> None:
             swagger_js_url="/docs-assets/swagger-ui-bundle.js",
             swagger_css_url="/docs-assets/swagger-ui.css",
             swagger_favicon_url="/docs-assets/favicon.png",
-        )
-
-    @app.get("/redoc", include_in_schema=False)
-    async def redoc() -> HTMLResponse:
-        return get_redoc_html(
-            openapi_url=app.openapi_url,
-            title=f"{app.title}: ReDoc",
-            redoc_js_url="/docs-assets/redoc.standalone.js",
-            redoc_favicon_url="/docs-assets/favicon.png",
-            with_google_fonts=False,
         )
 
 
@@ -141,7 +131,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         ),
         version="1.0",
         lifespan=lifespan,
-        # /docs and /redoc are served offline below; production publishes no API description (the
+        # /docs is served offline below (no /redoc); production publishes no API description (the
         # bank's API catalogue holds the document)
         docs_url=None,
         redoc_url=None,

@@ -147,7 +147,7 @@ def build_console(state, reader: SnapshotReader, settings: Settings, offers_look
 
     @router.get("/sign-in")
     async def sign_in_form(request: Request) -> Response:
-        return page(request, "sign_in.html", None, None, None)
+        return page(request, "sign_in.html", None, None, None, development=not settings.production)
 
     @router.post("/sign-in")
     async def sign_in(request: Request, token: Annotated[str, Form(max_length=8192)] = "") -> Response:
@@ -158,7 +158,7 @@ def build_console(state, reader: SnapshotReader, settings: Settings, offers_look
             why = denied.detail
             if denied.who is not None and denied.who.kind == "customer":
                 why = "customer tokens have no console: it is for the bank's marketing and sales staff"
-            return page(request, "sign_in.html", None, None, None, error=why, status_code=401)
+            return page(request, "sign_in.html", None, None, None, 401, error=why, development=not settings.production)
         request.scope["crm.principal"] = who
         response = RedirectResponse(HOME_OF[who.role], status_code=303)
         max_age = int((who.expires_at or time.time()) - time.time())
