@@ -152,6 +152,9 @@ class Settings:
     # the longest wait a Retry-After from the integration API may impose before a retry
     api_max_retry_after_s: float = field(default_factory=lambda: _float("CRM_API_MAX_RETRY_AFTER_S", 60.0))
     page_size: int = field(default_factory=lambda: _int("CRM_PAGE_SIZE", 2000))
+    # the daily extraction re-reads this many days before the business date (late bookings and
+    # responses); earlier days come from the warehouse, extracted once
+    late_arrival_days: int = field(default_factory=lambda: _int("CRM_LATE_ARRIVAL_DAYS", 3))
     transaction_lookback_days: int = field(default_factory=lambda: _int("CRM_TX_LOOKBACK_DAYS", 180))
     response_lookback_days: int = field(default_factory=lambda: _int("CRM_RESPONSE_LOOKBACK_DAYS", 365))
     # the extraction's dedup (DuckDB) works under this much memory and spills past it

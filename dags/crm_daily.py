@@ -4,9 +4,13 @@
 For business date **D** (the run's logical date, `ds`; the scheduled run for D starts at midnight
 Lima time after D ends):
 
-1. **extract_*** (one mapped task per entity): customers and accounts as of D, transactions of the
-   180 days up to D and campaign responses of the 365 days up to D, from the bank's integration API
-   (Connection `crm_core_banking`; the embedded sandbox bank when none is set) into
+0. **plan_extraction**: what `raw` already holds decides what to fetch (docs/decisions/0013): of
+   transactions and campaign responses, the day D and the `CRM_LATE_ARRIVAL_DAYS` (3) before it,
+   whose days are replaced whole; when any earlier day of the 180 / 365 days the features need is
+   missing (the first run, a gap), everything from the first missing day: the history load.
+1. **extract_*** (one mapped task per entity): customers and accounts as of D, and the planned days
+   of transactions and campaign responses, from the bank's integration API (Connection
+   `crm_core_banking`; the embedded sandbox bank when none is set) into
    `landing/<entity>/business_date=D/`. Records that break their contract go to `quarantine/`.
 2. **gate_landing** (mapped): the Great Expectations suite of each landed entity.
 3. **load_raw**: the landed partitions into the warehouse's `raw` schema, in one transaction.
@@ -137,13 +141,19 @@ def _dbt_build(task_id: str, **selection: str) -> DbtBuildLocalOperator:
     },
 )
 def crm_daily():
+    @task(pool=WAREHOUSE_POOL)
+    def plan_extraction(ds: str | None = None, params: dict | None = None) -> dict:
+        from entrypoints.tasks import plan_extraction as run
+
+        return run(_business_date(ds), params)
+
     @task(map_index_template="{{ entity }}")
-    def extract(entity: str, ds: str | None = None, params: dict | None = None) -> dict:
+    def extract(entity: str, plan: dict, ds: str | None = None, params: dict | None = None) -> dict:
         from entrypoints.tasks import extract as run
 
         get_current_context()["entity"] = entity
 
-        return run(entity, _business_date(ds), params)
+        return run(entity, _business_date(ds), params, plan)
 
     @task(map_index_template="{{ entity }}")
     def gate_landing(entity: str, ds: str | None = None, params: dict | None = None) -> dict:
@@ -186,7 +196,7 @@ def crm_daily():
 
         return run(_business_date(ds), params)
 
-    extracted = extract.expand(entity=ENTITIES)
+    extracted = extract.partial(plan=plan_extraction()).expand(entity=ENTITIES)
     gated = gate_landing.expand(entity=ENTITIES)
     extracted >> gated
     scored = gated >> load_raw() >> dbt >> gate_marts() >> ensure_model() >> score_and_assign()

@@ -31,10 +31,18 @@ def run_settings(params: dict[str, Any] | None = None) -> Settings:
     return settings
 
 
-def extract(entity: str, business_date: dt.date, params: dict | None = None) -> dict:
+def plan_extraction(business_date: dt.date, params: dict | None = None) -> dict:
+    from ingestion.load import plan_extraction as plan
+
+    return plan(business_date, run_settings(params))
+
+
+def extract(entity: str, business_date: dt.date, params: dict | None = None, plan: dict | None = None) -> dict:
     from ingestion.extract import extract_entity
 
-    return asdict(extract_entity(entity, business_date, run_settings(params)))
+    days = (plan or {}).get(entity)
+    span = (dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[1])) if days else None
+    return {**asdict(extract_entity(entity, business_date, run_settings(params), span)), "window": days}
 
 
 def gate_landing(entity: str, business_date: dt.date, params: dict | None = None) -> dict:

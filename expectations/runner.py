@@ -95,21 +95,30 @@ def gate(suite_name: str, df: pd.DataFrame, where: str, context: dict | None = N
     return outcomes
 
 
+def _days_in(span: tuple[dt.date, dt.date]) -> int:
+    return (span[1] - span[0]).days + 1
+
+
 def gate_landing(entity: str, business_date: dt.date, settings=None) -> list[Outcome]:
     """Gate the landed partition of ``entity`` for ``business_date``."""
     from crm.settings import get_settings
-    from ingestion.extract import partition_path, window
+    from ingestion.extract import landed_window, partition_path
 
     settings = settings or get_settings()
     path = partition_path(settings.landing_dir, entity, business_date)
     df = pd.read_parquet(path)
-    span = window(entity, business_date, settings)
-    previous = partition_path(settings.landing_dir, entity, business_date - dt.timedelta(days=1))
+    span = landed_window(entity, business_date, settings)
+    day_before = business_date - dt.timedelta(days=1)
+    previous = partition_path(settings.landing_dir, entity, day_before)
+    previous_rows = pq.read_metadata(previous).num_rows if previous.exists() else None
+    if previous_rows is not None and span is not None:  # a delta beside a history load: per day
+        before = landed_window(entity, day_before, settings)
+        previous_rows = round(previous_rows * _days_in(span) / _days_in(before))
     context = {
         "business_date": business_date,
         "window_start": span[0] if span else business_date,
         "adult_born_by": business_date.replace(year=business_date.year - 18, day=min(business_date.day, 28)),
-        "previous_rows": pq.read_metadata(previous).num_rows if previous.exists() else None,
+        "previous_rows": previous_rows,
         "max_volume_change": settings.max_volume_change,
     }
     return gate(entity, df, f"{path}", context)

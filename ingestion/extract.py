@@ -68,7 +68,9 @@ class ExtractResult:
 
 
 def window(entity: str, business_date: dt.date, settings: Settings) -> tuple[dt.date, dt.date] | None:
-    """The date range an entity's daily extraction covers (None: a snapshot as of the date)."""
+    """The date range of an entity the business date's marts need in ``raw`` (the longest feature
+    window; None: a snapshot as of the date). A full load extracts it whole; the daily delta only
+    what ``raw`` does not hold yet (``plan_window``)."""
     days = {
         "transactions": settings.transaction_lookback_days,
         "campaign_responses": settings.response_lookback_days,
@@ -76,6 +78,43 @@ def window(entity: str, business_date: dt.date, settings: Settings) -> tuple[dt.
     if entity not in days:
         return None
     return business_date - dt.timedelta(days=days[entity] - 1), business_date
+
+
+def plan_window(
+    entity: str, business_date: dt.date, covered: set[dt.date], settings: Settings
+) -> tuple[dt.date, dt.date] | None:
+    """What the daily extraction of a windowed entity fetches, given the days ``raw`` already holds
+    (``covered``): the day and the ``CRM_LATE_ARRIVAL_DAYS`` before it (late bookings: their days are
+    replaced whole), or, when any earlier day of the feature window is missing (the first run on an
+    empty warehouse, a gap), everything from the first missing day: the history load. One path."""
+    full = window(entity, business_date, settings)
+    if full is None:
+        return None
+    delta_start = max(full[0], business_date - dt.timedelta(days=settings.late_arrival_days))
+    day, missing = full[0], None
+    while day < delta_start:
+        if day not in covered:
+            missing = day
+            break
+        day += dt.timedelta(days=1)
+    return (missing or delta_start, business_date)
+
+
+def window_file(path: Path) -> Path:
+    """Beside a landed partition: the date range it holds (a windowed entity's)."""
+    return path.with_name("window.json")
+
+
+def landed_window(entity: str, business_date: dt.date, settings: Settings) -> tuple[dt.date, dt.date] | None:
+    """The date range the landed partition of ``entity`` for ``business_date`` holds (None: a
+    snapshot); a partition landed before deltas holds the whole feature window."""
+    if window(entity, business_date, settings) is None:
+        return None
+    sidecar = window_file(partition_path(settings.landing_dir, entity, business_date))
+    if not sidecar.exists():
+        return window(entity, business_date, settings)
+    first, last = json.loads(sidecar.read_text())
+    return dt.date.fromisoformat(first), dt.date.fromisoformat(last)
 
 
 def arrow_schema(model: type[BaseModel]) -> pa.Schema:
@@ -303,14 +342,22 @@ def _dedup_into(parts: list[Path], key: str, target: Path, schema: pa.Schema, me
     return int(rows)
 
 
-def extract_entity(entity: str, business_date: dt.date, settings: Settings | None = None) -> ExtractResult:
-    """Extract ``entity`` for ``business_date`` (resuming an interrupted run of the same request)."""
+def extract_entity(
+    entity: str,
+    business_date: dt.date,
+    settings: Settings | None = None,
+    span: tuple[dt.date, dt.date] | None = None,
+) -> ExtractResult:
+    """Extract ``entity`` for ``business_date`` (resuming an interrupted run of the same request):
+    a windowed entity's ``span`` of days (as ``plan_window`` chose it; its whole feature window when
+    not given), a snapshot as of the date."""
     settings = settings or get_settings()
     if entity not in ENTITIES:
         raise ValueError(f"unknown entity {entity!r}; expected one of {sorted(ENTITIES)}")
     _ = settings.core_api  # where to extract from, resolved (or refused) before the landing area is touched
     model, key = ENTITIES[entity], PRIMARY_KEYS[entity]
-    span = window(entity, business_date, settings)
+    if span is None or window(entity, business_date, settings) is None:
+        span = window(entity, business_date, settings)
     params = (
         {"as_of": business_date.isoformat()}
         if span is None
@@ -343,6 +390,9 @@ def extract_entity(entity: str, business_date: dt.date, settings: Settings | Non
                     state,
                 )
     memory_mb = settings.extract_memory_mb
+    if span is not None:  # first, so that a landed partition never goes without its range
+        window_file(path).parent.mkdir(parents=True, exist_ok=True)
+        window_file(path).write_text(json.dumps([span[0].isoformat(), span[1].isoformat()]))
     landed = _dedup_into(staging.parts("part"), key, path, schema, memory_mb)
     quarantined = _dedup_into(staging.parts("quarantine"), "record_key", qpath, QUARANTINE_SCHEMA, memory_mb)
     if not quarantined:

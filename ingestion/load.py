@@ -1,8 +1,10 @@
 """Load the landed partitions of one business date into the warehouse's ``raw`` schema.
 
 Snapshots (customers, accounts) are kept per business date; windowed entities (transactions,
-campaign responses) replace the rows of the dates their window covers. Everything for the date
-goes in one transaction, so a reader never sees half a load and a rerun gives the same rows.
+campaign responses) replace the rows of the days their landed range covers, and record those days
+in ``raw._coverage``, from which the next extraction plans its delta (``plan_extraction``).
+Everything for the date goes in one transaction, so a reader never sees half a load and a rerun
+gives the same rows.
 
 Two warehouses: DuckDB (target ``local``) and Azure SQL (target ``azure``: SQL Server through
 pyodbc, ``fast_executemany`` bulk inserts in batches). This project's machines have no SQL
@@ -22,7 +24,7 @@ import pyarrow.parquet as pq
 
 from crm.settings import Settings, get_settings
 from crm.warehouse import connect
-from ingestion.extract import partition_path, window
+from ingestion.extract import landed_window, partition_path, plan_window, window
 from models.core_banking import ENTITIES
 
 log = logging.getLogger(__name__)
@@ -38,11 +40,56 @@ def _landed(business_date: dt.date, settings: Settings, entities: Sequence[str] 
     return paths
 
 
+COVERAGE = "raw._coverage"  # (entity, day, _business_date): the days of a windowed entity raw holds
+
+
+def _days(span: tuple[dt.date, dt.date]) -> list[dt.date]:
+    return [span[0] + dt.timedelta(days=i) for i in range((span[1] - span[0]).days + 1)]
+
+
+def covered_days(entity: str, first: dt.date, last: dt.date, settings: Settings) -> set[dt.date]:
+    """The days between ``first`` and ``last`` whose ``entity`` records ``raw`` holds."""
+    if settings.dbt_target == "azure":
+        conn = _pyodbc().connect(settings.azure_sql.odbc_connection_string(), autocommit=True)
+        try:
+            cursor = conn.cursor().execute(COVERAGE_TSQL["select"], entity, first, last)
+            rows = cursor.fetchall() if cursor.description else []  # no table yet: nothing covered
+        finally:
+            conn.close()
+        return {r[0] if isinstance(r[0], dt.date) else dt.date.fromisoformat(str(r[0])) for r in rows}
+    with connect(settings) as con:
+        create_raw_tables(con)
+        rows = con.execute(
+            f"select day from {COVERAGE} where entity = ? and day between ? and ?", [entity, first, last]
+        )
+        return {r[0] for r in rows.fetchall()}
+
+
+def plan_extraction(business_date: dt.date, settings: Settings | None = None) -> dict[str, list[str] | None]:
+    """What the day's extraction fetches of each entity: the delta of a windowed entity (its day and
+    the late-arrival days), or its history from the first day ``raw`` is missing; None for a
+    snapshot. Read from the warehouse once per run, before the extraction (``crm_daily``'s
+    ``plan_extraction`` task)."""
+    settings = settings or get_settings()
+    plan: dict[str, list[str] | None] = {}
+    for entity in ENTITIES:
+        full = window(entity, business_date, settings)
+        if full is None:
+            plan[entity] = None
+            continue
+        span = plan_window(entity, business_date, covered_days(entity, full[0], business_date, settings), settings)
+        plan[entity] = [span[0].isoformat(), span[1].isoformat()]
+    log.info("extraction plan for %s: %s", business_date, plan)
+    return plan
+
+
 def create_raw_tables(con) -> None:
-    """The ``raw.<entity>`` tables, one per contract plus ``_business_date``, when missing (DuckDB)."""
+    """The ``raw.<entity>`` tables, one per contract plus ``_business_date``, and the coverage of the
+    windowed ones, when missing (DuckDB)."""
     from ingestion.extract import arrow_schema
 
     con.execute("create schema if not exists raw")
+    con.execute(f"create table if not exists {COVERAGE} (entity varchar, day date, _business_date date)")
     for entity, model in ENTITIES.items():
         empty = arrow_schema(model).empty_table()  # noqa: F841 - read by the statement below
         con.execute(
@@ -70,7 +117,7 @@ def load_business_date(
                 source = (
                     f"(select *, date '{d}' as _business_date from read_parquet('{path}', hive_partitioning = false))"
                 )
-                span = window(entity, business_date, settings)
+                span = landed_window(entity, business_date, settings)
                 if span is None:
                     con.execute(
                         f"delete from raw.{entity} where _business_date = ?",
@@ -81,6 +128,10 @@ def load_business_date(
                     con.execute(
                         f"delete from raw.{entity} where {col} between ? and ?",
                         list(span),
+                    )
+                    con.execute(f"delete from {COVERAGE} where entity = ? and day between ? and ?", [entity, *span])
+                    con.executemany(
+                        f"insert into {COVERAGE} values (?, ?, ?)", [(entity, d, business_date) for d in _days(span)]
                     )
                 con.execute(f"insert into raw.{entity} by name select * from {source}")
                 counts[entity] = con.execute(f"select count(*) from read_parquet('{path}')").fetchone()[0]
@@ -95,6 +146,14 @@ def load_business_date(
 # ---- Azure SQL (SQL Server) ------------------------------------------------------------------
 
 BATCH_ROWS = 10_000
+COVERAGE_TSQL = {
+    "create": f"IF OBJECT_ID(N'{COVERAGE}', N'U') IS NULL CREATE TABLE {COVERAGE} "
+    "([entity] NVARCHAR(40) NOT NULL, [day] DATE NOT NULL, [_business_date] DATE NOT NULL);",
+    "delete": f"DELETE FROM {COVERAGE} WHERE [entity] = ? AND [day] BETWEEN ? AND ?;",
+    "insert": f"INSERT INTO {COVERAGE} ([entity], [day], [_business_date]) VALUES (?, ?, ?);",
+    "select": f"IF OBJECT_ID(N'{COVERAGE}', N'U') IS NOT NULL SELECT [day] FROM {COVERAGE} "
+    "WHERE [entity] = ? AND [day] BETWEEN ? AND ?;",
+}
 
 
 class SqlServerUnavailable(RuntimeError):
@@ -124,12 +183,19 @@ def sqlserver_statements(entity: str, schema: pa.Schema, business_date: dt.date,
         [f"[{f.name}] {_tsql_type(f.type)}{'' if f.nullable else ' NOT NULL'}" for f in schema]
         + ["[_business_date] DATE NOT NULL"]
     )
-    span = window(entity, business_date, settings)
+    span = landed_window(entity, business_date, settings)
     if span is None:
         delete = (f"DELETE FROM {table} WHERE [_business_date] = ?", [business_date])
+        coverage = []
     else:
         delete = (f"DELETE FROM {table} WHERE [{WINDOW_COLUMN[entity]}] BETWEEN ? AND ?", list(span))
+        coverage = [
+            (COVERAGE_TSQL["create"], []),
+            (COVERAGE_TSQL["delete"], [entity, *span]),
+            *((COVERAGE_TSQL["insert"], [entity, d, business_date]) for d in _days(span)),
+        ]
     return {
+        "coverage": coverage,
         "schema": "IF SCHEMA_ID(N'raw') IS NULL EXEC(N'CREATE SCHEMA raw');",
         "create": f"IF OBJECT_ID(N'{table}', N'U') IS NULL CREATE TABLE {table} ({definitions});",
         "delete": delete,
@@ -177,6 +243,8 @@ def load_sqlserver(
             cursor.execute(sql["schema"])
             cursor.execute(sql["create"])
             cursor.execute(sql["delete"][0], *sql["delete"][1])
+            for statement, values in sql["coverage"]:
+                cursor.execute(statement, *values)
             counts[entity] = 0
             for batch in sqlserver_batches(path, business_date):
                 cursor.executemany(sql["insert"], batch)

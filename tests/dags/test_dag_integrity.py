@@ -41,6 +41,7 @@ def test_crm_daily_runs_every_stage_in_order(dagbag):
     dag = dagbag.dags["crm_daily"]
     ids = set(dag.task_ids)
     for stage in (
+        "plan_extraction",
         "extract",
         "gate_landing",
         "load_raw",
@@ -52,7 +53,7 @@ def test_crm_daily_runs_every_stage_in_order(dagbag):
         assert stage in ids
     # dbt builds the marts in one `dbt build` (each model, then its tests); the reporting marts
     # come after the day's scoring
-    order = ["extract", "gate_landing", "load_raw", "dbt_build", "gate_marts", "ensure_model", "score_and_assign",
+    order = ["plan_extraction", "extract", "gate_landing", "load_raw", "dbt_build", "gate_marts", "ensure_model", "score_and_assign",
              "publish_cache"]  # fmt: skip
     for before, after in itertools.pairwise(order):
         assert before in dag.get_task(after).get_flat_relative_ids(upstream=True), (before, after)

@@ -1,0 +1,96 @@
+"""Deltas, not windows (issue 15): the daily extraction fetches what ``raw`` does not hold yet. After
+N daily deltas ``raw`` holds exactly what one full load of the same dates gives, a gap is filled by a
+history load the plan detects itself, and a rerun changes nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import pytest
+
+from crm.warehouse import connect
+from ingestion.extract import extract_entity
+from ingestion.load import load_business_date, plan_extraction
+from models.core_banking import ENTITIES
+
+FIRST = dt.date(2026, 10, 20)
+DATES = [FIRST + dt.timedelta(days=i) for i in range(4)]
+GAP_DATE = DATES[-1] + dt.timedelta(days=8)  # six days never run in between
+
+
+def _home(settings, name):
+    s = dataclasses.replace(
+        settings,
+        home=settings.home / name,
+        sandbox_customers=300,
+        sandbox_seed=9,
+        transaction_lookback_days=45,
+        response_lookback_days=60,
+    )
+    s.ensure_dirs()
+    return s
+
+
+def _run(day: dt.date, s, planned: bool) -> dict[str, int]:
+    """One day's extraction and load as crm_daily runs it (planned) or as a full load."""
+    plan = plan_extraction(day, s) if planned else {}
+    received = {}
+    for entity in ENTITIES:
+        days = plan.get(entity)
+        span = (dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[1])) if days else None
+        received[entity] = extract_entity(entity, day, s, span).received
+    load_business_date(day, s)
+    return {"plan": plan, **received}
+
+
+def _raw(s) -> dict[str, list[tuple]]:
+    with connect(s) as con:
+        return {
+            entity: con.execute(f"select * exclude (_business_date) from raw.{entity} order by all").fetchall()
+            for entity in ENTITIES
+        }
+
+
+@pytest.fixture(scope="module")
+def runs(settings):
+    deltas, full = _home(settings, "deltas"), _home(settings, "full")
+    done = {"delta": [_run(d, deltas, True) for d in DATES], "full": [_run(d, full, False) for d in DATES]}
+    return deltas, full, done
+
+
+def test_the_first_run_loads_the_history_then_each_day_its_delta(runs):
+    _, _, done = runs
+    first, *later = done["delta"]
+    assert first["plan"]["transactions"] == [(FIRST - dt.timedelta(days=44)).isoformat(), FIRST.isoformat()]
+    assert first["plan"]["campaign_responses"][0] == (FIRST - dt.timedelta(days=59)).isoformat()
+    assert first["plan"]["customers"] is None  # snapshots as of the day
+    for day, run in zip(DATES[1:], later, strict=True):
+        for entity in ("transactions", "campaign_responses"):
+            assert run["plan"][entity] == [(day - dt.timedelta(days=3)).isoformat(), day.isoformat()]
+    # the daily delta moves about 4 days of transactions, not 45
+    full_day = done["full"][-1]["transactions"]
+    assert 0 < later[-1]["transactions"] <= full_day * 5 / 45
+
+
+def test_raw_after_daily_deltas_equals_raw_after_full_loads(runs):
+    deltas, full, _ = runs
+    got, expected = _raw(deltas), _raw(full)
+    for entity in ENTITIES:
+        assert len(got[entity]) == len(expected[entity]) > 0, entity
+        assert got[entity] == expected[entity], entity
+
+
+def test_a_rerun_changes_nothing_and_a_gap_is_loaded_by_history(runs):
+    deltas, full, _ = runs
+    before = _raw(deltas)
+    again = _run(DATES[1], deltas, True)  # a rerun (clear, backfill) of an earlier date: its delta again
+    assert again["plan"]["transactions"][0] == (DATES[1] - dt.timedelta(days=3)).isoformat()
+    assert _raw(deltas) == before
+    after_gap = _run(GAP_DATE, deltas, True)
+    first_missing = DATES[-1] + dt.timedelta(days=1)
+    assert after_gap["plan"]["transactions"] == [first_missing.isoformat(), GAP_DATE.isoformat()]
+    _run(GAP_DATE, full, False)
+    got, expected = _raw(deltas), _raw(full)
+    for entity in ("transactions", "campaign_responses"):
+        assert got[entity] == expected[entity], entity
