@@ -40,9 +40,14 @@ def plan_extraction(business_date: dt.date, params: dict | None = None) -> dict:
 def extract(entity: str, business_date: dt.date, params: dict | None = None, plan: dict | None = None) -> dict:
     from ingestion.extract import extract_entity
 
-    days = (plan or {}).get(entity)
-    span = (dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[1])) if days else None
-    return {**asdict(extract_entity(entity, business_date, run_settings(params), span)), "window": days}
+    planned = (plan or {}).get(entity)
+    span = since = None
+    if isinstance(planned, list):
+        span = (dt.date.fromisoformat(planned[0]), dt.date.fromisoformat(planned[1]))
+    elif isinstance(planned, dict):
+        since = dt.date.fromisoformat(planned["since"])
+    done = extract_entity(entity, business_date, run_settings(params), span, since)
+    return {**asdict(done), "plan": planned}
 
 
 def gate_landing(entity: str, business_date: dt.date, params: dict | None = None) -> dict:

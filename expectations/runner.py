@@ -102,7 +102,7 @@ def _days_in(span: tuple[dt.date, dt.date]) -> int:
 def gate_landing(entity: str, business_date: dt.date, settings=None) -> list[Outcome]:
     """Gate the landed partition of ``entity`` for ``business_date``."""
     from crm.settings import get_settings
-    from ingestion.extract import landed_window, partition_path
+    from ingestion.extract import landed_since, landed_window, partition_path
 
     settings = settings or get_settings()
     path = partition_path(settings.landing_dir, entity, business_date)
@@ -114,6 +114,8 @@ def gate_landing(entity: str, business_date: dt.date, settings=None) -> list[Out
     if previous_rows is not None and span is not None:  # a delta beside a history load: per day
         before = landed_window(entity, day_before, settings)
         previous_rows = round(previous_rows * _days_in(span) / _days_in(before))
+    elif landed_since(entity, business_date, settings) or landed_since(entity, day_before, settings):
+        previous_rows = None  # a snapshot's day of changes has no volume to compare with a whole one
     context = {
         "business_date": business_date,
         "window_start": span[0] if span else business_date,

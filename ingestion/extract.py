@@ -105,6 +105,20 @@ def window_file(path: Path) -> Path:
     return path.with_name("window.json")
 
 
+def delta_file(path: Path) -> Path:
+    """Beside a landed snapshot partition that holds only the records changed since a date."""
+    return path.with_name("delta.json")
+
+
+def landed_since(entity: str, business_date: dt.date, settings: Settings) -> dt.date | None:
+    """When the landed snapshot of ``entity`` for ``business_date`` is a delta: the records changed
+    on or after this date (the rest are the previous day's); None for a full snapshot."""
+    sidecar = delta_file(partition_path(settings.landing_dir, entity, business_date))
+    if window(entity, business_date, settings) is not None or not sidecar.exists():
+        return None
+    return dt.date.fromisoformat(json.loads(sidecar.read_text())["since"])
+
+
 def landed_window(entity: str, business_date: dt.date, settings: Settings) -> tuple[dt.date, dt.date] | None:
     """The date range the landed partition of ``entity`` for ``business_date`` holds (None: a
     snapshot); a partition landed before deltas holds the whole feature window."""
@@ -347,10 +361,11 @@ def extract_entity(
     business_date: dt.date,
     settings: Settings | None = None,
     span: tuple[dt.date, dt.date] | None = None,
+    since: dt.date | None = None,
 ) -> ExtractResult:
     """Extract ``entity`` for ``business_date`` (resuming an interrupted run of the same request):
     a windowed entity's ``span`` of days (as ``plan_window`` chose it; its whole feature window when
-    not given), a snapshot as of the date."""
+    not given), a snapshot as of the date (with ``since``: only the records changed on or after it)."""
     settings = settings or get_settings()
     if entity not in ENTITIES:
         raise ValueError(f"unknown entity {entity!r}; expected one of {sorted(ENTITIES)}")
@@ -358,8 +373,10 @@ def extract_entity(
     model, key = ENTITIES[entity], PRIMARY_KEYS[entity]
     if span is None or window(entity, business_date, settings) is None:
         span = window(entity, business_date, settings)
+    if span is not None:
+        since = None
     params = (
-        {"as_of": business_date.isoformat()}
+        {"as_of": business_date.isoformat(), **({"updated_since": since.isoformat()} if since else {})}
         if span is None
         else {"date_from": span[0].isoformat(), "date_to": span[1].isoformat()}
     )
@@ -390,9 +407,14 @@ def extract_entity(
                     state,
                 )
     memory_mb = settings.extract_memory_mb
-    if span is not None:  # first, so that a landed partition never goes without its range
-        window_file(path).parent.mkdir(parents=True, exist_ok=True)
+    # first, so that a landed partition never goes without what it holds
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if span is not None:
         window_file(path).write_text(json.dumps([span[0].isoformat(), span[1].isoformat()]))
+    elif since is not None:
+        delta_file(path).write_text(json.dumps({"since": since.isoformat()}))
+    else:
+        delta_file(path).unlink(missing_ok=True)
     landed = _dedup_into(staging.parts("part"), key, path, schema, memory_mb)
     quarantined = _dedup_into(staging.parts("quarantine"), "record_key", qpath, QUARANTINE_SCHEMA, memory_mb)
     if not quarantined:

@@ -24,8 +24,8 @@ import pyarrow.parquet as pq
 
 from crm.settings import Settings, get_settings
 from crm.warehouse import connect
-from ingestion.extract import landed_window, partition_path, plan_window, window
-from models.core_banking import ENTITIES
+from ingestion.extract import landed_since, landed_window, partition_path, plan_window, window
+from models.core_banking import ENTITIES, PRIMARY_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -65,22 +65,67 @@ def covered_days(entity: str, first: dt.date, last: dt.date, settings: Settings)
         return {r[0] for r in rows.fetchall()}
 
 
-def plan_extraction(business_date: dt.date, settings: Settings | None = None) -> dict[str, list[str] | None]:
+FULL_SNAPSHOT_WEEKDAY = 6  # Sunday: customers and accounts are extracted whole once a week
+
+
+def _snapshot_plan(entity: str, business_date: dt.date, settings: Settings) -> dict | None:
+    """A snapshot entity's extraction: the records changed on the day, the rest carried from the
+    previous day's snapshot in ``raw``; whole on Sundays and whenever that snapshot is missing."""
+    if business_date.weekday() == FULL_SNAPSHOT_WEEKDAY:
+        return None
+    previous = business_date - dt.timedelta(days=1)
+    if settings.dbt_target == "azure":
+        conn = _pyodbc().connect(settings.azure_sql.odbc_connection_string(), autocommit=True)
+        try:
+            cursor = conn.cursor().execute(SNAPSHOT_TSQL["exists"].format(table=f"raw.{entity}"), previous)
+            held = bool(cursor.fetchall()) if cursor.description else False
+        finally:
+            conn.close()
+    else:
+        with connect(settings) as con:
+            create_raw_tables(con)
+            held = con.execute(f"select 1 from raw.{entity} where _business_date = ? limit 1", [previous]).fetchall()
+    return {"since": business_date.isoformat()} if held else None
+
+
+def plan_extraction(business_date: dt.date, settings: Settings | None = None) -> dict[str, list[str] | dict | None]:
     """What the day's extraction fetches of each entity: the delta of a windowed entity (its day and
-    the late-arrival days), or its history from the first day ``raw`` is missing; None for a
-    snapshot. Read from the warehouse once per run, before the extraction (``crm_daily``'s
+    the late-arrival days), or its history from the first day ``raw`` is missing; a snapshot's
+    changes since the day before (``{"since": D}``) or, None, the whole snapshot. Read from the warehouse once per run, before the extraction (``crm_daily``'s
     ``plan_extraction`` task)."""
     settings = settings or get_settings()
-    plan: dict[str, list[str] | None] = {}
+    plan: dict[str, list[str] | dict | None] = {}
     for entity in ENTITIES:
         full = window(entity, business_date, settings)
         if full is None:
-            plan[entity] = None
+            plan[entity] = _snapshot_plan(entity, business_date, settings)
             continue
         span = plan_window(entity, business_date, covered_days(entity, full[0], business_date, settings), settings)
         plan[entity] = [span[0].isoformat(), span[1].isoformat()]
     log.info("extraction plan for %s: %s", business_date, plan)
     return plan
+
+
+def _carry_sql(entity: str, columns: list[str], tsql: bool = False) -> str:
+    """Copy the previous day's records of a snapshot that the day's delta (already inserted) did not
+    replace, as the day's: parameters (business date, previous date, business date)."""
+    key = PRIMARY_KEYS[entity]
+    quote = (lambda c: f"[{c}]") if tsql else (lambda c: f'"{c}"')
+    cols = ", ".join(quote(c) for c in columns)
+    return (
+        f"INSERT INTO raw.{entity} ({cols}, {quote('_business_date')}) SELECT {cols}, ? FROM raw.{entity} p "
+        f"WHERE p.{quote('_business_date')} = ? AND NOT EXISTS (SELECT 1 FROM raw.{entity} d "
+        f"WHERE d.{quote('_business_date')} = ? AND d.{quote(key)} = p.{quote(key)})"
+    )
+
+
+def _missing_base(entity: str, business_date: dt.date) -> RuntimeError:
+    previous = business_date - dt.timedelta(days=1)
+    return RuntimeError(
+        f"{entity} for {business_date} landed as the changes of the day, but raw holds no {entity} for "
+        f"{previous} to carry the rest from (removed since the plan?): rerun the day, whose plan will "
+        "then extract the whole snapshot"
+    )
 
 
 def create_raw_tables(con) -> None:
@@ -118,11 +163,13 @@ def load_business_date(
                     f"(select *, date '{d}' as _business_date from read_parquet('{path}', hive_partitioning = false))"
                 )
                 span = landed_window(entity, business_date, settings)
+                delta = False
                 if span is None:
                     con.execute(
                         f"delete from raw.{entity} where _business_date = ?",
                         [business_date],
                     )
+                    delta = landed_since(entity, business_date, settings) is not None
                 else:
                     col = WINDOW_COLUMN[entity]
                     con.execute(
@@ -134,6 +181,14 @@ def load_business_date(
                         f"insert into {COVERAGE} values (?, ?, ?)", [(entity, d, business_date) for d in _days(span)]
                     )
                 con.execute(f"insert into raw.{entity} by name select * from {source}")
+                if span is None and delta:  # the rest of the snapshot: the previous day's, unchanged
+                    previous = business_date - dt.timedelta(days=1)
+                    if not con.execute(
+                        f"select 1 from raw.{entity} where _business_date = ? limit 1", [previous]
+                    ).fetchall():
+                        raise _missing_base(entity, business_date)
+                    columns = pq.read_schema(path).names
+                    con.execute(_carry_sql(entity, columns), [business_date, previous, business_date])
                 counts[entity] = con.execute(f"select count(*) from read_parquet('{path}')").fetchone()[0]
             con.execute("commit")
         except Exception:
@@ -146,6 +201,9 @@ def load_business_date(
 # ---- Azure SQL (SQL Server) ------------------------------------------------------------------
 
 BATCH_ROWS = 10_000
+SNAPSHOT_TSQL = {
+    "exists": "IF OBJECT_ID(N'{table}', N'U') IS NOT NULL SELECT TOP 1 1 FROM {table} WHERE [_business_date] = ?;",
+}
 COVERAGE_TSQL = {
     "create": f"IF OBJECT_ID(N'{COVERAGE}', N'U') IS NULL CREATE TABLE {COVERAGE} "
     "([entity] NVARCHAR(40) NOT NULL, [day] DATE NOT NULL, [_business_date] DATE NOT NULL);",
@@ -194,7 +252,14 @@ def sqlserver_statements(entity: str, schema: pa.Schema, business_date: dt.date,
             (COVERAGE_TSQL["delete"], [entity, *span]),
             *((COVERAGE_TSQL["insert"], [entity, d, business_date]) for d in _days(span)),
         ]
+    carry = None
+    if span is None and landed_since(entity, business_date, settings) is not None:
+        carry = (
+            _carry_sql(entity, list(schema.names), tsql=True),
+            [business_date, business_date - dt.timedelta(days=1), business_date],
+        )
     return {
+        "carry": carry,
         "coverage": coverage,
         "schema": "IF SCHEMA_ID(N'raw') IS NULL EXEC(N'CREATE SCHEMA raw');",
         "create": f"IF OBJECT_ID(N'{table}', N'U') IS NULL CREATE TABLE {table} ({definitions});",
@@ -249,6 +314,10 @@ def load_sqlserver(
             for batch in sqlserver_batches(path, business_date):
                 cursor.executemany(sql["insert"], batch)
                 counts[entity] += len(batch)
+            if sql["carry"] is not None:  # a snapshot's changes of the day: the rest from the day before
+                cursor.execute(sql["carry"][0], *sql["carry"][1])
+                if cursor.rowcount == 0 and counts[entity] == 0:
+                    raise _missing_base(entity, business_date)
         conn.commit()
     except Exception:
         conn.rollback()

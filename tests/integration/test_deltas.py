@@ -14,7 +14,7 @@ from ingestion.extract import extract_entity
 from ingestion.load import load_business_date, plan_extraction
 from models.core_banking import ENTITIES
 
-FIRST = dt.date(2026, 10, 20)
+FIRST = dt.date(2026, 10, 20)  # a Tuesday: no weekly full snapshot among the four days
 DATES = [FIRST + dt.timedelta(days=i) for i in range(4)]
 GAP_DATE = DATES[-1] + dt.timedelta(days=8)  # six days never run in between
 
@@ -37,17 +37,27 @@ def _run(day: dt.date, s, planned: bool) -> dict[str, int]:
     plan = plan_extraction(day, s) if planned else {}
     received = {}
     for entity in ENTITIES:
-        days = plan.get(entity)
-        span = (dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[1])) if days else None
-        received[entity] = extract_entity(entity, day, s, span).received
+        planned = plan.get(entity)
+        span = (
+            (dt.date.fromisoformat(planned[0]), dt.date.fromisoformat(planned[1]))
+            if isinstance(planned, list)
+            else None
+        )
+        since = dt.date.fromisoformat(planned["since"]) if isinstance(planned, dict) else None
+        received[entity] = extract_entity(entity, day, s, span, since).received
     load_business_date(day, s)
     return {"plan": plan, **received}
 
 
 def _raw(s) -> dict[str, list[tuple]]:
+    """Every raw row: snapshots with the business date they are for, windowed entities without the
+    date of the load that last replaced their day (deltas and full loads differ there, by design)."""
     with connect(s) as con:
         return {
-            entity: con.execute(f"select * exclude (_business_date) from raw.{entity} order by all").fetchall()
+            entity: con.execute(
+                f"select * {'exclude (_business_date)' if entity in ('transactions', 'campaign_responses') else ''} "
+                f"from raw.{entity} order by all"
+            ).fetchall()
             for entity in ENTITIES
         }
 
@@ -64,10 +74,13 @@ def test_the_first_run_loads_the_history_then_each_day_its_delta(runs):
     first, *later = done["delta"]
     assert first["plan"]["transactions"] == [(FIRST - dt.timedelta(days=44)).isoformat(), FIRST.isoformat()]
     assert first["plan"]["campaign_responses"][0] == (FIRST - dt.timedelta(days=59)).isoformat()
-    assert first["plan"]["customers"] is None  # snapshots as of the day
+    assert first["plan"]["customers"] is None  # no snapshot of the day before: the whole one
     for day, run in zip(DATES[1:], later, strict=True):
         for entity in ("transactions", "campaign_responses"):
             assert run["plan"][entity] == [(day - dt.timedelta(days=3)).isoformat(), day.isoformat()]
+        # customers and accounts: the records changed on the day, the rest carried in raw
+        assert run["plan"]["customers"] == run["plan"]["accounts"] == {"since": day.isoformat()}
+        assert run["customers"] < done["full"][0]["customers"] / 10
     # the daily delta moves about 4 days of transactions, not 45
     full_day = done["full"][-1]["transactions"]
     assert 0 < later[-1]["transactions"] <= full_day * 5 / 45
@@ -90,7 +103,8 @@ def test_a_rerun_changes_nothing_and_a_gap_is_loaded_by_history(runs):
     after_gap = _run(GAP_DATE, deltas, True)
     first_missing = DATES[-1] + dt.timedelta(days=1)
     assert after_gap["plan"]["transactions"] == [first_missing.isoformat(), GAP_DATE.isoformat()]
+    assert after_gap["plan"]["customers"] is None  # the day before is missing: the whole snapshot
     _run(GAP_DATE, full, False)
     got, expected = _raw(deltas), _raw(full)
-    for entity in ("transactions", "campaign_responses"):
+    for entity in ENTITIES:
         assert got[entity] == expected[entity], entity
