@@ -26,7 +26,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock setup.cfg | cksum | cu
 MANIFEST := dbt_project/target/manifest.json
 DBT_SOURCES := $(shell find dbt_project -type f \( -name '*.sql' -o -name '*.yml' -o -name '*.csv' \) -not -path '*/target/*' -not -path '*/logs/*' 2>/dev/null)
 
-.PHONY: help setup demo backfill serve sandbox airflow test lint format lock clean bench bench-serving bench-extract bench-dbt bench-scoring bench-backfill evaluate docs train
+.PHONY: help setup demo backfill serve sandbox airflow test lint format lock clean bench bench-serving bench-extract bench-dbt bench-scoring bench-backfill bench-daily evaluate docs train
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -77,7 +77,7 @@ docs: setup  ## generate the dbt docs site from the warehouse and serve it for a
 evaluate: setup  ## expected acceptances of the latest (or DATE's) assignment vs the oracle's and a random one (CUSTOMERS, SEED as for make demo)
 	$(BIN)/crm evaluate $(if $(DATE),--date $(DATE)) --customers $(CUSTOMERS) --seed $(SEED)
 
-bench: bench-extract bench-dbt bench-scoring bench-serving bench-backfill  ## every benchmark (figures and ratios in .crm/bench/*.json)
+bench: bench-extract bench-dbt bench-scoring bench-serving bench-backfill bench-daily  ## every benchmark (figures and ratios in .crm/bench/*.json)
 
 bench-extract: setup  ## extraction throughput against fetching alone, and its memory at 100,000 and 1,000,000 customers
 	$(BIN)/python -m benchmarks.extract
@@ -87,6 +87,9 @@ bench-dbt: setup  ## the dbt build on 1,000,000 customers and ~30,000,000 transa
 
 bench-backfill: setup  ## a 30-day backfill through Airflow beside the same dates run alone: every mart's rows compared by date (DAYS=30, BACKFILL_CUSTOMERS=1000)
 	$(BIN)/python -m benchmarks.backfill --days $(or $(DAYS),30) --customers $(or $(BACKFILL_CUSTOMERS),1000) --seed $(SEED)
+
+bench-daily: setup  ## crm_daily end to end through Airflow for the day after a cached history: time, extracted records, each task, peak memory (DAILY_CUSTOMERS=1000000)
+	$(BIN)/python -m benchmarks.daily --customers $(or $(DAILY_CUSTOMERS),1000000)
 
 bench-scoring: setup  ## scoring and arbitration of 1,000,000 customers x 12 campaigns: time, memory, capture of the oracle's expected acceptances
 	$(BIN)/python -m benchmarks.scoring

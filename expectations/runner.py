@@ -114,13 +114,15 @@ def gate_landing(entity: str, business_date: dt.date, settings=None) -> list[Out
     if previous_rows is not None and span is not None:  # a delta beside a history load: per day
         before = landed_window(entity, day_before, settings)
         previous_rows = round(previous_rows * _days_in(span) / _days_in(before))
-    elif landed_since(entity, business_date, settings) or landed_since(entity, day_before, settings):
+    changes_only = landed_since(entity, business_date, settings) is not None
+    if changes_only or landed_since(entity, day_before, settings):
         previous_rows = None  # a snapshot's day of changes has no volume to compare with a whole one
     context = {
         "business_date": business_date,
         "window_start": span[0] if span else business_date,
         "adult_born_by": business_date.replace(year=business_date.year - 18, day=min(business_date.day, 28)),
         "previous_rows": previous_rows,
+        "changes_only": changes_only,
         "max_volume_change": settings.max_volume_change,
     }
     return gate(entity, df, f"{path}", context)

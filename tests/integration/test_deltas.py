@@ -108,3 +108,13 @@ def test_a_rerun_changes_nothing_and_a_gap_is_loaded_by_history(runs):
     got, expected = _raw(deltas), _raw(full)
     for entity in ENTITIES:
         assert got[entity] == expected[entity], entity
+
+
+def test_the_landing_gate_passes_a_day_s_delta_beside_yesterday_s_history(runs):
+    """The second day's landing is a delta: its volume is compared per day with the history load
+    landed the day before, and a day of snapshot changes is not compared with a whole snapshot."""
+    from expectations.runner import gate_landing
+
+    deltas, _, _ = runs
+    for entity in ENTITIES:
+        assert gate_landing(entity, DATES[1], deltas), entity
