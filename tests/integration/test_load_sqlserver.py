@@ -60,6 +60,28 @@ def test_the_tsql_creates_replaces_and_inserts_every_contract_field(landed):
         "DELETE FROM raw.transactions WHERE [booking_date] BETWEEN ? AND ?",
         [D - dt.timedelta(days=4), D],
     )
+    # the days it holds go in raw._coverage, from which the next day's extraction is planned
+    coverage = transactions["coverage"]
+    assert coverage[1] == ("DELETE FROM raw._coverage WHERE [entity] = ? AND [day] BETWEEN ? AND ?;",
+                           ["transactions", D - dt.timedelta(days=4), D])  # fmt: skip
+    assert [values[1] for _, values in coverage[2:]] == [D - dt.timedelta(days=4 - i) for i in range(5)]
+    for statement, _ in coverage:
+        assert duckdb_only_constructs(statement) == [], statement
+    assert accounts["carry"] is None  # a whole snapshot: nothing carried from the day before
+
+
+def test_a_day_of_snapshot_changes_carries_the_rest_of_the_day_before_in_tsql(landed):
+    changes = dataclasses.replace(landed, home=landed.home / "changes")
+    changes.ensure_dirs()
+    extract_entity("customers", D, changes, since=D)
+    sql = sqlserver_statements(
+        "customers", pq.read_schema(partition_path(changes.landing_dir, "customers", D)), D, changes
+    )
+    statement, values = sql["carry"]
+    assert values == [D, D - dt.timedelta(days=1), D]
+    assert statement.startswith("INSERT INTO raw.customers ([customer_id], ")
+    assert "WHERE p.[_business_date] = ? AND NOT EXISTS (SELECT 1 FROM raw.customers d" in statement
+    assert "d.[customer_id] = p.[customer_id]" in statement and duckdb_only_constructs(statement) == []
 
 
 def test_the_batches_bind_every_landed_row_with_its_business_date(landed):
