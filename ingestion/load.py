@@ -14,6 +14,7 @@ sends, the batches it binds, the error it gives without a driver), not against a
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Iterator, Sequence
@@ -47,61 +48,70 @@ def _days(span: tuple[dt.date, dt.date]) -> list[dt.date]:
     return [span[0] + dt.timedelta(days=i) for i in range((span[1] - span[0]).days + 1)]
 
 
-def covered_days(entity: str, first: dt.date, last: dt.date, settings: Settings) -> set[dt.date]:
-    """The days between ``first`` and ``last`` whose ``entity`` records ``raw`` holds."""
+@contextlib.contextmanager
+def _plan_reader(settings: Settings) -> Iterator:
+    """One connection to the warehouse for a plan's reads: ``rows(duckdb_sql, tsql, params)``."""
     if settings.dbt_target == "azure":
         conn = _pyodbc().connect(settings.azure_sql.odbc_connection_string(), autocommit=True)
+
+        def tsql_rows(_, tsql: str, params: list) -> list:
+            cursor = conn.cursor().execute(tsql, *params)
+            return cursor.fetchall() if cursor.description else []  # no table yet: no rows
+
         try:
-            cursor = conn.cursor().execute(COVERAGE_TSQL["select"], entity, first, last)
-            rows = cursor.fetchall() if cursor.description else []  # no table yet: nothing covered
-        finally:
-            conn.close()
-        return {r[0] if isinstance(r[0], dt.date) else dt.date.fromisoformat(str(r[0])) for r in rows}
-    with connect(settings) as con:
-        create_raw_tables(con)
-        rows = con.execute(
-            f"select day from {COVERAGE} where entity = ? and day between ? and ?", [entity, first, last]
-        )
-        return {r[0] for r in rows.fetchall()}
-
-
-FULL_SNAPSHOT_WEEKDAY = 6  # Sunday: customers and accounts are extracted whole once a week
-
-
-def _snapshot_plan(entity: str, business_date: dt.date, settings: Settings) -> dict | None:
-    """A snapshot entity's extraction: the records changed on the day, the rest carried from the
-    previous day's snapshot in ``raw``; whole on Sundays and whenever that snapshot is missing."""
-    if business_date.weekday() == FULL_SNAPSHOT_WEEKDAY:
-        return None
-    previous = business_date - dt.timedelta(days=1)
-    if settings.dbt_target == "azure":
-        conn = _pyodbc().connect(settings.azure_sql.odbc_connection_string(), autocommit=True)
-        try:
-            cursor = conn.cursor().execute(SNAPSHOT_TSQL["exists"].format(table=f"raw.{entity}"), previous)
-            held = bool(cursor.fetchall()) if cursor.description else False
+            yield tsql_rows
         finally:
             conn.close()
     else:
         with connect(settings) as con:
             create_raw_tables(con)
-            held = con.execute(f"select 1 from raw.{entity} where _business_date = ? limit 1", [previous]).fetchall()
+            yield lambda sql, _, params: con.execute(sql, params).fetchall()
+
+
+def covered_days(rows, entity: str, first: dt.date, last: dt.date) -> set[dt.date]:
+    """The days between ``first`` and ``last`` whose ``entity`` records ``raw`` holds."""
+    found = rows(
+        f"select day from {COVERAGE} where entity = ? and day between ? and ?",
+        COVERAGE_TSQL["select"],
+        [entity, first, last],
+    )
+    return {r[0] if isinstance(r[0], dt.date) else dt.date.fromisoformat(str(r[0])) for r in found}
+
+
+FULL_SNAPSHOT_WEEKDAY = 6  # Sunday: customers and accounts are extracted whole once a week
+
+
+def _snapshot_plan(rows, entity: str, business_date: dt.date) -> dict | None:
+    """A snapshot entity's extraction: the records changed on the day, the rest carried from the
+    previous day's snapshot in ``raw``; whole on Sundays and whenever that snapshot is missing."""
+    if business_date.weekday() == FULL_SNAPSHOT_WEEKDAY:
+        return None
+    held = _holds_snapshot(rows, entity, business_date - dt.timedelta(days=1))
     return {"since": business_date.isoformat()} if held else None
+
+
+def _holds_snapshot(rows, entity: str, day: dt.date) -> bool:
+    """Whether ``raw`` holds ``entity``'s snapshot of ``day``."""
+    sql = f"select 1 from raw.{entity} where _business_date = ? limit 1"
+    return bool(rows(sql, SNAPSHOT_TSQL["exists"].format(table=f"raw.{entity}"), [day]))
 
 
 def plan_extraction(business_date: dt.date, settings: Settings | None = None) -> dict[str, list[str] | dict | None]:
     """What the day's extraction fetches of each entity: the delta of a windowed entity (its day and
     the late-arrival days), or its history from the first day ``raw`` is missing; a snapshot's
-    changes since the day before (``{"since": D}``) or, None, the whole snapshot. Read from the warehouse once per run, before the extraction (``crm_daily``'s
-    ``plan_extraction`` task)."""
+    changes since the day before (``{"since": D}``) or, None, the whole snapshot. Read from the
+    warehouse once per run, before the extraction (``crm_daily``'s ``plan_extraction`` task)."""
     settings = settings or get_settings()
     plan: dict[str, list[str] | dict | None] = {}
-    for entity in ENTITIES:
-        full = window(entity, business_date, settings)
-        if full is None:
-            plan[entity] = _snapshot_plan(entity, business_date, settings)
-            continue
-        span = plan_window(entity, business_date, covered_days(entity, full[0], business_date, settings), settings)
-        plan[entity] = [span[0].isoformat(), span[1].isoformat()]
+    with _plan_reader(settings) as rows:
+        for entity in ENTITIES:
+            full = window(entity, business_date, settings)
+            if full is None:
+                plan[entity] = _snapshot_plan(rows, entity, business_date)
+                continue
+            covered = covered_days(rows, entity, full[0], business_date)
+            span = plan_window(entity, business_date, covered, settings)
+            plan[entity] = [span[0].isoformat(), span[1].isoformat()]
     log.info("extraction plan for %s: %s", business_date, plan)
     return plan
 
@@ -163,13 +173,12 @@ def load_business_date(
                     f"(select *, date '{d}' as _business_date from read_parquet('{path}', hive_partitioning = false))"
                 )
                 span = landed_window(entity, business_date, settings)
-                delta = False
+                delta = span is None and landed_since(entity, business_date, settings) is not None
                 if span is None:
                     con.execute(
                         f"delete from raw.{entity} where _business_date = ?",
                         [business_date],
                     )
-                    delta = landed_since(entity, business_date, settings) is not None
                 else:
                     col = WINDOW_COLUMN[entity]
                     con.execute(
@@ -181,11 +190,11 @@ def load_business_date(
                         f"insert into {COVERAGE} values (?, ?, ?)", [(entity, d, business_date) for d in _days(span)]
                     )
                 con.execute(f"insert into raw.{entity} by name select * from {source}")
-                if span is None and delta:  # the rest of the snapshot: the previous day's, unchanged
+                if delta:  # the rest of the snapshot: the previous day's, unchanged
                     previous = business_date - dt.timedelta(days=1)
-                    if not con.execute(
-                        f"select 1 from raw.{entity} where _business_date = ? limit 1", [previous]
-                    ).fetchall():
+                    if not _holds_snapshot(
+                        lambda sql, _, params: con.execute(sql, params).fetchall(), entity, previous
+                    ):
                         raise _missing_base(entity, business_date)
                     columns = pq.read_schema(path).names
                     con.execute(_carry_sql(entity, columns), [business_date, previous, business_date])

@@ -127,8 +127,6 @@ def build_console(state, reader: SnapshotReader, settings: Settings, offers_look
             raise HTTPException(403, detail=f"the {who.role} role has no access to this page")
         return who, token
 
-    page = render
-
     async def meta_of(sid: str, *more: str) -> tuple[dict, list] | None:
         """The snapshot's metadata and ``more`` of its JSON keys, read together; None if it is gone."""
         raws = await reader.text.mget(keys.meta(sid), *more)
@@ -147,7 +145,7 @@ def build_console(state, reader: SnapshotReader, settings: Settings, offers_look
 
     @router.get("/sign-in")
     async def sign_in_form(request: Request) -> Response:
-        return page(request, "sign_in.html", None, None, None, development=not settings.production)
+        return render(request, "sign_in.html", None, None, None, development=not settings.production)
 
     @router.post("/sign-in")
     async def sign_in(request: Request, token: Annotated[str, Form(max_length=8192)] = "") -> Response:
@@ -158,7 +156,9 @@ def build_console(state, reader: SnapshotReader, settings: Settings, offers_look
             why = denied.detail
             if denied.who is not None and denied.who.kind == "customer":
                 why = "customer tokens have no console: it is for the bank's marketing and sales staff"
-            return page(request, "sign_in.html", None, None, None, 401, error=why, development=not settings.production)
+            return render(
+                request, "sign_in.html", None, None, None, 401, error=why, development=not settings.production
+            )
         request.scope["crm.principal"] = who
         response = RedirectResponse(HOME_OF[who.role], status_code=303)
         max_age = int((who.expires_at or time.time()) - time.time())
@@ -191,7 +191,7 @@ def build_console(state, reader: SnapshotReader, settings: Settings, offers_look
             raise NoSnapshot
         meta, (listed,) = value
         channels = sorted({ch for c in listed for ch in c["channels"]})
-        return page(request, "campaigns.html", who, sid, meta, campaigns=listed, channels=channels)
+        return render(request, "campaigns.html", who, sid, meta, campaigns=listed, channels=channels)
 
     @router.get("/campaigns/{campaign_id}")
     async def campaign(
@@ -209,7 +209,7 @@ def build_console(state, reader: SnapshotReader, settings: Settings, offers_look
         meta, (listed, performance) = value
         summary = next(c for c in listed if c["campaign_id"] == campaign_id)
         days = (performance or {}).get(campaign_id, []) if meta.get("performance") else None
-        return page(
+        return render(
             request,
             "campaign.html",
             who,
@@ -244,12 +244,12 @@ def build_console(state, reader: SnapshotReader, settings: Settings, offers_look
         who, token = signed_in(request, SALES)
         if customer_id is None or not customer_id.strip():
             sid, meta = await reader.json(keys.meta)
-            return page(request, "customers.html", who, sid, meta, customer_id=None)
+            return render(request, "customers.html", who, sid, meta, customer_id=None)
         wanted = customer_id.strip()
         if not wanted.isdigit() or not 0 < int(wanted) <= 10**12:
             sid, meta = await reader.json(keys.meta)
             error = "A customer id is a whole number, like 1042."
-            return page(request, "customers.html", who, sid, meta, customer_id=wanted, error=error, status_code=422)
+            return render(request, "customers.html", who, sid, meta, customer_id=wanted, error=error, status_code=422)
         cid = int(wanted)
         # the API's own look-up: the same quota, the same answer; the audit layer records the view
         status, body, _ = await offers_lookup(request.scope, f"Bearer {token}", None, cid)
@@ -270,7 +270,7 @@ def build_console(state, reader: SnapshotReader, settings: Settings, offers_look
             raise NoSnapshot
         meta, blob = value
         profile = decode_profile(blob, meta["profile_segments"]) if blob and meta.get("profile_segments") else None
-        return page(
+        return render(
             request,
             "customers.html",
             who,

@@ -19,10 +19,9 @@ from serving.reader import SnapshotReader
 CampaignId = Annotated[str, Path(pattern=r"^[A-Z0-9][A-Z0-9-]{1,63}$")]
 
 
-async def read_page(reader: SnapshotReader, campaign_id: str, channel: str | None, start: int, limit: int):
-    """(snapshot id, page) of the live snapshot: ``total``, ``customers`` (positions from
-    ``start + 1``) and ``next_cursor``; 404 when the campaign has no assignments in it."""
-    channel_name = channel or "ALL"
+async def _in_segment(reader: SnapshotReader, campaign_id: str, channel_name: str, then):
+    """(snapshot id, (dictionary, segment key, ``await then(key)``)) of the live snapshot's segment
+    of ``campaign_id`` on ``channel_name``; 404 when the campaign has no assignments in it."""
 
     async def read(sid: str):
         d = await reader.dictionary(sid)
@@ -31,17 +30,27 @@ async def read_page(reader: SnapshotReader, campaign_id: str, channel: str | Non
         if campaign_id not in d.campaigns:
             return "unknown"
         key = reader.keys.segment(sid, campaign_id, channel_name)
-        size = SEGMENT.itemsize
-        async with reader.raw.pipeline(transaction=False) as pipe:
-            pipe.getrange(key, start * size, (start + limit) * size - 1)
-            pipe.strlen(key)
-            blob, length = await pipe.execute()
-        return d, blob, length // size
+        return d, key, await then(key)
 
     sid, value = await reader.in_snapshot(read)
     if value is None or value == "unknown":
         raise HTTPException(404, detail=f"campaign {campaign_id} has no assignments in the live snapshot")
-    d, blob, total = value
+    return sid, value
+
+
+async def read_page(reader: SnapshotReader, campaign_id: str, channel: str | None, start: int, limit: int):
+    """(snapshot id, page) of the live snapshot: ``total``, ``customers`` (positions from
+    ``start + 1``) and ``next_cursor``; 404 when the campaign has no assignments in it."""
+    size = SEGMENT.itemsize
+
+    async def page_and_length(key: str):
+        async with reader.raw.pipeline(transaction=False) as pipe:
+            pipe.getrange(key, start * size, (start + limit) * size - 1)
+            pipe.strlen(key)
+            return await pipe.execute()
+
+    sid, (d, _, (blob, length)) = await _in_segment(reader, campaign_id, channel or "ALL", page_and_length)
+    total = length // size
     customers = decode_segment(blob, d, start + 1)
     nxt = start + len(customers)
     page = {
@@ -65,22 +74,9 @@ async def export_csv(
         status, body, headers = too_many(f"quota of {settings.quota_exports_per_day} exports a day used up", wait)
         return Response(body, status_code=status, headers=headers, media_type="application/json")
     channel_name = channel or "ALL"
-
-    async def read(sid: str):
-        d = await reader.dictionary(sid)
-        if d is None:
-            return None
-        if campaign_id not in d.campaigns:
-            return "unknown"
-        key = reader.keys.segment(sid, campaign_id, channel_name)
-        return d, key, await reader.raw.strlen(key) // SEGMENT.itemsize
-
-    sid, value = await reader.in_snapshot(read)
-    if value is None or value == "unknown":
-        raise HTTPException(404, detail=f"campaign {campaign_id} has no assignments in the live snapshot")
-    d, key, total = value
+    sid, (d, key, length) = await _in_segment(reader, campaign_id, channel_name, reader.raw.strlen)
     return StreamingResponse(
-        reader.segment_csv(key, d, total),
+        reader.segment_csv(key, d, length // SEGMENT.itemsize),
         media_type="text/csv",
         headers={
             "X-Snapshot-Id": sid,

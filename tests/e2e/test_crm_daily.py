@@ -168,13 +168,16 @@ class TestConsole:
         assert browser.outside == [], browser.outside  # no page asked for anything beyond this machine
 
     @staticmethod
-    def sign_in(browser, url, settings, who: str, role: str):
+    def open(browser, url):
+        context = browser.context(base_url=url)
+        return context, context.new_page()
+
+    def sign_in(self, browser, url, settings, who: str, role: str):
         from browser import axe_violations, screenshot
 
         from serving.auth import sign_dev_token
 
-        context = browser.context(base_url=url)
-        page = context.new_page()
+        context, page = self.open(browser, url)
         page.goto("/console")
         assert page.url.endswith("/console/sign-in")  # not signed in: the sign-in page
         assert axe_violations(page) == []
@@ -271,8 +274,7 @@ class TestConsole:
         from serving.auth import sign_dev_token
 
         url, browser, settings, _ = console
-        context = browser.context(base_url=url)
-        page = context.new_page()
+        context, page = self.open(browser, url)
         page.goto("/console/sign-in")
         page.keyboard.press("Tab")
         assert page.evaluate("document.activeElement.textContent") == "Skip to content"
@@ -291,24 +293,17 @@ class TestConsole:
         context.close()
 
     def test_docs_render_every_operation_offline(self, console):
+        import httpx
         from browser import screenshot
 
         url, browser, _, _ = console
-        context = browser.context(base_url=url)
-        page = context.new_page()
+        context, page = self.open(browser, url)
         page.goto("/docs")
         page.locator(".opblock").first.wait_for(timeout=20_000)
-        assert page.locator(".opblock").count() == len(
-            [p for p in httpx_get_json(f"{url}/openapi.json")["paths"].values() for _ in p]
-        )
+        operations = [op for path in httpx.get(f"{url}/openapi.json").json()["paths"].values() for op in path]
+        assert page.locator(".opblock").count() == len(operations)
         screenshot(page, "docs")
         context.close()
-
-
-def httpx_get_json(url: str) -> dict:
-    import httpx
-
-    return httpx.get(url).json()
 
 
 def test_evaluate_compares_the_assignment_with_the_oracles_and_a_random_one(first_run, e2e_home):
