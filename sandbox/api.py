@@ -151,7 +151,7 @@ def record_stream(
             rows.sort(key=lambda kr: kr[0])
             return rows
 
-        return responses, 0.004 * len(days)
+        return responses, 0.019 * len(days)  # measured: about 0.019 responses per customer and day
     raise ValueError(f"unknown entity {entity!r}")
 
 
