@@ -140,18 +140,13 @@ def _task_seconds(home: Path, day: dt.date) -> dict[str, float]:
 
 def _day_counts(home: Path, day: dt.date, customers: int) -> tuple[int, int]:
     """(what landed for ``day``, what the bank has of the day: new and changed records)."""
-    import pyarrow.parquet as pq
 
     from crm.integration_api import IntegrationApiClient
     from crm.services import ensure_sandbox, stop_sandbox
-    from ingestion.extract import ENDPOINTS, partition_path
+    from ingestion.extract import ENDPOINTS, landed_rows
 
     settings = Settings(home=home)
-    landed = sum(
-        pq.read_metadata(partition_path(settings.landing_dir, e, day)).num_rows
-        for e in ENDPOINTS
-        if partition_path(settings.landing_dir, e, day).exists()
-    )
+    landed = sum(landed_rows(settings.landing_dir, e, day) or 0 for e in ENDPOINTS)
     sandbox = ensure_sandbox(customers, SEED, settings)
     try:
         with IntegrationApiClient(sandbox.url, sandbox.client_id, sandbox.client_secret) as api:

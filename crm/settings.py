@@ -30,14 +30,17 @@ def _env(name: str, default: str | None = None) -> str | None:
     return value if value not in (None, "") else default
 
 
-def _int(name: str, default: int) -> int:
+def _int(name: str, default: int, minimum: int | None = None) -> int:
     raw = _env(name)
     if raw is None:
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
 
 
 def _float(name: str, default: float) -> float:
@@ -160,6 +163,11 @@ class Settings:
     # the extraction's dedup (DuckDB) works under this much memory and spills past it
     extract_memory_mb: int = field(default_factory=lambda: _int("CRM_EXTRACT_MEMORY_MB", 256))
     max_quarantine_share: float = field(default_factory=lambda: _float("CRM_MAX_QUARANTINE_SHARE", 0.01))
+    # a history load (first run, a gap) is extracted in slices of this many days, one mapped task
+    # each, so that several workers share it (CeleryExecutor); a day's delta is one slice
+    extract_chunk_days: int = field(default_factory=lambda: _int("CRM_EXTRACT_CHUNK_DAYS", 30, minimum=1))
+    # the landing gate validates a landed file this many rows at a time (bounded memory)
+    gate_batch_rows: int = field(default_factory=lambda: _int("CRM_GATE_BATCH_ROWS", 1_000_000, minimum=1000))
     # clear personal data (raw customers, their landing, the quarantine) is kept this many days
     raw_retention_days: int = field(default_factory=lambda: _int("CRM_RAW_RETENTION_DAYS", 35))
     # the read API's calls to the integration API for the mobile app (balances, transactions): a short

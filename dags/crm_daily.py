@@ -8,11 +8,15 @@ Lima time after D ends):
    transactions and campaign responses, the day D and the `CRM_LATE_ARRIVAL_DAYS` (3) before it,
    whose days are replaced whole; when any earlier day of the 180 / 365 days the features need is
    missing (the first run, a gap), everything from the first missing day: the history load.
-1. **extract_*** (one mapped task per entity): customers and accounts as of D, and the planned days
-   of transactions and campaign responses, from the bank's integration API (Connection
-   `crm_core_banking`; the embedded sandbox bank when none is set) into
-   `landing/<entity>/business_date=D/`. Records that break their contract go to `quarantine/`.
-2. **gate_landing** (mapped): the Great Expectations suite of each landed entity.
+1. **extract** (one mapped task per job of the plan): customers and accounts as of D (or their
+   changes since D), and the planned days of transactions and campaign responses, from the bank's
+   integration API (Connection `crm_core_banking`; the embedded sandbox bank when none is set) into
+   `landing/<entity>/business_date=D/`. A history load is cut into slices of
+   `CRM_EXTRACT_CHUNK_DAYS` (30) days, one task and one file each, so that several workers share
+   it (CeleryExecutor: `make airflow EXECUTOR=celery`); a day's delta is one slice. Records that
+   break their contract go to `quarantine/`.
+2. **gate_landing** (mapped the same way): the Great Expectations suite of each landed file,
+   `CRM_GATE_BATCH_ROWS` rows at a time.
 3. **load_raw**: the landed partitions into the warehouse's `raw` schema, in one transaction.
 4. **dbt_build**: one `dbt build` (astronomer-cosmos) of seeds, staging, snapshot and marts
    (`customer_features`, `campaign_eligibility`, `campaign_exclusions`, `fct_transactions`,
@@ -66,7 +70,6 @@ from cosmos.operators.local import DbtBuildLocalOperator
 
 from crm.settings import get_settings
 
-ENTITIES = ["customers", "accounts", "transactions", "campaign_responses"]
 WAREHOUSE_POOL = "crm_duckdb"
 
 settings = get_settings()
@@ -142,26 +145,26 @@ def _dbt_build(task_id: str, **selection: str) -> DbtBuildLocalOperator:
 )
 def crm_daily():
     @task(pool=WAREHOUSE_POOL)
-    def plan_extraction(ds: str | None = None, params: dict | None = None) -> dict:
+    def plan_extraction(ds: str | None = None, params: dict | None = None) -> list[dict]:
         from entrypoints.tasks import plan_extraction as run
 
         return run(_business_date(ds), params)
 
-    @task(map_index_template="{{ entity }}")
-    def extract(entity: str, plan: dict, ds: str | None = None, params: dict | None = None) -> dict:
+    @task(map_index_template="{{ job_label }}")
+    def extract(job: dict, ds: str | None = None, params: dict | None = None) -> dict:
         from entrypoints.tasks import extract as run
 
-        get_current_context()["entity"] = entity
+        get_current_context()["job_label"] = job["label"]
 
-        return run(entity, _business_date(ds), params, plan)
+        return run(job, _business_date(ds), params)
 
-    @task(map_index_template="{{ entity }}")
-    def gate_landing(entity: str, ds: str | None = None, params: dict | None = None) -> dict:
+    @task(map_index_template="{{ job_label }}")
+    def gate_landing(job: dict, ds: str | None = None, params: dict | None = None) -> dict:
         from entrypoints.tasks import gate_landing as run
 
-        get_current_context()["entity"] = entity
+        get_current_context()["job_label"] = job["label"]
 
-        return run(entity, _business_date(ds), params)
+        return run(job, _business_date(ds), params)
 
     @task(pool=WAREHOUSE_POOL)
     def load_raw(ds: str | None = None, params: dict | None = None) -> dict:
@@ -196,8 +199,9 @@ def crm_daily():
 
         return run(_business_date(ds), params)
 
-    extracted = extract.partial(plan=plan_extraction()).expand(entity=ENTITIES)
-    gated = gate_landing.expand(entity=ENTITIES)
+    jobs = plan_extraction()
+    extracted = extract.expand(job=jobs)
+    gated = gate_landing.expand(job=jobs)
     extracted >> gated
     scored = gated >> load_raw() >> dbt >> gate_marts() >> ensure_model() >> score_and_assign()
     scored >> dbt_reporting >> publish_cache()

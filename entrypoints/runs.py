@@ -56,17 +56,14 @@ def run_daily(
 
 def summarize(business_date: dt.date, settings: Settings) -> dict:
     """What the run produced, read back from each stage's output."""
-    import pyarrow.parquet as pq
 
-    from ingestion.extract import partition_path
+    from ingestion.extract import landed_rows
     from models.core_banking import ENTITIES
 
     out: dict = {"landing": {}, "quarantine": {}, "raw": {}, "marts": {}}
     for entity in ENTITIES:
-        path = partition_path(settings.landing_dir, entity, business_date)
-        out["landing"][entity] = pq.read_metadata(path).num_rows if path.exists() else 0
-        qpath = partition_path(settings.quarantine_dir, entity, business_date)
-        out["quarantine"][entity] = pq.read_metadata(qpath).num_rows if qpath.exists() else 0
+        out["landing"][entity] = landed_rows(settings.landing_dir, entity, business_date) or 0
+        out["quarantine"][entity] = landed_rows(settings.quarantine_dir, entity, business_date) or 0
     with connect(settings) as con:
         for entity in ENTITIES:
             out["raw"][entity] = con.execute(f"select count(*) from raw.{entity}").fetchone()[0]

@@ -31,31 +31,27 @@ def run_settings(params: dict[str, Any] | None = None) -> Settings:
     return settings
 
 
-def plan_extraction(business_date: dt.date, params: dict | None = None) -> dict:
-    from ingestion.load import plan_extraction as plan
+def plan_extraction(business_date: dt.date, params: dict | None = None) -> list[dict]:
+    from ingestion.load import extraction_jobs
 
-    return plan(business_date, run_settings(params))
-
-
-def extract(entity: str, business_date: dt.date, params: dict | None = None, plan: dict | None = None) -> dict:
-    from ingestion.extract import extract_entity
-
-    planned = (plan or {}).get(entity)
-    span = since = None
-    if isinstance(planned, list):
-        span = (dt.date.fromisoformat(planned[0]), dt.date.fromisoformat(planned[1]))
-    elif isinstance(planned, dict):
-        since = dt.date.fromisoformat(planned["since"])
-    done = extract_entity(entity, business_date, run_settings(params), span, since)
-    return {**asdict(done), "plan": planned}
+    return extraction_jobs(business_date, run_settings(params))
 
 
-def gate_landing(entity: str, business_date: dt.date, params: dict | None = None) -> dict:
-    from expectations.runner import gate_landing as _gate
+def extract(job: dict, business_date: dt.date, params: dict | None = None) -> dict:
+    """One extraction job of the plan: an entity's snapshot (or its changes), or a slice of days."""
+    from ingestion.extract import extract_job
 
-    outcomes = _gate(entity, business_date, run_settings(params))
+    return {**asdict(extract_job(job, business_date, run_settings(params))), "job": job}
+
+
+def gate_landing(job: dict, business_date: dt.date, params: dict | None = None) -> dict:
+    """The landing gate of one extraction job's file."""
+    from expectations.runner import gate_job
+
+    outcomes = gate_job(job, business_date, run_settings(params))
     return {
-        "entity": entity,
+        "entity": job["entity"],
+        "job": job.get("label"),
         "expectations": len(outcomes),
         "warnings": sum(not o.success for o in outcomes),
     }

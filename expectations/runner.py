@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pandas as pd
@@ -35,48 +36,88 @@ def _gx():
     return gx
 
 
-def validate_dataframe(suite_name: str, df: pd.DataFrame, context: dict | None = None) -> list[Outcome]:
-    """Validate ``df`` against suite ``suite_name``; returns one outcome per expectation."""
-    gx = _gx()
-    specs = SUITES[suite_name](context or {})
-    ctx = gx.get_context(mode="ephemeral")
-    with contextlib.suppress(Exception):  # cosmetic only: no progress bars in task logs
-        ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
-    batch = (
-        ctx.data_sources.add_pandas(f"crm_{suite_name}")
-        .add_dataframe_asset(name=suite_name)
-        .add_batch_definition_whole_dataframe("whole")
-        .get_batch(batch_parameters={"dataframe": df})
-    )
-    suite = gx.ExpectationSuite(name=suite_name)
-    for cls, kwargs, critical in specs:
-        suite.add_expectation(getattr(gx.expectations, cls)(**kwargs, meta={"critical": critical}))
-    result = batch.validate(suite)
-    outcomes = []
-    for res in result.results:
-        cfg = res.expectation_config
-        r = res.result or {}
-        # counts only: unexpected values may be personal data and never reach the logs
-        detail = (
-            f"{r.get('unexpected_count')} of {r.get('element_count')} rows unexpected"
-            if "unexpected_count" in r
-            else f"observed {r.get('observed_value')}"
+TABLE_LEVEL = "ExpectTable"  # expectations on the whole table (row count): checked once, on every row
+
+
+class _Suite:
+    """A suite made ready once (GX context, pandas data source, expectations), then run on as many
+    dataframes as needed: a landed file is validated a batch of rows at a time."""
+
+    def __init__(self, suite_name: str, specs: list):
+        gx = _gx()
+        ctx = gx.get_context(mode="ephemeral")
+        with contextlib.suppress(Exception):  # cosmetic only: no progress bars in task logs
+            ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
+        self.definition = (
+            ctx.data_sources.add_pandas(f"crm_{suite_name}")
+            .add_dataframe_asset(name=suite_name)
+            .add_batch_definition_whole_dataframe("whole")
         )
-        outcomes.append(
-            Outcome(
-                cfg.type,
-                cfg.kwargs.get("column"),
-                bool(cfg.meta.get("critical")),
+        self.suite = gx.ExpectationSuite(name=suite_name)
+        for cls, kwargs, critical in specs:
+            self.suite.add_expectation(getattr(gx.expectations, cls)(**kwargs, meta={"critical": critical}))
+
+    def run(self, df: pd.DataFrame) -> list[tuple[str, str | None, bool, bool, dict]]:
+        """(expectation, column, critical, success, result) per expectation, in the suite's order."""
+        result = self.definition.get_batch(batch_parameters={"dataframe": df}).validate(self.suite)
+        return [
+            (
+                res.expectation_config.type,
+                res.expectation_config.kwargs.get("column"),
+                bool(res.expectation_config.meta.get("critical")),
                 bool(res.success),
-                detail,
+                res.result or {},
             )
-        )
+            for res in result.results
+        ]
+
+
+def _outcomes(runs: list[list[tuple]]) -> list[Outcome]:
+    """One outcome per expectation from its results on every batch: it holds when it held on each;
+    the counts are summed. Counts only: unexpected values may be personal data and never reach the logs."""
+    outcomes = []
+    for results in zip(*runs, strict=True):
+        kind, column, critical = results[0][:3]
+        found = [r[4] for r in results]
+        if all("unexpected_count" in r for r in found):
+            detail = (
+                f"{sum(r.get('unexpected_count') or 0 for r in found)} of "
+                f"{sum(r.get('element_count') or 0 for r in found)} rows unexpected"
+            )
+        else:
+            detail = f"observed {found[-1].get('observed_value')}"
+        outcomes.append(Outcome(kind, column, critical, all(r[3] for r in results), detail))
     return outcomes
 
 
-def gate(suite_name: str, df: pd.DataFrame, where: str, context: dict | None = None) -> list[Outcome]:
-    """Validate and raise :class:`GateFailed` when a critical expectation fails."""
-    outcomes = validate_dataframe(suite_name, df, context)
+def validate_dataframe(suite_name: str, df: pd.DataFrame, context: dict | None = None) -> list[Outcome]:
+    """Validate ``df`` against suite ``suite_name``; returns one outcome per expectation."""
+    return _outcomes([_Suite(suite_name, SUITES[suite_name](context or {})).run(df)])
+
+
+def validate_batches(
+    suite_name: str, batches: Iterator[pd.DataFrame], rows: int, context: dict | None = None
+) -> list[Outcome]:
+    """Validate a table too big to hold at once, given as ``batches`` of its ``rows`` rows: the
+    table-level expectations (row count) once, on an index of ``rows`` (no data), the others on
+    each batch. Memory: one batch. Outcomes in the suite's order."""
+    specs = SUITES[suite_name](context or {})
+    table = [s for s in specs if s[0].startswith(TABLE_LEVEL)]
+    columns = [s for s in specs if not s[0].startswith(TABLE_LEVEL)]
+    outcomes = _outcomes([_Suite(suite_name, table).run(pd.DataFrame(index=pd.RangeIndex(rows)))]) if table else []
+    if columns:
+        suite = _Suite(suite_name, columns)
+        runs = [suite.run(df) for df in batches]
+        outcomes += _outcomes(runs) if runs else []
+    return outcomes
+
+
+def gate(
+    suite_name: str, df: pd.DataFrame | None, where: str, context: dict | None = None, outcomes: list | None = None
+) -> list[Outcome]:
+    """Validate (or take the ``outcomes`` of a validation in batches) and raise :class:`GateFailed`
+    when a critical expectation fails."""
+    outcomes = outcomes if outcomes is not None else validate_dataframe(suite_name, df, context)
     failed = [o for o in outcomes if not o.success]
     for o in failed:
         log.warning(
@@ -99,18 +140,26 @@ def _days_in(span: tuple[dt.date, dt.date]) -> int:
     return (span[1] - span[0]).days + 1
 
 
-def gate_landing(entity: str, business_date: dt.date, settings=None) -> list[Outcome]:
-    """Gate the landed partition of ``entity`` for ``business_date``."""
+def gate_landing(
+    entity: str, business_date: dt.date, settings=None, chunk: tuple[dt.date, dt.date] | None = None
+) -> list[Outcome]:
+    """Gate the landed partition of ``entity`` for ``business_date`` (with ``chunk``: the file of
+    that slice of a history load only), ``CRM_GATE_BATCH_ROWS`` rows at a time."""
     from crm.settings import get_settings
-    from ingestion.extract import landed_since, landed_window, partition_path
+    from ingestion.extract import landed_rows, landed_since, landed_window, partition_files, partition_path
 
     settings = settings or get_settings()
-    path = partition_path(settings.landing_dir, entity, business_date)
-    df = pd.read_parquet(path)
-    span = landed_window(entity, business_date, settings)
+    if chunk is not None:
+        files = [partition_path(settings.landing_dir, entity, business_date, chunk[0])]
+        files = files if files[0].exists() else [partition_path(settings.landing_dir, entity, business_date)]
+    else:
+        files = partition_files(settings.landing_dir, entity, business_date)
+    if not files or not files[0].exists():
+        raise FileNotFoundError(f"nothing landed of {entity} for {business_date}; run the extraction")
+    rows = sum(pq.read_metadata(f).num_rows for f in files)
+    span = chunk or landed_window(entity, business_date, settings)
     day_before = business_date - dt.timedelta(days=1)
-    previous = partition_path(settings.landing_dir, entity, day_before)
-    previous_rows = pq.read_metadata(previous).num_rows if previous.exists() else None
+    previous_rows = landed_rows(settings.landing_dir, entity, day_before)
     if previous_rows is not None and span is not None:  # a delta beside a history load: per day
         before = landed_window(entity, day_before, settings)
         previous_rows = round(previous_rows * _days_in(span) / _days_in(before))
@@ -120,9 +169,27 @@ def gate_landing(entity: str, business_date: dt.date, settings=None) -> list[Out
     context = {
         "business_date": business_date,
         "window_start": span[0] if span else business_date,
+        "window_end": span[1] if span else business_date,
         "adult_born_by": business_date.replace(year=business_date.year - 18, day=min(business_date.day, 28)),
         "previous_rows": previous_rows,
         "changes_only": changes_only,
         "max_volume_change": settings.max_volume_change,
     }
-    return gate(entity, df, f"{path}", context)
+
+    def batches() -> Iterator[pd.DataFrame]:
+        if rows == 0:  # nothing changed on the day: the column expectations hold on no rows
+            yield pq.read_table(files[0]).to_pandas()
+        for path in files:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=settings.gate_batch_rows):
+                yield batch.to_pandas()
+
+    where = str(files[0]) if len(files) == 1 else f"{files[0].parent} ({len(files)} files)"
+    outcomes = validate_batches(entity, batches(), rows, context)
+    return gate(entity, None, where, context, outcomes)
+
+
+def gate_job(job: dict, business_date: dt.date, settings=None) -> list[Outcome]:
+    """Gate what one extraction job (``ingestion.extract.slices``) landed: a mapped ``gate_landing`` task."""
+    from ingestion.extract import job_dates
+
+    return gate_landing(job["entity"], business_date, settings, job_dates(job.get("chunk")))

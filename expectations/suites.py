@@ -94,7 +94,7 @@ SUITES: dict[str, Callable[[dict], list[Spec]]] = {
             {
                 "column": "booking_date",
                 "min_value": ctx["window_start"],
-                "max_value": ctx["business_date"],
+                "max_value": ctx.get("window_end", ctx["business_date"]),
             },
             True,
         ),

@@ -153,8 +153,104 @@ def arrow_schema(model: type[BaseModel]) -> pa.Schema:
     return pa.schema(fields)
 
 
-def partition_path(root: Path, entity: str, business_date: dt.date) -> Path:
-    return root / entity / f"business_date={business_date.isoformat()}" / "data.parquet"
+def partition_path(root: Path, entity: str, business_date: dt.date, part: dt.date | None = None) -> Path:
+    """A landed (or quarantined) file: ``data.parquet`` when one extraction lands the partition
+    whole, ``data-<first day>.parquet`` for each slice of a history load extracted in slices."""
+    name = "data.parquet" if part is None else f"data-{part.isoformat()}.parquet"
+    return root / entity / f"business_date={business_date.isoformat()}" / name
+
+
+def partition_files(root: Path, entity: str, business_date: dt.date) -> list[Path]:
+    """Every file of a landed (or quarantined) partition: one, or one per slice."""
+    return sorted(partition_path(root, entity, business_date).parent.glob("data*.parquet"))
+
+
+def landed_rows(root: Path, entity: str, business_date: dt.date) -> int | None:
+    """Rows of a partition, from its files' footers (None: nothing landed)."""
+    files = partition_files(root, entity, business_date)
+    return sum(pq.read_metadata(f).num_rows for f in files) if files else None
+
+
+def chunks(span: tuple[dt.date, dt.date], days: int) -> list[tuple[dt.date, dt.date]]:
+    """``span`` cut into consecutive slices of at most ``days`` days (``CRM_EXTRACT_CHUNK_DAYS``)."""
+    out, first = [], span[0]
+    while first <= span[1]:
+        last = min(first + dt.timedelta(days=days - 1), span[1])
+        out.append((first, last))
+        first = last + dt.timedelta(days=1)
+    return out
+
+
+def slices(plan: dict, settings: Settings) -> list[dict]:
+    """The extraction jobs of a plan (``ingestion.load.plan_extraction``), one mapped ``extract``
+    task each: a snapshot whole or its changes; a windowed entity's planned days, cut into slices
+    of ``CRM_EXTRACT_CHUNK_DAYS`` (a day's delta is one slice; a history load of 180 days six)."""
+    jobs = []
+    for entity in ENTITIES:
+        planned = plan.get(entity)
+        if isinstance(planned, list):
+            span = (dt.date.fromisoformat(planned[0]), dt.date.fromisoformat(planned[1]))
+            parts = chunks(span, settings.extract_chunk_days)
+            for first, last in parts:
+                jobs.append({"entity": entity, "span": planned, "since": None,
+                             "chunk": [first.isoformat(), last.isoformat()] if len(parts) > 1 else None,
+                             "label": f"{entity} {first.isoformat()}..{last.isoformat()}"})  # fmt: skip
+        else:
+            since = planned.get("since") if isinstance(planned, dict) else None
+            jobs.append({"entity": entity, "span": None, "since": since, "chunk": None,
+                         "label": f"{entity} changed since {since}" if since else f"{entity} snapshot"})  # fmt: skip
+    return jobs
+
+
+def job_files(job: dict, business_date: dt.date, root: Path) -> Path:
+    """The file an extraction job lands."""
+    part = dt.date.fromisoformat(job["chunk"][0]) if job.get("chunk") else None
+    return partition_path(root, job["entity"], business_date, part)
+
+
+def prepare_partitions(jobs: list[dict], business_date: dt.date, settings: Settings) -> list[Path]:
+    """Remove from the date's landing and quarantine what an earlier plan of the same date left
+    there and this one does not make (a history load's slices before a rerun that extracts only
+    the delta, or slices cut differently): a partition holds what this run's plan extracts, no
+    more. Interrupted work of this plan's own jobs stays, to resume from. The paths removed."""
+    removed = []
+    for root in (settings.landing_dir, settings.quarantine_dir):
+        wanted = {job_files(job, business_date, root) for job in jobs}
+        for entity in ENTITIES:
+            folder = partition_path(root, entity, business_date).parent
+            for stale in sorted(folder.glob("data*.parquet")):
+                if stale not in wanted:
+                    stale.unlink()
+                    removed.append(stale)
+            for staging in sorted(folder.glob("_staging*")):
+                if staging.is_dir() and not any(_staging_dir(p) == staging for p in wanted):
+                    shutil.rmtree(staging, ignore_errors=True)
+                    removed.append(staging)
+    return removed
+
+
+def job_dates(pair: list | None) -> tuple[dt.date, dt.date] | None:
+    return (dt.date.fromisoformat(pair[0]), dt.date.fromisoformat(pair[1])) if pair else None
+
+
+def extract_job(job: dict, business_date: dt.date, settings: Settings) -> ExtractResult:
+    """Run one job of :func:`slices` (what a mapped ``extract`` task of ``crm_daily`` does)."""
+    since = dt.date.fromisoformat(job["since"]) if job.get("since") else None
+    return extract_entity(
+        job["entity"], business_date, settings, job_dates(job.get("span")), since, job_dates(job.get("chunk"))
+    )
+
+
+def _staging_dir(path: Path) -> Path:
+    """Where the extraction of ``path`` keeps its work in progress (one per slice: slices of the
+    same partition may be extracted at once, on different workers)."""
+    return path.parent / ("_staging" if path.name == "data.parquet" else f"_staging-{path.stem}")
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    tmp = path.with_suffix(f".tmp-{os.getpid()}-{threading.get_ident()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _write_atomically(table: pa.Table, path: Path) -> None:
@@ -251,7 +347,7 @@ class _Staging:
     records) and a checkpoint naming the cursor after the last page written."""
 
     def __init__(self, path: Path, request: dict):
-        self.dir = path.parent / "_staging"
+        self.dir = _staging_dir(path)
         self.request = request
         self.checkpoint_path = self.dir / "checkpoint.json"
 
@@ -313,7 +409,9 @@ def _prefetch(pages: typing.Iterator[tuple[list[dict], str | None]], depth: int 
         thread.join(timeout=60)
 
 
-def _dedup_into(parts: list[Path], key: str, target: Path, schema: pa.Schema, memory_mb: int = 256) -> int:
+def _dedup_into(
+    parts: list[Path], key: str, target: Path, schema: pa.Schema, memory_mb: int = 256, spill: Path | None = None
+) -> int:
     """Union of ``parts`` with one row per ``key`` (the earliest page's), written atomically to
     ``target``; rows out.
 
@@ -332,7 +430,7 @@ def _dedup_into(parts: list[Path], key: str, target: Path, schema: pa.Schema, me
         pq.write_table(schema.empty_table(), tmp, compression="zstd")
         os.replace(tmp, target)
         return 0
-    spill = target.parent / "_staging" / "duckdb-spill"
+    spill = spill or target.parent / "_staging" / "duckdb-spill"
     config = {"memory_limit": f"{memory_mb}MB", "threads": 1, "temp_directory": str(spill),
               "preserve_insertion_order": True}  # fmt: skip
     with duckdb.connect(config=config) as con:
@@ -356,16 +454,23 @@ def _dedup_into(parts: list[Path], key: str, target: Path, schema: pa.Schema, me
     return int(rows)
 
 
+def _slice_name(chunk: tuple[dt.date, dt.date] | None) -> str:
+    return f" (slice {chunk[0]}..{chunk[1]})" if chunk else ""
+
+
 def extract_entity(
     entity: str,
     business_date: dt.date,
     settings: Settings | None = None,
     span: tuple[dt.date, dt.date] | None = None,
     since: dt.date | None = None,
+    chunk: tuple[dt.date, dt.date] | None = None,
 ) -> ExtractResult:
     """Extract ``entity`` for ``business_date`` (resuming an interrupted run of the same request):
     a windowed entity's ``span`` of days (as ``plan_window`` chose it; its whole feature window when
-    not given), a snapshot as of the date (with ``since``: only the records changed on or after it)."""
+    not given), or of it only the slice ``chunk`` (one of a history load's slices, landed in a file
+    of its own beside the others); a snapshot as of the date (with ``since``: only the records
+    changed on or after it). Reconciled with the API's control total of the request it made."""
     settings = settings or get_settings()
     if entity not in ENTITIES:
         raise ValueError(f"unknown entity {entity!r}; expected one of {sorted(ENTITIES)}")
@@ -375,15 +480,24 @@ def extract_entity(
         span = window(entity, business_date, settings)
     if span is not None:
         since = None
+        if chunk is not None and not (span[0] <= chunk[0] <= chunk[1] <= span[1]):
+            raise ValueError(
+                f"{entity} for {business_date}: slice {chunk[0]}..{chunk[1]} is not within {span[0]}..{span[1]}"
+            )
+        chunk = None if chunk == span else chunk
+    else:
+        chunk = None
+    request = chunk or span
     params = (
         {"as_of": business_date.isoformat(), **({"updated_since": since.isoformat()} if since else {})}
-        if span is None
-        else {"date_from": span[0].isoformat(), "date_to": span[1].isoformat()}
+        if request is None
+        else {"date_from": request[0].isoformat(), "date_to": request[1].isoformat()}
     )
     schema = arrow_schema(model)
     wire = wire_schema(schema)  # the same for every page
-    path = partition_path(settings.landing_dir, entity, business_date)
-    qpath = partition_path(settings.quarantine_dir, entity, business_date)
+    part = chunk[0] if chunk else None
+    path = partition_path(settings.landing_dir, entity, business_date, part)
+    qpath = partition_path(settings.quarantine_dir, entity, business_date, part)
     staging = _Staging(path, {"entity": entity, "params": params, "page_size": settings.page_size})
     state = staging.resume()
     resumed_from = state["pages"]
@@ -407,16 +521,22 @@ def extract_entity(
                     state,
                 )
     memory_mb = settings.extract_memory_mb
-    # first, so that a landed partition never goes without what it holds
+    # first, so that a landed partition never goes without what it holds (every slice of a
+    # history load writes the same: the whole span, which load_raw replaces)
     path.parent.mkdir(parents=True, exist_ok=True)
     if span is not None:
-        window_file(path).write_text(json.dumps([span[0].isoformat(), span[1].isoformat()]))
+        _write_text_atomically(window_file(path), json.dumps([span[0].isoformat(), span[1].isoformat()]))
     elif since is not None:
-        delta_file(path).write_text(json.dumps({"since": since.isoformat()}))
+        _write_text_atomically(delta_file(path), json.dumps({"since": since.isoformat()}))
     else:
         delta_file(path).unlink(missing_ok=True)
-    landed = _dedup_into(staging.parts("part"), key, path, schema, memory_mb)
-    quarantined = _dedup_into(staging.parts("quarantine"), "record_key", qpath, QUARANTINE_SCHEMA, memory_mb)
+    if chunk is None:  # landed whole: no slice of an earlier extraction of the date stays beside it
+        for root in (settings.landing_dir, settings.quarantine_dir):
+            for stale in partition_path(root, entity, business_date).parent.glob("data-*.parquet"):
+                stale.unlink()
+    spill = staging.dir / "duckdb-spill"
+    landed = _dedup_into(staging.parts("part"), key, path, schema, memory_mb, spill)
+    quarantined = _dedup_into(staging.parts("quarantine"), "record_key", qpath, QUARANTINE_SCHEMA, memory_mb, spill)
     if not quarantined:
         qpath.unlink(missing_ok=True)
     staging.clear()
@@ -436,14 +556,14 @@ def extract_entity(
     log.info("extracted %s", json.dumps(asdict(result)))
     if landed + quarantined != reported:
         raise ReconciliationError(
-            f"{entity} for {business_date} does not reconcile: the API reports {reported} records, "
+            f"{entity} for {business_date}{_slice_name(chunk)} does not reconcile: the API reports {reported} records, "
             f"{landed} landed + {quarantined} quarantined = {landed + quarantined} "
             f"({received} received, {result.duplicates} duplicates dropped)"
         )
     if received and quarantined / reported > settings.max_quarantine_share:
         first = pq.read_table(qpath).slice(0, 1).to_pylist()[0]
         raise QuarantineLimitExceeded(
-            f"{entity} for {business_date}: {quarantined} of {reported} records broke the contract "
+            f"{entity} for {business_date}{_slice_name(chunk)}: {quarantined} of {reported} records broke the contract "
             f"({quarantined / reported:.1%} > CRM_MAX_QUARANTINE_SHARE={settings.max_quarantine_share:.1%}); "
             f"first: field {first['field']!r} of record {first['record_key']}: {first['reason']}; "
             f"all of them are in {qpath}"

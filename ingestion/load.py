@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from crm.settings import Settings, get_settings
 from crm.warehouse import connect
-from ingestion.extract import landed_since, landed_window, partition_path, plan_window, window
+from ingestion.extract import landed_since, landed_window, partition_files, plan_window, window
 from models.core_banking import ENTITIES, PRIMARY_KEYS
 
 log = logging.getLogger(__name__)
@@ -33,12 +33,19 @@ log = logging.getLogger(__name__)
 WINDOW_COLUMN = {"transactions": "booking_date", "campaign_responses": "contact_date"}
 
 
-def _landed(business_date: dt.date, settings: Settings, entities: Sequence[str] = tuple(ENTITIES)) -> dict[str, Path]:
-    paths = {e: partition_path(settings.landing_dir, e, business_date) for e in entities}
-    missing = [e for e, p in paths.items() if not p.exists()]
+def _landed(
+    business_date: dt.date, settings: Settings, entities: Sequence[str] = tuple(ENTITIES)
+) -> dict[str, list[Path]]:
+    """Each entity's landed files for the date (one, or one per slice of a history load)."""
+    paths = {e: partition_files(settings.landing_dir, e, business_date) for e in entities}
+    missing = [e for e, p in paths.items() if not p]
     if missing:
         raise FileNotFoundError(f"nothing landed for {business_date} for: {', '.join(missing)}; run the extraction")
     return paths
+
+
+def _parquet_list(paths: list[Path]) -> str:
+    return "[{}]".format(", ".join("'{}'".format(str(p).replace("'", "''")) for p in paths))
 
 
 COVERAGE = "raw._coverage"  # (entity, day, _business_date): the days of a windowed entity raw holds
@@ -116,6 +123,19 @@ def plan_extraction(business_date: dt.date, settings: Settings | None = None) ->
     return plan
 
 
+def extraction_jobs(business_date: dt.date, settings: Settings | None = None) -> list[dict]:
+    """The day's extraction jobs (``crm_daily``'s ``plan_extraction`` task: one mapped ``extract``
+    and ``gate_landing`` each), from its plan; what an earlier plan of the date left in the landing
+    area and this one does not make is removed first."""
+    from ingestion.extract import prepare_partitions, slices
+
+    settings = settings or get_settings()
+    jobs = slices(plan_extraction(business_date, settings), settings)
+    for path in prepare_partitions(jobs, business_date, settings):
+        log.info("removed %s: an earlier plan's, not this one's", path)
+    return jobs
+
+
 def _carry_sql(entity: str, columns: list[str], tsql: bool = False) -> str:
     """Copy the previous day's records of a snapshot that the day's delta (already inserted) did not
     replace, as the day's: parameters (business date, previous date, business date)."""
@@ -168,9 +188,10 @@ def load_business_date(
         create_raw_tables(con)
         con.execute("begin transaction")
         try:
-            for entity, path in paths.items():
+            for entity, files in paths.items():
                 source = (
-                    f"(select *, date '{d}' as _business_date from read_parquet('{path}', hive_partitioning = false))"
+                    f"(select *, date '{d}' as _business_date "
+                    f"from read_parquet({_parquet_list(files)}, hive_partitioning = false))"
                 )
                 span = landed_window(entity, business_date, settings)
                 delta = span is None and landed_since(entity, business_date, settings) is not None
@@ -196,9 +217,9 @@ def load_business_date(
                         lambda sql, _, params: con.execute(sql, params).fetchall(), entity, previous
                     ):
                         raise _missing_base(entity, business_date)
-                    columns = pq.read_schema(path).names
+                    columns = pq.read_schema(files[0]).names
                     con.execute(_carry_sql(entity, columns), [business_date, previous, business_date])
-                counts[entity] = con.execute(f"select count(*) from read_parquet('{path}')").fetchone()[0]
+                counts[entity] = sum(pq.read_metadata(f).num_rows for f in files)
             con.execute("commit")
         except Exception:
             con.execute("rollback")
@@ -278,11 +299,15 @@ def sqlserver_statements(entity: str, schema: pa.Schema, business_date: dt.date,
     }
 
 
-def sqlserver_batches(path: Path, business_date: dt.date, rows: int = BATCH_ROWS) -> Iterator[list[tuple]]:
-    """The landed partition as parameter rows for the insert, a batch at a time (bounded memory)."""
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
-        columns = [column.to_pylist() for column in batch.columns]
-        yield [(*values, business_date) for values in zip(*columns, strict=True)]
+def sqlserver_batches(
+    paths: Path | list[Path], business_date: dt.date, rows: int = BATCH_ROWS
+) -> Iterator[list[tuple]]:
+    """The landed partition (its file, or its slices' files) as parameter rows for the insert, a
+    batch at a time (bounded memory)."""
+    for path in [paths] if isinstance(paths, Path) else paths:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+            columns = [column.to_pylist() for column in batch.columns]
+            yield [(*values, business_date) for values in zip(*columns, strict=True)]
 
 
 def _pyodbc():
@@ -312,15 +337,15 @@ def load_sqlserver(
     try:
         cursor = conn.cursor()
         cursor.fast_executemany = True  # array binding: one round trip per batch
-        for entity, path in paths.items():
-            sql = sqlserver_statements(entity, pq.read_schema(path), business_date, settings)
+        for entity, files in paths.items():
+            sql = sqlserver_statements(entity, pq.read_schema(files[0]), business_date, settings)
             cursor.execute(sql["schema"])
             cursor.execute(sql["create"])
             cursor.execute(sql["delete"][0], *sql["delete"][1])
             for statement, values in sql["coverage"]:
                 cursor.execute(statement, *values)
             counts[entity] = 0
-            for batch in sqlserver_batches(path, business_date):
+            for batch in sqlserver_batches(files, business_date):
                 cursor.executemany(sql["insert"], batch)
                 counts[entity] += len(batch)
             if sql["carry"] is not None:  # a snapshot's changes of the day: the rest from the day before

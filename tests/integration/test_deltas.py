@@ -1,6 +1,7 @@
 """Deltas, not windows (issue 15): the daily extraction fetches what ``raw`` does not hold yet. After
 N daily deltas ``raw`` holds exactly what one full load of the same dates gives, a gap is filled by a
-history load the plan detects itself, and a rerun changes nothing."""
+history load the plan detects itself, and a rerun changes nothing. The planned runs go through the
+DAG's own jobs: a history load extracted and gated in slices of ``CRM_EXTRACT_CHUNK_DAYS``."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import datetime as dt
 import pytest
 
 from crm.warehouse import connect
-from ingestion.extract import extract_entity
-from ingestion.load import load_business_date, plan_extraction
+from expectations.runner import gate_job
+from ingestion.extract import extract_entity, extract_job, partition_files
+from ingestion.load import extraction_jobs, load_business_date
 from models.core_banking import ENTITIES
 
 FIRST = dt.date(2026, 10, 20)  # a Tuesday: no weekly full snapshot among the four days
@@ -27,24 +29,30 @@ def _home(settings, name):
         sandbox_seed=9,
         transaction_lookback_days=45,
         response_lookback_days=60,
+        extract_chunk_days=10,  # a history load of 45 days in 5 slices, 60 days in 6
     )
     s.ensure_dirs()
     return s
 
 
-def _run(day: dt.date, s, planned: bool) -> dict[str, int]:
-    """One day's extraction and load as crm_daily runs it (planned) or as a full load."""
-    plan = plan_extraction(day, s) if planned else {}
-    received = {}
-    for entity in ENTITIES:
-        planned = plan.get(entity)
-        span = (
-            (dt.date.fromisoformat(planned[0]), dt.date.fromisoformat(planned[1]))
-            if isinstance(planned, list)
-            else None
-        )
-        since = dt.date.fromisoformat(planned["since"]) if isinstance(planned, dict) else None
-        received[entity] = extract_entity(entity, day, s, span, since).received
+def _run(day: dt.date, s, planned: bool) -> dict:
+    """One day's extraction and load as crm_daily runs it (planned: its jobs, each extracted and
+    gated) or as a full load of every entity's feature window."""
+    received: dict = {}
+    if planned:
+        jobs = extraction_jobs(day, s)
+        for job in jobs:
+            received[job["entity"]] = received.get(job["entity"], 0) + extract_job(job, day, s).received
+        for job in jobs:
+            assert gate_job(job, day, s), job["label"]
+        plan = {}
+        for job in jobs:  # the plan as the jobs carry it: a windowed entity's span, a snapshot's since
+            plan[job["entity"]] = job["span"] or ({"since": job["since"]} if job["since"] else None)
+        received["slices"] = {e: sum(j["entity"] == e for j in jobs) for e in ENTITIES}
+    else:
+        plan = {}
+        for entity in ENTITIES:
+            received[entity] = extract_entity(entity, day, s).received
     load_business_date(day, s)
     return {"plan": plan, **received}
 
@@ -75,6 +83,9 @@ def test_the_first_run_loads_the_history_then_each_day_its_delta(runs):
     assert first["plan"]["transactions"] == [(FIRST - dt.timedelta(days=44)).isoformat(), FIRST.isoformat()]
     assert first["plan"]["campaign_responses"][0] == (FIRST - dt.timedelta(days=59)).isoformat()
     assert first["plan"]["customers"] is None  # no snapshot of the day before: the whole one
+    # the history load in slices of 10 days, each landed in a file of its own; a day's delta in one
+    assert first["slices"] == {"customers": 1, "accounts": 1, "transactions": 5, "campaign_responses": 6}
+    assert all(run["slices"] == dict.fromkeys(ENTITIES, 1) for run in later)
     for day, run in zip(DATES[1:], later, strict=True):
         for entity in ("transactions", "campaign_responses"):
             assert run["plan"][entity] == [(day - dt.timedelta(days=3)).isoformat(), day.isoformat()]
@@ -99,6 +110,14 @@ def test_a_rerun_changes_nothing_and_a_gap_is_loaded_by_history(runs):
     before = _raw(deltas)
     again = _run(DATES[1], deltas, True)  # a rerun (clear, backfill) of an earlier date: its delta again
     assert again["plan"]["transactions"][0] == (DATES[1] - dt.timedelta(days=3)).isoformat()
+    assert _raw(deltas) == before
+    # the first date again: raw now holds its history, so its plan is a delta, and the history
+    # load's slices landed by the first run are gone from its landing (load_raw reads them all)
+    sliced = partition_files(deltas.landing_dir, "transactions", FIRST)
+    assert len(sliced) == 5
+    again = _run(FIRST, deltas, True)
+    assert again["slices"]["transactions"] == 1
+    assert [p.name for p in partition_files(deltas.landing_dir, "transactions", FIRST)] == ["data.parquet"]
     assert _raw(deltas) == before
     after_gap = _run(GAP_DATE, deltas, True)
     first_missing = DATES[-1] + dt.timedelta(days=1)

@@ -65,3 +65,28 @@ def test_a_document_number_that_is_neither_dni_nor_ruc_is_refused_without_showin
         pq.write_table(original, partition_path(landed.landing_dir, "customers", D))
     assert f"column 'document_number': 1 of {original.num_rows} rows unexpected" in str(err.value)
     assert "99123456789" not in str(err.value)  # personal data never reaches the message
+
+
+def test_a_landing_is_gated_a_batch_at_a_time_with_counts_over_every_batch(landed):
+    """CRM_GATE_BATCH_ROWS bounds the gate's memory (a history load of a 1,000,000-customer bank is
+    134 million transactions): the rows are checked a batch at a time, the row count once on the
+    whole file, and a broken record in the last batch is counted against every row."""
+    small = dataclasses.replace(landed, gate_batch_rows=100)
+    original = pq.read_table(partition_path(landed.landing_dir, "customers", D))
+    assert original.num_rows > 200  # three batches at least
+    assert all(o.success for o in gate_landing("customers", D, small) if o.critical)
+    last = original["customer_id"][original.num_rows - 1].as_py()
+    try:
+
+        def bad_last(t: pa.Table) -> pa.Table:
+            docs = pc.if_else(pc.equal(t["customer_id"], last), "1234", t["document_number"])
+            return t.set_column(t.schema.get_field_index("document_number"), "document_number", docs)
+
+        _rewrite(landed, bad_last)
+        with pytest.raises(GateFailed) as err:
+            gate_landing("customers", D, small)
+    finally:
+        pq.write_table(original, partition_path(landed.landing_dir, "customers", D))
+    assert f"column 'document_number': 1 of {original.num_rows} rows unexpected" in str(err.value)
+    row_count = [o for o in gate_landing("customers", D, small) if o.expectation.startswith("expect_table_row")]
+    assert row_count and row_count[0].success and str(original.num_rows) in row_count[0].detail
