@@ -160,6 +160,9 @@ class Settings:
     late_arrival_days: int = field(default_factory=lambda: _int("CRM_LATE_ARRIVAL_DAYS", 3))
     transaction_lookback_days: int = field(default_factory=lambda: _int("CRM_TX_LOOKBACK_DAYS", 180))
     response_lookback_days: int = field(default_factory=lambda: _int("CRM_RESPONSE_LOOKBACK_DAYS", 365))
+    # the warehouse's DuckDB (the load, dbt, scoring's reads) works under this much memory and
+    # spills to disk past it (DuckDB's default is 80% of the machine's)
+    duckdb_memory_mb: int = field(default_factory=lambda: _int("CRM_DUCKDB_MEMORY_MB", 2048, minimum=64))
     # the extraction's dedup (DuckDB) works under this much memory and spills past it
     extract_memory_mb: int = field(default_factory=lambda: _int("CRM_EXTRACT_MEMORY_MB", 256))
     max_quarantine_share: float = field(default_factory=lambda: _float("CRM_MAX_QUARANTINE_SHARE", 0.01))

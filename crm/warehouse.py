@@ -21,7 +21,12 @@ def connect(settings: Settings):
     import duckdb
 
     settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-    return duckdb.connect(str(settings.duckdb_path))
+    con = duckdb.connect(str(settings.duckdb_path))
+    # bounded: past CRM_DUCKDB_MEMORY_MB DuckDB spills to <warehouse>.duckdb.tmp. Set, not passed as
+    # connect's config: DuckDB refuses a second connection to a file open in the same process (dbt
+    # in an Airflow task) with a different config; dbt's profile sets the same
+    con.execute(f"set memory_limit = '{settings.duckdb_memory_mb}MB'")
+    return con
 
 
 def _profile_env(duckdb_path, business_date, target) -> dict[str, str]:
