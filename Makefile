@@ -58,8 +58,8 @@ serve: setup  ## serve the read API on the demo's cache (PORT)
 sandbox: setup  ## serve the core-banking sandbox on its own (PORT, CUSTOMERS, SEED, FAULTS="all" or "server_error=0.05,...")
 	$(BIN)/crm sandbox --port $(PORT) --customers $(CUSTOMERS) --seed $(SEED) --faults "$(FAULTS)"
 
-airflow: setup  ## start the Airflow UI (airflow standalone) on the project's DAGs
-	$(BIN)/crm airflow
+airflow: setup  ## start Airflow on the project's DAGs (EXECUTOR=local: airflow standalone; EXECUTOR=celery: WORKERS=2 Celery workers on the embedded Redis)
+	$(BIN)/crm airflow --executor $(or $(EXECUTOR),local) --workers $(or $(WORKERS),2)
 
 test: lint $(CHROMIUM)  ## make lint, then the whole pytest suite (DAG integrity, the end-to-end run and the console in Chromium included)
 	CRM_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest

@@ -99,7 +99,7 @@ def main() -> int:
     import time
 
     from benchmarks.report import report
-    from crm.airflow_env import api_server_up, dag_runs, start_standalone, stop_standalone, unpause
+    from crm.airflow_env import LocalAirflow, api_server_up, dag_runs, unpause
     from crm.services import stop_services_started_since
     from crm.settings import Settings, get_settings, yesterday_in_lima
 
@@ -128,7 +128,7 @@ def main() -> int:
     code, demo_s = _crm("demo", "--date", str(live), *bank)
     if code:
         return code
-    standalone = start_standalone(settings)
+    standalone = LocalAirflow(settings).start()
     try:
         if not unpause("crm_daily", settings):
             print("crm_daily never reached Airflow's metadata database")
@@ -142,7 +142,7 @@ def main() -> int:
             time.sleep(5)  # the scheduler's run of the live date
         runs = dag_runs("crm_daily", settings)
     finally:
-        stop_standalone(standalone)
+        standalone.stop()
         stop_services_started_since(set(), settings)
     backfilled = fingerprints(settings.duckdb_path, days)
     served = served_snapshot(settings)

@@ -55,6 +55,138 @@ def airflow_env(settings: Settings, extra: dict[str, str] | None = None) -> dict
     return env
 
 
+EXECUTORS = ("local", "celery")
+WORKER_NAME = "CRM_AIRFLOW_WORKER"  # set in each local Celery worker's environment: its name
+
+
+def worker_hostname() -> str:
+    """Airflow's ``hostname_callable`` for the local Celery workers: the worker's name (so the UI
+    and ``task_instance.hostname`` tell the two workers of one machine apart), else the host's."""
+    import socket
+
+    return os.environ.get(WORKER_NAME) or socket.getfqdn()
+
+
+def celery_env(settings: Settings, concurrency: int) -> dict[str, str]:
+    """CeleryExecutor on the embedded Redis (started when needed): the broker in its database 1 and
+    the task results in database 2, beside the cache's 0. A broker named in Airflow's own
+    configuration (``AIRFLOW__CELERY__BROKER_URL``) wins: no silent fallback to the embedded one."""
+    from crm.services import embedded_redis_url, ensure_redis
+
+    env = {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(concurrency),
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "crm.airflow_env.worker_hostname",
+    }
+    if not os.environ.get("AIRFLOW__CELERY__BROKER_URL"):
+        url = ensure_redis(settings)
+        if url != embedded_redis_url(settings):
+            raise RuntimeError(
+                "CRM_REDIS_URL names the cache's Redis; name Celery's broker and result backend in "
+                "AIRFLOW__CELERY__BROKER_URL and AIRFLOW__CELERY__RESULT_BACKEND"
+            )
+        sock = url.removeprefix("unix://")
+        env["AIRFLOW__CELERY__BROKER_URL"] = f"redis+socket://{sock}?virtual_host=1"
+        env["AIRFLOW__CELERY__RESULT_BACKEND"] = f"redis+socket://{sock}?virtual_host=2"
+    return env
+
+
+class LocalAirflow:
+    """Airflow on this machine, in the background, as ``make airflow`` runs it: ``airflow
+    standalone`` (LocalExecutor), or with ``executor="celery"`` its components one process each
+    (API server, scheduler, DAG processor, triggerer) and ``workers`` Celery workers of
+    ``concurrency`` task slots each, on the embedded Redis as the broker. Each process logs to
+    ``<CRM_HOME>/runs/airflow-<component>.log``."""
+
+    def __init__(self, settings: Settings, executor: str = "local", workers: int = 2, concurrency: int = 2):
+        if executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+        if workers < 1 or concurrency < 1:
+            raise ValueError(f"workers and concurrency must be at least 1, got {workers} and {concurrency}")
+        self.settings, self.executor, self.workers, self.concurrency = settings, executor, workers, concurrency
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def components(self) -> dict[str, list[str]]:
+        if self.executor == "local":
+            return {"standalone": ["standalone"]}
+        out = {name: [name] for name in ("api-server", "scheduler", "dag-processor", "triggerer")}
+        for i in range(1, self.workers + 1):
+            # no log server per worker: on one machine the API server reads the task logs' files
+            out[f"worker{i}"] = ["celery", "worker", "--celery-hostname", f"worker{i}@%h",
+                                 "--concurrency", str(self.concurrency), "--skip-serve-logs"]  # fmt: skip
+        return out
+
+    def log_path(self, name: str) -> Path:
+        return self.settings.home / "runs" / f"airflow-{name}.log"
+
+    def start(self, wait_s: float = 300.0) -> LocalAirflow:
+        """Start every component; return once the scheduler is healthy and every worker is ready."""
+        import time
+
+        self.settings.ensure_dirs()
+        prepare_airflow(self.settings)
+        extra = celery_env(self.settings, self.concurrency) if self.executor == "celery" else {}
+        binary = str(Path(sys.executable).parent / "airflow")
+        try:
+            for name, args in self.components().items():
+                env = airflow_env(
+                    self.settings, {**extra, **({WORKER_NAME: name} if name.startswith("worker") else {})}
+                )
+                path = self.log_path(name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "ab") as log:
+                    self.processes[name] = subprocess.Popen([binary, *args], env=env, stdout=log,
+                                                            stderr=subprocess.STDOUT, start_new_session=True,
+                                                            cwd=REPO_ROOT)  # fmt: skip
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline:
+                for name, proc in self.processes.items():
+                    if proc.poll() is not None:
+                        raise RuntimeError(
+                            f"airflow {name} stopped (exit {proc.returncode}); see {self.log_path(name)}"
+                        )
+                if scheduler_healthy() and all(self._worker_ready(n) for n in self.processes if n.startswith("worker")):
+                    return self
+                time.sleep(2)
+            raise RuntimeError(f"Airflow did not become healthy in {wait_s:.0f} s; see {self.log_path('*')}")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _worker_ready(self, name: str) -> bool:
+        path = self.log_path(name)
+        return (
+            path.exists()
+            and f"{name}@" in path.read_text(errors="replace")
+            and " ready." in path.read_text(errors="replace")
+        )
+
+    def wait(self) -> int:
+        """Until a component stops (its exit code), Ctrl-C or SIGTERM (0)."""
+        import signal
+        import time
+
+        def interrupt(*_):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, interrupt)  # a process manager's stop: the same clean stop as Ctrl-C
+        try:
+            while True:
+                for name, proc in self.processes.items():
+                    if proc.poll() is not None:
+                        print(f"airflow {name} stopped (exit {proc.returncode}); see {self.log_path(name)}", flush=True)
+                        return proc.returncode or 1
+                time.sleep(1)
+        except KeyboardInterrupt:
+            return 0
+
+    def stop(self) -> None:
+        # workers first: they finish (or give back) their tasks while the scheduler still runs
+        for name in sorted(self.processes, key=lambda n: not n.startswith("worker")):
+            stop_process(self.processes[name])
+        self.processes.clear()
+
+
 def airflow(args: list[str], settings: Settings, **kwargs) -> subprocess.CompletedProcess:
     cmd = [str(Path(sys.executable).parent / "airflow"), *args]
     return subprocess.run(cmd, env=airflow_env(settings), check=False, **kwargs)
@@ -114,19 +246,6 @@ def run_dag_test(dag_id: str, logical_date: dt.date, conf: dict, settings: Setti
     return 1
 
 
-def standalone(settings: Settings) -> int:
-    """``airflow standalone`` on the project's DAGs, until Ctrl-C."""
-    settings.ensure_dirs()
-    prepare_airflow(settings)
-    pw = settings.airflow_home / "simple_auth_manager_passwords.json.generated"
-    print(f"starting Airflow (airflow standalone) on http://localhost:{API_PORT}", flush=True)
-    print(f"log in as admin; the password is in {pw} once it has started. Ctrl-C stops it.", flush=True)
-    try:
-        return airflow(["standalone"], settings).returncode
-    except KeyboardInterrupt:
-        return 0
-
-
 def _health(timeout_s: float = 2.0) -> dict | None:
     """The Airflow API server's health answer (``make airflow``'s, or one started for a backfill)."""
     import httpx
@@ -147,28 +266,8 @@ def api_server_up() -> bool:
     return _health() is not None
 
 
-def start_standalone(settings: Settings, wait_s: float = 300.0) -> subprocess.Popen:
-    """``airflow standalone`` in the background (its own process group, output in the data dir's
-    runs/), once its API server and scheduler answer; stop it with :func:`stop_standalone`."""
-    import time
-
-    log_path = settings.home / "runs" / "airflow-standalone.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "standalone"], env=airflow_env(settings),
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO_ROOT)  # fmt: skip
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"airflow standalone stopped (exit {proc.returncode}); see {log_path}")
-        if scheduler_healthy():
-            return proc
-        time.sleep(2)
-    stop_standalone(proc)
-    raise RuntimeError(f"airflow standalone did not become healthy in {wait_s:.0f} s; see {log_path}")
-
-
-def stop_standalone(proc: subprocess.Popen) -> None:
+def stop_process(proc: subprocess.Popen) -> None:
+    """Stop a process started in its own session, and its children (SIGTERM, then SIGKILL after 60 s)."""
     import signal
 
     if proc.poll() is None:

@@ -147,16 +147,28 @@ def sandbox(port: int, customers: int, seed: int, faults: str) -> None:
 
 
 @cli.command()
-def airflow() -> None:
-    """Start the Airflow UI (airflow standalone) on the project's DAGs."""
-    from crm.airflow_env import standalone
+@click.option("--executor", type=click.Choice(["local", "celery"]), default="local", show_default=True,
+              help="local: airflow standalone; celery: CeleryExecutor with --workers workers on the embedded Redis")  # fmt: skip
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Celery workers")
+@click.option("--concurrency", type=click.IntRange(min=1), default=2, show_default=True, help="task slots per worker")
+def airflow(executor: str, workers: int, concurrency: int) -> None:
+    """Start Airflow on the project's DAGs (the UI on http://localhost:8080) until Ctrl-C."""
+    from crm.airflow_env import API_PORT, LocalAirflow
     from crm.services import running_services, stop_services_started_since
 
     settings = get_settings()
     before = running_services(settings)
+    local = LocalAirflow(settings, executor, workers, concurrency)
+    pw = settings.airflow_home / "simple_auth_manager_passwords.json.generated"
+    what = "airflow standalone" if executor == "local" else f"CeleryExecutor, {workers} workers x {concurrency} slots"
+    print(f"starting Airflow ({what}) on http://localhost:{API_PORT}", flush=True)
     try:
-        _done(standalone(settings))
+        local.start()
+        print(f"Airflow is up: log in as admin; the password is in {pw}. Ctrl-C stops it.", flush=True)
+        print(f"logs: {local.log_path('<component>')}", flush=True)
+        _done(local.wait())
     finally:
+        local.stop()
         stop_services_started_since(before, settings)
 
 

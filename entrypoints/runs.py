@@ -9,6 +9,7 @@ import os
 import time
 
 from crm.airflow_env import (
+    LocalAirflow,
     airflow,
     api_server_up,
     dag_runs,
@@ -16,8 +17,6 @@ from crm.airflow_env import (
     prepare_airflow,
     run_dag_test,
     scheduler_healthy,
-    start_standalone,
-    stop_standalone,
     unpause,
 )
 from crm.services import running_services, stop_services_started_since
@@ -203,7 +202,7 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
         prepare_airflow(settings)
         if not api_server_up():
             print("starting Airflow (airflow standalone) for the backfill; make airflow would keep it running")
-            started = start_standalone(settings)
+            started = LocalAirflow(settings).start()
         # unpaused once the DAG processor has parsed it: a paused DAG's tasks are not scheduled,
         # backfills' included (Airflow 3.3)
         if not unpause("crm_daily", settings):
@@ -257,7 +256,7 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
         _wait_until_backfills_close(settings)  # the next make backfill may start at once
     finally:
         if started is not None:  # the services the runs started go with the Airflow started for them
-            stop_standalone(started)
+            started.stop()
             stop_services_started_since(before, settings)
         # on make airflow's Airflow, other runs (the scheduler's, a triggered one) may still use them
     return _report_backfill(days, runs, settings)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import configparser
 import re
+import shlex
 from types import SimpleNamespace
 
 import yaml
@@ -88,18 +89,49 @@ def _routes() -> set[str]:
     return {route.path for route in create_app("redis://unused:6379/0").routes}
 
 
-def test_compose_runs_the_api_and_airflow_on_a_password_protected_redis():
+def _airflow_parses(argv: list[str]) -> None:
+    """An ``airflow ...`` command line, parsed by Airflow's own CLI parser (with the Celery provider's
+    commands): a misspelt component fails here, not in the bank's environment."""
+    from airflow.cli.cli_parser import get_parser
+
+    assert argv[0] == "airflow", argv
+    get_parser().parse_args(argv[1:])
+
+
+def test_compose_runs_the_api_and_airflow_on_celery_workers_and_a_password_protected_redis():
     compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
     services = compose["services"]
-    assert set(services) == {"redis", "read-api", "airflow"}
+    airflow = {name for name in services if name.startswith("airflow-")}
+    assert set(services) == {"redis", "read-api", "postgres"} | airflow
+    assert airflow == {"airflow-init", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
+                       "airflow-triggerer", "airflow-worker"}  # fmt: skip
     args = _cli_args(services["read-api"]["command"])
     assert services["read-api"]["ports"] == [f"{args.port}:{args.port}"]
     env = services["read-api"]["environment"]
     assert env["CRM_REDIS_URL"].startswith("redis://:${CRM_REDIS_PASSWORD")
     assert "--requirepass" in services["redis"]["command"]
-    assert services["airflow"]["environment"]["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/crm/dags"
+    for name in airflow:
+        service = services[name]
+        airflow_env = service["environment"]
+        assert airflow_env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/crm/dags"
+        assert airflow_env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+        # the broker and results in the password-protected Redis, beside the cache's database 0
+        assert airflow_env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://:${CRM_REDIS_PASSWORD")
+        assert airflow_env["AIRFLOW__CELERY__BROKER_URL"].endswith("@redis:6379/1")
+        assert airflow_env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
+        # the landing area, shared by whichever workers extract and load
+        assert "crm-data:/var/lib/crm" in service["volumes"]
+        if name != "airflow-init":
+            _airflow_parses(service["command"])
+            assert service["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+    for command in services["airflow-init"]["command"][-1].split("&&"):
+        _airflow_parses(shlex.split(command))
+    # the worker count is a value of the environment (AIRFLOW_WORKERS), two by default
+    assert re.fullmatch(r"\$\{AIRFLOW_WORKERS:-2\}", services["airflow-worker"]["deploy"]["replicas"])
+    import psycopg2  # noqa: F401 - the image has the metadata database's driver (from the lock)
+
     # both call the bank's integration API (the extraction; the mobile app's balances), never a sandbox
-    for name in ("read-api", "airflow"):
+    for name in ("read-api", "airflow-worker"):
         assert {"CRM_CORE_API_URL", "CRM_CORE_CLIENT_ID", "CRM_CORE_CLIENT_SECRET"} <= set(
             services[name]["environment"]
         )
@@ -149,11 +181,17 @@ def test_openshift_runs_the_api_with_probes_and_secrets_it_really_has():
 
 def test_airflow_values_run_the_image_with_connections_from_a_secret():
     values = yaml.safe_load((DOCKER / "openshift" / "airflow-values.yaml").read_text())
-    assert values["executor"] in ("KubernetesExecutor", "CeleryExecutor")
+    # Celery workers, as many as the value says, on the chart's Redis; the landing area shared
+    assert values["executor"] == "CeleryExecutor"
+    assert isinstance(values["workers"]["replicas"], int) and values["workers"]["replicas"] >= 2
+    assert values["redis"]["enabled"] is True
     assert values["images"]["airflow"]["repository"] == "crm-platform"
     env = {e["name"]: e["value"] for e in values["env"]}
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/crm/dags"
     assert env["CRM_DBT_TARGET"] == "azure"
+    (mount,) = values["volumeMounts"]
+    assert mount["mountPath"] == env["CRM_HOME"]
+    assert {v["name"]: v for v in values["volumes"]}[mount["name"]]["persistentVolumeClaim"]["claimName"]
     assert set(n for n in env if n.startswith("CRM_")) <= _settings_variables()
     assert "secretRef" in values["extraEnvFrom"]
     text = (DOCKER / "openshift" / "airflow-values.yaml").read_text()

@@ -1,18 +1,23 @@
-"""Business dates run side by side through Airflow give, date by date, the rows each gives alone.
+"""Business dates run side by side through Airflow, on Celery workers, give, date by date, the rows
+each gives alone.
 
 As a data engineer works: ``make demo`` for the live date (yesterday in Lima), then Airflow running
-(``airflow standalone``, as ``make airflow``) with crm_daily unpaused, so that its scheduler starts
-the live date's run, and while that runs ``make backfill`` of three older dates with
-``max_active_runs`` 3. Every mart's rows of each
-date are fingerprinted (row count and SHA-256 of the sorted rows); two dates are backfilled again
-and must not change; then each date runs alone (``airflow dags test``, as ``make demo``) and must
-give the same fingerprints. The live snapshot stays the live date's throughout.
+on the CeleryExecutor with two workers (``make airflow EXECUTOR=celery``: the embedded Redis as the
+broker) with crm_daily unpaused, so that its scheduler starts the live date's run, and while that
+runs ``make backfill`` of three older dates with ``max_active_runs`` 3. Both workers run tasks of
+the runs, and the warehouse's tasks (pool ``crm_duckdb``) never overlap, whichever worker runs
+them. Every mart's rows of each date are fingerprinted (row count and SHA-256 of the sorted rows);
+two dates are backfilled again and must not change; then each date runs alone (``airflow dags
+test``, as ``make demo``) and must give the same fingerprints. The live snapshot stays the live
+date's throughout.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -40,8 +45,20 @@ def _interval(run: dict) -> tuple[dt.datetime, dt.datetime]:
     return dt.datetime.fromisoformat(run["start_date"]), dt.datetime.fromisoformat(run["end_date"])
 
 
+def _task_instances(settings: Settings) -> list[tuple]:
+    """(run, task, map index, worker, pool, start, end) of every task crm_daily ran."""
+    con = sqlite3.connect(settings.airflow_home / "airflow.db")
+    try:
+        return con.execute(
+            "select run_id, task_id, map_index, hostname, pool, start_date, end_date from task_instance "
+            "where dag_id = 'crm_daily' and state = 'success' order by start_date"
+        ).fetchall()
+    finally:
+        con.close()
+
+
 def test_dates_run_side_by_side_give_each_date_the_rows_it_gives_alone(crm_home, monkeypatch):
-    from crm.airflow_env import dag_runs, start_standalone, stop_standalone, unpause
+    from crm.airflow_env import LocalAirflow, dag_runs, unpause
     from crm.services import stop_services_started_since
 
     home = crm_home / "concurrent"
@@ -57,7 +74,7 @@ def test_dates_run_side_by_side_give_each_date_the_rows_it_gives_alone(crm_home,
     assert demo.returncode == 0, demo.stdout[-3000:]
     live = fingerprints(settings.duckdb_path, [LIVE])
 
-    standalone = start_standalone(settings)
+    airflow = LocalAirflow(settings, "celery", workers=2, concurrency=2).start()
     try:
         assert unpause("crm_daily", settings), "crm_daily never reached Airflow's metadata database"
 
@@ -84,11 +101,19 @@ def test_dates_run_side_by_side_give_each_date_the_rows_it_gives_alone(crm_home,
         assert s_start < max(b for _, b in backfilled) and first_start < s_end, (backfilled, scheduled)
         assert all(a < first_start + dt.timedelta(seconds=60) for a, _ in backfilled), backfilled  # 3 at a time
 
+        # the Celery workers shared the runs' tasks; DuckDB's one writer was never two of them
+        tasks = _task_instances(settings)
+        assert {t[3] for t in tasks} == {"worker1", "worker2"}, {t[3] for t in tasks}
+        warehouse = sorted((t[5], t[6], t[0], t[1]) for t in tasks if t[4] == "crm_duckdb")
+        assert len(warehouse) >= 4 * 8, warehouse  # every run's plan, load, dbt, gate, model, scoring, publish
+        for before, after in itertools.pairwise(warehouse):
+            assert after[0] >= before[1], (before, after)
+
         again = _cli(env, "backfill", "--from", str(BACKFILL[1]), "--to", str(BACKFILL[2]))
         assert again.returncode == 0, again.stdout[-3000:]
         rerun = fingerprints(settings.duckdb_path, BACKFILL[1:])
     finally:
-        stop_standalone(standalone)
+        airflow.stop()
         stop_services_started_since(set(), settings)
 
     assert all(rows > 0 for day in BACKFILL for rows, _ in (side_by_side[day]["campaign_eligibility"],
