@@ -166,9 +166,12 @@ class Settings:
     # the extraction's dedup (DuckDB) works under this much memory and spills past it
     extract_memory_mb: int = field(default_factory=lambda: _int("CRM_EXTRACT_MEMORY_MB", 256))
     max_quarantine_share: float = field(default_factory=lambda: _float("CRM_MAX_QUARANTINE_SHARE", 0.01))
-    # a history load (first run, a gap) is extracted in slices of this many days, one mapped task
-    # each, so that several workers share it (CeleryExecutor); a day's delta is one slice
-    extract_chunk_days: int = field(default_factory=lambda: _int("CRM_EXTRACT_CHUNK_DAYS", 30, minimum=1))
+    # a windowed extraction (a history load, a big bank's delta) is cut into slices of whole days of
+    # about this many records (the API's count), one mapped task each, so that several workers
+    # share it (CeleryExecutor); a small bank's history is one slice
+    extract_slice_records: int = field(
+        default_factory=lambda: _int("CRM_EXTRACT_SLICE_RECORDS", 5_000_000, minimum=1000)
+    )
     # the landing gate validates a landed file this many rows at a time (bounded memory)
     gate_batch_rows: int = field(default_factory=lambda: _int("CRM_GATE_BATCH_ROWS", 1_000_000, minimum=1000))
     # clear personal data (raw customers, their landing, the quarantine) is kept this many days

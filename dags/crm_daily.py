@@ -11,9 +11,10 @@ Lima time after D ends):
 1. **extract** (one mapped task per job of the plan): customers and accounts as of D (or their
    changes since D), and the planned days of transactions and campaign responses, from the bank's
    integration API (Connection `crm_core_banking`; the embedded sandbox bank when none is set) into
-   `landing/<entity>/business_date=D/`. A history load is cut into slices of
-   `CRM_EXTRACT_CHUNK_DAYS` (30) days, one task and one file each, so that several workers share
-   it (CeleryExecutor: `make airflow EXECUTOR=celery`); a day's delta is one slice. Records that
+   `landing/<entity>/business_date=D/`. A history load (or a big bank's day) is cut into slices of
+   whole days of about `CRM_EXTRACT_SLICE_RECORDS` (5,000,000) records by the API's count, one task
+   and one file each, so that several workers share it (CeleryExecutor: `make airflow
+   EXECUTOR=celery`); a small bank's extraction is one slice per entity. Records that
    break their contract go to `quarantine/`.
 2. **gate_landing** (mapped the same way): the Great Expectations suite of each landed file,
    `CRM_GATE_BATCH_ROWS` rows at a time.

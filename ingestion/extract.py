@@ -171,26 +171,32 @@ def landed_rows(root: Path, entity: str, business_date: dt.date) -> int | None:
     return sum(pq.read_metadata(f).num_rows for f in files) if files else None
 
 
-def chunks(span: tuple[dt.date, dt.date], days: int) -> list[tuple[dt.date, dt.date]]:
-    """``span`` cut into consecutive slices of at most ``days`` days (``CRM_EXTRACT_CHUNK_DAYS``)."""
+def chunks(span: tuple[dt.date, dt.date], parts: int) -> list[tuple[dt.date, dt.date]]:
+    """``span`` cut into ``parts`` consecutive slices of whole days, as even as days allow."""
+    days = (span[1] - span[0]).days + 1
+    parts = max(1, min(parts, days))
     out, first = [], span[0]
-    while first <= span[1]:
-        last = min(first + dt.timedelta(days=days - 1), span[1])
+    for i in range(parts):
+        size = days // parts + (1 if i < days % parts else 0)
+        last = first + dt.timedelta(days=size - 1)
         out.append((first, last))
         first = last + dt.timedelta(days=1)
     return out
 
 
-def slices(plan: dict, settings: Settings) -> list[dict]:
+def slices(plan: dict, settings: Settings, count: typing.Callable[[str, dict], int] | None = None) -> list[dict]:
     """The extraction jobs of a plan (``ingestion.load.plan_extraction``), one mapped ``extract``
-    task each: a snapshot whole or its changes; a windowed entity's planned days, cut into slices
-    of ``CRM_EXTRACT_CHUNK_DAYS`` (a day's delta is one slice; a history load of 180 days six)."""
+    task each: a snapshot whole or its changes; a windowed entity's planned days cut into slices of
+    whole days of about ``CRM_EXTRACT_SLICE_RECORDS`` records, by the API's count of the planned
+    request (``count(endpoint, params)``; without it, one slice). A 1,000,000-customer bank's
+    history of transactions is 27 slices; a small bank's, and an ordinary day's delta, one."""
     jobs = []
     for entity in ENTITIES:
         planned = plan.get(entity)
         if isinstance(planned, list):
             span = (dt.date.fromisoformat(planned[0]), dt.date.fromisoformat(planned[1]))
-            parts = chunks(span, settings.extract_chunk_days)
+            records = count(ENDPOINTS[entity], {"date_from": planned[0], "date_to": planned[1]}) if count else 0
+            parts = chunks(span, -(-records // settings.extract_slice_records))
             for first, last in parts:
                 jobs.append({"entity": entity, "span": planned, "since": None,
                              "chunk": [first.isoformat(), last.isoformat()] if len(parts) > 1 else None,

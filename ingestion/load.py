@@ -127,10 +127,13 @@ def extraction_jobs(business_date: dt.date, settings: Settings | None = None) ->
     """The day's extraction jobs (``crm_daily``'s ``plan_extraction`` task: one mapped ``extract``
     and ``gate_landing`` each), from its plan; what an earlier plan of the date left in the landing
     area and this one does not make is removed first."""
+    from crm.integration_api import client_for
     from ingestion.extract import prepare_partitions, slices
 
     settings = settings or get_settings()
-    jobs = slices(plan_extraction(business_date, settings), settings)
+    plan = plan_extraction(business_date, settings)
+    with client_for(settings) as client:  # the API's counts size the slices
+        jobs = slices(plan, settings, client.control_total)
     for path in prepare_partitions(jobs, business_date, settings):
         log.info("removed %s: an earlier plan's, not this one's", path)
     return jobs
