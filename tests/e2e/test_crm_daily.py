@@ -383,7 +383,8 @@ def test_a_failing_stage_stops_the_run_names_it_and_publishes_nothing(first_run,
         },
     )
     assert broken.returncode != 0
-    assert "crm_daily FAILED for 2026-11-28 at stage extract" in broken.stdout
+    # the first stage that calls the bank's API: the plan asks its counts to size the extraction's slices
+    assert "crm_daily FAILED for 2026-11-28 at stage plan_extraction" in broken.stdout
     assert "IntegrationApiError" in broken.stdout
     assert "nothing was published" in broken.stdout
     try:
