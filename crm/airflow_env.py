@@ -155,11 +155,8 @@ class LocalAirflow:
 
     def _worker_ready(self, name: str) -> bool:
         path = self.log_path(name)
-        return (
-            path.exists()
-            and f"{name}@" in path.read_text(errors="replace")
-            and " ready." in path.read_text(errors="replace")
-        )
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return f"{name}@" in text and " ready." in text
 
     def wait(self) -> int:
         """Until a component stops (its exit code), Ctrl-C or SIGTERM (0)."""

@@ -151,7 +151,6 @@ def gate_landing(
     settings = settings or get_settings()
     if chunk is not None:
         files = [partition_path(settings.landing_dir, entity, business_date, chunk[0])]
-        files = files if files[0].exists() else [partition_path(settings.landing_dir, entity, business_date)]
     else:
         files = partition_files(settings.landing_dir, entity, business_date)
     if not files or not files[0].exists():

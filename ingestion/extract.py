@@ -208,7 +208,7 @@ def slices(plan: dict, settings: Settings, count: typing.Callable[[str, dict], i
     return jobs
 
 
-def job_files(job: dict, business_date: dt.date, root: Path) -> Path:
+def job_file(job: dict, business_date: dt.date, root: Path) -> Path:
     """The file an extraction job lands."""
     part = dt.date.fromisoformat(job["chunk"][0]) if job.get("chunk") else None
     return partition_path(root, job["entity"], business_date, part)
@@ -221,7 +221,7 @@ def prepare_partitions(jobs: list[dict], business_date: dt.date, settings: Setti
     more. Interrupted work of this plan's own jobs stays, to resume from. The paths removed."""
     removed = []
     for root in (settings.landing_dir, settings.quarantine_dir):
-        wanted = {job_files(job, business_date, root) for job in jobs}
+        wanted = {job_file(job, business_date, root) for job in jobs}
         for entity in ENTITIES:
             folder = partition_path(root, entity, business_date).parent
             for stale in sorted(folder.glob("data*.parquet")):

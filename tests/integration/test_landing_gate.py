@@ -34,6 +34,16 @@ def _rewrite(s, change) -> None:
     pq.write_table(change(table), path)
 
 
+def _document(customer_id: int, value: str):
+    """A rewrite that gives ``customer_id`` the document number ``value``."""
+
+    def change(t: pa.Table) -> pa.Table:
+        docs = pc.if_else(pc.equal(t["customer_id"], customer_id), value, t["document_number"])
+        return t.set_column(t.schema.get_field_index("document_number"), "document_number", docs)
+
+    return change
+
+
 def test_a_good_landing_passes(landed):
     outcomes = gate_landing("customers", D, landed)
     assert all(o.success for o in outcomes if o.critical)
@@ -53,12 +63,7 @@ def test_a_landing_far_smaller_than_the_day_before_is_refused(landed):
 def test_a_document_number_that_is_neither_dni_nor_ruc_is_refused_without_showing_it(landed):
     original = pq.read_table(partition_path(landed.landing_dir, "customers", D))
     try:
-
-        def bad_ruc(t: pa.Table) -> pa.Table:
-            docs = pc.if_else(pc.equal(t["customer_id"], 5), "99123456789", t["document_number"])
-            return t.set_column(t.schema.get_field_index("document_number"), "document_number", docs)
-
-        _rewrite(landed, bad_ruc)
+        _rewrite(landed, _document(5, "99123456789"))
         with pytest.raises(GateFailed) as err:
             gate_landing("customers", D, landed)
     finally:
@@ -77,12 +82,7 @@ def test_a_landing_is_gated_a_batch_at_a_time_with_counts_over_every_batch(lande
     assert all(o.success for o in gate_landing("customers", D, small) if o.critical)
     last = original["customer_id"][original.num_rows - 1].as_py()
     try:
-
-        def bad_last(t: pa.Table) -> pa.Table:
-            docs = pc.if_else(pc.equal(t["customer_id"], last), "1234", t["document_number"])
-            return t.set_column(t.schema.get_field_index("document_number"), "document_number", docs)
-
-        _rewrite(landed, bad_last)
+        _rewrite(landed, _document(last, "1234"))
         with pytest.raises(GateFailed) as err:
             gate_landing("customers", D, small)
     finally:
