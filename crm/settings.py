@@ -216,8 +216,17 @@ class Settings:
     # quotas per caller (person or integration), shared by every API worker through Redis
     quota_lookups_per_minute: int = field(default_factory=lambda: _int("CRM_QUOTA_LOOKUPS_PER_MINUTE", 600))
     quota_exports_per_day: int = field(default_factory=lambda: _int("CRM_QUOTA_EXPORTS_PER_DAY", 50))
+    # segment rows (pages and CSV exports together) a caller may read a day
+    quota_segment_rows_per_day: int = field(
+        default_factory=lambda: _int("CRM_QUOTA_SEGMENT_ROWS_PER_DAY", 250_000, minimum=1)
+    )
     # integration keys: a running API re-reads the key store (revocations, new keys) this often
     api_key_reload_s: float = field(default_factory=lambda: _float("CRM_API_KEY_RELOAD_S", 10.0))
+    # the addresses of the router in front of the API (comma-separated IPs or CIDRs): only their
+    # X-Forwarded-For / X-Forwarded-Proto are believed; none by default (the peer is the source)
+    trusted_proxies: str = field(default_factory=lambda: _env("CRM_TRUSTED_PROXIES", ""))
+    # the audit trail's seals: each API process seals its file this often (when it wrote since)
+    audit_seal_s: float = field(default_factory=lambda: _float("CRM_AUDIT_SEAL_S", 5.0))
 
     # ---- paths in the data directory -------------------------------------------------------
     @property
@@ -258,6 +267,23 @@ class Settings:
     def audit_dir(self) -> Path:
         """The read API's audit trail: one hash-chained file per API process and day."""
         return Path(_env("CRM_AUDIT_DIR", str(self.home / "audit")))
+
+    @cached_property
+    def audit_key_path(self) -> Path:
+        """The secret the audit trail's MACs are keyed with (one key a line: the first signs, the
+        others are retired keys kept to verify older files). Mounted by the deployment, never in
+        the audit directory; locally made on first use beside the development signing key."""
+        configured = _env("CRM_AUDIT_KEY_FILE")
+        if configured is None:
+            self._no_fallback("audit trail key", "CRM_AUDIT_KEY_FILE (a secret the deployment mounts)")
+        path = Path(configured) if configured else self.home / "identity" / "audit_key"
+        audit_dir = self.audit_dir.resolve()
+        if path.resolve().is_relative_to(audit_dir):
+            raise SettingsError(
+                f"CRM_AUDIT_KEY_FILE ({path}) is inside the audit directory {audit_dir}: whoever can rewrite "
+                "the trail could then recompute its MACs; mount the key elsewhere"
+            )
+        return path
 
     @property
     def dbt_project_dir(self) -> Path:

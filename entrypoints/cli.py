@@ -105,27 +105,50 @@ def train(business_date: dt.date, customers: int, seed: int, window, candidates,
     _done(run_training(business_date, customers, seed, overrides))
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (OpenShift stopping the pod, ``kill``) ends the command as Ctrl-C does: through its
+    ``finally``, which stops the services it started. (uvicorn re-raises the signal it caught once
+    it has shut down; with the default handler that would kill the process on the spot.)"""
+    import signal
+
+    def _exit(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1")
 @click.option("--port", type=int, default=8000)
 def serve(host: str, port: int) -> None:
     """Serve the read API on the cache (starting the embedded Redis when it is not running)."""
+    import logging
+
     import uvicorn
 
     from crm.services import ensure_redis, running_services, stop_services_started_since
     from serving.api import create_app
     from serving.auth import ensure_demo_keys
 
+    _stop_on_sigterm()
     settings = get_settings()
     before = running_services(settings)
     try:
         url = ensure_redis(settings)
-        if not settings.api_keys_path.exists():
-            ensure_demo_keys(settings)
+        if not settings.production and not settings.api_keys_path.exists():
+            ensure_demo_keys(settings)  # production never makes a key: create_app refuses a missing store
         app = create_app(url, settings)
+        # the audit trail's seals go to the log (stderr), which the deployment ships off the host
+        seals = logging.getLogger("crm.audit")
+        seals.setLevel(logging.INFO)
+        seals.addHandler(logging.StreamHandler())
         docs = "" if settings.production else " (OpenAPI docs at /docs)"
-        click.echo(f"read API on http://{host}:{port}{docs}; keys: {settings.demo_api_keys_path}")
-        config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
+        keys = "" if settings.production else f"; keys: {settings.demo_api_keys_path}"
+        click.echo(f"read API on http://{host}:{port}{docs}{keys}")
+        # X-Forwarded-For and -Proto are believed from the configured router only (none by default)
+        proxies = [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]
+        config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False,
+                                proxy_headers=bool(proxies), forwarded_allow_ips=proxies or "")  # fmt: skip
         sockets = [config.bind_socket()]
         if settings.metrics_port:  # one server, two listening sockets: the app tells them apart
             click.echo(f"metrics on http://{host}:{settings.metrics_port}/metrics only")
@@ -254,17 +277,26 @@ def audit() -> None:
 @audit.command("verify")
 @click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="the audit trail [CRM_AUDIT_DIR or .crm/audit]")  # fmt: skip
-def audit_verify(directory: Path | None) -> None:
-    """Check the hash chain of every audit file: exit 1 naming each record edited, inserted or removed."""
-    from serving.audit import verify
+@click.option("--seals", "seal_logs", multiple=True, type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="a log the API's seals were shipped to (the deployment's log sink); repeatable")  # fmt: skip
+def audit_verify(directory: Path | None, seal_logs: tuple[Path, ...]) -> None:
+    """Check every record's MAC and chain, every file against its seal, and the seals' ledger (and
+    its off-host copy, with --seals): exit 1 naming each record edited, inserted, removed or cut
+    off and each file missing. The key is CRM_AUDIT_KEY_FILE's."""
+    from serving.audit import load_keys, seals_from_log, verify
 
-    directory = directory or get_settings().audit_dir
-    count, problems = verify(directory)
-    for problem in problems:
-        click.echo(problem)
+    settings = get_settings()
+    directory = directory or settings.audit_dir
+    keys = load_keys(settings.audit_key_path, create=False)
+    off_host = [seal for log in seal_logs for seal in seals_from_log(log.read_text(errors="replace").splitlines())]
+    count, problems, notes = verify(directory, keys, off_host)
+    for line in (*problems, *notes):
+        click.echo(line)
     if problems:
         raise click.ClickException(f"the audit trail in {directory} was tampered with: {len(problems)} problem(s)")
-    click.echo(f"{count} records in {directory}: every hash chain is intact")
+    against = f" and {len(off_host)} seals shipped off the host" if seal_logs else ""
+    click.echo(f"{count} records in {directory}: every MAC, chain and seal is intact (checked against its ledger"
+               f"{against})")  # fmt: skip
 
 
 @cli.command()
@@ -286,10 +318,16 @@ def token(customer: int | None, staff: str | None, role: str | None, minutes: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The ``crm`` console script."""
+    """The ``crm`` console script. A setting at fault ends it with one line that names it (no
+    traceback): what an operator reads when production refuses to start."""
+    from crm.settings import SettingsError
+
     private_files()
     try:
         cli.main(args=argv, prog_name="crm", standalone_mode=False)
+    except SettingsError as error:
+        click.echo(f"crm: {' '.join(str(error).split())}", err=True)
+        return 2
     except SystemExit as done:
         return int(done.code or 0)
     except click.ClickException as error:

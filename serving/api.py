@@ -19,6 +19,7 @@ from typing import Annotated
 
 import fastapi_offline
 import redis.asyncio as aioredis
+import structlog
 from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -47,18 +48,19 @@ from serving.answers import (
     openapi_with_security,
     too_many,
 )
-from serving.audit import AuditCalls, AuditTrail
+from serving.audit import AuditCalls, AuditTrail, load_keys
 from serving.auth import (
     CUSTOMERS,
     MARKETING,
     MARKETING_SALES,
+    MAX_CUSTOMER_ID,
     Gate,
     authorize,
+    canonical_customer_id,
     for_roles,
 )
 from serving.bank import MAX_DAYS, BankUnavailable, CustomerBank, NotTheBanks
 from serving.hotpath import (
-    MAX_CUSTOMER_ID,
     MY_OFFERS_PATH,
     MeasureRequests,
     Metrics,
@@ -71,16 +73,33 @@ from serving.keys import Keys
 from serving.quotas import SYNC_S, LookupQuota
 from serving.reader import SnapshotReader
 
+log = structlog.get_logger(__name__)
 CustomerId = Annotated[int, Path(gt=0, le=MAX_CUSTOMER_ID, description="core-banking customer id")]
 
 
-async def _sync_quotas(lookups: LookupQuota, reader: SnapshotReader) -> None:
-    """Every SYNC_S: this worker's look-up counts into Redis, every worker's totals back."""
+REDIS_ERRORS = (aioredis.ConnectionError, aioredis.TimeoutError, TimeoutError, OSError)
+
+
+async def _sync_with_redis(state, reader: SnapshotReader) -> None:
+    """Every SYNC_S: this worker's look-up counts into Redis and every worker's totals back, and the
+    tokens signed out in any worker."""
     while True:
         await asyncio.sleep(SYNC_S)
         # Redis down: the look-ups answer 503 meanwhile, and counting resumes with it
-        with contextlib.suppress(aioredis.ConnectionError, aioredis.TimeoutError, TimeoutError, OSError):
-            await lookups.sync(reader.text)
+        with contextlib.suppress(*REDIS_ERRORS):
+            await state.lookups.sync(reader.text)
+        with contextlib.suppress(*REDIS_ERRORS):
+            await state.gate.revoked.sync(reader.text)
+
+
+async def _seal_audit_trail(trail: AuditTrail, every_s: float) -> None:
+    """Seal this process's audit file every ``every_s`` seconds it wrote something."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            trail.checkpoint()
+        except OSError as exc:  # the next record's write fails too, and answers 503
+            log.error("audit trail: the seal could not be written", error=str(exc))
 
 
 DOCS_ASSETS = FilePath(fastapi_offline.__file__).parent / "static"  # Swagger UI's and ReDoc's, packaged
@@ -110,13 +129,17 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         reader.open(redis_url)
-        syncing = asyncio.create_task(_sync_quotas(app.state.lookups, reader))
+        with contextlib.suppress(*REDIS_ERRORS):  # the sessions signed out before this worker started
+            await app.state.gate.revoked.sync(reader.text)
+        syncing = asyncio.create_task(_sync_with_redis(app.state, reader))
+        sealing = asyncio.create_task(_seal_audit_trail(trail, settings.audit_seal_s))
         # everything alive after start-up (modules, the app) lives as long as the process: keep it
         # out of the collector's full passes, which otherwise stall look-ups for tens of ms
         gc.collect()
         gc.freeze()
         yield
         syncing.cancel()
+        sealing.cancel()
         trail.close()
         await reader.close()
 
@@ -137,15 +160,21 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         **({"openapi_url": None} if settings.production else {}),
     )
+    # every setting production needs is resolved before anything is written (fail closed, named)
     app.state.gate = Gate(settings)
     if settings.production:  # the mobile app's balances come from the bank's API, never the sandbox
         _ = settings.core_api
-    trail = app.state.trail = AuditTrail(settings.audit_dir)
+    audit_keys = load_keys(settings.audit_key_path, create=not settings.production)
+    trail = app.state.trail = AuditTrail(settings.audit_dir, audit_keys)
     app.state.lookups = LookupQuota(settings.redis_prefix, settings.quota_lookups_per_minute)
     app.state.reader = reader
     metrics = Metrics()
 
     answer_unavailable_with_503(app)
+
+    @app.exception_handler(segments.QuotaUsedUp)
+    async def quota_used_up(request: Request, exc: segments.QuotaUsedUp) -> Response:
+        return exc.answer()
 
     # the endpoints answer with JSONResponse directly (no response-model validation per call); the
     # models in models.serving document the shapes, and the tests check answers against them
@@ -192,7 +221,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         """``read(customer_id)`` from the bank for the signed-in customer, counted against their
         look-up quota; 503 with Retry-After while the bank's API is failing. Never cached."""
         who = authorize(request, CUSTOMERS)
-        customer_id = request.scope["crm.customer_id"] = int(who.subject)
+        customer_id = request.scope["crm.customer_id"] = canonical_customer_id(who.subject)
         async with asyncio.timeout(settings.redis_deadline_s):
             wait = await app.state.lookups.take(reader.text, who)
         if wait is not None:
@@ -296,7 +325,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         who = authorize(request, MARKETING)
         if "text/csv" in request.headers.get("accept", ""):
             return await segments.export_csv(reader, settings, who, campaign_id, channel)
-        sid, page = await segments.read_page(reader, campaign_id, channel, int(cursor or 0), limit)
+        sid, page = await segments.read_page(reader, settings, who, campaign_id, channel, int(cursor or 0), limit)
         return answer(sid, page)
 
     @app.get(

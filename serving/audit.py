@@ -1,50 +1,189 @@
-"""The read API's audit trail (docs/decisions/0011): every ``/v1/`` call, answered or refused, with
-who made it (the customer, the employee or the integration), their role, what they asked for, the
-outcome, the source address, the time and the snapshot it was read from; nothing else personal.
+"""The read API's audit trail (docs/decisions/0011, 0015): every ``/v1/`` call and console page,
+answered or refused, with who made it (the customer, the employee or the integration), their role,
+what they asked for, the outcome, the source address, the time and the snapshot it was read from;
+nothing else personal, every field capped, credentials never written.
 
 Records are appended before the answer leaves: when one cannot be written the caller gets 503, not
 an unaudited answer. Each API process writes its own file per UTC day
-(``<audit dir>/api-YYYY-MM-DD-<host>-<pid>.jsonl``, created 0600 in a 0700 directory); each record
-carries the hash of the one before it and its own (``prev``, ``hash``: SHA-256), so an edited,
-inserted or removed record breaks the chain, which ``crm audit verify`` checks.
+(``<audit dir>/api-YYYY-MM-DD-<host>-<pid>.jsonl``, created 0600 in a 0700 directory).
+
+What makes it trustworthy (Ley 29733, PCI DSS 10):
+
+- **Keyed.** Each record carries its number in the file (``seq``), the MAC of the record before it
+  (``prev``) and its own (``mac``): HMAC-SHA256 under a key the deployment mounts
+  (``CRM_AUDIT_KEY_FILE``), never beside the trail. Editing, inserting or removing a record breaks
+  the chain, and recomputing it needs the key.
+- **Sealed.** Every ``CRM_AUDIT_SEAL_S`` seconds (when it wrote since), when its day ends and when
+  it stops, a process appends a seal of its file (record count, last MAC) to the ledger
+  ``seals.jsonl``, itself a MAC chain; a file's first record follows the ledger's last seal, so
+  each day is chained to the seals before it. A file cut short, or deleted, no longer matches its
+  seal; a seal removed breaks the ledger's chain.
+- **Sent off the host.** Each seal is also logged (logger ``crm.audit``, one JSON line per seal,
+  no personal data) to the deployment's log sink, which the API cannot rewrite: ``crm audit verify
+  --seals <exported log>`` checks the trail against that copy too, which catches even the ledger's
+  last seals removed together with the records they sealed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import hashlib
+import hmac
+import logging
 import os
+import secrets
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qsl, quote
 
 import orjson
 import structlog
 
+from crm.settings import SettingsError
 from serving.auth import Principal
 
 GENESIS = "0" * 64
+LEDGER = "seals.jsonl"
+SEAL_EVENT = "crm_audit_seal"
 UNAVAILABLE = orjson.dumps({"detail": "the audit trail cannot be written: no answer is given unaudited"})
+CREDENTIAL_IN_URL = (
+    "credentials go in the Authorization or X-API-Key header, never in the URL: this call was refused and "
+    "the query parameter {name} was not recorded"
+)
+# query parameters that carry a credential: refused with 400, their value never written
+CREDENTIAL_PARAMS = frozenset({
+    "api_key", "apikey", "api-key", "x-api-key", "key", "access_token", "id_token", "refresh_token", "token",
+    "jwt", "bearer", "authorization", "auth", "password", "passwd", "pwd", "secret", "client_secret",
+    "session", "crm_console", "code",
+})  # fmt: skip
+REDACTED = "[redacted]"
+CAP = {"what": 512, "who": 128, "credential": 64, "forwarded_for": 256, "source": 64}
 log = structlog.get_logger(__name__)
+seal_log = logging.getLogger("crm.audit")
 
 
-def _digest(record: dict) -> str:
-    """The hash of a record: SHA-256 of its JSON without ``hash`` (its fields in the order written)."""
-    body = {k: v for k, v in record.items() if k != "hash"}
-    return hashlib.sha256(orjson.dumps(body)).hexdigest()
+# ---- keys -----------------------------------------------------------------------------------------
+
+
+def key_id(key: bytes) -> str:
+    return hashlib.sha256(b"crm-audit-key-id:" + key).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class AuditKeys:
+    """The keys of the trail: ``current`` signs, every key (retired ones included) verifies."""
+
+    current: str  # key id
+    by_id: dict[str, bytes]
+
+    def mac(self, kid: str, body: bytes) -> str:
+        return hmac.digest(self.by_id[kid], body, "sha256").hex()
+
+
+def load_keys(path: Path, create: bool) -> AuditKeys:
+    """The keys in ``path`` (one a line, the first signs); made there first when ``create``
+    (locally: a development key, 0600, in a 0700 directory)."""
+    if not path.exists() and create:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32) + "\n")
+    try:
+        lines = [line.strip().encode() for line in path.read_text().splitlines() if line.strip()]
+    except OSError as exc:
+        raise SettingsError(
+            f"CRM_AUDIT_KEY_FILE: the audit trail's key cannot be read from {path}: {exc.strerror}"
+        ) from None
+    if not lines or any(len(line) < 32 for line in lines):
+        raise SettingsError(f"CRM_AUDIT_KEY_FILE ({path}) must hold one key a line, each at least 32 characters")
+    ids = [key_id(line) for line in lines]
+    return AuditKeys(current=ids[0], by_id=dict(zip(ids, lines, strict=True)))
+
+
+# ---- the ledger of seals ------------------------------------------------------------------------
+
+
+def _last_line(fd: int) -> bytes | None:
+    """The last complete line of the file open at ``fd`` (None when it is empty)."""
+    end = os.lseek(fd, 0, os.SEEK_END)
+    if end == 0:
+        return None
+    size = min(end, 4096)
+    while True:
+        chunk = os.pread(fd, size, end - size)
+        lines = chunk.rstrip(b"\n").rsplit(b"\n", 1)
+        if len(lines) == 2 or size == end:
+            return lines[-1]
+        size = min(end, size * 2)
+
+
+class Ledger:
+    """``seals.jsonl``: the seals of every file of the trail, one MAC chain, appended under a lock
+    (every API process of the directory shares it)."""
+
+    def __init__(self, directory: Path, keys: AuditKeys):
+        self.path = directory / LEDGER
+        self.keys = keys
+
+    def head(self) -> str:
+        """The MAC of the last seal (GENESIS for an empty ledger)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return GENESIS
+        try:
+            last = _last_line(fd)
+        finally:
+            os.close(fd)
+        return orjson.loads(last)["mac"] if last else GENESIS
+
+    def seal(self, file: str, records: int, last: str, final: bool) -> dict:
+        """Append the seal of ``file`` (its ``records`` and the MAC of the last one) and log it."""
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            previous = _last_line(fd)
+            seal = {
+                "at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+                "file": file,
+                "records": records,
+                "last": last,
+                "final": final,
+                "kid": self.keys.current,
+                "prev": orjson.loads(previous)["mac"] if previous else GENESIS,
+            }
+            body = orjson.dumps(seal)
+            seal["mac"] = self.keys.mac(self.keys.current, body)
+            line = orjson.dumps(seal) + b"\n"
+            if os.write(fd, line) != len(line):
+                raise OSError("short write to the audit ledger")
+        finally:
+            os.close(fd)  # closing releases the lock
+        seal_log.info(orjson.dumps({"event": SEAL_EVENT, **seal}).decode())
+        return seal
+
+
+# ---- the trail ----------------------------------------------------------------------------------
 
 
 class AuditTrail:
-    """This process's append-only, hash-chained audit file of the day."""
+    """This process's append-only, MAC-chained audit file of the day, and its seals."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, keys: AuditKeys):
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.directory = directory
+        self.keys = keys
+        self.ledger = Ledger(directory, keys)
         self.process = f"{socket.gethostname()}-{os.getpid()}"
         self.day: str | None = None
         self.fd: int | None = None
         self.prev = GENESIS
+        self.seq = 0
+        self.sealed = 0  # records covered by the last seal
         self._second, self._stamp = -1, ""
 
     def path_for(self, day: str) -> Path:
@@ -53,12 +192,14 @@ class AuditTrail:
     def _open(self, day: str) -> None:
         self.close()
         path = self.path_for(day)
-        self.prev = GENESIS
+        self.prev, self.seq = self.ledger.head(), 0  # the file's first record follows the last seal
         if path.exists() and path.stat().st_size:  # the same process id again today: go on with its chain
-            *_, last = read_file(path)
-            self.prev = last["hash"]
+            for record in read_file(path):
+                self.prev, self.seq = record["mac"], record["seq"]
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self.day = day
+        self.ledger.seal(path.name, self.seq, self.prev, final=False)  # on the ledger from its first moment
+        self.sealed = self.seq
 
     def record(self, fields: dict) -> None:
         """Append one record (raises ``OSError`` when it cannot be written whole)."""
@@ -69,15 +210,24 @@ class AuditTrail:
         day = self._stamp[:10]
         if day != self.day or self.fd is None:
             self._open(day)
-        body = orjson.dumps({"at": self._stamp, **fields, "prev": self.prev})
-        digest = hashlib.sha256(body).hexdigest()
-        line = b'%s,"hash":"%s"}\n' % (body[:-1], digest.encode())  # the record, then its hash
+        seq = self.seq + 1
+        body = orjson.dumps({"at": self._stamp, **fields, "seq": seq, "kid": self.keys.current, "prev": self.prev})
+        mac = self.keys.mac(self.keys.current, body)
+        line = b'%s,"mac":"%s"}\n' % (body[:-1], mac.encode())  # the record, then its MAC
         if os.write(self.fd, line) != len(line):
             raise OSError("short write to the audit trail")
-        self.prev = digest
+        self.prev, self.seq = mac, seq
+
+    def checkpoint(self, final: bool = False) -> None:
+        """Seal this process's file when it wrote since its last seal (or for good, when ``final``)."""
+        if self.day is None or (self.seq == self.sealed and not final):
+            return
+        self.ledger.seal(self.path_for(self.day).name, self.seq, self.prev, final=final)
+        self.sealed = self.seq
 
     def close(self) -> None:
         if self.fd is not None:
+            self.checkpoint(final=True)
             os.close(self.fd)
             self.fd = None
 
@@ -94,50 +244,189 @@ def read_records(directory: Path) -> Iterator[dict]:
         yield from read_file(path)
 
 
-def verify(directory: Path) -> tuple[int, list[str]]:
-    """(records checked, problems): each record's hash must be its own and ``prev`` the hash of the
-    record before it in its file (the first: zeros)."""
-    count, problems = 0, []
-    for path in sorted(directory.glob("api-*.jsonl")):
-        prev = GENESIS
-        with open(path, "rb") as fh:
-            for number, line in enumerate(fh, start=1):
-                count += 1
-                try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    problems.append(f"{path.name} line {number}: not a JSON record")
-                    prev = hashlib.sha256(line).hexdigest()  # no record matches it: the next one fails too
-                    continue
-                if record.get("prev") != prev:
-                    problems.append(f"{path.name} line {number}: does not follow the record before it "
-                                    "(a record was removed, inserted or edited)")  # fmt: skip
-                if record.get("hash") != _digest(record):
-                    problems.append(f"{path.name} line {number}: its content does not match its hash (edited)")
-                prev = record.get("hash", "")
-    return count, problems
+# ---- verification -------------------------------------------------------------------------------
+
+
+def seals_from_log(lines: Iterable[str]) -> list[dict]:
+    """The seals in lines of a log (the deployment's log sink: any line holding a seal's JSON)."""
+    seals = []
+    for line in lines:
+        if SEAL_EVENT in line and "{" in line:
+            try:
+                seal = orjson.loads(line[line.index("{") :])
+            except orjson.JSONDecodeError:
+                continue
+            if seal.get("event") == SEAL_EVENT:
+                seal.pop("event")
+                seals.append(seal)
+    return seals
+
+
+def _mac_ok(keys: AuditKeys, record: dict, field: str) -> bool:
+    key = keys.by_id.get(record.get("kid", ""))
+    if key is None:
+        return False
+    body = orjson.dumps({k: v for k, v in record.items() if k != field})
+    return hmac.compare_digest(hmac.digest(key, body, "sha256").hex(), str(record.get(field, "")))
+
+
+def _verify_ledger(directory: Path, keys: AuditKeys, problems: list[str]) -> tuple[dict[str, dict], set[str]]:
+    """The ledger's chain; returns the last seal of each file and the MAC of every seal."""
+    last: dict[str, dict] = {}
+    macs: set[str] = set()
+    path = directory / LEDGER
+    if not path.exists():
+        return last, macs
+    prev = GENESIS
+    with open(path, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            try:
+                seal = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                problems.append(f"{LEDGER} line {number}: not a seal")
+                continue
+            if not _mac_ok(keys, seal, "mac"):
+                problems.append(f"{LEDGER} line {number}: its content does not match its MAC "
+                                "(edited, or recomputed without the key)")  # fmt: skip
+            elif seal.get("prev") != prev:
+                problems.append(f"{LEDGER} line {number}: does not follow the seal before it (seals were removed "
+                                "or inserted)")  # fmt: skip
+            prev = seal.get("mac", "")
+            macs.add(prev)
+            last[seal.get("file", "?")] = seal
+    return last, macs
+
+
+def _verify_file(path: Path, keys: AuditKeys, seal_macs: set[str], problems: list[str]) -> tuple[int, dict[int, str]]:
+    """The file's chain; returns its number of lines and the MAC of each record by its number."""
+    name, lines, expected, prev = path.name, 0, 1, None
+    by_seq: dict[int, str] = {}
+    with open(path, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            lines += 1
+            try:
+                record = orjson.loads(line)
+                seq = int(record["seq"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                problems.append(f"{name} line {number}: not an audit record")
+                expected += 1
+                continue
+            mac = record.get("mac")
+            if not _mac_ok(keys, record, "mac"):
+                problems.append(f"{name} line {number}: its content does not match its MAC (edited, or written or "
+                                "recomputed without the key)")  # fmt: skip
+                expected, prev = expected + 1, mac
+                continue
+            if seq > expected:
+                gone = f"record {expected}" if seq == expected + 1 else f"records {expected} to {seq - 1}"
+                problems.append(f"{name} line {number}: {gone} before it removed")
+            elif seq < expected:
+                problems.append(f"{name} line {number}: inserted (a copy of record {seq})")
+                continue  # the chain goes on from the record before it
+            elif prev is None and record.get("prev") not in seal_macs | {GENESIS}:
+                problems.append(f"{name} line 1: follows a seal that is not in {LEDGER} (seals were removed)")
+            elif prev is not None and record.get("prev") != prev:
+                problems.append(f"{name} line {number}: does not follow the record before it (inserted or moved)")
+            by_seq.setdefault(seq, mac)
+            prev, expected = mac, max(expected, seq + 1)
+    return lines, by_seq
+
+
+def verify(directory: Path, keys: AuditKeys, off_host: list[dict] | None = None) -> tuple[int, list[str], list[str]]:
+    """(records checked, problems, notes) of the trail in ``directory``: each record's MAC, each
+    file's chain, each file against its last seal (count and last MAC), the ledger's chain, and,
+    given ``off_host`` seals (the log sink's copy), the ledger against them. A note is not a
+    problem: records written after a file's last seal (its process is running, or was killed)."""
+    problems: list[str] = []
+    notes: list[str] = []
+    last_seal, seal_macs = _verify_ledger(directory, keys, problems)
+    for seal in off_host or []:  # the copy the API cannot rewrite: every seal must still be on the ledger
+        if seal.get("mac") not in seal_macs:
+            problems.append(f"the seal of {seal.get('file')} at {seal.get('at')} ({seal.get('records')} records) is "
+                            f"missing from {LEDGER}: seals were removed")  # fmt: skip
+            if _mac_ok(keys, seal, "mac"):
+                known = last_seal.get(seal.get("file"))
+                if known is None or seal.get("records", 0) > known.get("records", 0):
+                    last_seal[seal["file"]] = seal
+    count = 0
+    on_disk = {path.name: path for path in sorted(directory.glob("api-*.jsonl"))}
+    for name, path in on_disk.items():
+        lines, by_seq = _verify_file(path, keys, seal_macs, problems)
+        count += lines
+        seal = last_seal.get(name)
+        if seal is None:
+            problems.append(f"{name}: not in {LEDGER} (its seals were removed, or the file was planted)")
+            continue
+        sealed, last = seal.get("records", 0), max(by_seq, default=0)
+        if last < sealed:
+            problems.append(f"{name}: its last record is number {last}, but its seal of {seal.get('at')} says "
+                            f"{sealed}: the last {sealed - last} were cut off")  # fmt: skip
+        elif sealed and by_seq.get(sealed) != seal.get("last"):
+            problems.append(f"{name}: record {sealed} is not the one its seal of {seal.get('at')} names "
+                            "(records were removed or replaced)")  # fmt: skip
+        elif last > sealed:
+            if seal.get("final"):
+                problems.append(f"{name}: {last - sealed} records after its final seal (appended later)")
+            else:
+                notes.append(f"{name}: {last - sealed} records after its last seal (its process is running, or "
+                             "stopped without sealing)")  # fmt: skip
+    for name, seal in last_seal.items():
+        if name not in on_disk:
+            problems.append(f"{name} is missing: its seal of {seal.get('at')} says {seal.get('records')} records")
+    return count, problems, notes
+
+
+# ---- what a call's record holds ----------------------------------------------------------------
 
 
 def _header(headers, name: bytes) -> str | None:
     return next((v.decode("latin-1") for k, v in headers if k == name), None)
 
 
+def _cap(value: str | None, field: str) -> str | None:
+    """At most ``CAP[field]`` characters (a field cannot grow the trail without bound)."""
+    limit = CAP[field]
+    if value is None or len(value) <= limit:
+        return value
+    return f"{value[:limit]}…(+{len(value) - limit})"
+
+
+def credential_in_query(query: bytes) -> str | None:
+    """The name of the first query parameter that carries a credential, or None."""
+    if not query:
+        return None
+    for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if name.strip().lower() in CREDENTIAL_PARAMS:
+            return name
+    return None
+
+
+def _redacted(query: str) -> str:
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return "&".join(
+        f"{quote(n, safe='')}={REDACTED if n.strip().lower() in CREDENTIAL_PARAMS else quote(v, safe='')}"
+        for n, v in pairs
+    )
+
+
 def call_record(scope, status: int, snapshot_id: str | None) -> dict:
     """What the trail keeps of one call."""
     who: Principal | None = scope.get("crm.principal")
     query = scope.get("query_string", b"").decode("latin-1")
+    if query and credential_in_query(scope["query_string"]):
+        query = _redacted(query)
     client = scope.get("client")
     return {
         "kind": who.kind if who else None,
-        "who": who.subject if who else None,
+        "who": _cap(who.subject, "who") if who else None,
         "role": who.role if who else None,
-        "credential": who.credential if who else None,
-        "what": f"{scope['method']} {scope['path']}{'?' + query if query else ''}",
+        "credential": _cap(who.credential, "credential") if who else None,
+        "what": _cap(f"{scope['method']} {scope['path']}{'?' + query if query else ''}", "what"),
         "customer_id": scope.get("crm.customer_id"),  # whose offers, on a look-up
         "accept": "csv" if "text/csv" in (_header(scope["headers"], b"accept") or "") else None,
         "status": status,
-        "source": client[0] if client else None,
-        "forwarded_for": _header(scope["headers"], b"x-forwarded-for"),
+        "source": _cap(client[0], "source") if client else None,
+        "forwarded_for": _cap(_header(scope["headers"], b"x-forwarded-for"), "forwarded_for"),
         "snapshot_id": snapshot_id,
     }
 
@@ -152,11 +441,16 @@ def recorded(trail: AuditTrail, record: dict) -> bool:
     return True
 
 
+async def send_json(send, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
+        (b"cache-control", b"no-store")]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
+
+
 async def refuse_unaudited(send) -> None:
     """The 503 of a call whose record could not be written."""
-    await send({"type": "http.response.start", "status": 503, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(UNAVAILABLE))]})  # fmt: skip
-    await send({"type": "http.response.body", "body": UNAVAILABLE})
+    await send_json(send, 503, UNAVAILABLE)
 
 
 def _audited(path: str) -> bool:
@@ -164,10 +458,15 @@ def _audited(path: str) -> bool:
     return path.startswith("/v1/") or (path.startswith("/console") and not path.startswith("/console/static/"))
 
 
+NO_STORE = (b"cache-control", b"no-store")
+
+
 class AuditCalls:
-    """ASGI layer: every ``/v1/`` call and console page is recorded when its answer starts, before it leaves; if the
-    record cannot be written the caller gets 503 instead of the answer. (The offers fast path,
-    outside this layer, records its own calls the same way.)"""
+    """ASGI layer: every ``/v1/`` call and console page is recorded when its answer starts, before
+    it leaves (an unhandled error's 500 included); if the record cannot be written the caller gets
+    503 instead of the answer. A credential in the query string is refused with 400, recorded
+    redacted. Every answer gets ``Cache-Control: no-store`` (they name customers, or who asked).
+    (The offers fast path, outside this layer, records its own calls the same way.)"""
 
     def __init__(self, app, trail: AuditTrail):
         self.app = app
@@ -176,6 +475,12 @@ class AuditCalls:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or not _audited(scope["path"]):
             return await self.app(scope, receive, send)
+        name = credential_in_query(scope.get("query_string", b""))
+        if name is not None:
+            body = orjson.dumps({"detail": CREDENTIAL_IN_URL.format(name=name)})
+            if not recorded(self.trail, call_record(scope, 400, None)):
+                return await refuse_unaudited(send)
+            return await send_json(send, 400, body)
         refused = False
 
         async def send_recorded(message):
@@ -183,11 +488,13 @@ class AuditCalls:
             if refused:
                 return
             if message["type"] == "http.response.start":
-                snapshot_id = _header(message.get("headers", []), b"x-snapshot-id")
-                if not recorded(self.trail, call_record(scope, message["status"], snapshot_id)):
+                headers = message.get("headers", [])
+                if not recorded(self.trail, call_record(scope, message["status"], _header(headers, b"x-snapshot-id"))):
                     refused = True
                     await refuse_unaudited(send)
                     return
+                if not any(k == b"cache-control" for k, _ in headers):
+                    message["headers"] = [*headers, NO_STORE]
             await send(message)
 
         await self.app(scope, receive, send_recorded)

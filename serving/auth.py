@@ -18,6 +18,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -40,6 +41,18 @@ BEARER_SCHEME = "Bearer"
 ALGORITHMS = ["RS256", "PS256", "ES256"]
 DEV_KEY_ID = "crm-dev-1"
 TOKEN_LEEWAY_S = 30  # clock skew between the identity provider and the API
+MAX_CUSTOMER_ID = 10**12
+# a customer id as the core bank writes it: ASCII digits, no sign, no leading zero, at most 10**12
+CANONICAL_CUSTOMER_ID = re.compile(r"[1-9][0-9]{0,12}")
+
+
+def canonical_customer_id(text: str) -> int | None:
+    """The customer id ``text`` names in its one canonical spelling, else None (``"00012"``,
+    ``"١٢"``, ``"１２"``, ``"²"`` and ids past 10**12 name none)."""
+    if CANONICAL_CUSTOMER_ID.fullmatch(text) is None:
+        return None
+    value = int(text)
+    return value if value <= MAX_CUSTOMER_ID else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,32 +298,75 @@ class TokenVerifier:
             raise Denied(401, f"invalid bearer token: {exc}") from None
         role, subject = claims.get(s.jwt_role_claim), str(claims["sub"])
         if role == CUSTOMER:
-            if not subject.isdigit():
-                raise Denied(403, "a customer token's subject must be the customer id")
+            if canonical_customer_id(subject) is None:
+                raise Denied(403, "a customer token's subject must be a customer id (digits 0-9, no leading zero)")
             kind = "customer"
         elif role in STAFF_ROLES:
             kind = "staff"
         else:
             raise Denied(403, f"the bearer token has no role this API knows (claim {s.jwt_role_claim})")
-        return Principal(kind, subject, role, str(claims.get("jti", "-")), float(claims["exp"]))
+        # the token's id: its jti, else its hash (what a sign-out revokes; never the token itself)
+        credential = str(claims["jti"]) if claims.get("jti") else "sha256:" + hash_key(token)[:32]
+        return Principal(kind, subject, role, credential, float(claims["exp"]))
 
 
 # ---- authentication and authorization -----------------------------------------------------------
 
 
+class Revocations:
+    """Bearer tokens signed out before they expire (the console's sign-out), shared by every API
+    worker through Redis: a sorted set of token ids scored by their expiry, and a version counter
+    each worker polls with its quota sync, re-reading the set when it moved. A worker knows its own
+    revocations at once, the others' within a sync (0.5 s)."""
+
+    def __init__(self, prefix: str):
+        self.key, self.version_key = f"{prefix}:revoked-tokens", f"{prefix}:revoked-tokens:version"
+        self.ids: set[str] = set()
+        self.version: bytes | str | None = None
+
+    def __contains__(self, who: Principal) -> bool:
+        return who.credential in self.ids
+
+    async def revoke(self, client, who: Principal) -> None:
+        """Refuse ``who``'s token from now until it expires, in every worker."""
+        now = time.time()
+        self.ids.add(who.credential)
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.zadd(self.key, {who.credential: (who.expires_at or now) + TOKEN_LEEWAY_S})
+            pipe.zremrangebyscore(self.key, "-inf", now)
+            pipe.incr(self.version_key)
+            await pipe.execute()
+
+    async def sync(self, client) -> None:
+        version = await client.get(self.version_key)
+        if version != self.version:
+            members = await client.zrangebyscore(self.key, time.time(), "+inf")
+            self.ids = {m.decode() if isinstance(m, bytes) else m for m in members}
+            self.version = version
+
+
 class Gate:
-    """The app's credentials check: bearer tokens and integration keys."""
+    """The app's credentials check: bearer tokens (not signed out) and integration keys."""
 
     def __init__(self, settings: Settings):
         self.tokens = TokenVerifier(settings)
+        if settings.production and not settings.api_keys_path.exists():
+            raise SettingsError(
+                f"CRM_API_KEYS_FILE: the API key store {settings.api_keys_path} does not exist; production never "
+                "makes keys (issue them with crm keys issue --file ...)"
+            )
         self.keys = KeyStore(settings.api_keys_path, settings.api_key_reload_s)
+        self.revoked = Revocations(settings.redis_prefix)
 
     def principal(self, authorization: str | None, api_key: str | None) -> Principal:
         if authorization:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise Denied(401, "the Authorization header must be 'Bearer <token>'")
-            return self.tokens.principal(token.strip())
+            who = self.tokens.principal(token.strip())
+            if self.revoked.ids and who in self.revoked:
+                raise Denied(401, "this session was signed out: sign in again")
+            return who
         if api_key:
             return self.keys.principal(api_key)
         raise Denied(401, "missing credentials: Authorization: Bearer <token> for people, X-API-Key for integrations")

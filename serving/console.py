@@ -17,10 +17,12 @@ served from here: the pages work with no internet.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import orjson
 import redis.asyncio as aioredis
@@ -33,7 +35,7 @@ from crm.settings import Settings
 from models.core_banking import Channel
 from serving import segments
 from serving.answers import NoSnapshot, freshness
-from serving.auth import MARKETING, STAFF_ROLES, Denied, Principal
+from serving.auth import MARKETING, STAFF_ROLES, Denied, Principal, canonical_customer_id
 from serving.codec import BUCKET, decode_profile
 from serving.reader import SnapshotReader
 
@@ -52,6 +54,21 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",  # pages show customer data: nothing stays in the browser's cache
 }
 HOME_OF = {"marketing": "/console/campaigns", "sales": "/console/customers"}
+CROSS_SITE = "Refused: this request came from another site. Sign in and out from the console's own pages."
+
+
+def same_origin(request: Request) -> bool:
+    """Whether a sign-in or sign-out comes from the console's own pages (login and logout CSRF): a
+    browser names the site a request comes from in ``Sec-Fetch-Site`` and ``Origin``; either,
+    when sent, must say this site. (A client that is not a browser sends neither.)"""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    return origin != "null" and urlsplit(origin).netloc.lower() == request.headers.get("host", "").lower()
+
 
 templates = Jinja2Templates(directory=HERE / "templates")
 
@@ -149,6 +166,9 @@ def build_console(state, reader: SnapshotReader, settings: Settings, offers_look
 
     @router.post("/sign-in")
     async def sign_in(request: Request, token: Annotated[str, Form(max_length=8192)] = "") -> Response:
+        if not same_origin(request):
+            return render(request, "sign_in.html", None, None, None, 403, error=CROSS_SITE,
+                          development=not settings.production)  # fmt: skip
         try:
             who = state.gate.check(f"Bearer {token.strip()}", None, STAFF_ROLES)
         except Denied as denied:
@@ -169,14 +189,29 @@ def build_console(state, reader: SnapshotReader, settings: Settings, offers_look
             path="/console",
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            # production is served over TLS whatever a header says (the router may end TLS)
+            secure=settings.production or request.url.scheme == "https",
         )
         return response
 
     @router.post("/sign-out")
     async def sign_out(request: Request) -> Response:
+        if not same_origin(request):
+            raise HTTPException(403, detail=CROSS_SITE)
+        token = request.cookies.get(COOKIE)
+        if token:
+            try:
+                who = state.gate.check(f"Bearer {token}", None, STAFF_ROLES)
+            except Denied:
+                who = None  # expired or already signed out: nothing left to revoke
+            if who is not None:
+                request.scope["crm.principal"] = who
+                # the token is refused from now until it expires, by every API worker, cookie or bearer
+                async with asyncio.timeout(settings.redis_deadline_s):
+                    await state.gate.revoked.revoke(reader.text, who)
         response = RedirectResponse("/console/sign-in", status_code=303)
-        response.delete_cookie(COOKIE, path="/console")
+        response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict",
+                               secure=settings.production or request.url.scheme == "https")  # fmt: skip
         return response
 
     @router.get("/campaigns")
@@ -202,7 +237,7 @@ def build_console(state, reader: SnapshotReader, settings: Settings, offers_look
     ) -> Response:
         who, _ = signed_in(request, MARKETING)
         start = int(cursor or 0)
-        sid, segment = await segments.read_page(reader, campaign_id, channel, start, PAGE_SIZE)
+        sid, segment = await segments.read_page(reader, settings, who, campaign_id, channel, start, PAGE_SIZE)
         value = await meta_of(sid, keys.campaigns(sid), keys.performance(sid))
         if value is None:
             raise NoSnapshot
@@ -246,11 +281,11 @@ def build_console(state, reader: SnapshotReader, settings: Settings, offers_look
             sid, meta = await reader.json(keys.meta)
             return render(request, "customers.html", who, sid, meta, customer_id=None)
         wanted = customer_id.strip()
-        if not wanted.isdigit() or not 0 < int(wanted) <= 10**12:
+        cid = canonical_customer_id(wanted)
+        if cid is None:
             sid, meta = await reader.json(keys.meta)
             error = "A customer id is a whole number, like 1042."
             return render(request, "customers.html", who, sid, meta, customer_id=wanted, error=error, status_code=422)
-        cid = int(wanted)
         # the API's own look-up: the same quota, the same answer; the audit layer records the view
         status, body, _ = await offers_lookup(request.scope, f"Bearer {token}", None, cid)
         answer = orjson.loads(body)
@@ -310,6 +345,7 @@ def install(app, reader: SnapshotReader, settings: Settings, offers_lookup) -> N
         app.add_exception_handler(exc_class, handle)
 
     on_console(StarletteHTTPException, None, lambda exc: exc.detail)
+    on_console(segments.QuotaUsedUp, 429, lambda exc: f"Your {exc.detail}: it starts again at midnight UTC.")
     on_console(NoSnapshot, 503, lambda exc: "No snapshot is live: the daily run has not published one yet.")
     for unreachable in (aioredis.ConnectionError, aioredis.TimeoutError, TimeoutError):
         on_console(unreachable, 503, lambda exc: "The cache is unreachable: try again in a minute.")

@@ -17,15 +17,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from models.serving import MOBILE_FIELDS
 from serving.answers import NO_SNAPSHOT, REDIS_DOWN, NoSnapshot, raw_json, too_many
 from serving.audit import call_record, recorded, refuse_unaudited
-from serving.auth import CUSTOMERS, MARKETING_SALES, Denied
+from serving.auth import CUSTOMERS, MARKETING_SALES, MAX_CUSTOMER_ID, Denied, canonical_customer_id
 from serving.codec import bucket_of, decode_offers
 from serving.reader import SnapshotReader
 
-MAX_CUSTOMER_ID = 10**12
 OFFERS_PATH = re.compile(r"/v1/customers/([1-9][0-9]{0,12})/offers")
 MY_OFFERS_PATH = "/v1/me/offers"
 Answer = tuple[int, bytes, dict[str, str]]  # status, JSON body, headers
 Lookup = Callable[[dict, str | None, str | None, int | None], Awaitable[Answer]]
+INTERNAL_ERROR = b'{"detail":"Internal Server Error"}'
 
 
 class Metrics:
@@ -126,6 +126,23 @@ class ReadApi(FastAPI):
         return self.outer(super().build_middleware_stack())
 
 
+async def send_answer(send, status: int, body: bytes, headers: dict[str, str]) -> None:
+    """A JSON answer of the fast path: never kept by a cache (it names a customer)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+                (b"cache-control", b"no-store"),
+                *((k.lower().encode(), v.encode()) for k, v in headers.items()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 class OffersFastPath:
     """``GET /v1/customers/{id}/offers`` and ``GET /v1/me/offers``, the look-ups sales and the mobile
     app make all day, answered without FastAPI's per-request machinery (routing, parameter solving):
@@ -149,30 +166,27 @@ class OffersFastPath:
             else:
                 match = OFFERS_PATH.fullmatch(path)
                 customer_id, route = (int(match[1]), self.route) if match else (0, None)
-            if route is not None and (customer_id or 0) <= MAX_CUSTOMER_ID:
+            # a query string may carry a credential: the audit layer refuses and records it
+            if route is not None and (customer_id or 0) <= MAX_CUSTOMER_ID and not scope["query_string"]:
                 authorization = api_key = None
                 for k, v in scope["headers"]:
                     if k == b"authorization":
                         authorization = v.decode("latin-1")
                     elif k == b"x-api-key":
                         api_key = v.decode("latin-1")
-                status, body, headers = await self.lookup(scope, authorization, api_key, customer_id)
                 scope["route"] = route
+                try:
+                    status, body, headers = await self.lookup(scope, authorization, api_key, customer_id)
+                except Exception:  # on record as every call is, then as any unhandled error
+                    if recorded(self.trail, call_record(scope, 500, None)):
+                        await send_answer(send, 500, INTERNAL_ERROR, {})
+                    else:
+                        await refuse_unaudited(send)
+                    raise
                 if not recorded(self.trail, call_record(scope, status, headers.get("X-Snapshot-Id"))):
                     await refuse_unaudited(send)
                     return
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": status,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", b"%d" % len(body)),
-                            *((k.lower().encode(), v.encode()) for k, v in headers.items()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
+                await send_answer(send, status, body, headers)
                 return
         await self.app(scope, receive, send)
 
@@ -190,7 +204,7 @@ def make_offers_lookup(state, reader: SnapshotReader) -> Lookup:
         try:
             if customer_id is None:
                 who = state.gate.check(authorization, api_key, CUSTOMERS)
-                customer_id = scope["crm.customer_id"] = int(who.subject)
+                customer_id = scope["crm.customer_id"] = canonical_customer_id(who.subject)
             else:
                 who = state.gate.check(authorization, api_key, MARKETING_SALES)
         except Denied as denied:

@@ -5,6 +5,10 @@ A caller is the person or the integration (``Principal.kind`` and ``subject``), 
 key they use. Past a quota the answer is 429 with ``Retry-After`` (the seconds until the window
 ends).
 
+Segment rows are counted a day, pages and CSV exports together (``CRM_QUOTA_SEGMENT_ROWS_PER_DAY``),
+beside the day's count of exports: whoever reads a campaign's customers, a page at a time or whole,
+reads them against one quota.
+
 Look-ups are the hot path, so each worker counts them in memory and adds its counts to Redis every
 ``SYNC_S`` seconds (one pipelined ``INCRBY`` per caller seen), learning the total of every worker
 at the same time (and of every caller past half the quota); a caller it has not seen this minute
@@ -94,16 +98,28 @@ class LookupQuota:
             self.known.update(zip(keys, totals, strict=True))
 
 
-async def take_export(client: aioredis.Redis, prefix: str, limit: int, who: Principal) -> float | None:
-    """None when the caller may export one more segment today (UTC; counted), else the seconds to wait."""
-    now = time.time()
-    day = int(now // DAY)
-    name = f"{prefix}:quota:exports:{day}:{caller(who)}"
+async def take_daily(
+    client: aioredis.Redis, prefix: str, who: Principal, counts: dict[str, tuple[int, int]]
+) -> str | None:
+    """Count ``counts`` (quota name: (amount, the day's limit)) against the caller's day (UTC) in
+    one round trip; None when every one fits, else the name of the first that does not (and nothing
+    is counted: a refused call uses no quota up)."""
+    day = int(time.time() // DAY)
+    names = {what: f"{prefix}:quota:{what}:{day}:{caller(who)}" for what in counts}
     async with client.pipeline(transaction=False) as pipe:
-        pipe.incr(name)
-        pipe.expire(name, 2 * DAY)
-        count, _ = await pipe.execute()
-    if count > limit:
-        await client.decr(name)  # a refused export does not use the quota up
-        return (day + 1) * DAY - now
-    return None
+        for what, (amount, _) in counts.items():
+            pipe.incrby(names[what], amount)
+            pipe.expire(names[what], 2 * DAY)
+        totals = (await pipe.execute())[::2]
+    over = next((what for (what, (_, limit)), total in zip(counts.items(), totals, strict=True) if total > limit), None)
+    if over is not None:
+        async with client.pipeline(transaction=False) as pipe:
+            for what, (amount, _) in counts.items():
+                pipe.decrby(names[what], amount)
+            await pipe.execute()
+    return over
+
+
+def seconds_to_tomorrow() -> float:
+    now = time.time()
+    return (int(now // DAY) + 1) * DAY - now

@@ -170,6 +170,13 @@ def test_openshift_runs_the_api_with_probes_and_secrets_it_really_has():
         assert "configMapKeyRef" in env[var]["valueFrom"], var
     # production's API does not start without the bank's integration API (the mobile app's balances)
     assert "secretKeyRef" in env["CRM_CORE_CLIENT_SECRET"]["valueFrom"] and "CRM_CORE_API_URL" in env
+    # the audit trail's key is a mounted Secret, not on the trail's volume; forwarded addresses are
+    # believed from the router's only
+    key_dir = env["CRM_AUDIT_KEY_FILE"]["value"].rsplit("/", 1)[0]
+    (key_mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == key_dir]
+    volumes = {v["name"]: v for v in docs["Deployment"]["spec"]["template"]["spec"]["volumes"]}
+    assert "secret" in volumes[key_mount["name"]] and key_mount["readOnly"]
+    assert "configMapKeyRef" in env["CRM_TRUSTED_PROXIES"]["valueFrom"]
     assert docs["Route"]["spec"]["tls"]["termination"] == "edge"
     # the public route reaches the business calls only; the scraper the internal metrics port
     assert docs["Route"]["spec"]["path"] == "/v1"
