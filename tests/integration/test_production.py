@@ -6,13 +6,19 @@ started, and no model is trained on the spot."""
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from crm.services import ensure_redis, read_sandbox, running_services
-from crm.settings import Settings, SettingsError
+from crm.services import ensure_redis, free_port, read_sandbox, running_services
+from crm.settings import REPO_ROOT, Settings, SettingsError
 from ingestion.extract import extract_entity
 from ml.score import ensure_champion
 
@@ -80,6 +86,9 @@ def test_the_read_api_calls_only_the_banks_integration_api(production, monkeypat
     )
     monkeypatch.setenv("CRM_JWT_PUBLIC_KEY_FILE", str(tmp_path / "idp.pem"))
     monkeypatch.setenv("CRM_JWT_ISSUER", "https://idp.bank.example")
+    from serving.auth import issue_keys
+
+    issue_keys(tmp_path / "api_keys.json")  # the key store, made beforehand by the bank's operators
     with pytest.raises(SettingsError, match="crm_core_banking"):
         create_app("redis://127.0.0.1:9/0", Settings(home=tmp_path))
 
@@ -102,10 +111,12 @@ def test_in_production_the_api_publishes_its_business_calls_only(production, set
                                                       serialization.PublicFormat.SubjectPublicKeyInfo))  # fmt: skip
     keys = issue_keys(tmp_path / "api_keys.json")
     metrics_port = free_port()
+    (tmp_path / "audit.key").write_text("k" * 64)
     env = {"CRM_ENVIRONMENT": "production", "CRM_REDIS_URL": ensure_redis(settings), "CRM_JWT_PUBLIC_KEY_FILE":
            str(public), "CRM_JWT_ISSUER": "https://idp.bank.example", "CRM_API_KEYS_FILE": str(tmp_path /
            "api_keys.json"), "CRM_METRICS_PORT": str(metrics_port), "CRM_CORE_API_URL": "https://api.bank.example",
-           "CRM_CORE_CLIENT_ID": "crm-read-api", "CRM_CORE_CLIENT_SECRET": "from-the-vault"}  # fmt: skip
+           "CRM_CORE_CLIENT_ID": "crm-read-api", "CRM_CORE_CLIENT_SECRET": "from-the-vault",
+           "CRM_AUDIT_KEY_FILE": str(tmp_path / "audit.key")}  # fmt: skip
     claims = {"iss": "https://idp.bank.example", "aud": "crm-read-api", "sub": "jose.paredes", "crm_role": "marketing",
               "exp": int(dt.datetime.now(dt.UTC).timestamp()) + 600}  # fmt: skip
     token = jwt.encode(claims, idp, algorithm="RS256")
@@ -120,6 +131,9 @@ def test_in_production_the_api_publishes_its_business_calls_only(production, set
         scraped = httpx.get(f"{internal}/metrics")
         assert scraped.status_code == 200 and 'crm_api_requests_total{endpoint="/v1/campaigns"' in scraped.text
         assert httpx.get(f"{internal}/v1/campaigns", headers={"X-API-Key": keys["marketing"]}).status_code == 404
+        # the console's cookie is Secure in production, over whatever scheme the request says it came
+        signed_in = httpx.post(f"{url}/console/sign-in", data={"token": token}, headers={"X-Forwarded-Proto": "http"})
+        assert signed_in.status_code == 303 and "secure" in signed_in.headers["set-cookie"].lower()
     assert not production.dev_signing_key_path.exists() and not (tmp_path / "identity").exists()
 
 
@@ -127,3 +141,92 @@ def test_an_unknown_environment_is_refused(monkeypatch):
     monkeypatch.setenv("CRM_ENVIRONMENT", "prod")
     with pytest.raises(SettingsError, match="CRM_ENVIRONMENT must be one of local, production, got 'prod'"):
         Settings()
+
+
+def _production_env(tmp_path: Path, redis_url: str) -> dict[str, str]:
+    """Every setting a production ``crm serve`` needs, its files outside the data directory."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    idp = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    (secrets / "idp.pem").write_bytes(
+        idp.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    (secrets / "audit.key").write_text("k" * 64)
+    from serving.auth import issue_keys
+
+    issue_keys(secrets / "api_keys.json")
+    return {"CRM_ENVIRONMENT": "production", "CRM_REDIS_URL": redis_url, "CRM_JWT_PUBLIC_KEY_FILE":
+            str(secrets / "idp.pem"), "CRM_JWT_ISSUER": "https://idp.bank.example", "CRM_API_KEYS_FILE":
+            str(secrets / "api_keys.json"), "CRM_AUDIT_KEY_FILE": str(secrets / "audit.key"),
+            "CRM_CORE_API_URL": "https://api.bank.example", "CRM_CORE_CLIENT_ID": "crm-read-api",
+            "CRM_CORE_CLIENT_SECRET": "from-the-vault", "AIRFLOW_HOME": ""}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "variable, unset, named",
+    [
+        ("CRM_API_KEYS_FILE", "/nonexistent/api_keys.json", "CRM_API_KEYS_FILE"),
+        ("CRM_JWT_PUBLIC_KEY_FILE", "", "CRM_JWT_JWKS_URL or CRM_JWT_PUBLIC_KEY_FILE"),
+        ("CRM_JWT_ISSUER", "", "CRM_JWT_ISSUER"),
+        ("CRM_AUDIT_KEY_FILE", "", "CRM_AUDIT_KEY_FILE"),
+        ("CRM_AUDIT_KEY_FILE", "/nonexistent/audit.key", "CRM_AUDIT_KEY_FILE"),
+        ("CRM_REDIS_URL", "", "CRM_REDIS_URL"),
+        ("CRM_CORE_API_URL", "", "crm_core_banking"),
+    ],
+)
+def test_production_serve_stops_with_one_line_naming_what_is_missing_and_writes_nothing(
+    settings, tmp_path, variable, unset, named
+):
+    """``crm serve`` in production with one setting missing (a key store that does not exist, no
+    identity provider, no audit key, no Redis, no bank API): one line naming it, no traceback, no
+    key made, nothing written in the data directory."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, **_production_env(tmp_path, ensure_redis(settings)), "CRM_HOME": str(home), variable: unset}
+    done = subprocess.run([sys.executable, "-m", "entrypoints.cli", "serve", "--port", str(free_port())], env=env,
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    said = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(said) == 1, done.stdout + done.stderr
+    assert said[0].startswith("crm: ") and named in said[0], said
+    assert "Traceback" not in done.stdout + done.stderr
+    assert list(home.rglob("*")) == []  # no key store, no demo keys, no audit trail, no identity key
+
+
+def test_sigterm_stops_everything_crm_serve_started(tmp_path):
+    """``crm serve`` on a data directory with nothing running: it starts the embedded Redis, and a
+    customer's balances start the sandbox bank; SIGTERM (what OpenShift and ``kill`` send) stops
+    the API and both."""
+    import httpx
+
+    home = tmp_path / "home"
+    s = Settings(home=home)
+    port = free_port()
+    env = {**os.environ, "CRM_HOME": str(home)}
+    proc = subprocess.Popen([sys.executable, "-m", "entrypoints.cli", "serve", "--port", str(port)], env=env,
+                            cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while not _answers(f"{url}/healthz"):
+            assert time.monotonic() < deadline and proc.poll() is None, "crm serve did not start"
+            time.sleep(0.2)
+        from serving.auth import sign_dev_token
+
+        me = {"Authorization": f"Bearer {sign_dev_token(s, '12', 'customer')}"}
+        assert httpx.get(f"{url}/v1/me/balances", headers=me, timeout=60).status_code == 200
+        assert running_services(s) == {"redis", "sandbox"}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert running_services(s) == set()
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url).status_code == 200
+    except httpx.HTTPError:
+        return False

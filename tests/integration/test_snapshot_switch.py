@@ -52,8 +52,10 @@ def server(settings, marketing_key):
     write_assignments(DB, _assignments("CMP-B", "CMP-A", CUSTOMERS), ModelRef("m", "2"), settings)
     publish_snapshot(DA, settings, force=True)
     key = issue_keys(settings.api_keys_path, roles=("sales",))["sales"]
-    # the readers stand for a sales floor sharing one integration key: past any per-caller quota
-    with running_read_api(settings.home, {"CRM_QUOTA_LOOKUPS_PER_MINUTE": str(10**9)}) as url:
+    # the readers stand for a sales floor sharing one integration key, and the export is a whole
+    # 400,000-customer segment: past any per-caller quota
+    quotas = {"CRM_QUOTA_LOOKUPS_PER_MINUTE": str(10**9), "CRM_QUOTA_SEGMENT_ROWS_PER_DAY": str(10**9)}
+    with running_read_api(settings.home, quotas) as url:
         yield url, key
 
 
