@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import orjson
 
 BUCKET = 128  # customers per hash: within Redis's default hash-max-listpack-entries (128)
 OFFER = struct.Struct("<BBBBBBHf")  # campaign, offer, channel, 3 reasons (255: none), propensity x1e4, priority
@@ -105,22 +106,46 @@ def customer_buckets(
         yield int(buckets[first]), ids32[first:last].tobytes(), counts8[first:last].tobytes(), bytes(view[rows])
 
 
-def decode_offers(blob: bytes, d: Dictionary) -> list[dict]:
-    out = []
-    for rank, (ca, of, ch, r1, r2, r3, prop, prio) in enumerate(OFFER.iter_unpack(blob), start=1):
-        out.append(
-            {
-                "rank": rank,
-                "campaign_id": d.campaigns[ca],
-                "offer_id": d.offers[of],
-                "channel": d.channels[ch],
-                "valid_until": d.valid_until[ca],
-                "propensity": prop / 10_000,
-                "priority": round(prio, 2),
-                "reasons": [d.reasons[r] for r in (r1, r2, r3) if r != NO_REASON],
-            }
-        )
-    return out
+PROPENSITY_PRIORITY = struct.Struct("<Hf")  # the tail of an OFFER record, after its six codes
+HEAD = OFFER.size - PROPENSITY_PRIORITY.size
+
+
+class OffersJson:
+    """A snapshot's packed offers straight to their JSON (``models.serving.Offer``, or its
+    ``MobileOffer`` fields for the app): the ids, validity and reasons behind an offer's six codes
+    are encoded once per snapshot (bounded), the rank and the two figures per call; building dicts
+    and serializing them cost the look-up hot path four times as much."""
+
+    MAX_PARTS = 100_000
+
+    def __init__(self, d: Dictionary):
+        self.d = d
+        self.parts: dict[bytes, tuple[bytes, bytes]] = {}
+
+    def _parts(self, head: bytes) -> tuple[bytes, bytes]:
+        ca, of, ch, *reasons = head
+        d = self.d
+        ids = orjson.dumps({"campaign_id": d.campaigns[ca], "offer_id": d.offers[of], "channel": d.channels[ch],
+                            "valid_until": d.valid_until[ca]})[1:-1]  # fmt: skip
+        parts = ids, orjson.dumps([d.reasons[r] for r in reasons if r != NO_REASON])
+        if len(self.parts) >= self.MAX_PARTS:
+            self.parts.clear()
+        self.parts[head] = parts
+        return parts
+
+    def encode(self, blob: bytes, mobile: bool) -> bytes:
+        """The JSON array of a customer's offers; ``mobile``: what the app shows only (``MOBILE_FIELDS``)."""
+        out = []
+        for rank, at in enumerate(range(0, len(blob), OFFER.size), start=1):
+            head = blob[at : at + HEAD]
+            ids, reasons = self.parts.get(head) or self._parts(head)
+            if mobile:
+                out.append(b'{"rank":%d,%b}' % (rank, ids))
+                continue
+            propensity, priority = PROPENSITY_PRIORITY.unpack_from(blob, at + HEAD)
+            out.append(b'{"rank":%d,%b,"propensity":%b,"priority":%b,"reasons":%b}'
+                       % (rank, ids, orjson.dumps(propensity / 10_000), orjson.dumps(round(priority, 2)), reasons))  # fmt: skip
+        return b"[%b]" % b",".join(out)
 
 
 def decode_segment(blob: bytes, d: Dictionary, first_position: int) -> list[dict]:

@@ -10,15 +10,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from models.serving import MOBILE_FIELDS
 from serving.answers import NO_SNAPSHOT, REDIS_DOWN, NoSnapshot, raw_json, too_many
 from serving.audit import call_record, recorded, refuse_unaudited
 from serving.auth import CUSTOMERS, MARKETING_SALES, MAX_CUSTOMER_ID, Denied, canonical_customer_id
-from serving.codec import bucket_of, decode_offers
+from serving.codec import bucket_of
 from serving.reader import SnapshotReader
 
 OFFERS_PATH = re.compile(r"/v1/customers/([1-9][0-9]{0,12})/offers")
@@ -221,12 +221,14 @@ def make_offers_lookup(state, reader: SnapshotReader) -> Lookup:
         if wait is not None:
             return too_many(f"quota of {state.lookups.limit} look-ups a minute used up", wait)
 
+        mobile = who.kind == "customer"  # the app sees what to show, not the scores or the reasons
+
         async def read(sid: str):
             blob = await reader.raw.hget(reader.keys.customer_bucket(sid, bucket_of(customer_id)), str(customer_id))
             if blob is None:
                 return None
-            d = await reader.dictionary(sid)
-            return decode_offers(blob, d) if d is not None else None
+            encoder = await reader.offers_json(sid)
+            return encoder.encode(blob, mobile) if encoder is not None else None
 
         try:
             sid, offers = await reader.in_snapshot(read)
@@ -235,11 +237,11 @@ def make_offers_lookup(state, reader: SnapshotReader) -> Lookup:
         except (aioredis.ConnectionError, aioredis.TimeoutError, TimeoutError, OSError):
             return raw_json(503, {"detail": REDIS_DOWN})
         if offers is None:
-            if who.kind == "customer":  # the same answer as an empty list: a customer has no offers today
-                return raw_json(200, {"snapshot_id": sid, "customer_id": customer_id, "offers": []}, sid)
-            return raw_json(404, {"detail": f"customer {customer_id} has no offers in the live snapshot"})
-        if who.kind == "customer":
-            offers = [{k: o[k] for k in MOBILE_FIELDS} for o in offers]
-        return raw_json(200, {"snapshot_id": sid, "customer_id": customer_id, "offers": offers}, sid)
+            if mobile:  # the same answer as an empty list: a customer has no offers today
+                offers = b"[]"
+            else:
+                return raw_json(404, {"detail": f"customer {customer_id} has no offers in the live snapshot"})
+        body = b'{"snapshot_id":%b,"customer_id":%d,"offers":%b}' % (orjson.dumps(sid), customer_id, offers)
+        return 200, body, {"X-Snapshot-Id": sid}
 
     return lookup

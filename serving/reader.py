@@ -13,12 +13,58 @@ import redis.asyncio as aioredis
 from crm.cache import connect_async
 from crm.services import READ_API_CLIENT_NAME
 from serving.answers import NoSnapshot
-from serving.codec import SEGMENT, Dictionary, decode_segment
+from serving.codec import SEGMENT, Dictionary, OffersJson, decode_segment
 from serving.keys import Keys
 
 T = TypeVar("T")
 
 SID_CACHE_S = 0.25  # how stale the API's idea of the live snapshot id may be
+WATCH_S = 0.05  # how often the deadline watchdog looks (a read overruns its deadline by at most this)
+EXPIRED = -1.0
+
+
+class Deadlines:
+    """The deadline of every read in flight, kept by one watchdog task that cancels a read past it
+    (which then raises ``TimeoutError``): on the look-up hot path a dictionary entry costs a tenth
+    of arming and cancelling a timer per request, as ``asyncio.timeout`` does."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.running: dict[asyncio.Task, float] = {}
+        self.watching: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.watching = asyncio.get_running_loop().create_task(self._watch())
+
+    def stop(self) -> None:
+        if self.watching is not None:
+            self.watching.cancel()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_S)
+            now = time.monotonic()
+            for task, deadline in list(self.running.items()):
+                if EXPIRED < deadline <= now:
+                    self.running[task] = EXPIRED
+                    task.cancel()
+
+    async def run(self, read: Awaitable[T]) -> T:
+        """``await read``, or ``TimeoutError`` once ``seconds`` have passed."""
+        task = asyncio.current_task()
+        if task in self.running or self.watching is None:  # nested, or no watchdog: a timer of its own
+            async with asyncio.timeout(self.seconds):
+                return await read
+        self.running[task] = time.monotonic() + self.seconds
+        try:
+            return await read
+        except asyncio.CancelledError:
+            if self.running.get(task) == EXPIRED:
+                task.uncancel()
+                raise TimeoutError(f"no answer from Redis within {self.seconds} s") from None
+            raise
+        finally:
+            del self.running[task]
 
 
 class SnapshotGone(RuntimeError):
@@ -38,14 +84,19 @@ class SnapshotReader:
         self.sid: str | None = None
         self.until = 0.0
         self.dictionaries: dict[str, Dictionary] = {}
+        self.encoders: dict[str, OffersJson] = {}
+        self.deadlines = Deadlines(deadline_s)
 
     def open(self, redis_url: str) -> None:
+        """Connect (in the running event loop, whose watchdog keeps the reads' deadlines)."""
+        self.deadlines.start()
         # no per-command timeout on the look-up client: redis-py wraps every send in a task for it,
         # which costs more than the look-up; a dead Redis still fails fast (connection errors)
         self.text = connect_async(redis_url, decode_responses=True, client_name=READ_API_CLIENT_NAME)
         self.raw = connect_async(redis_url, client_name=READ_API_CLIENT_NAME, socket_timeout=None)
 
     async def close(self) -> None:
+        self.deadlines.stop()
         await self.text.aclose()
         await self.raw.aclose()
 
@@ -65,14 +116,17 @@ class SnapshotReader:
         was just replaced and dropped) asks Redis again and reads once more from the live one.
         A stalled Redis raises TimeoutError after ``deadline_s``: no request hangs on it.
         """
-        async with asyncio.timeout(self.deadline_s):
+
+        async def in_the_live_one() -> tuple[str, T | None]:
             sid = await self.current_sid()
             value = await read(sid)
             if value is None:
                 latest = await self.current_sid(fresh=True)
                 if latest != sid:
                     sid, value = latest, await read(latest)
-        return sid, value
+            return sid, value
+
+        return await self.deadlines.run(in_the_live_one())
 
     async def json(self, key_of: Callable[[str], str]) -> tuple[str, Any]:
         """A JSON value of the live snapshot (its metadata, its campaign list)."""
@@ -98,6 +152,19 @@ class SnapshotReader:
                 self.dictionaries.pop(next(iter(self.dictionaries)))
             self.dictionaries[sid] = d
         return d
+
+    async def offers_json(self, sid: str) -> OffersJson | None:
+        """The snapshot's encoder of offers as JSON (its dictionary's, made once per snapshot)."""
+        encoder = self.encoders.get(sid)
+        if encoder is None:
+            d = await self.dictionary(sid)
+            if d is None:
+                return None
+            encoder = OffersJson(d)
+            if len(self.encoders) >= 4:
+                self.encoders.pop(next(iter(self.encoders)))
+            self.encoders[sid] = encoder
+        return encoder
 
     async def live_meta(self) -> tuple[str | None, dict | None]:
         """The live snapshot's id and metadata, read fresh from Redis (the ops probes)."""
