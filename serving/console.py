@@ -50,7 +50,9 @@ SECURITY_HEADERS = {
     "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # no referrer ever leaves for another site; the console's own forms keep their Origin (under
+    # no-referrer a browser sends "Origin: null", which the sign-in check cannot tell from a forgery)
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",  # pages show customer data: nothing stays in the browser's cache
 }
 HOME_OF = {"marketing": "/console/campaigns", "sales": "/console/customers"}
@@ -58,12 +60,13 @@ CROSS_SITE = "Refused: this request came from another site. Sign in and out from
 
 
 def same_origin(request: Request) -> bool:
-    """Whether a sign-in or sign-out comes from the console's own pages (login and logout CSRF): a
-    browser names the site a request comes from in ``Sec-Fetch-Site`` and ``Origin``; either,
-    when sent, must say this site. (A client that is not a browser sends neither.)"""
+    """Whether a sign-in or sign-out comes from the console's own pages (login and logout CSRF). A
+    browser says where a request comes from in ``Sec-Fetch-Site`` (which no page can set), or in
+    older browsers ``Origin`` only; either, when sent, must say this site. A client that is not a
+    browser sends neither."""
     site = request.headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
-        return False
+    if site is not None:
+        return site in ("same-origin", "none")
     origin = request.headers.get("origin")
     if origin is None:
         return True

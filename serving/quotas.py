@@ -13,7 +13,9 @@ Look-ups are the hot path, so each worker counts them in memory and adds its cou
 ``SYNC_S`` seconds (one pipelined ``INCRBY`` per caller seen), learning the total of every worker
 at the same time (and of every caller past half the quota); a caller it has not seen this minute
 it first reads from Redis. A caller is
-refused once the known total plus this worker's unsent count reaches the quota. Between two syncs
+refused once the known total plus this worker's unsent count (those a sync is sending included)
+reaches the quota; a sync that fails keeps its counts for the next one (a sync that failed after
+Redis counted them counts them twice: a quota errs towards refusing). Between two syncs
 other workers' look-ups are not yet known, so a burst spread over N workers may pass the quota by
 up to what N - 1 workers admit in ``SYNC_S``. Exports are rare and
 counted in Redis one by one (``INCR``), exactly.
@@ -43,12 +45,13 @@ class LookupQuota:
         self.limit = limit
         self.window = -1
         self.unsent: dict[str, int] = {}
+        self.sending: dict[str, int] = {}  # counts a sync is adding to Redis right now: still counted
         self.known: dict[str, int] = {}  # every worker's total for the window, as of the last sync
 
     def _roll(self, now: float) -> int:
         window = int(now // MINUTE)
         if window != self.window:
-            self.window, self.unsent, self.known = window, {}, {}
+            self.window, self.unsent, self.sending, self.known = window, {}, {}, {}
         return window
 
     def _name(self, window: int, key: str) -> str:
@@ -64,7 +67,7 @@ class LookupQuota:
         if known is None:
             return False
         unsent = self.unsent.get(key, 0)
-        if known + unsent >= self.limit:
+        if known + unsent + (self.sending.get(key, 0) if self.sending else 0) >= self.limit:
             return (window + 1) * MINUTE - now
         self.unsent[key] = unsent + 1
         return None
@@ -87,13 +90,23 @@ class LookupQuota:
         keys = [*sent, *(near - set(sent))]
         if not keys:
             return
-        self.unsent = {}
-        async with client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                name = self._name(window, key)
-                pipe.incrby(name, sent.get(key, 0))
-                pipe.expire(name, 2 * MINUTE)
-            totals = (await pipe.execute())[::2]
+        # what is being sent stays counted until Redis has it, and comes back if Redis fails
+        self.unsent, self.sending = {}, sent
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    name = self._name(window, key)
+                    pipe.incrby(name, sent.get(key, 0))
+                    pipe.expire(name, 2 * MINUTE)
+                totals = (await pipe.execute())[::2]
+        except BaseException:
+            if window == self.window:  # for the next sync
+                for key, count in sent.items():
+                    self.unsent[key] = self.unsent.get(key, 0) + count
+            raise
+        finally:
+            if window == self.window:
+                self.sending = {}
         if window == self.window:
             self.known.update(zip(keys, totals, strict=True))
 

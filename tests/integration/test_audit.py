@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from crm.settings import REPO_ROOT, SettingsError
 from ml.registry import ModelRef
 from ml.score import write_assignments
 from serving.api import create_app
-from serving.audit import LEDGER, load_keys, read_records, seals_from_log, verify
+from serving.audit import LEDGER, key_id, load_keys, read_file, read_records, seals_from_log, verify
 from serving.auth import issue_keys, sign_dev_token
 from serving.load import publish_snapshot
 
@@ -261,3 +262,24 @@ def test_the_key_never_lies_beside_the_trail(home_settings, monkeypatch):
     monkeypatch.setenv("CRM_AUDIT_KEY_FILE", str(home_settings.audit_dir / "key"))
     with pytest.raises(SettingsError, match="inside the audit directory"):
         _ = dataclasses.replace(home_settings).audit_key_path
+
+
+def test_after_a_key_rotation_old_files_still_verify_and_new_ones_use_the_new_key(sealed_trail, tmp_path):
+    """Decision 0015's rotation: the new key first in CRM_AUDIT_KEY_FILE, the old one kept below it."""
+    s, _ = sealed_trail
+    home = tmp_path / "rotated"
+    shutil.copytree(s.home, home, ignore=shutil.ignore_patterns("redis", "run"))
+    rotated = dataclasses.replace(s, home=home)
+    old = rotated.audit_key_path.read_text().strip()
+    new = secrets.token_hex(32)
+    rotated.audit_key_path.write_text(f"{new}\n{old}\n")
+    keys = issue_keys(rotated.api_keys_path)
+    app = create_app(ensure_redis(s), rotated)
+    with TestClient(app) as client:
+        client.get("/v1/customers/2/offers", headers={"X-API-Key": keys["sales"]})
+    written = list(read_file(app.state.trail.path_for(dt.datetime.now(dt.UTC).date().isoformat())))
+    assert {r["kid"] for r in written} == {key_id(new.encode())}
+    assert verify(rotated.audit_dir, load_keys(rotated.audit_key_path, create=False))[1] == []
+    rotated.audit_key_path.write_text(f"{new}\n")  # the old key dropped too early: its files no longer verify
+    _, problems, _ = verify(rotated.audit_dir, load_keys(rotated.audit_key_path, create=False))
+    assert any(p.startswith(f"{LEDGER} line 1: its content does not match its MAC") for p in problems)

@@ -89,3 +89,50 @@ def test_exports_past_the_days_quota_get_429_in_every_worker(home_settings):
         assert two.get("/v1/campaigns/CMP-A/customers", headers=csv).status_code == 429
         # pages of the segment are not exports
         assert one.get("/v1/campaigns/CMP-A/customers", headers=marketing).status_code == 200
+
+
+def test_lookups_made_while_a_sync_is_under_way_are_counted_and_a_failed_sync_keeps_its_counts(home_settings):
+    """A worker's sync to Redis takes long (the server busy for 0.3 s): the look-ups it admits
+    meanwhile count with those being sent, so the quota holds; a sync that fails (Redis gone) keeps
+    its counts for the next one, which adds them to Redis."""
+    import asyncio
+
+    import redis
+    import redis.asyncio as aioredis
+
+    from serving.auth import Principal
+    from serving.quotas import LookupQuota
+
+    _fresh_minute()
+    url = ensure_redis(home_settings)
+    who = Principal("staff", "slow.sync.agent", "sales", "jti-1")
+
+    async def scenario() -> tuple[list, int, int]:
+        quota = LookupQuota(home_settings.redis_prefix, LOOKUPS)
+        client = aioredis.Redis.from_url(url)
+        gone = aioredis.Redis.from_url("redis://127.0.0.1:9/0")  # nothing listens there
+        try:
+            assert await quota.take(client, who) is None  # 1 (the caller read from Redis: 0)
+            assert [quota.take_known(who) for _ in range(2)] == [None, None]  # 3
+            busy = asyncio.create_task(client.execute_command("DEBUG", "SLEEP", "0.3"))
+            await asyncio.sleep(0.05)
+            syncing = asyncio.create_task(quota.sync(client))  # sends 3, waits on the busy server
+            await asyncio.sleep(0.05)
+            during = [quota.take_known(who) for _ in range(3)]  # 4, 5, then over the quota
+            await busy
+            await syncing
+            assert quota.take_known(who) is not None  # Redis says 3, 2 more unsent: still full
+            with pytest.raises(redis.ConnectionError):
+                await quota.sync(gone)
+            after_failure = quota.unsent.get("staff:slow.sync.agent")
+            await quota.sync(client)
+            in_redis = int(await client.get(quota._name(quota.window, "staff:slow.sync.agent")))
+        finally:
+            await client.aclose()
+            await gone.aclose()
+        return during, after_failure, in_redis
+
+    during, after_failure, in_redis = asyncio.run(scenario())
+    assert during[:2] == [None, None] and during[2] is not None, during
+    assert after_failure == 2  # the failed sync's two look-ups wait for the next
+    assert in_redis == LOOKUPS

@@ -183,3 +183,24 @@ def test_sign_out_ends_the_session_in_every_worker_until_the_token_expires(revie
     assert httpx.get(
         f"{url}/v1/customers/3/offers", headers=bearer(sign_dev_token(s, "luis.quispe", "sales"))
     ).is_success
+
+
+def test_a_call_that_ends_in_500_is_on_record_too(review):
+    """A customer's offers corrupted in the cache (a code past the snapshot's dictionary): the
+    look-up fails with 500, on the fast path and through FastAPI's route alike, and both calls are in
+    the trail with their 500."""
+    import redis
+
+    from serving.codec import BUCKET
+    from serving.keys import Keys
+
+    url, s, keys = review
+    client = redis.Redis.from_url(ensure_redis(s))
+    k = Keys(s.redis_prefix)
+    sid = client.get(k.current).decode()
+    client.hset(k.customer_bucket(sid, 59 // BUCKET), "59", bytes([200, 200, 200, 255, 255, 255, 0, 0, 0, 0, 0, 0]))
+    sales = {"X-API-Key": keys["sales"]}
+    for path in ("/v1/customers/59/offers", "/v1/customers/59/offers?page=1"):  # the fast path, then the route
+        assert httpx.get(f"{url}{path}", headers=sales).status_code == 500, path
+        (record,) = on_record(s, lambda r, path=path: r["what"] == f"GET {path}")
+        assert record["status"] == 500 and record["who"] == "sales-integration" and record["customer_id"] == 59
