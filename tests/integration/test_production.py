@@ -165,11 +165,11 @@ def _production_env(tmp_path: Path, redis_url: str) -> dict[str, str]:
 @pytest.mark.parametrize(
     "variable, unset, named",
     [
-        ("CRM_API_KEYS_FILE", "/nonexistent/api_keys.json", "CRM_API_KEYS_FILE"),
+        ("CRM_API_KEYS_FILE", "{tmp}/missing/api_keys.json", "CRM_API_KEYS_FILE"),
         ("CRM_JWT_PUBLIC_KEY_FILE", "", "CRM_JWT_JWKS_URL or CRM_JWT_PUBLIC_KEY_FILE"),
         ("CRM_JWT_ISSUER", "", "CRM_JWT_ISSUER"),
         ("CRM_AUDIT_KEY_FILE", "", "CRM_AUDIT_KEY_FILE"),
-        ("CRM_AUDIT_KEY_FILE", "/nonexistent/audit.key", "CRM_AUDIT_KEY_FILE"),
+        ("CRM_AUDIT_KEY_FILE", "{tmp}/missing/audit.key", "CRM_AUDIT_KEY_FILE"),
         ("CRM_REDIS_URL", "", "CRM_REDIS_URL"),
         ("CRM_CORE_API_URL", "", "crm_core_banking"),
     ],
@@ -182,6 +182,7 @@ def test_production_serve_stops_with_one_line_naming_what_is_missing_and_writes_
     key made, nothing written in the data directory."""
     home = tmp_path / "home"
     home.mkdir()
+    unset = unset.format(tmp=tmp_path)  # a file that does not exist
     env = {**os.environ, **_production_env(tmp_path, ensure_redis(settings)), "CRM_HOME": str(home), variable: unset}
     done = subprocess.run([sys.executable, "-m", "entrypoints.cli", "serve", "--port", str(free_port())], env=env,
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
@@ -190,6 +191,7 @@ def test_production_serve_stops_with_one_line_naming_what_is_missing_and_writes_
     assert said[0].startswith("crm: ") and named in said[0], said
     assert "Traceback" not in done.stdout + done.stderr
     assert list(home.rglob("*")) == []  # no key store, no demo keys, no audit trail, no identity key
+    assert not (tmp_path / "missing").exists()
 
 
 def test_sigterm_stops_everything_crm_serve_started(tmp_path):
