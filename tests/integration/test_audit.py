@@ -264,7 +264,9 @@ def test_the_key_never_lies_beside_the_trail(home_settings, monkeypatch):
         _ = dataclasses.replace(home_settings).audit_key_path
 
 
-def test_after_a_key_rotation_old_files_still_verify_and_new_ones_use_the_new_key(sealed_trail, tmp_path):
+def test_after_a_key_rotation_old_files_still_verify_and_new_ones_use_the_new_key(
+    sealed_trail, home_settings, tmp_path
+):
     """Decision 0015's rotation: the new key first in CRM_AUDIT_KEY_FILE, the old one kept below it."""
     s, _ = sealed_trail
     home = tmp_path / "rotated"
@@ -274,7 +276,7 @@ def test_after_a_key_rotation_old_files_still_verify_and_new_ones_use_the_new_ke
     new = secrets.token_hex(32)
     rotated.audit_key_path.write_text(f"{new}\n{old}\n")
     keys = issue_keys(rotated.api_keys_path)
-    app = create_app(ensure_redis(s), rotated)
+    app = create_app(ensure_redis(home_settings), rotated)
     with TestClient(app) as client:
         client.get("/v1/customers/2/offers", headers={"X-API-Key": keys["sales"]})
     written = list(read_file(app.state.trail.path_for(dt.datetime.now(dt.UTC).date().isoformat())))
