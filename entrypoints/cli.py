@@ -283,7 +283,8 @@ def audit_verify(directory: Path | None, seal_logs: tuple[Path, ...]) -> None:
     """Check every record's MAC and chain, every file against its seal, and the seals' ledger (and
     its off-host copy, with --seals): exit 1 naming each record edited, inserted, removed or cut
     off and each file missing. The key is CRM_AUDIT_KEY_FILE's."""
-    from serving.audit import load_keys, seals_from_log, verify
+    from serving.audit import load_keys
+    from serving.audit_verify import seals_from_log, verify
 
     settings = get_settings()
     directory = directory or settings.audit_dir

@@ -27,7 +27,8 @@ from crm.settings import REPO_ROOT, SettingsError
 from ml.registry import ModelRef
 from ml.score import write_assignments
 from serving.api import create_app
-from serving.audit import LEDGER, key_id, load_keys, read_file, read_records, seals_from_log, verify
+from serving.audit import LEDGER, key_id, load_keys, read_file, read_records
+from serving.audit_verify import seals_from_log, verify
 from serving.auth import issue_keys, sign_dev_token
 from serving.load import publish_snapshot
 
