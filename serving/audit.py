@@ -319,10 +319,12 @@ def recorded(trail: AuditTrail, record: dict) -> bool:
     return True
 
 
-async def send_json(send, status: int, body: bytes) -> None:
+async def send_json(send, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+    """A JSON answer sent straight to ASGI (the audit layer's own, the offers fast path's): never
+    kept by a cache, since it names a customer or who asked."""
     await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
-        (b"cache-control", b"no-store")]})  # fmt: skip
+        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), (b"cache-control", b"no-store"),
+        *((k.lower().encode(), v.encode()) for k, v in (headers or {}).items())]})  # fmt: skip
     await send({"type": "http.response.body", "body": body})
 
 

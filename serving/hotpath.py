@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from serving.answers import NO_SNAPSHOT, REDIS_DOWN, NoSnapshot, raw_json, too_many
-from serving.audit import call_record, recorded, refuse_unaudited
+from serving.audit import call_record, recorded, refuse_unaudited, send_json
 from serving.auth import CUSTOMERS, MARKETING_SALES, MAX_CUSTOMER_ID, Denied, canonical_customer_id
 from serving.codec import bucket_of
 from serving.reader import SnapshotReader
@@ -126,23 +126,6 @@ class ReadApi(FastAPI):
         return self.outer(super().build_middleware_stack())
 
 
-async def send_answer(send, status: int, body: bytes, headers: dict[str, str]) -> None:
-    """A JSON answer of the fast path: never kept by a cache (it names a customer)."""
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", b"%d" % len(body)),
-                (b"cache-control", b"no-store"),
-                *((k.lower().encode(), v.encode()) for k, v in headers.items()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 class OffersFastPath:
     """``GET /v1/customers/{id}/offers`` and ``GET /v1/me/offers``, the look-ups sales and the mobile
     app make all day, answered without FastAPI's per-request machinery (routing, parameter solving):
@@ -179,14 +162,14 @@ class OffersFastPath:
                     status, body, headers = await self.lookup(scope, authorization, api_key, customer_id)
                 except Exception:  # on record as every call is, then as any unhandled error
                     if recorded(self.trail, call_record(scope, 500, None)):
-                        await send_answer(send, 500, INTERNAL_ERROR, {})
+                        await send_json(send, 500, INTERNAL_ERROR)
                     else:
                         await refuse_unaudited(send)
                     raise
                 if not recorded(self.trail, call_record(scope, status, headers.get("X-Snapshot-Id"))):
                     await refuse_unaudited(send)
                     return
-                await send_answer(send, status, body, headers)
+                await send_json(send, status, body, headers)
                 return
         await self.app(scope, receive, send)
 
