@@ -26,7 +26,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock setup.cfg | cksum | cu
 MANIFEST := dbt_project/target/manifest.json
 DBT_SOURCES := $(shell find dbt_project -type f \( -name '*.sql' -o -name '*.yml' -o -name '*.csv' \) -not -path '*/target/*' -not -path '*/logs/*' 2>/dev/null)
 
-.PHONY: help setup demo backfill serve sandbox airflow test lint format lock clean bench bench-serving bench-extract bench-dbt bench-scoring bench-backfill bench-daily evaluate docs train
+.PHONY: help setup demo backfill serve sandbox airflow test lint format lock clean bench bench-report bench-serving bench-extract bench-dbt bench-scoring bench-backfill bench-daily evaluate docs train
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -77,7 +77,15 @@ docs: setup  ## generate the dbt docs site from the warehouse and serve it for a
 evaluate: setup  ## expected acceptances of the latest (or DATE's) assignment vs the oracle's and a random one (CUSTOMERS, SEED as for make demo)
 	$(BIN)/crm evaluate $(if $(DATE),--date $(DATE)) --customers $(CUSTOMERS) --seed $(SEED)
 
-bench: bench-extract bench-dbt bench-scoring bench-serving bench-backfill bench-daily  ## every benchmark (figures and ratios in .crm/bench/*.json)
+BENCHES := extract dbt scoring serving backfill daily
+
+bench: setup  ## every benchmark, each to its end; exits 1 when any missed a target (figures in .crm/bench/*.json), then make bench-report
+	@failed=""; for area in $(BENCHES); do $(MAKE) --no-print-directory bench-$$area || failed="$$failed bench-$$area"; done; \
+	$(BIN)/python -m benchmarks.report; \
+	if [ -n "$$failed" ]; then echo "missed a target or failed:$$failed"; exit 1; fi; echo "every benchmark met its targets"
+
+bench-report: setup  ## write docs/benchmarks.md from .crm/bench/*.json (each figure with its commit, date and machine)
+	$(BIN)/python -m benchmarks.report
 
 bench-extract: setup  ## extraction throughput against fetching alone, and its memory at 100,000 and 1,000,000 customers
 	$(BIN)/python -m benchmarks.extract

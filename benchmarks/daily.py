@@ -196,8 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=1_000_000)
     args = parser.parse_args(argv)
     figures = run(args.customers)
-    report("daily", figures, AT_MOST, {}, get_settings().home)
-    return 0
+    return report("daily", figures, AT_MOST, {}, get_settings().home)
 
 
 if __name__ == "__main__":

@@ -170,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         "slowest_full_build_nodes": slowest(full_models),
         "slowest_incremental_build_nodes": slowest(incremental_models),
     }
-    report("dbt", figures, AT_MOST, {}, base.home)
-    return 0
+    return report("dbt", figures, AT_MOST, {}, base.home)
 
 
 if __name__ == "__main__":

@@ -172,8 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     home = get_settings().home  # before run(): it may point CRM_HOME at its own data directory
-    report("extract", run(args.customers), AT_MOST, AT_LEAST, home)
-    return 0
+    return report("extract", run(args.customers), AT_MOST, AT_LEAST, home)
 
 
 if __name__ == "__main__":

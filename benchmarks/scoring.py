@@ -147,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         "random_capture": result.random_capture,
         "capture_over_random": round(result.oracle_capture / max(result.random_capture, 1e-9), 2),
     }
-    report("scoring", figures, AT_MOST, AT_LEAST, base.home)
-    return 0
+    return report("scoring", figures, AT_MOST, AT_LEAST, base.home)
 
 
 def _live_campaigns(home: Path) -> list[str]:

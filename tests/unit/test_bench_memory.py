@@ -24,3 +24,17 @@ def test_a_child_s_peak_is_its_own_not_its_parent_s():
     assert figures["own"] < 200  # an interpreter's own size
     # what the benches used to report: the parent's resident size at fork, kept across exec
     assert figures["ru_maxrss"] > 600
+
+
+FREED = (
+    "import json; from benchmarks.report import own_peak_rss_mb; "
+    "block = bytearray(300 * 1024 * 1024); block[::4096] = b'\\x01' * len(block[::4096]); del block; "
+    "print(json.dumps({'own': own_peak_rss_mb()}))"
+)
+
+
+def test_the_figure_is_the_peak_not_the_size_now():
+    """A step that allocated 300 MB and freed it before the figure was read reports at least 300 MB:
+    a function returning the size now (or 0) would report an interpreter's size."""
+    done = subprocess.run([sys.executable, "-c", FREED], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout)["own"] >= 300
