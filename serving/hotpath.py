@@ -207,9 +207,13 @@ def make_offers_lookup(state, reader: SnapshotReader) -> Lookup:
         mobile = who.kind == "customer"  # the app sees what to show, not the scores or the reasons
 
         async def read(sid: str):
-            blob = await reader.raw.hget(reader.keys.customer_bucket(sid, bucket_of(customer_id)), str(customer_id))
+            bucket, field = bucket_of(customer_id), str(customer_id)
+            blob = await reader.raw.hget(reader.keys.customer_bucket(sid, bucket), field)
             if blob is None:
-                return None
+                # a customer the snapshot knows (a masked profile of customer_360 for the date) has
+                # no offers today: an empty list. Only a customer it does not know is a 404
+                known = await reader.raw.hexists(reader.keys.profile_bucket(sid, bucket), field)
+                return b"[]" if known else None
             encoder = await reader.offers_json(sid)
             return encoder.encode(blob, mobile) if encoder is not None else None
 
@@ -220,10 +224,10 @@ def make_offers_lookup(state, reader: SnapshotReader) -> Lookup:
         except (aioredis.ConnectionError, aioredis.TimeoutError, TimeoutError, OSError):
             return raw_json(503, {"detail": REDIS_DOWN})
         if offers is None:
-            if mobile:  # the same answer as an empty list: a customer has no offers today
+            if mobile:  # the token proves the bank knows the customer: no offers today
                 offers = b"[]"
             else:
-                return raw_json(404, {"detail": f"customer {customer_id} has no offers in the live snapshot"})
+                return raw_json(404, {"detail": f"customer {customer_id} is not in the live snapshot"})
         body = b'{"snapshot_id":%b,"customer_id":%d,"offers":%b}' % (orjson.dumps(sid), customer_id, offers)
         return 200, body, {"X-Snapshot-Id": sid}
 
