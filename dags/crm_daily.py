@@ -19,7 +19,7 @@ Lima time after D ends):
 2. **gate_landing** (mapped the same way): the Great Expectations suite of each landed file,
    `CRM_GATE_BATCH_ROWS` rows at a time.
 3. **load_raw**: the landed partitions into the warehouse's `raw` schema, in one transaction.
-4. **dbt_build**: one `dbt build` (astronomer-cosmos) of seeds, staging, snapshot and marts
+4. **dbt_build**: one `dbt build` (astronomer-cosmos) of seeds, staging, the customer history and marts
    (`customer_features`, `campaign_eligibility`, `campaign_exclusions`, `fct_transactions`,
    `fct_campaign_contacts`, `dim_customers`), each model followed by its tests, in dbt's own order
    (a failing test skips what depends on it). Its log lists every model and test with its time and

@@ -13,6 +13,7 @@ import duckdb
 import pytest
 from dbt_warehouse import content_hash, empty_raw_warehouse, run_dbt
 
+from benchmarks.backfill import date_rows
 from benchmarks.bank import land
 from sandbox.bank import Bank
 
@@ -98,3 +99,15 @@ def test_a_backfill_of_an_older_date_brings_the_history_its_load_reaches(tmp_pat
                 hashes.append(content_hash(con, f"marts.{table}", f"{col} <= ?", [D1]))
         assert hashes[0] == hashes[1], table
         assert hashes[0][0] > 0
+    # the customers' profiles as of the older date: the versions its load brought, behind the
+    # newer ones already held (dim_customers, as the concurrent-dates test compares it)
+    profiles = []
+    for directory in (newer, alone):
+        with duckdb.connect(str(directory / "warehouse.duckdb"), read_only=True) as con:
+            profiles.append(content_hash(con, *date_rows("dim_customers", D1)))
+            if directory == newer:  # customers whose profile changed between the two dates: the case at stake
+                assert con.execute("select count(*) from marts.dim_customers where valid_from > ?", [D1]).fetchone()[0]
+            else:  # every customer the bank had on the older date, one version each
+                customers = con.execute("select count(*) from raw.customers where _business_date = ?", [D1]).fetchone()
+    assert profiles[0] == profiles[1]
+    assert profiles[0][0] == customers[0] > 0

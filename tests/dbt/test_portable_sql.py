@@ -27,23 +27,13 @@ def azure_sql(tmp_path_factory) -> dict[str, str]:
     return {str(p.relative_to(target)): p.read_text() for p in (target / "compiled").rglob("*.sql")}
 
 
-def test_every_model_and_snapshot_compiles_for_azure(azure_sql):
+def test_every_model_compiles_for_azure(azure_sql):
     manifest = json.loads((REPO_ROOT / "dbt_project" / "target" / "manifest.json").read_text())
     nodes = {n["name"] for n in manifest["nodes"].values() if n["resource_type"] in ("model", "snapshot")}
     compiled = {Path(p).stem for p in azure_sql if "/models/" in p}
     assert "customer_360" in nodes
-    assert nodes - {"snp_core_banking__customers"} <= compiled, sorted(nodes - compiled)
-
-
-def test_the_customer_snapshot_compiles_for_azure_as_tsql(tmp_path):
-    """dbt writes no file for a snapshot defined in YAML: its compiled query is read from the output."""
-    import sqlglot
-
-    done = _compile_for_azure(tmp_path, "--select", "snp_core_banking__customers")
-    assert done.returncode == 0, done.stdout[-3000:]
-    sql = done.stdout.split("Compiled node 'snp_core_banking__customers' is:", 1)[1].strip()
-    assert "stg_core_banking__customers" in sql
-    sqlglot.parse_one(sql, read="tsql")
+    assert "snp_core_banking__customers" in nodes  # the customer history: a model like the others
+    assert nodes <= compiled, sorted(nodes - compiled)
 
 
 def test_compiled_sql_has_no_duckdb_only_constructs(azure_sql):

@@ -1,8 +1,14 @@
 {{ config(materialized='view') }}
--- Every version of every customer (SCD type 2, from the snapshot), with its validity and a flag on
--- the current one. Personal data only masked; no date of birth (customer_360 has the age by date).
+-- Every version of every customer (SCD type 2, from the history snp_core_banking__customers), valid
+-- from its updated_on to the next version's, with a flag on the current one. Personal data only masked; no date of birth (customer_360 has the age by date).
 with versions as (
-    select * from {{ ref('snp_core_banking__customers') }}
+    select
+        *,
+        coalesce(
+            lead(updated_on) over (partition by customer_id order by updated_on),
+            cast('9999-12-31' as date)
+        ) as dbt_valid_to
+    from {{ ref('snp_core_banking__customers') }}
 ),
 
 final as (
