@@ -6,14 +6,16 @@ which Airflow also reads from ``AIRFLOW_CONN_*`` variables. A ``CRM_*`` variable
 When neither names an external system, the embedded local default is used (the sandbox bank, the
 Redis server in the data directory), started on demand by :mod:`crm.services`.
 
-No other module reads ``os.environ`` for configuration.
+No other module reads ``os.environ`` for configuration. Every ``CRM_*`` variable is declared once
+in :data:`VARIABLES` (default as shown, what it sets); the helpers refuse a name not declared there,
+and the README's configuration table is generated from it (``crm config-table --write``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -25,12 +27,189 @@ class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
 
+class UndeclaredVariable(LookupError):
+    """Code read a ``CRM_*`` variable that :data:`VARIABLES` does not declare, or with another
+    default than the declared one: a programming error (declare it, and regenerate the README)."""
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One ``CRM_*`` environment variable: its name, the default the code passes (None when it is
+    computed or absent; then ``shown`` says what it is), what it sets, in one line."""
+
+    name: str
+    default: str | int | float | None
+    what: str
+    shown: str | None = None  # the default as the README shows it, when ``default`` cannot say it
+    area: str = ""
+
+    @property
+    def default_shown(self) -> str:
+        if self.shown is not None:
+            return self.shown
+        if self.default is None or self.default == "":
+            return "none"
+        if isinstance(self.default, bool) or not isinstance(self.default, int | float):
+            return f"`{self.default}`"
+        return f"{self.default:,}" if isinstance(self.default, int) else f"{self.default:g}"
+
+
+def _declare(areas: dict[str, tuple[Variable, ...]]) -> dict[str, Variable]:
+    declared: dict[str, Variable] = {}
+    for area, variables in areas.items():
+        for variable in variables:
+            if variable.name in declared:
+                raise UndeclaredVariable(f"{variable.name} is declared twice")
+            declared[variable.name] = replace(variable, area=area)
+    return declared
+
+
+V = Variable
+# Every CRM_* variable, once, by area, in the order the README's table shows them. A variable read
+# by dbt alone (profiles.yml, the business-date macro) is declared here too: the table is the one
+# list an operator reads.
+VARIABLES: dict[str, Variable] = _declare({
+    "the platform": (
+        V("CRM_HOME", None, "the data directory: every local file the platform writes (see \"Where things live\")",
+          shown="`.crm/` in the checkout"),
+        V("CRM_ENVIRONMENT", "local", "`production` (the image's) forbids every embedded stand-in: the sandbox bank, "
+          "the embedded Redis, a local MLflow store, a development identity key, a model trained on the spot; "
+          "what is not configured stops the work, named"),
+    ),
+    "the integration API and the extraction": (
+        V("CRM_CORE_API_URL", None, "the bank's integration API (or the Airflow Connection `crm_core_banking`: host, "
+          "login = client id, password = client secret)", shown="the embedded sandbox bank"),
+        V("CRM_CORE_CLIENT_ID", None, "the OAuth2 client id for the integration API"),
+        V("CRM_CORE_CLIENT_SECRET", None, "the OAuth2 client secret for the integration API (a secret)"),
+        V("CRM_PAGE_SIZE", 2000, "records per page asked of the integration API"),
+        V("CRM_API_MAX_RETRIES", 6, "retries of a failing call to the integration API"),
+        V("CRM_API_TIMEOUT_S", 30.0, "seconds before a call to the integration API times out (and is retried)"),
+        V("CRM_API_MAX_RETRY_AFTER_S", 60.0, "the longest wait a `Retry-After` from the integration API may impose"),
+        V("CRM_LATE_ARRIVAL_DAYS", 3, "days before the business date the daily delta re-reads whole (late bookings "
+          "and responses); earlier days come from the warehouse, extracted once"),
+        V("CRM_TX_LOOKBACK_DAYS", 180, "days of transactions the features need in `raw` (a history load fetches "
+          "what is missing)"),
+        V("CRM_RESPONSE_LOOKBACK_DAYS", 365, "days of campaign responses the features need in `raw`"),
+        V("CRM_EXTRACT_SLICE_RECORDS", 5_000_000, "a windowed extraction (a history load, a big bank's day) is cut "
+          "into slices of whole days of about this many records by the API's count, one mapped `extract` and "
+          "`gate_landing` task and one landed file each"),
+        V("CRM_EXTRACT_MEMORY_MB", 256, "memory the extraction's dedup (DuckDB) works under; past it, it spills to disk"),
+        V("CRM_MAX_QUARANTINE_SHARE", 0.01, "share of contract-breaking records that fails a run"),
+        V("CRM_GATE_BATCH_ROWS", 1_000_000, "the landing gate validates a landed file this many rows at a time"),
+        V("CRM_MAX_VOLUME_CHANGE", 0.5, "landing gate: an entity's rows may differ from the previous business date's "
+          "by this share"),
+    ),
+    "the sandbox bank (local only)": (
+        V("CRM_SANDBOX_CUSTOMERS", 5000, "customers of the embedded sandbox bank (`make demo CUSTOMERS=`)"),
+        V("CRM_SANDBOX_SEED", 42, "seed of the embedded sandbox bank"),
+        V("CRM_SANDBOX_FAULTS", "", "faults the embedded sandbox injects: `all`, or `server_error=0.05,bad_record=0.01,...`"),
+    ),
+    "orchestration": (
+        V("CRM_TASK_RETRIES", 2, "retries of each task of the DAGs (`make demo` and the tests use 0)"),
+        V("CRM_TASK_TIMEOUT_MINUTES", 120, "each task's `execution_timeout` in the DAGs: nothing hangs a run"),
+        V("CRM_BUSINESS_DATE", None, "the business date a hand-run `dbt build` is for (read by dbt; "
+          "`--vars '{business_date: ...}'` also works, at the cost of a full parse)", shown="set by the DAG (`{{ ds }}`)"),
+    ),
+    "the warehouse": (
+        V("CRM_DBT_TARGET", "local", "`azure`: the raw load and dbt on Azure SQL (the stages after dbt still read "
+          "DuckDB: see \"Before production\")"),
+        V("CRM_DUCKDB_PATH", None, "the local warehouse (DuckDB)", shown="`.crm/warehouse.duckdb`"),
+        V("CRM_DUCKDB_MEMORY_MB", 2048, "memory the warehouse's DuckDB (dbt, the load, scoring's reads) works under; "
+          "past it, it spills beside the file"),
+        V("CRM_AZURE_SQL_SERVER", None, "the Azure SQL server (`<name>.database.windows.net`) for `CRM_DBT_TARGET=azure`"),
+        V("CRM_AZURE_SQL_DATABASE", "crm", "the Azure SQL database"),
+        V("CRM_AZURE_SQL_AUTH", "sql", "`sql` (user and password) or `ServicePrincipal` (client id and secret)"),
+        V("CRM_AZURE_SQL_USER", None, "the SQL user (`sql` authentication)"),
+        V("CRM_AZURE_SQL_PASSWORD", None, "the SQL user's password (a secret)"),
+        V("CRM_AZURE_CLIENT_ID", None, "the service principal's client id (`ServicePrincipal` authentication)"),
+        V("CRM_AZURE_CLIENT_SECRET", None, "the service principal's secret (a secret)"),
+        V("CRM_AZURE_TENANT_ID", None, "the service principal's tenant (read by dbt's profile)"),
+    ),
+    "personal data": (
+        V("CRM_RAW_RETENTION_DAYS", 35, "clear personal data (`raw.customers`, the customers' landing, the quarantine) "
+          "of business dates older than this many days is deleted by `crm_retention`"),
+    ),
+    "the model and the assignment": (
+        V("CRM_MLFLOW_TRACKING_URI", None, "the MLflow tracking server and model registry (or an Azure ML "
+          "workspace's MLflow URI); required in production", shown="SQLite in `.crm/mlflow/`"),
+        V("CRM_MLFLOW_ARTIFACT_ROOT", None, "where the experiment's artifacts go (models, plots), set when "
+          "the experiment is first created", shown="`.crm/mlflow/artifacts`"),
+        V("CRM_MODEL_NAME", "crm-campaign-propensity", "the registered model whose `champion` scores"),
+        V("CRM_MAX_OFFERS", 3, "offers per customer"),
+    ),
+    "the cache": (
+        V("CRM_REDIS_URL", None, "`redis://`, `rediss://` with a password (Azure Cache for Redis), any node of a "
+          "Redis Cluster (or the Airflow Connection `crm_redis`); required in production",
+          shown="the embedded server on `.crm/run/redis.sock`"),
+        V("CRM_REDIS_PREFIX", "crm", "prefix of every key the platform writes in Redis"),
+        V("CRM_SNAPSHOT_TTL_HOURS", 24.0, "how long a cache snapshot is fresh"),
+        V("CRM_SNAPSHOT_GRACE_HOURS", 6.0, "how long a snapshot past its TTL keeps serving, flagged stale, when the "
+          "next run is late"),
+        V("CRM_SNAPSHOT_DRAIN_SECONDS", 900, "how long a replaced snapshot stays readable, so an export that started "
+          "on it finishes from it"),
+        V("CRM_MAX_AUDIENCE_SHRINK", 0.3, "publish guard: a snapshot serving a larger share fewer customers than the "
+          "live one is refused"),
+        V("CRM_REDIS_DEADLINE_S", 2.0, "the read API answers 503 when Redis has not answered a request's reads by then"),
+    ),
+    "the read API: identity": (
+        V("CRM_JWT_JWKS_URL", None, "the bank's identity provider's keys (JWKS) that bearer tokens are verified with; "
+          "this or `CRM_JWT_PUBLIC_KEY_FILE` is required in production", shown="the development key in `.crm/identity/`"),
+        V("CRM_JWT_PUBLIC_KEY_FILE", None, "a PEM public key to verify bearer tokens with, instead of a JWKS URL"),
+        V("CRM_JWT_ISSUER", "crm-dev", "the tokens' issuer (`iss`); required in production"),
+        V("CRM_JWT_AUDIENCE", "crm-read-api", "the tokens' audience (`aud`)"),
+        V("CRM_JWT_ROLE_CLAIM", "crm_role", "the token claim naming the caller's role: `customer`, `sales` or `marketing`"),
+        V("CRM_API_KEYS_FILE", None, "the integration keys' store (hashes, names, roles, expiry); production never "
+          "makes one: `crm serve` stops when it is missing", shown="`.crm/api_keys.json`"),
+        V("CRM_API_KEY_RELOAD_S", 10.0, "a running API re-reads the key store (revocations, new keys) this often"),
+        V("CRM_TRUSTED_PROXIES", "", "IPs or CIDRs (comma-separated) of the router in front of the read API: only their "
+          "`X-Forwarded-For` / `X-Forwarded-Proto` are believed"),
+        V("CRM_METRICS_PORT", None, "the port `/metrics` (Prometheus) is served on, and nothing else there",
+          shown="9100 in production; locally none (`/metrics` on the API's port)"),
+    ),
+    "the read API: audit trail": (
+        V("CRM_AUDIT_DIR", None, "the read API's audit trail: one chained file per API process and day",
+          shown="`.crm/audit`"),
+        V("CRM_AUDIT_KEY_FILE", None, "the audit trail's HMAC key, one a line (the first signs; rotation in decision "
+          "0015); a mounted secret, never inside the audit directory; required in production",
+          shown="`.crm/identity/audit_key` (made locally)"),
+        V("CRM_AUDIT_SEAL_S", 5.0, "how often a busy API process seals its audit file"),
+    ),
+    "the read API: quotas (per person or integration)": (
+        V("CRM_QUOTA_LOOKUPS_PER_MINUTE", 600, "customer look-ups a minute (sales, marketing, the mobile app)"),
+        V("CRM_QUOTA_SEGMENT_ROWS_PER_DAY", 250_000, "segment rows a day, pages (API and console) and CSV exports "
+          "together"),
+        V("CRM_QUOTA_EXPORTS_PER_DAY", 50, "CSV exports of a segment a day"),
+    ),
+    "the read API: the mobile app's reads from the bank": (
+        V("CRM_BANK_API_TIMEOUT_S", 3.0, "timeout of the read API's calls to the integration API (balances, "
+          "transactions): a person is waiting"),
+        V("CRM_BANK_API_RETRIES", 2, "retries of those calls"),
+        V("CRM_BANK_BREAKER_FAILURES", 5, "failed calls in a row that open the circuit breaker"),
+        V("CRM_BANK_BREAKER_RESET_S", 30.0, "seconds the open breaker answers 503 (with `Retry-After`) before it "
+          "tries the bank again"),
+    ),
+})  # fmt: skip
+del V
+
+
+def _declared(name: str, default: object = None) -> Variable:
+    variable = VARIABLES.get(name)
+    if variable is None:
+        raise UndeclaredVariable(f"{name} is not declared in crm.settings.VARIABLES: declare it (default, what it "
+                                 "sets), then regenerate the README's table with `crm config-table --write`")  # fmt: skip
+    if default is not None and variable.default is not None and default != variable.default:
+        raise UndeclaredVariable(f"{name} is read with the default {default!r}, declared as {variable.default!r}")
+    return variable
+
+
 def _env(name: str, default: str | None = None) -> str | None:
+    _declared(name, default)
     value = os.environ.get(name)
     return value if value not in (None, "") else default
 
 
 def _int(name: str, default: int, minimum: int | None = None) -> int:
+    _declared(name, default)
     raw = _env(name)
     if raw is None:
         return default
@@ -44,6 +223,7 @@ def _int(name: str, default: int, minimum: int | None = None) -> int:
 
 
 def _float(name: str, default: float) -> float:
+    _declared(name, default)
     raw = _env(name)
     if raw is None:
         return default
@@ -53,13 +233,47 @@ def _float(name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
 
 
+def config_table() -> str:
+    """The README's configuration table, generated from :data:`VARIABLES` (``crm config-table``)."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = ["| variable | default | what it sets |", "| --- | --- | --- |"]
+    area = None
+    for variable in VARIABLES.values():
+        if variable.area != area:
+            area = variable.area
+            lines.append(f"| **{cell(area)}** | | |")
+        lines.append(f"| `{variable.name}` | {cell(variable.default_shown)} | {cell(variable.what)} |")
+    return "\n".join(lines) + "\n"
+
+
+CONFIG_TABLE_START, CONFIG_TABLE_END = "<!-- config-table:start -->\n", "<!-- config-table:end -->\n"
+
+
+def config_table_section(readme: str) -> str:
+    """What stands between the README's config-table markers (what :func:`config_table` must give)."""
+    start, end = readme.find(CONFIG_TABLE_START), readme.find(CONFIG_TABLE_END)
+    if start < 0 or end < start:
+        raise ValueError(f"the README has no {CONFIG_TABLE_START.strip()} ... {CONFIG_TABLE_END.strip()} markers")
+    return readme[start + len(CONFIG_TABLE_START) : end]
+
+
+def with_config_table(readme: str) -> str:
+    """The README with the generated configuration table between its markers."""
+    section = config_table_section(readme)
+    start = readme.find(CONFIG_TABLE_START) + len(CONFIG_TABLE_START)
+    return readme[:start] + config_table() + readme[start + len(section) :]
+
+
 ENVIRONMENTS = ("local", "production")
 
 
 def _airflow_connection(conn_id: str):
     """The Airflow Connection ``conn_id`` when running with Airflow and it exists, else None. Only
     "not defined" means None: any other failure to look it up raises, naming the connection."""
-    if not (_env("AIRFLOW_HOME") or _env(f"AIRFLOW_CONN_{conn_id.upper()}")):
+    if not (os.environ.get("AIRFLOW_HOME") or os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")):  # Airflow's own
         return None
     from airflow.sdk import BaseHook
     from airflow.sdk.exceptions import AirflowNotFoundException

@@ -318,6 +318,30 @@ def token(customer: int | None, staff: str | None, role: str | None, minutes: in
     click.echo(sign_dev_token(get_settings(), subject, claim, minutes))
 
 
+@cli.command("config-table")
+@click.option("--write", is_flag=True, help="rewrite the README's table between its config-table markers")
+@click.option("--readme", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="the file to rewrite [README.md of the checkout]")  # fmt: skip
+def config_table(write: bool, readme: Path | None) -> None:
+    """The configuration table (every CRM_* variable, its default, what it sets), generated from the
+    declarations in crm/settings.py: printed, or with --write put into the README."""
+    from crm.settings import REPO_ROOT, with_config_table
+    from crm.settings import config_table as table
+
+    if not write:
+        click.echo(table(), nl=False)
+        return
+    path = readme or REPO_ROOT / "README.md"
+    before = path.read_text()
+    try:
+        after = with_config_table(before)
+    except ValueError as error:
+        raise click.ClickException(f"{path}: {error}") from None
+    if after != before:
+        path.write_text(after)
+    click.echo(f"{path}: the configuration table is {'rewritten' if after != before else 'already up to date'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``crm`` console script. A setting at fault ends it with one line that names it (no
     traceback): what an operator reads when production refuses to start."""
