@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from waits import wait_until
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -73,14 +73,22 @@ def running_read_api(home: Path, env: dict[str, str] | None = None, ready: str =
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
+
+    def answers_ready() -> int | None:
+        assert proc.poll() is None, f"crm serve exited ({proc.returncode}) before {ready} answered 200"
+        try:
+            return httpx.get(f"{url}{ready}").status_code
+        except httpx.HTTPError:
+            return None  # not listening yet
+
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}{ready}").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_until(
+            answers_ready,
+            until=lambda status: status == 200,
+            timeout=60,
+            interval=0.2,
+            message=f"crm serve to answer {ready} with 200",
+        )
         yield url
     finally:
         proc.send_signal(signal.SIGINT)

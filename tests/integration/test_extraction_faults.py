@@ -13,10 +13,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pyarrow.parquet as pq
 import pytest
+from waits import wait_until
 
 from crm.settings import REPO_ROOT
 from ingestion.extract import (
@@ -148,12 +148,13 @@ def test_an_extraction_killed_half_way_resumes_and_lands_the_same(faulty):
         f"extract_entity({entity!r}, dt.date.fromisoformat({D.isoformat()!r}), s)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO_ROOT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if checkpoint.exists() and json.loads(checkpoint.read_text())["pages"] >= 10:
-            break
-        assert proc.poll() is None, "the extraction ended before it could be killed"
-        time.sleep(0.05)
+
+    def pages_landed() -> int:
+        pages = json.loads(checkpoint.read_text())["pages"] if checkpoint.exists() else 0
+        assert pages >= 10 or proc.poll() is None, "the extraction ended before it could be killed"
+        return pages
+
+    wait_until(pages_landed, until=lambda pages: pages >= 10, timeout=120, message="the checkpoint to count 10 pages")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     landed_pages = json.loads(checkpoint.read_text())["pages"]

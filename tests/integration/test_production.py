@@ -10,12 +10,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from waits import wait_until
 
 from crm.services import ensure_redis, free_port, read_sandbox, running_services
 from crm.settings import REPO_ROOT, Settings, SettingsError
@@ -208,10 +208,13 @@ def test_sigterm_stops_everything_crm_serve_started(tmp_path):
                             cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while not _answers(f"{url}/healthz"):
-            assert time.monotonic() < deadline and proc.poll() is None, "crm serve did not start"
-            time.sleep(0.2)
+
+        def started() -> bool:
+            assert proc.poll() is None, f"crm serve exited ({proc.returncode}) before it answered"
+            return _answers(f"{url}/healthz")
+
+        wait_until(started, timeout=60, interval=0.2, message="crm serve to answer /healthz")
+
         from serving.auth import sign_dev_token
 
         me = {"Authorization": f"Bearer {sign_dev_token(s, '12', 'customer')}"}

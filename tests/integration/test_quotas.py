@@ -8,8 +8,10 @@ import datetime as dt
 import time
 
 import pytest
+import redis
 from assignments import assignments
 from fastapi.testclient import TestClient
+from waits import wait_until, wait_until_async
 
 from crm.services import ensure_redis, stop_redis
 from ml.registry import ModelRef
@@ -18,10 +20,10 @@ from serving.api import create_app
 from serving.audit import read_records
 from serving.auth import issue_keys, sign_dev_token
 from serving.load import publish_snapshot
-from serving.quotas import SYNC_S
 
 D = dt.date(2026, 11, 6)
 LOOKUPS, EXPORTS = 5, 2
+CALLER = "integration:sales-integration"  # whom the sales key stands for (serving.quotas.caller)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,10 @@ def home_settings(settings):
 
 
 def _fresh_minute() -> None:
-    """Start at the top of a minute's first 50 s, so no test straddles two windows."""
+    """Start at the top of a minute's first 50 s, so no test straddles two windows.
+
+    A sleep, not a wait on a condition: what it waits for is the wall clock itself (the look-up
+    quota's window is the UTC minute), and a sleep reaches the next minute exactly."""
     if time.time() % 60 > 50:
         time.sleep(61 - time.time() % 60)
 
@@ -68,11 +73,24 @@ def test_api_workers_share_the_counts_through_redis(home_settings):
     key = {"X-API-Key": issue_keys(home_settings.api_keys_path, ("sales",))["sales"]}
     url = ensure_redis(home_settings)
     with TestClient(create_app(url, home_settings)) as one, TestClient(create_app(url, home_settings)) as two:
+        counts = one.app.state.lookups  # worker one's look-up counts
+        r = redis.Redis.from_url(url, decode_responses=True)
         assert all(one.get(f"/v1/customers/{c}/offers", headers=key).status_code == 200 for c in range(1, 4))
-        time.sleep(3 * SYNC_S)  # each worker adds its counts to Redis and learns the others'
+        # every SYNC_S each worker adds its counts to Redis and learns the others'; a worker that has not
+        # seen the caller this minute reads the caller's count from Redis first
+        wait_until(
+            lambda: int(r.get(counts._name(counts.window, CALLER)) or 0),
+            until=lambda total: total == 3,
+            message="worker one's 3 look-ups to be counted in Redis",
+        )
         second = [two.get(f"/v1/customers/{c}/offers", headers=key).status_code for c in range(1, 5)]
         assert second == [200, 200, 429, 429]
-        time.sleep(3 * SYNC_S)
+        # asked through the API instead, a 200 would count one more look-up: read what worker one knows
+        wait_until(
+            lambda: counts.known.get(CALLER),
+            until=lambda total: total == LOOKUPS,
+            message=f"worker one to learn from Redis the {LOOKUPS} look-ups both workers made",
+        )
         assert one.get("/v1/customers/1/offers", headers=key).status_code == 429
 
 
@@ -92,12 +110,11 @@ def test_exports_past_the_days_quota_get_429_in_every_worker(home_settings):
 
 
 def test_lookups_made_while_a_sync_is_under_way_are_counted_and_a_failed_sync_keeps_its_counts(home_settings):
-    """A worker's sync to Redis takes long (the server busy for 0.3 s): the look-ups it admits
+    """A worker's sync to Redis takes long (Redis holds writes for 0.3 s): the look-ups it admits
     meanwhile count with those being sent, so the quota holds; a sync that fails (Redis gone) keeps
     its counts for the next one, which adds them to Redis."""
     import asyncio
 
-    import redis
     import redis.asyncio as aioredis
 
     from serving.auth import Principal
@@ -114,12 +131,14 @@ def test_lookups_made_while_a_sync_is_under_way_are_counted_and_a_failed_sync_ke
         try:
             assert await quota.take(client, who) is None  # 1 (the caller read from Redis: 0)
             assert [quota.take_known(who) for _ in range(2)] == [None, None]  # 3
-            busy = asyncio.create_task(client.execute_command("DEBUG", "SLEEP", "0.3"))
-            await asyncio.sleep(0.05)
-            syncing = asyncio.create_task(quota.sync(client))  # sends 3, waits on the busy server
-            await asyncio.sleep(0.05)
+            await client.execute_command("CLIENT", "PAUSE", "300", "WRITE")  # answered once writes are held
+            syncing = asyncio.create_task(quota.sync(client))  # sends 3, waits on the held writes
+            await wait_until_async(
+                lambda: dict(quota.sending),
+                interval=0,  # looks after each turn of the event loop
+                message="the sync to be under way (sending its counts to Redis)",
+            )
             during = [quota.take_known(who) for _ in range(3)]  # 4, 5, then over the quota
-            await busy
             await syncing
             assert quota.take_known(who) is not None  # Redis says 3, 2 more unsent: still full
             with pytest.raises(redis.ConnectionError):

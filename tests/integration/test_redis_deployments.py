@@ -19,7 +19,6 @@ import datetime as dt
 import ssl
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -28,6 +27,7 @@ import redis
 import trustme
 from assignments import assignments
 from fastapi.testclient import TestClient
+from waits import wait_until
 
 from crm import cache
 from crm.services import free_port
@@ -54,18 +54,18 @@ def _redis_server(workdir: Path, port: int, *args: str) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         try:
-            redis.Redis(port=port, socket_connect_timeout=0.5).ping()
-            return proc
+            return redis.Redis(port=port, socket_connect_timeout=0.5).ping()
         except (redis.AuthenticationError, redis.ResponseError):
-            return proc  # up, and asking for its password
+            return True  # up, and asking for its password
         except redis.ConnectionError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError(f"redis-server on port {port} exited")
-        time.sleep(0.1)
+            if proc.poll() is not None:
+                raise RuntimeError(f"redis-server on port {port} exited") from None
+            return False
+
+    wait_until(answers, timeout=20, interval=0.1, message=f"redis-server to answer on port {port}")
     return proc
 
 
@@ -110,10 +110,12 @@ def cluster(tmp_path_factory):
             capture_output=True,
             timeout=60,
         )
-        deadline = time.monotonic() + 30
-        while redis.Redis(port=ports[0]).cluster("info")["cluster_state"] != "ok":
-            assert time.monotonic() < deadline, "the cluster did not come up"
-            time.sleep(0.2)
+        wait_until(
+            lambda: redis.Redis(port=ports[0]).cluster("info")["cluster_state"],
+            until=lambda state: state == "ok",
+            interval=0.2,
+            message="the cluster to come up (cluster_state ok)",
+        )
         yield f"redis://127.0.0.1:{ports[0]}/0", ports
     finally:
         _stop(procs)

@@ -11,6 +11,7 @@ import pytest
 import redis
 from assignments import assignments
 from fastapi.testclient import TestClient
+from waits import wait_until
 
 from crm.services import ensure_redis
 from crm.warehouse import connect
@@ -20,7 +21,6 @@ from serving.api import create_app
 from serving.auth import issue_keys
 from serving.keys import Keys
 from serving.load import publish_snapshot
-from serving.reader import SID_CACHE_S
 
 D1 = dt.date(2026, 11, 1)
 D2 = dt.date(2026, 11, 2)
@@ -130,8 +130,12 @@ def test_a_new_business_date_switches_the_snapshot_and_drains_the_previous(api, 
     # the previous snapshot expires within the drain period (an export that started on it finishes)
     previous = list(r.scan_iter(match=keys.snapshot_pattern(published.snapshot_id)))
     assert previous and all(0 < r.ttl(k) <= settings.snapshot_drain_seconds for k in previous)
-    time.sleep(SID_CACHE_S + 0.05)  # the API re-reads the live snapshot id at least this often
-    body = get(api, "/v1/customers/45/offers", "sales").json()
+    # the API re-reads the live snapshot id within a fraction of a second
+    body = wait_until(
+        lambda: get(api, "/v1/customers/45/offers", "sales").json(),
+        until=lambda body: body.get("snapshot_id") != published.snapshot_id,
+        message=f"the API to answer from a snapshot other than {published.snapshot_id}",
+    )
     assert body["snapshot_id"] == second.snapshot_id
     assert get(api, "/v1/customers/2/offers", "sales").status_code == 404  # not in D2's assignments
     # fresh for 24 hours, then served (flagged stale) for a 6-hour grace, then gone
@@ -150,8 +154,14 @@ def test_readyz_answers_503_without_a_live_snapshot(api, settings):
     r.delete(keys.current)
     try:
         assert client.get("/readyz").status_code == 503
-        time.sleep(SID_CACHE_S + 0.05)  # the API re-reads the live snapshot id at least this often
-        assert get(api, "/v1/customers/45/offers", "sales").status_code == 503
+        # the API re-reads the live snapshot id within a fraction of a second; until then it answers
+        # from the snapshot it knew
+        offers = wait_until(
+            lambda: get(api, "/v1/customers/45/offers", "sales"),
+            until=lambda resp: resp.status_code != 200,
+            message="the offers to stop answering 200 once no snapshot is live",
+        )
+        assert offers.status_code == 503
     finally:
         r.set(keys.current, current)
 
@@ -252,9 +262,14 @@ def test_a_snapshot_past_its_ttl_keeps_serving_flagged_stale_until_its_grace_end
     d4 = dt.date(2026, 11, 4)
     write_assignments(d4, _assignments(12), ModelRef("crm-campaign-propensity", "4"), settings)
     loaded_long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=25)  # the next daily run is late
+    before = get(api, "/v1/snapshot", "marketing").json()["snapshot"]["snapshot_id"]
     late = publish_snapshot(d4, settings, now=loaded_long_ago, force=True)
-    time.sleep(SID_CACHE_S + 0.05)  # the API re-reads the live snapshot id at least this often
-    meta = get(api, "/v1/snapshot", "marketing").json()["snapshot"]
+    # the API re-reads the live snapshot id within a fraction of a second
+    meta = wait_until(
+        lambda: get(api, "/v1/snapshot", "marketing").json()["snapshot"],
+        until=lambda meta: meta["snapshot_id"] != before,
+        message=f"/v1/snapshot to name a snapshot other than {before}",
+    )
     assert meta["snapshot_id"] == late.snapshot_id and meta["fresh"] is False
     assert get(api, "/v1/customers/3/offers", "sales").status_code == 200
     client, _ = api
@@ -312,7 +327,12 @@ def test_a_stalled_redis_gives_503_within_the_deadline_not_a_hung_request(settin
         assert client.get("/v1/customers/3/offers", headers={"X-API-Key": keys["sales"]}).status_code == 200
         os.kill(redis_pid, signal.SIGSTOP)
         try:
-            time.sleep(SID_CACHE_S + 0.05)  # past the API's cached snapshot id: every call reaches Redis
+            reader = client.app.state.reader
+            wait_until(
+                lambda: reader.until - time.monotonic(),  # the seconds the API's cached snapshot id has left
+                until=lambda left: left <= 0,
+                message="the API's cached snapshot id to expire (so that every call reaches Redis)",
+            )
             answers: dict[str, int] = {}
 
             def ask() -> None:

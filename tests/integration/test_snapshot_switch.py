@@ -13,7 +13,6 @@ import random
 import subprocess
 import sys
 import threading
-import time
 
 import httpx
 import pandas as pd
@@ -21,6 +20,7 @@ import pytest
 import redis
 from assignments import assignments
 from conftest import running_read_api
+from waits import wait_until
 
 from crm.services import ensure_redis
 from crm.settings import REPO_ROOT
@@ -80,15 +80,26 @@ def test_readers_never_see_a_mix_of_two_snapshots(server, settings):
                     )
                 )
 
+    def readers_answer_from(sid: str, since: int) -> None:
+        """Wait until the readers have been answered from snapshot ``sid`` (after their ``since``-th answer)."""
+        wait_until(
+            lambda: {answer_sid for _, answer_sid, *_ in seen[since:]},
+            until=lambda sids: sid in sids,
+            message=f"the readers to be answered from snapshot {sid}",
+        )
+
     threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
     dates = {}
     try:
-        for date in (DB, DA, DB):
-            time.sleep(0.3)
-            dates[publish_snapshot(date, settings, force=True).snapshot_id] = date  # back and forth on purpose
-        time.sleep(0.3)
+        r = redis.Redis.from_url(ensure_redis(settings), decode_responses=True)
+        readers_answer_from(r.get(Keys(settings.redis_prefix).current), 0)  # the readers are under way
+        for date in (DB, DA, DB):  # back and forth on purpose, each switch seen by the readers before the next
+            since = len(seen)
+            switched = publish_snapshot(date, settings, force=True).snapshot_id
+            dates[switched] = date
+            readers_answer_from(switched, since)
     finally:
         stop.set()
         for t in threads:
@@ -115,9 +126,12 @@ def test_a_load_killed_half_way_leaves_the_live_snapshot_serving(server, setting
     env = {**os.environ, "CRM_HOME": str(settings.home)}
     loader = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO_ROOT)
     prefix = f"{settings.redis_prefix}:snap:{big:%Y%m%d}-"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not any(True for _ in r.scan_iter(match=prefix + "*", count=1000)):
-        time.sleep(0.005)
+    wait_until(
+        lambda: next(r.scan_iter(match=prefix + "*", count=1000), None),
+        timeout=120,
+        interval=0.005,  # looks often: the loader is to be killed half-way
+        message=f"the loader to write a key under {prefix}",
+    )
     loader.kill()  # as soon as it has started writing
     loader.wait()
     assert r.get(keys.current) == live
