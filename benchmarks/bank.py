@@ -32,7 +32,7 @@ def new_warehouse(
 
 
 def _insert(con, table: str, rows: list[dict], model, business_date: dt.date) -> None:
-    from ingestion.extract import arrow_schema, wire_schema
+    from ingestion.contract import arrow_schema, wire_schema
 
     schema = arrow_schema(model)
     arrow = pa.Table.from_pylist(rows, schema=wire_schema(schema)).cast(schema)  # noqa: F841 - read below

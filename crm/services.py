@@ -196,8 +196,10 @@ def free_port() -> int:
 def _http_ok(url: str) -> bool:
     import httpx
 
+    from crm.integration_api import tls_context
+
     try:
-        return httpx.get(url, timeout=1).status_code == 200
+        return httpx.get(url, timeout=1, verify=tls_context()).status_code == 200
     except httpx.HTTPError:
         return False
 

@@ -164,7 +164,7 @@ def _missing_base(entity: str, business_date: dt.date) -> RuntimeError:
 def create_raw_tables(con) -> None:
     """The ``raw.<entity>`` tables, one per contract plus ``_business_date``, and the coverage of the
     windowed ones, when missing (DuckDB)."""
-    from ingestion.extract import arrow_schema
+    from ingestion.contract import arrow_schema
 
     con.execute("create schema if not exists raw")
     con.execute(f"create table if not exists {COVERAGE} (entity varchar, day date, _business_date date)")

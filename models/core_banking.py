@@ -42,7 +42,8 @@ CHANNELS: tuple[str, ...] = Channel.__args__
 INCOME_BANDS: tuple[str, ...] = IncomeBand.__args__
 SEGMENTS: tuple[str, ...] = Segment.__args__
 
-PositiveId = Annotated[int, Field(gt=0)]
+PositiveId = Annotated[int, Field(gt=0, lt=2**63)]  # lands as a 64-bit integer (parquet, the warehouse)
+DOCUMENT_DIGITS: dict[str, int] = {"DNI": 8, "RUC": 11}  # a document number's digits, by document type
 
 
 class _Record(BaseModel):
@@ -71,7 +72,7 @@ class Customer(_Record):
     @classmethod
     def _document(cls, value: str, info: ValidationInfo) -> str:
         kind = info.data.get("document_type")
-        expected = 8 if kind == "DNI" else 11
+        expected = DOCUMENT_DIGITS.get(kind, DOCUMENT_DIGITS["RUC"])
         if not (value.isdigit() and len(value) == expected):
             raise ValueError(f"must be {expected} digits for {kind}")
         return value
