@@ -136,10 +136,19 @@ def test_every_customer_gets_at_most_three_consented_offers(first_run, e2e_home,
 
 def test_the_api_serves_what_the_warehouse_assigned(first_run, e2e_home, monkeypatch):
     settings = _settings(e2e_home, monkeypatch)
+    from crm.warehouse import connect
+
     df = _assignments(settings)
     sample = sorted(df["customer_id"].unique())[:20]
+    with connect(settings) as con:
+        known = {
+            c for (c,) in con.execute("select customer_id from marts.customer_360 where as_of_date = ?", [D]).fetchall()
+        }
+    without_offers = sorted(known - set(df["customer_id"]))[:3]
+    unknown = max(known) + 1000
+    assert without_offers, "every customer of the bank got an offer: nobody to look up without one"
     try:
-        served, snapshot = _served(settings, sample)
+        served, snapshot = _served(settings, [*sample, *without_offers, unknown])
     finally:
         from crm.services import stop_services_started_since
 
@@ -148,6 +157,11 @@ def test_the_api_serves_what_the_warehouse_assigned(first_run, e2e_home, monkeyp
     for c in sample:
         expected = df[df["customer_id"] == c].sort_values("rank")["campaign_id"].tolist()
         assert [o["campaign_id"] for o in served[c]["offers"]] == expected
+    # a customer the bank knows with no offers today gets an empty list (as /v1/me/offers does);
+    # only a customer the snapshot does not know is a 404
+    for c in without_offers:
+        assert served[c] == {"snapshot_id": snapshot["snapshot"]["snapshot_id"], "customer_id": c, "offers": []}
+    assert served[unknown] == {"detail": f"customer {unknown} is not in the live snapshot"}
 
 
 class TestConsole:
