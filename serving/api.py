@@ -193,8 +193,9 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
     )
     async def customer_offers(request: Request, customer_id: CustomerId) -> Response:
         """The customer's offers, best first, with propensity, priority and the reasons in plain
-        language; an empty list for a customer of the snapshot's date with no offers today, 404 for
-        a customer the snapshot does not know. Every call is written to the audit trail (who, role,
+        language. For sales, an empty list for a customer of the snapshot's date with no offers
+        today and 404 for a customer the snapshot does not know; marketing gets 404 for any id
+        without offers (it is not told who is a customer). Every call is written to the audit trail (who, role,
         what, outcome, source, time)."""
         h = request.headers
         status, body, headers = await offers_lookup(

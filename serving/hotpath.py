@@ -210,8 +210,12 @@ def make_offers_lookup(state, reader: SnapshotReader) -> Lookup:
             bucket, field = bucket_of(customer_id), str(customer_id)
             blob = await reader.raw.hget(reader.keys.customer_bucket(sid, bucket), field)
             if blob is None:
-                # a customer the snapshot knows (a masked profile of customer_360 for the date) has
-                # no offers today: an empty list. Only a customer it does not know is a 404
+                # sales: a customer the snapshot knows (a masked profile of customer_360 for the date)
+                # has no offers today, an empty list; only one it does not know is a 404. Marketing
+                # is never told whether an id without offers is a customer (404 either way), and the
+                # app's own customer gets an empty list below
+                if who.role != "sales":
+                    return None
                 known = await reader.raw.hexists(reader.keys.profile_bucket(sid, bucket), field)
                 return b"[]" if known else None
             encoder = await reader.offers_json(sid)

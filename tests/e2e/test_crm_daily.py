@@ -77,15 +77,14 @@ def _assignments(settings):
         ).df()
 
 
-def _served(settings, customer_ids):
+def _served(settings, customer_ids, role="sales"):
     from crm.services import ensure_redis
     from serving.api import create_app
 
     keys = json.loads(settings.demo_api_keys_path.read_text())
     with TestClient(create_app(ensure_redis(settings), settings)) as client:
         return {
-            c: client.get(f"/v1/customers/{c}/offers", headers={"X-API-Key": keys["sales"]}).json()
-            for c in customer_ids
+            c: client.get(f"/v1/customers/{c}/offers", headers={"X-API-Key": keys[role]}).json() for c in customer_ids
         }, client.get("/v1/snapshot", headers={"X-API-Key": keys["marketing"]}).json()
 
 
@@ -149,6 +148,7 @@ def test_the_api_serves_what_the_warehouse_assigned(first_run, e2e_home, monkeyp
     assert without_offers, "every customer of the bank got an offer: nobody to look up without one"
     try:
         served, snapshot = _served(settings, [*sample, *without_offers, unknown])
+        to_marketing, _ = _served(settings, [*without_offers, unknown], role="marketing")
     finally:
         from crm.services import stop_services_started_since
 
@@ -162,6 +162,8 @@ def test_the_api_serves_what_the_warehouse_assigned(first_run, e2e_home, monkeyp
     for c in without_offers:
         assert served[c] == {"snapshot_id": snapshot["snapshot"]["snapshot_id"], "customer_id": c, "offers": []}
     assert served[unknown] == {"detail": f"customer {unknown} is not in the live snapshot"}
+    # marketing is not told whether an id without offers is a customer: 404 either way
+    assert all(to_marketing[c] == {"detail": f"customer {c} is not in the live snapshot"} for c in to_marketing)
 
 
 class TestConsole:
