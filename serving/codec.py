@@ -22,6 +22,7 @@ import orjson
 BUCKET = 128  # customers per hash: within Redis's default hash-max-listpack-entries (128)
 OFFER = struct.Struct("<BBBBBBHf")  # campaign, offer, channel, 3 reasons (255: none), propensity x1e4, priority
 NO_REASON = 255
+MAX_ID = 2**32 - 1  # customer ids are 32-bit in the packed snapshot (buckets, segments)
 SEGMENT = np.dtype([("customer_id", "<u4"), ("priority", "<f4"), ("channel", "u1"), ("offer", "u1")])
 MAX_CODES = 255
 # a customer's masked profile (the console's sales view): segment, products held (bit i: PRODUCTS[i]),
@@ -100,6 +101,8 @@ def customer_buckets(
     ends = np.r_[edges[1:], len(ids)]
     row_edges = np.r_[starts, len(customer_ids)]
     view = memoryview(buffer)
+    if len(ids) and int(ids.max()) > MAX_ID:  # numpy would wrap it silently: another customer's offers
+        raise EncodingError(f"customer {int(ids.max())} is past the cache's id range (at most {MAX_ID})")
     ids32, counts8 = ids.astype("<u4"), counts.astype(np.uint8)
     for first, last in zip(edges.tolist(), ends.tolist(), strict=True):
         rows = slice(row_edges[first] * size, row_edges[last] * size)

@@ -57,3 +57,14 @@ def test_the_same_codes_encode_the_same_whatever_the_cache_holds():
     first = encoder.encode(blob, mobile=False)
     assert encoder.encode(blob, mobile=False) == first == OffersJson(D).encode(blob, mobile=False)
     assert OffersJson(D).encode(b"", mobile=False) == b"[]"
+
+
+def test_a_customer_id_past_32_bits_stops_the_publish_instead_of_wrapping_to_another_customer():
+    import pytest
+
+    from serving.codec import MAX_ID, EncodingError, customer_buckets
+
+    ids = np.array([5, MAX_ID + 6], dtype=np.int64)  # wrapped, the second would read as customer 5
+    with pytest.raises(EncodingError, match=f"customer {MAX_ID + 6} is past the cache's id range"):
+        list(customer_buckets(ids, b"\0" * 2, size=1))
+    assert [b for b, *_ in customer_buckets(ids[:1], b"\0", size=1)] == [0]
