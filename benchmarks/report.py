@@ -51,8 +51,10 @@ def commit() -> str:
     try:
         head = subprocess.run([git, "rev-parse", "--short=10", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                               text=True, check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run([git, "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        # the page this module writes is not a change to what is measured
+        dirty = subprocess.run([git, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                f":!{PAGE.relative_to(REPO_ROOT)}"], cwd=REPO_ROOT, capture_output=True, text=True,
+                               check=True).stdout.strip()  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     return head + ("+changes" if dirty else "")
