@@ -388,13 +388,11 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
     console.install(app, reader, settings, offers_lookup)
 
     def outer(inner):
-        layers = MeasureRequests(
-            OffersFastPath(
-                AuditCalls(inner, trail), lookup=offers_lookup, route_path=customer_offers_path, trail=trail
-            ),
-            metrics=metrics,
+        measure = MeasureRequests(AuditCalls(inner, trail), metrics=metrics)
+        layers = MetricsPort(measure, settings.metrics_port) if settings.metrics_port else measure
+        return OffersFastPath(
+            layers, offers_lookup, customer_offers_path, trail, measure=measure, metrics_port=settings.metrics_port
         )
-        return MetricsPort(layers, settings.metrics_port) if settings.metrics_port else layers
 
     app.outer = outer
     return app

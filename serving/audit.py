@@ -287,13 +287,19 @@ def _redacted(query: str) -> str:
     )
 
 
-def call_record(scope, status: int, snapshot_id: str | None) -> dict:
-    """What the trail keeps of one call."""
+def call_record(scope, status: int, snapshot_id: str | None, read: tuple[str | None, str | None] | None = None) -> dict:
+    """What the trail keeps of one call. ``read``: its ``Accept`` and ``X-Forwarded-For`` headers,
+    when the caller has already read them from the scope (the offers fast path reads every header
+    once)."""
     who: Principal | None = scope.get("crm.principal")
-    query = scope.get("query_string", b"").decode("latin-1")
+    query = scope["query_string"].decode("latin-1") if scope.get("query_string") else ""
     if query and credential_in_query(scope["query_string"]):
         query = _redacted(query)
     client = scope.get("client")
+    accept, forwarded_for = read or (
+        _header(scope["headers"], b"accept"),
+        _header(scope["headers"], b"x-forwarded-for"),
+    )
     return {
         "kind": who.kind if who else None,
         "who": _cap(who.subject, "who") if who else None,
@@ -301,10 +307,10 @@ def call_record(scope, status: int, snapshot_id: str | None) -> dict:
         "credential": _cap(who.credential, "credential") if who else None,
         "what": _cap(f"{scope['method']} {scope['path']}{'?' + query if query else ''}", "what"),
         "customer_id": scope.get("crm.customer_id"),  # whose offers, on a look-up
-        "accept": "csv" if "text/csv" in (_header(scope["headers"], b"accept") or "") else None,
+        "accept": "csv" if accept and "text/csv" in accept else None,
         "status": status,
         "source": _cap(client[0], "source") if client else None,
-        "forwarded_for": _cap(_header(scope["headers"], b"x-forwarded-for"), "forwarded_for"),
+        "forwarded_for": _cap(forwarded_for, "forwarded_for"),
         "snapshot_id": snapshot_id,
     }
 

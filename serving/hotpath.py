@@ -84,15 +84,19 @@ class MeasureRequests:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            endpoint = getattr(scope.get("route"), "path", "unmatched")  # the template: no ids in labels
-            series = self.series.get((endpoint, scope["method"], status))
-            if series is None:
-                series = self.series[endpoint, scope["method"], status] = (
-                    self.metrics.requests.labels(endpoint, scope["method"], str(status)),
-                    self.metrics.latency.labels(endpoint),
-                )
-            series[0].inc()
-            series[1].observe(time.perf_counter() - start)
+            # the route's template: no ids in labels
+            self.note(getattr(scope.get("route"), "path", "unmatched"), scope["method"], status, start)
+
+    def note(self, endpoint: str, method: str, status: int, start: float) -> None:
+        """Count one answer of ``endpoint`` and the time since ``start`` (``time.perf_counter``)."""
+        series = self.series.get((endpoint, method, status))
+        if series is None:
+            series = self.series[endpoint, method, status] = (
+                self.metrics.requests.labels(endpoint, method, str(status)),
+                self.metrics.latency.labels(endpoint),
+            )
+        series[0].inc()
+        series[1].observe(time.perf_counter() - start)
 
 
 class MetricsPort:
@@ -128,50 +132,70 @@ class ReadApi(FastAPI):
 
 class OffersFastPath:
     """``GET /v1/customers/{id}/offers`` and ``GET /v1/me/offers``, the look-ups sales and the mobile
-    app make all day, answered without FastAPI's per-request machinery (routing, parameter solving):
-    it costs more CPU than the Redis read itself. Both this layer and the documented FastAPI routes
-    call the same ``lookup``; what this layer does not recognise as a valid call (a malformed or
-    out-of-range id, another method) goes on to FastAPI, which answers it (422, 405) as documented.
+    app make all day, answered ahead of every other layer and of FastAPI's per-request machinery
+    (routing, parameter solving): they cost more CPU than the Redis read itself. This layer does
+    for its calls what the layers behind it do for the others: it records each call on the audit
+    ``trail`` and its answer in ``measure`` (the metrics), and leaves the metrics port to
+    ``MetricsPort``. Both this layer and the documented FastAPI routes call the same ``lookup``;
+    what this layer does not recognise as a valid call (a malformed or out-of-range id, another
+    method, a query string) goes on to FastAPI, which answers it (422, 405) as documented.
     """
 
-    def __init__(self, app, lookup, route_path: str, trail):
+    def __init__(self, app, lookup, route_path: str, trail, measure: MeasureRequests, metrics_port: int | None):
         self.app = app
         self.lookup = lookup
-        self.trail = trail  # its calls are audited here, as AuditCalls does for the others
+        self.trail = trail
+        self.measure = measure
+        self.metrics_port = metrics_port  # its requests are MetricsPort's to answer
         self.route = type("Route", (), {"path": route_path})()  # what MeasureRequests labels by
         self.my_route = type("Route", (), {"path": MY_OFFERS_PATH})()
+        self.route_path = route_path
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] == "GET":
-            path = scope["path"]
-            if path == MY_OFFERS_PATH:
-                customer_id, route = None, self.my_route
-            else:
-                match = OFFERS_PATH.fullmatch(path)
-                customer_id, route = (int(match[1]), self.route) if match else (0, None)
+        if scope["type"] != "http" or scope["method"] != "GET" or scope["query_string"]:
             # a query string may carry a credential: the audit layer refuses and records it
-            if route is not None and (customer_id or 0) <= MAX_CUSTOMER_ID and not scope["query_string"]:
-                authorization = api_key = None
-                for k, v in scope["headers"]:
-                    if k == b"authorization":
-                        authorization = v.decode("latin-1")
-                    elif k == b"x-api-key":
-                        api_key = v.decode("latin-1")
-                scope["route"] = route
-                try:
-                    status, body, headers = await self.lookup(scope, authorization, api_key, customer_id)
-                except Exception:  # on record as every call is, then as any unhandled error
-                    if recorded(self.trail, call_record(scope, 500, None)):
-                        await send_json(send, 500, INTERNAL_ERROR)
-                    else:
-                        await refuse_unaudited(send)
-                    raise
-                if not recorded(self.trail, call_record(scope, status, headers.get("X-Snapshot-Id"))):
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        if path == MY_OFFERS_PATH:
+            customer_id, endpoint = None, MY_OFFERS_PATH
+        else:
+            match = OFFERS_PATH.fullmatch(path)
+            if match is None or (customer_id := int(match[1])) > MAX_CUSTOMER_ID:
+                return await self.app(scope, receive, send)
+            endpoint = self.route_path
+        if self.metrics_port is not None and (scope.get("server") or (None, None))[1] == self.metrics_port:
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        authorization = api_key = accept = forwarded_for = None
+        for k, v in scope["headers"]:
+            if k == b"authorization":
+                authorization = v.decode("latin-1")
+            elif k == b"x-api-key":
+                api_key = v.decode("latin-1")
+            elif k == b"accept":
+                accept = v.decode("latin-1")
+            elif k == b"x-forwarded-for":
+                forwarded_for = v.decode("latin-1")
+        read = accept, forwarded_for
+        scope["route"] = self.route if customer_id is not None else self.my_route
+        status = 500
+        try:
+            try:
+                status, body, headers = await self.lookup(scope, authorization, api_key, customer_id)
+            except Exception:  # on record as every call is, then as any unhandled error
+                if recorded(self.trail, call_record(scope, 500, None, read)):
+                    await send_json(send, 500, INTERNAL_ERROR)
+                else:
+                    status = 503
                     await refuse_unaudited(send)
-                    return
-                await send_json(send, status, body, headers)
+                raise
+            if not recorded(self.trail, call_record(scope, status, headers.get("X-Snapshot-Id"), read)):
+                status = 503
+                await refuse_unaudited(send)
                 return
-        await self.app(scope, receive, send)
+            await send_json(send, status, body, headers)
+        finally:
+            self.measure.note(endpoint, "GET", status, start)
 
 
 def make_offers_lookup(state, reader: SnapshotReader) -> Lookup:

@@ -131,6 +131,9 @@ def test_in_production_the_api_publishes_its_business_calls_only(production, set
         scraped = httpx.get(f"{internal}/metrics")
         assert scraped.status_code == 200 and 'crm_api_requests_total{endpoint="/v1/campaigns"' in scraped.text
         assert httpx.get(f"{internal}/v1/campaigns", headers={"X-API-Key": keys["marketing"]}).status_code == 404
+        # the look-ups answered ahead of every other layer too: the metrics port answers /metrics only
+        for path in ("/v1/customers/1/offers", "/v1/me/offers"):
+            assert httpx.get(f"{internal}{path}", headers={"X-API-Key": keys["marketing"]}).status_code == 404, path
         # the console's cookie is Secure in production, over whatever scheme the request says it came
         signed_in = httpx.post(f"{url}/console/sign-in", data={"token": token}, headers={"X-Forwarded-Proto": "http"})
         assert signed_in.status_code == 303 and "secure" in signed_in.headers["set-cookie"].lower()
