@@ -121,8 +121,9 @@ class MetricsPort:
 
 
 class ReadApi(FastAPI):
-    """FastAPI with ASGI layers outside Starlette's own stack: the metrics (they see every answer,
-    an unhandled error's 500 included) and the offers fast path, ahead of everything it can skip."""
+    """FastAPI with ASGI layers outside Starlette's own stack: the offers fast path, ahead of
+    everything it can skip (it notes its own answers in the metrics), then the metrics port, the
+    metrics (every other answer, an unhandled error's 500 included) and the audit layer."""
 
     outer: Callable[[Any], Any] = staticmethod(lambda inner: inner)
 
@@ -147,9 +148,7 @@ class OffersFastPath:
         self.trail = trail
         self.measure = measure
         self.metrics_port = metrics_port  # its requests are MetricsPort's to answer
-        self.route = type("Route", (), {"path": route_path})()  # what MeasureRequests labels by
-        self.my_route = type("Route", (), {"path": MY_OFFERS_PATH})()
-        self.route_path = route_path
+        self.route_path = route_path  # the metrics' label of its look-ups, as FastAPI's route names it
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "GET" or scope["query_string"]:
@@ -166,22 +165,23 @@ class OffersFastPath:
         if self.metrics_port is not None and (scope.get("server") or (None, None))[1] == self.metrics_port:
             return await self.app(scope, receive, send)
         start = time.perf_counter()
+        # a header sent twice counts by its first value, as Starlette's ``Headers.get`` and the
+        # audit layer read it on every other call
         authorization = api_key = accept = forwarded_for = None
         for k, v in scope["headers"]:
             if k == b"authorization":
-                authorization = v.decode("latin-1")
+                authorization = authorization if authorization is not None else v.decode("latin-1")
             elif k == b"x-api-key":
-                api_key = v.decode("latin-1")
+                api_key = api_key if api_key is not None else v.decode("latin-1")
             elif k == b"accept":
-                accept = v.decode("latin-1")
+                accept = accept if accept is not None else v.decode("latin-1")
             elif k == b"x-forwarded-for":
-                forwarded_for = v.decode("latin-1")
+                forwarded_for = forwarded_for if forwarded_for is not None else v.decode("latin-1")
         read = accept, forwarded_for
-        scope["route"] = self.route if customer_id is not None else self.my_route
-        status = 500
+        status = 500  # the metrics count what was answered: 500 until an answer starts
         try:
             try:
-                status, body, headers = await self.lookup(scope, authorization, api_key, customer_id)
+                answer, body, headers = await self.lookup(scope, authorization, api_key, customer_id)
             except Exception:  # on record as every call is, then as any unhandled error
                 if recorded(self.trail, call_record(scope, 500, None, read)):
                     await send_json(send, 500, INTERNAL_ERROR)
@@ -189,10 +189,11 @@ class OffersFastPath:
                     status = 503
                     await refuse_unaudited(send)
                 raise
-            if not recorded(self.trail, call_record(scope, status, headers.get("X-Snapshot-Id"), read)):
+            if not recorded(self.trail, call_record(scope, answer, headers.get("X-Snapshot-Id"), read)):
                 status = 503
                 await refuse_unaudited(send)
                 return
+            status = answer
             await send_json(send, status, body, headers)
         finally:
             self.measure.note(endpoint, "GET", status, start)

@@ -83,6 +83,20 @@ def test_every_call_is_on_record_with_who_what_outcome_source_and_snapshot(api, 
     assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in home_settings.audit_dir.glob("api-*.jsonl"))
 
 
+def test_a_header_sent_twice_is_on_record_by_its_first_value_on_every_path(api, home_settings):
+    """The offers look-ups (answered ahead of FastAPI) and every other call read a repeated header
+    alike: the trail says the same of the same request, whichever layer answered it."""
+    client, keys = api
+    headers = [("X-API-Key", keys["sales"]), ("X-Forwarded-For", "203.0.113.7"), ("X-Forwarded-For", "10.0.0.1"),
+               ("Accept", "text/csv"), ("Accept", "application/json")]  # fmt: skip
+    assert client.get("/v1/customers/3/offers", headers=headers).status_code == 200  # the fast path
+    client.get("/v1/campaigns", headers=headers)  # FastAPI, through the audit layer
+    records = {r["what"]: r for r in read_records(home_settings.audit_dir) if r["forwarded_for"]}
+    offers, campaigns = records["GET /v1/customers/3/offers"], records["GET /v1/campaigns"]
+    assert offers["forwarded_for"] == campaigns["forwarded_for"] == "203.0.113.7"
+    assert offers["accept"] == campaigns["accept"] == "csv"
+
+
 def test_a_call_that_cannot_be_recorded_is_refused_with_503(home_settings, tmp_path):
     """The disk under the audit trail is full (its file is /dev/full): look-ups, segment reads and
     exports answer 503 instead of answering unaudited; the API itself stays up."""
