@@ -25,7 +25,9 @@ contacts as (
         response,
         row_number() over (partition by customer_id order by contact_date desc, contact_id desc) as recency_rank
     from {{ ref('fct_campaign_contacts') }}
-    where contact_date <= {{ business_date() }}
+    -- the 365 days the features count and a fresh warehouse's history load brings: a warehouse that
+    -- also loaded older dates' histories knows older contacts, and the date's row must not depend on it
+    where contact_date > {{ days_before(365) }} and contact_date <= {{ business_date() }}
 ),
 
 offers as (
