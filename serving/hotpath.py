@@ -26,6 +26,7 @@ MY_OFFERS_PATH = "/v1/me/offers"
 Answer = tuple[int, bytes, dict[str, str]]  # status, JSON body, headers
 Lookup = Callable[[dict, str | None, str | None, int | None], Awaitable[Answer]]
 INTERNAL_ERROR = b'{"detail":"Internal Server Error"}'
+FAST_PATH_HEADERS = frozenset((b"authorization", b"x-api-key", b"accept", b"x-forwarded-for"))
 
 
 class Metrics:
@@ -99,6 +100,11 @@ class MeasureRequests:
         series[1].observe(time.perf_counter() - start)
 
 
+def on_port(scope, port: int | None) -> bool:
+    """Whether the request came in on ``port`` (the metrics port; False when there is none)."""
+    return port is not None and (scope.get("server") or (None, None))[1] == port
+
+
 class MetricsPort:
     """With a metrics port of its own, ``/metrics`` answers there only and that port answers nothing
     else (the cluster's scraper reaches it; the public route does not)."""
@@ -111,7 +117,7 @@ class MetricsPort:
 
     async def __call__(self, scope, receive, send):
         if self.port is not None and scope["type"] == "http":
-            internal = (scope.get("server") or (None, None))[1] == self.port
+            internal = on_port(scope, self.port)
             if internal != (scope["path"] == "/metrics"):
                 await send({"type": "http.response.start", "status": 404, "headers": [
                     (b"content-type", b"application/json"), (b"content-length", b"%d" % len(self.NOT_FOUND))]})  # fmt: skip
@@ -162,22 +168,17 @@ class OffersFastPath:
             if match is None or (customer_id := int(match[1])) > MAX_CUSTOMER_ID:
                 return await self.app(scope, receive, send)
             endpoint = self.route_path
-        if self.metrics_port is not None and (scope.get("server") or (None, None))[1] == self.metrics_port:
+        if on_port(scope, self.metrics_port):
             return await self.app(scope, receive, send)
         start = time.perf_counter()
         # a header sent twice counts by its first value, as Starlette's ``Headers.get`` and the
         # audit layer read it on every other call
-        authorization = api_key = accept = forwarded_for = None
+        seen: dict[bytes, str] = {}
         for k, v in scope["headers"]:
-            if k == b"authorization":
-                authorization = authorization if authorization is not None else v.decode("latin-1")
-            elif k == b"x-api-key":
-                api_key = api_key if api_key is not None else v.decode("latin-1")
-            elif k == b"accept":
-                accept = accept if accept is not None else v.decode("latin-1")
-            elif k == b"x-forwarded-for":
-                forwarded_for = forwarded_for if forwarded_for is not None else v.decode("latin-1")
-        read = accept, forwarded_for
+            if k in FAST_PATH_HEADERS and k not in seen:
+                seen[k] = v.decode("latin-1")
+        authorization, api_key = seen.get(b"authorization"), seen.get(b"x-api-key")
+        read = seen.get(b"accept"), seen.get(b"x-forwarded-for")
         status = 500  # the metrics count what was answered: 500 until an answer starts
         try:
             try:
