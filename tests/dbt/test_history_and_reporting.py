@@ -1,6 +1,6 @@
 """dim_customers keeps every version of a customer (dbt snapshot, SCD type 2); personal data never
 reaches a mart in clear; campaign_performance counts the day's assignments, contacts and
-acceptances."""
+acceptances; customer_360's last contact looks back the year a fresh warehouse's load brings."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from dbt_warehouse import empty_raw_warehouse, run_dbt
 D1 = dt.date(2026, 11, 26)
 D2 = D1 + dt.timedelta(days=1)
 NAME, DOCUMENT = "Rosa Quispe Mamani", "41235678"
+OLD_CONTACT = D1 - dt.timedelta(days=364)  # D2 - 365: outside the year a date's last contact looks back
 
 
 def _customer(con, business_date: dt.date, customer_id: int, segment: str, updated_on: dt.date) -> None:
@@ -51,6 +52,11 @@ def warehouse(tmp_path_factory) -> Path:
                 "insert into raw.campaign_responses values (?, 1, 'CMP-PL-PREAPP', 'SMS', ?, ?, ?)",
                 [f"R{i}", day, response, day],
             )
+        # customer 2's only contact: inside the 365 days D1's load reaches, one day too old for D2's
+        con.execute(
+            "insert into raw.campaign_responses values ('R9', 2, 'CMP-PL-PREAPP', 'SMS', ?, 'NO_ANSWER', ?)",
+            [OLD_CONTACT, D1],
+        )
         con.execute(
             "insert into marts.customer_campaign_assignments values "
             "(?, 1, 1, 'CMP-PL-PREAPP', 'OFR-PL-PREAPP-15K', 'SMS', 0.3, 50.0, '2027-12-31', 'm', '1', 'r'), "
@@ -97,6 +103,7 @@ def test_campaign_performance_and_customer_360_show_the_day(warehouse):
                             "from marts.campaign_performance where campaign_id = 'CMP-PL-PREAPP' and channel = 'SMS' "
                             "order by performance_date")  # fmt: skip
     assert [(day, a, c, acc, float(rate), float(value)) for day, a, c, acc, rate, value in rows] == [
+        (OLD_CONTACT, 0, 1, 0, 0.0, 0.0),  # customer 2's contact of a year before, on its own day
         (D1, 2, 2, 1, 0.5, 650.0),
         (D2, 1, 1, 0, 0.0, 0.0),
     ]
@@ -106,7 +113,16 @@ def test_campaign_performance_and_customer_360_show_the_day(warehouse):
     # each date as it was on that date: D1's offers and last contact (the later id of D1's two), then D2's
     assert [(d, c, n, top, last, float(s), float(cc)) for d, c, n, top, last, s, cc in offers] == [
         (D1, 1, 1, "CMP-PL-PREAPP", "DECLINED", 2500.0, -375.0),  # a USD card debt, in PEN at the reference rate
-        (D1, 2, 1, "CMP-PL-PREAPP", None, 0.0, 0.0),
+        (D1, 2, 1, "CMP-PL-PREAPP", "NO_ANSWER", 0.0, 0.0),
         (D2, 1, 1, "CMP-PL-PREAPP", "NO_ANSWER", 2500.0, -375.0),
         (D2, 2, 0, None, None, 0.0, 0.0),
     ]
+
+
+def test_customer_360s_last_contact_looks_back_the_365_days_a_fresh_warehouse_loads(warehouse):
+    """A date's row must not depend on which older dates the warehouse also loaded: a contact 365
+    days before D2 reached the warehouse only with D1's load (a fresh warehouse loading D2 never
+    sees it), so D2's row shows no last contact, as D2 built alone would."""
+    rows = _rows(warehouse, "select as_of_date, last_contact_date, last_contact_response from marts.customer_360 "
+                            "where customer_id = 2 order by as_of_date")  # fmt: skip
+    assert rows == [(D1, OLD_CONTACT, "NO_ANSWER"), (D2, None, None)]
