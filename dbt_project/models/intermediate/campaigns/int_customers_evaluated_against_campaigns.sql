@@ -29,20 +29,22 @@ campaigns as (
 ),
 
 past_responses as (
-    -- per customer and campaign: declined within the channel's suppression window, accepted in the year
+    -- per customer and campaign: accepted in the year, declined within the channel's suppression
+    -- window. Only the contacts that still rule a pair out are kept (a decline older than its
+    -- channel's window rules nothing out): a fraction of the year's contacts to group and join
     select
         r.customer_id,
         r.campaign_id,
-        max(case when r.response = 'ACCEPTED'
-            and {{ dbt.datediff('r.contact_date', business_date(), 'day') }} < 365 then 1 else 0 end)
-            as accepted_within_year,
-        max(case when r.response = 'DECLINED'
-            and {{ dbt.datediff('r.contact_date', business_date(), 'day') }} < p.suppress_days_after_decline
-            then 1 else 0 end) as declined_recently
+        max(case when r.response = 'ACCEPTED' then 1 else 0 end) as accepted_within_year,
+        max(case when r.response = 'DECLINED' then 1 else 0 end) as declined_recently
     from {{ ref('stg_core_banking__campaign_responses') }} as r
     inner join {{ ref('stg_campaigns__contact_policies') }} as p on p.channel = r.channel
     where r.contact_date > {{ days_before(365) }} and r.contact_date <= {{ business_date() }}
-        and r.response in ('ACCEPTED', 'DECLINED')  -- a contact with no answer rules nothing out
+        and (
+            r.response = 'ACCEPTED'
+            or (r.response = 'DECLINED'
+                and r.contact_date > {{ dbt.dateadd('day', '-p.suppress_days_after_decline', business_date()) }})
+        )  -- a contact with no answer rules nothing out
     group by r.customer_id, r.campaign_id
 ),
 
