@@ -7,8 +7,9 @@
     full_refresh=false
 ) }}
 -- Every version of every customer's profile the warehouse has loaded, one row per (customer,
--- updated_on): the run's load writes the versions it brings (delete+insert on that key: a version
--- never changes, so a rerun writes the same rows) and leaves every other version as it was. A version is known
+-- updated_on): the run's load adds the versions it brings that the history does not hold yet (a
+-- version never changes, so one it holds is already right and a rerun adds nothing) and leaves
+-- every other version as it was. A version is known
 -- by the bank's own updated_on, whatever the order of the runs that loaded it, so a backfill of an
 -- older date adds that date's versions behind newer ones already held (a dbt snapshot's timestamp
 -- strategy skips a version older than the current one: dim_customers as of a backfilled date then
