@@ -1,6 +1,6 @@
-"""dim_customers keeps every version of a customer (dbt snapshot, SCD type 2); personal data never
-reaches a mart in clear; campaign_performance counts the day's assignments, contacts and
-acceptances; customer_360's last contact looks back the year a fresh warehouse's load brings."""
+"""dim_customers keeps every version of a customer (SCD type 2), and a rerun corrects one;
+personal data never reaches a mart in clear; campaign_performance counts the day's assignments,
+contacts and acceptances; customer_360's last contact looks back the year a fresh warehouse's load brings."""
 
 from __future__ import annotations
 
@@ -126,3 +126,31 @@ def test_customer_360s_last_contact_looks_back_the_365_days_a_fresh_warehouse_lo
     rows = _rows(warehouse, "select as_of_date, last_contact_date, last_contact_response from marts.customer_360 "
                             "where customer_id = 2 order by as_of_date")  # fmt: skip
     assert rows == [(D1, OLD_CONTACT, "NO_ANSWER"), (D2, None, None)]
+
+
+def test_a_rerun_corrects_a_version_and_an_id_held_twice_stops_the_build(tmp_path):
+    """A re-extraction that corrects a profile without a new updated_on replaces the held version
+    when the date is rerun (the history skips only the versions it holds with the same profile).
+    A contact id that a load brings while the warehouse already holds it on another day (outside
+    the late-arrival window the load replaced) stops the build at the staging test of the load,
+    before customer_360 could show that customer twice."""
+    with duckdb.connect(str(empty_raw_warehouse(tmp_path))) as con:
+        _customer(con, D1, 3, "MASIVO", dt.date(2026, 6, 1))
+        con.execute("insert into raw.campaign_responses values ('R7', 3, 'CMP-PL-PREAPP', 'SMS', ?, 'DECLINED', ?)",
+                    [D1 - dt.timedelta(days=200), D1])  # fmt: skip
+    _build(tmp_path, D1)
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        con.execute("update raw.customers set segment = 'PREFERENTE' where customer_id = 3")
+    _build(tmp_path, D1)
+    assert _rows(tmp_path, "select segment, valid_from, is_current from marts.dim_customers where customer_id = 3") == [
+        ("PREFERENTE", dt.date(2026, 6, 1), 1)
+    ]
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        _customer(con, D2, 3, "PREFERENTE", dt.date(2026, 6, 1))
+        con.execute("insert into raw.campaign_responses values ('R7', 3, 'CMP-PL-PREAPP', 'SMS', ?, 'ACCEPTED', ?)",
+                    [D2, D2])  # fmt: skip
+    done = run_dbt(tmp_path, "build", "--exclude", "test_type:unit", business_date=D2)
+    assert done.returncode != 0
+    failed = [line for line in done.stdout.splitlines() if "Failure in test" in line]
+    assert len(failed) == 1 and "unique_in_the_load" in failed[0], done.stdout[-3000:]
+    assert _rows(tmp_path, f"select count(*) from marts.customer_360 where as_of_date = date '{D2}'") == [(0,)]

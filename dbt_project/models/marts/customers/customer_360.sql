@@ -33,14 +33,15 @@ last_contact_dates as (
 last_contacts as (
     -- each customer's latest contact (the highest contact id on that date): two aggregates and a
     -- join instead of ranking every contact of the year, which was a third of this model's time
+    -- (joined back on all three: one row per customer even where an id is held twice)
     select c.*
     from contacts as c
     inner join (
-        select c.customer_id, max(c.contact_id) as contact_id
+        select c.customer_id, c.contact_date, max(c.contact_id) as contact_id
         from contacts as c
         inner join last_contact_dates as d on d.customer_id = c.customer_id and d.contact_date = c.contact_date
-        group by c.customer_id
-    ) as l on l.contact_id = c.contact_id
+        group by c.customer_id, c.contact_date
+    ) as l on l.customer_id = c.customer_id and l.contact_date = c.contact_date and l.contact_id = c.contact_id
 ),
 
 offers as (

@@ -12,7 +12,8 @@ renamed as (
         channel,
         response,
         -- dates
-        contact_date
+        contact_date,
+        _business_date as loaded_for_date  -- the business date of the load that last wrote the row
     from source
 )
 
