@@ -64,6 +64,42 @@ def test_the_image_installs_the_lock_and_copies_every_package():
     assert any(word == "USER" and args != "0" and args != "root" for word, args in steps)
 
 
+def test_the_build_sends_what_the_image_copies_and_no_personal_data_or_secret(tmp_path):
+    """The build context is the repository's root: what docker/Dockerfile.dockerignore lets through
+    (read with the Docker SDK's own .dockerignore matcher) holds every file the image copies, and
+    nothing of the data directory, the virtual environment, git, compose's secrets or dbt's output."""
+    from docker.utils.build import exclude_paths
+
+    assert (DOCKER / "Dockerfile").read_text().startswith("# syntax=docker/dockerfile:")  # a directive: line 1
+    patterns = [
+        line.strip()
+        for line in (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    # a checkout as a developer's is: data, keys and build output beside the code
+    for path in [".crm/landing/customers/business_date=2026-11-27/part-0.parquet", ".crm/keys/signing.pem",
+                 ".venv/bin/python", ".git/config", "docker/secrets/redis_password", "dbt_project/target/manifest.json",
+                 "dbt_project/logs/dbt.log", "crm/__pycache__/settings.cpython-311.pyc", "tests/conftest.py",
+                 "crm/settings.py", "dbt_project/models/marts/customer_360.sql", "requirements.lock",
+                 "setup.cfg", "pyproject.toml", "dags/crm_daily.py"]:  # fmt: skip
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("x")
+    sent = set(exclude_paths(str(tmp_path), patterns, dockerfile="docker/Dockerfile"))
+    assert {"crm/settings.py", "dbt_project/models/marts/customer_360.sql", "requirements.lock", "setup.cfg",
+            "pyproject.toml", "dags/crm_daily.py"} <= sent  # fmt: skip
+    leaked = {p for p in sent if p.startswith((".crm", ".venv", ".git", "docker/secrets", "dbt_project/target",
+                                               "dbt_project/logs", "tests")) or p.endswith(".pyc")}  # fmt: skip
+    assert not leaked
+    # and in this checkout, every path the Dockerfile copies from the context is sent
+    real = set(exclude_paths(str(REPO_ROOT), patterns, dockerfile="docker/Dockerfile"))
+    sources = [
+        part for word, args in _dockerfile() if word == "COPY" and "--from" not in args for part in args.split()[:-1]
+    ]
+    assert len(sources) >= 12
+    for source in sources:
+        assert source.rstrip("/") in real, f"{source} is copied but not in the build context"
+
+
 def test_the_image_runs_in_production_without_the_sandbox_bank():
     steps = _dockerfile()
     copied = {args.split()[0].rstrip("/") for word, args in steps if word == "COPY" and "--from" not in args}
