@@ -269,6 +269,35 @@ def test_the_read_api_is_hardened_scraped_fenced_and_keeps_its_audit_trail():
     assert docs["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]  # both replicas write
 
 
+def test_the_alert_rules_watch_metrics_the_read_api_exports():
+    """The PrometheusRule pages on a stale or missing snapshot, server errors and quota refusals, each
+    from a metric (and label) the API's /metrics really exports: a renamed metric would silence it."""
+    from prometheus_client import generate_latest
+
+    from crm.settings import get_settings
+    from serving.hotpath import Metrics
+
+    (rule_file,) = yaml.safe_load_all((DOCKER / "openshift" / "alerts.yaml").read_text())
+    assert (rule_file["apiVersion"], rule_file["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
+    rules = {r["alert"]: r for group in rule_file["spec"]["groups"] for r in group["rules"]}
+    assert set(rules) == {"CrmSnapshotStale", "CrmNoLiveSnapshot", "CrmApiErrors", "CrmQuotaRefusals"}
+    metrics = Metrics()
+    metrics.requests.labels(endpoint="/v1/customers/{customer_id}/offers", method="GET", status="429").inc()
+    metrics.note_snapshot(None)
+    exported = generate_latest(metrics.registry).decode()
+    names = set(re.findall(r"^# TYPE (\S+) (\w+)", exported, re.MULTILINE))
+    series = {name for name, kind in names} | {f"{name}_total" for name, kind in names if kind == "counter"}
+    for alert, rule in rules.items():
+        used = set(re.findall(r"\b(crm_[a-z_]+)\b", rule["expr"]))
+        assert used and used <= series, f"{alert}: {used - series}"
+        for label in re.findall(r"(\w+)=~?\"", rule["expr"]) + re.findall(r"by \((\w+)\)", rule["expr"]):
+            assert f'{label}="' in exported, f"{alert}: label {label}"
+        assert rule["labels"]["severity"] in {"warning", "critical"} and rule["annotations"]["summary"], alert
+    # stale: later than a day's run can be late, yet before the snapshot's TTL runs out twice
+    stale = re.search(r"> (\d+) \* 3600", rules["CrmSnapshotStale"]["expr"])
+    assert get_settings().snapshot_ttl_hours < int(stale.group(1)) < 2 * get_settings().snapshot_ttl_hours
+
+
 def _pod_specs():
     """Every pod spec in the Kubernetes manifests we write, with where it is."""
     for path in sorted((DOCKER / "openshift").glob("*.yaml")):
@@ -303,12 +332,16 @@ def test_every_pod_we_write_runs_as_openshifts_restricted_scc_admits():
 
 def test_every_kubernetes_manifest_we_ship_validates_against_the_kubernetes_schemas():
     """Offline, against the schemas of the Kubernetes release OpenShift 4.20 runs (kubernetes-validate
-    ships them), strictly: a misspelt or misplaced field fails. The two kinds that are OpenShift's and
-    the Prometheus operator's own (Route, ServiceMonitor) have no schema there: their fields are checked
-    by the tests above."""
+    ships them), strictly: a misspelt or misplaced field fails. The kinds that are OpenShift's and
+    the Prometheus operator's own (Route, ServiceMonitor, PrometheusRule) have no schema there: their
+    fields are checked by the tests above."""
     import kubernetes_validate
 
-    own_kinds = {("route.openshift.io/v1", "Route"), ("monitoring.coreos.com/v1", "ServiceMonitor")}
+    own_kinds = {
+        ("route.openshift.io/v1", "Route"),
+        ("monitoring.coreos.com/v1", "ServiceMonitor"),
+        ("monitoring.coreos.com/v1", "PrometheusRule"),
+    }
     validated = 0
     for path in sorted((DOCKER / "openshift").glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
