@@ -107,6 +107,11 @@ VARIABLES: dict[str, Variable] = _declare({
     "orchestration": (
         V("CRM_TASK_RETRIES", 2, "retries of each task of the DAGs (`make demo` and the tests use 0)"),
         V("CRM_TASK_TIMEOUT_MINUTES", 120, "each task's `execution_timeout` in the DAGs: nothing hangs a run"),
+        V("CRM_DAGRUN_TIMEOUT_HOURS", 8.0, "each DAG's `dagrun_timeout`: a run still going after this long fails "
+          "(and its failure is e-mailed)"),
+        V("CRM_ALERT_EMAILS", None, "who is e-mailed when a run of any DAG fails (comma-separated addresses), through "
+          "the Airflow Connection `smtp_default` (host, port, login, password, extra `from_email`); required in "
+          "production", shown="nobody: the Airflow UI only"),
         V("CRM_BUSINESS_DATE", None, "the business date a hand-run `dbt build` is for (read by dbt; "
           "`--vars '{business_date: ...}'` also works, at the cost of a full parse)", shown="set by the DAG (`{{ ds }}`)"),
     ),
@@ -362,6 +367,8 @@ class Settings:
     task_retries: int = field(default_factory=lambda: _int("CRM_TASK_RETRIES", 2))
     # how long any task of the DAGs may run before Airflow fails it (nothing hangs a run)
     task_timeout_minutes: int = field(default_factory=lambda: _int("CRM_TASK_TIMEOUT_MINUTES", 120))
+    # how long a DAG run may take before Airflow fails it (and its failure is e-mailed)
+    dagrun_timeout_hours: float = field(default_factory=lambda: _float("CRM_DAGRUN_TIMEOUT_HOURS", 8.0))
 
     # extraction
     api_max_retries: int = field(default_factory=lambda: _int("CRM_API_MAX_RETRIES", 6))
@@ -518,6 +525,17 @@ class Settings:
                 f"CRM_ENVIRONMENT=production and no {what} is configured: set {configure}. "
                 "Production never falls back to an embedded stand-in."
             )
+
+    @cached_property
+    def alert_emails(self) -> list[str]:
+        """Who is e-mailed when a DAG run fails; production never runs a DAG that tells nobody."""
+        addresses = [a.strip() for a in (_env("CRM_ALERT_EMAILS") or "").split(",") if a.strip()]
+        for address in addresses:
+            if "@" not in address:
+                raise SettingsError(f"CRM_ALERT_EMAILS: {address!r} is not an e-mail address")
+        if not addresses:
+            self._no_fallback("recipient of failure alerts", "CRM_ALERT_EMAILS (and the Connection smtp_default)")
+        return addresses
 
     @cached_property
     def mlflow_tracking_uri(self) -> str:

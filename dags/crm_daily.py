@@ -70,6 +70,7 @@ from cosmos.constants import InvocationMode
 from cosmos.operators.local import DbtBuildLocalOperator
 
 from crm.settings import get_settings
+from entrypoints.alerts import dag_alerting
 
 WAREHOUSE_POOL = "crm_duckdb"
 
@@ -123,6 +124,7 @@ def _dbt_build(task_id: str, **selection: str) -> DbtBuildLocalOperator:
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="America/Lima"),
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
+    **dag_alerting(settings),  # a failed or overlong run e-mails CRM_ALERT_EMAILS
     max_active_runs=1,
     tags=["crm", "daily"],
     default_args={

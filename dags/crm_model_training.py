@@ -32,6 +32,7 @@ import datetime as dt
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
 from crm.settings import get_settings
+from entrypoints.alerts import dag_alerting
 
 WAREHOUSE_POOL = "crm_duckdb"
 settings = get_settings()
@@ -49,6 +50,7 @@ def _business_date(ds: str, params: dict) -> dt.date:
     schedule=CronTriggerTimetable("0 6 * * 0", timezone="America/Lima"),
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
+    **dag_alerting(settings),  # a failed or overlong run e-mails CRM_ALERT_EMAILS
     max_active_runs=1,
     tags=["crm", "training"],
     default_args={

@@ -19,6 +19,7 @@ import datetime as dt
 from airflow.sdk import CronTriggerTimetable, dag, task
 
 from crm.settings import get_settings
+from entrypoints.alerts import dag_alerting
 
 WAREHOUSE_POOL = "crm_duckdb"
 settings = get_settings()
@@ -30,6 +31,7 @@ settings = get_settings()
     schedule=CronTriggerTimetable("0 4 * * *", timezone="America/Lima"),
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
+    **dag_alerting(settings),  # a failed or overlong run e-mails CRM_ALERT_EMAILS
     max_active_runs=1,
     tags=["crm", "ops"],
     default_args={

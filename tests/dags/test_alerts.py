@@ -1,0 +1,88 @@
+"""A failed run tells someone: the DAG run's failure reaches CRM_ALERT_EMAILS as an e-mail, through
+Airflow's SMTP notifier and the Connection smtp_default, received by a real SMTP server."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Message
+
+from crm.airflow_env import run_dag_test
+from crm.services import free_port
+from crm.settings import Settings
+
+
+class Inbox(Message):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages = []
+
+    def handle_message(self, message) -> None:
+        self.messages.append(message)
+
+
+def test_a_failed_run_is_e_mailed_to_the_on_call(tmp_path, monkeypatch):
+    inbox, port = Inbox(), free_port()
+    server = Controller(inbox, hostname="127.0.0.1", port=port)
+    server.start()
+    try:
+        warehouse = tmp_path / "warehouse.duckdb"
+        warehouse.write_text("not a DuckDB file: the run's one task fails opening it")
+        monkeypatch.setenv("CRM_HOME", str(tmp_path / "home"))
+        monkeypatch.setenv("CRM_DUCKDB_PATH", str(warehouse))
+        monkeypatch.setenv("CRM_ALERT_EMAILS", "oncall@bank.example, data-team@bank.example")
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_SMTP_DEFAULT",
+            f"smtp://127.0.0.1:{port}?disable_tls=true&disable_ssl=true&from_email=airflow%40bank.example",
+        )
+        assert run_dag_test("crm_retention", dt.date(2026, 11, 27), {}, Settings(), quiet=True) == 1
+    finally:
+        server.stop()
+    (mail,) = inbox.messages
+    assert mail["Subject"].startswith("[crm] crm_retention failed for 2026-11-27: ")
+    assert set(mail["To"].replace(" ", "").split(",")) == {"oncall@bank.example", "data-team@bank.example"}
+    body = mail.get_payload()[0].get_payload(decode=True).decode() if mail.is_multipart() else mail.get_payload()
+    assert "crm_retention" in body and "purge_personal_data" in body and "Airflow UI" in body
+
+
+DAGBAG = """
+import json
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder="dags", known_pools={"default_pool", "crm_duckdb"})
+print(json.dumps({
+    "errors": {path.rsplit("/", 1)[-1]: error for path, error in bag.import_errors.items()},
+    "dags": {d.dag_id: [bool(d.on_failure_callback), d.dagrun_timeout.total_seconds() if d.dagrun_timeout else None]
+             for d in bag.dags.values()},
+}))
+"""
+
+
+def _dagbag(tmp_path, **env) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from crm.settings import REPO_ROOT
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
+    done = subprocess.run([sys.executable, "-c", DAGBAG], cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+                          env={**clean, "CRM_HOME": str(tmp_path), **env})  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_every_dag_tells_someone_and_production_loads_none_that_tells_nobody(tmp_path):
+    told = _dagbag(tmp_path, CRM_ALERT_EMAILS="oncall@bank.example", CRM_DAGRUN_TIMEOUT_HOURS="6")
+    assert told["errors"] == {}
+    assert told["dags"] == {name: [True, 6 * 3600.0] for name in ("crm_daily", "crm_model_training", "crm_retention")}
+    # locally, nobody to tell is allowed (the Airflow UI shows the failure); the run still times out
+    assert set(map(tuple, _dagbag(tmp_path)["dags"].values())) == {(False, 8 * 3600.0)}
+    # in production, a DAG that would fail in silence does not load: the UI shows why, named
+    silent = _dagbag(tmp_path, CRM_ENVIRONMENT="production")
+    assert set(silent["errors"]) == {"crm_daily.py", "crm_model_training.py", "crm_retention.py"}
+    assert all("CRM_ALERT_EMAILS" in error for error in silent["errors"].values())
+    wrong = _dagbag(tmp_path, CRM_ENVIRONMENT="production", CRM_ALERT_EMAILS="oncall.bank.example")
+    assert all(
+        "CRM_ALERT_EMAILS: 'oncall.bank.example' is not an e-mail address" in e for e in wrong["errors"].values()
+    )
