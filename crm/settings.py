@@ -107,8 +107,8 @@ VARIABLES: dict[str, Variable] = _declare({
     "orchestration": (
         V("CRM_TASK_RETRIES", 2, "retries of each task of the DAGs (`make demo` and the tests use 0)"),
         V("CRM_TASK_TIMEOUT_MINUTES", 120, "each task's `execution_timeout` in the DAGs: nothing hangs a run"),
-        V("CRM_DAGRUN_TIMEOUT_HOURS", 8.0, "each DAG's `dagrun_timeout`: a run still going after this long fails "
-          "(and its failure is e-mailed)"),
+        V("CRM_DAGRUN_TIMEOUT_HOURS", 12.0, "each DAG's `dagrun_timeout`: a run still going after this long fails "
+          "(and its failure is e-mailed); a backfill's runs share the warehouse pool, so raise it for long ones"),
         V("CRM_ALERT_EMAILS", None, "who is e-mailed when a run of any DAG fails (comma-separated addresses), through "
           "the Airflow Connection `smtp_default` (host, port, login, password, extra `from_email`); required in "
           "production", shown="nobody: the Airflow UI only"),
@@ -368,7 +368,7 @@ class Settings:
     # how long any task of the DAGs may run before Airflow fails it (nothing hangs a run)
     task_timeout_minutes: int = field(default_factory=lambda: _int("CRM_TASK_TIMEOUT_MINUTES", 120))
     # how long a DAG run may take before Airflow fails it (and its failure is e-mailed)
-    dagrun_timeout_hours: float = field(default_factory=lambda: _float("CRM_DAGRUN_TIMEOUT_HOURS", 8.0))
+    dagrun_timeout_hours: float = field(default_factory=lambda: _float("CRM_DAGRUN_TIMEOUT_HOURS", 12.0))
 
     # extraction
     api_max_retries: int = field(default_factory=lambda: _int("CRM_API_MAX_RETRIES", 6))

@@ -8,6 +8,7 @@ the import error instead of a platform that fails in silence."""
 from __future__ import annotations
 
 import datetime as dt
+from functools import partial
 
 from crm.settings import Settings
 
@@ -16,8 +17,9 @@ SUBJECT = "[crm] {{ dag.dag_id }} failed{% if ds is defined and ds %} for {{ ds 
 BODY = (
     "<p><b>{{ dag.dag_id }}</b> run <code>{{ run_id }}</code> failed"
     "{% if ti is defined %} at task <b>{{ ti.task_id }}</b>{% endif %}{% if reason %} ({{ reason }}){% endif %}.</p>"
-    "<p>The failed task's log is in the Airflow UI (Dags, {{ dag.dag_id }}, the run, the red task). "
-    "Until a rerun publishes, sales and the app read the last published snapshot while it lasts.</p>"
+    "<p>The failed task's log is in the Airflow UI (Dags, {{ dag.dag_id }}, the run, the red task).</p>"
+    "{% if dag.dag_id == 'crm_daily' %}<p>Until a rerun publishes, sales and the app read the last "
+    "published snapshot while it lasts.</p>{% endif %}"
 )
 
 
@@ -25,11 +27,14 @@ def dag_alerting(settings: Settings) -> dict:
     """``dagrun_timeout`` and, when someone is to be told, ``on_failure_callback`` (an e-mail)."""
     arguments: dict = {"dagrun_timeout": dt.timedelta(hours=settings.dagrun_timeout_hours)}
     if settings.alert_emails:
-        arguments["on_failure_callback"] = _failure_email(settings.alert_emails)
+        arguments["on_failure_callback"] = partial(email_failure, to=tuple(settings.alert_emails))
     return arguments
 
 
-def _failure_email(to: list[str]):
+def email_failure(context, to: tuple[str, ...]) -> None:
+    """E-mail one failed run. A notifier renders its subject and body into itself, once: each call
+    gets a new one, or the DAG processor, running several runs' callbacks with one parse of the
+    file, would send every later run the first one's e-mail."""
     from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
     class FailureEmail(SmtpNotifier):
@@ -40,4 +45,4 @@ def _failure_email(to: list[str]):
         def get_template_env(self, dag=None):
             return super().get_template_env(dag=dag if hasattr(dag, "get_template_env") else None)
 
-    return FailureEmail(to=to, subject=SUBJECT, html_content=BODY, smtp_conn_id="smtp_default")
+    FailureEmail(to=list(to), subject=SUBJECT, html_content=BODY, smtp_conn_id="smtp_default")(context)

@@ -46,6 +46,33 @@ def test_a_failed_run_is_e_mailed_to_the_on_call(tmp_path, monkeypatch):
     assert "crm_retention" in body and "purge_personal_data" in body and "Airflow UI" in body
 
 
+def test_each_failed_run_gets_its_own_e_mail(monkeypatch):
+    """The DAG processor runs the callbacks of several failed runs (a backfill's, timeouts) with one
+    parse of the DAG file: the one callback it holds must send each run its own e-mail."""
+    from airflow.sdk import DAG
+
+    from entrypoints.alerts import dag_alerting
+
+    inbox, port = Inbox(), free_port()
+    server = Controller(inbox, hostname="127.0.0.1", port=port)
+    server.start()
+    try:
+        monkeypatch.setenv("CRM_ALERT_EMAILS", "oncall@bank.example")
+        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", f"smtp://127.0.0.1:{port}?disable_tls=true&disable_ssl=true"
+                                                        "&from_email=airflow%40bank.example")  # fmt: skip
+        callback = dag_alerting(Settings())["on_failure_callback"]
+        dag = DAG("crm_daily")
+        for run_id in ("backfill__2026-11-02T05:00:00+00:00", "backfill__2026-11-03T05:00:00+00:00"):
+            callback({"dag": dag, "run_id": run_id, "reason": "task_failure"})  # the processor's context, no task
+    finally:
+        server.stop()
+    assert [m["Subject"] for m in inbox.messages] == [
+        "[crm] crm_daily failed: backfill__2026-11-02T05:00:00+00:00",
+        "[crm] crm_daily failed: backfill__2026-11-03T05:00:00+00:00",
+    ]
+    assert "the last published snapshot" in inbox.messages[0].get_payload()[0].get_payload(decode=True).decode()
+
+
 DAGBAG = """
 import json
 from airflow.dag_processing.dagbag import DagBag
@@ -77,7 +104,7 @@ def test_every_dag_tells_someone_and_production_loads_none_that_tells_nobody(tmp
     assert told["errors"] == {}
     assert told["dags"] == {name: [True, 6 * 3600.0] for name in ("crm_daily", "crm_model_training", "crm_retention")}
     # locally, nobody to tell is allowed (the Airflow UI shows the failure); the run still times out
-    assert set(map(tuple, _dagbag(tmp_path)["dags"].values())) == {(False, 8 * 3600.0)}
+    assert set(map(tuple, _dagbag(tmp_path)["dags"].values())) == {(False, 12 * 3600.0)}
     # in production, a DAG that would fail in silence does not load: the UI shows why, named
     silent = _dagbag(tmp_path, CRM_ENVIRONMENT="production")
     assert set(silent["errors"]) == {"crm_daily.py", "crm_model_training.py", "crm_retention.py"}
