@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Message
 
@@ -22,55 +23,55 @@ class Inbox(Message):
         self.messages.append(message)
 
 
-def test_a_failed_run_is_e_mailed_to_the_on_call(tmp_path, monkeypatch):
-    inbox, port = Inbox(), free_port()
-    server = Controller(inbox, hostname="127.0.0.1", port=port)
+@pytest.fixture
+def inbox(monkeypatch):
+    """A real SMTP server, and the Connection smtp_default pointing at it: what it received."""
+    received, port = Inbox(), free_port()
+    server = Controller(received, hostname="127.0.0.1", port=port)
     server.start()
-    try:
-        warehouse = tmp_path / "warehouse.duckdb"
-        warehouse.write_text("not a DuckDB file: the run's one task fails opening it")
-        monkeypatch.setenv("CRM_HOME", str(tmp_path / "home"))
-        monkeypatch.setenv("CRM_DUCKDB_PATH", str(warehouse))
-        monkeypatch.setenv("CRM_ALERT_EMAILS", "oncall@bank.example, data-team@bank.example")
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_SMTP_DEFAULT",
-            f"smtp://127.0.0.1:{port}?disable_tls=true&disable_ssl=true&from_email=airflow%40bank.example",
-        )
-        assert run_dag_test("crm_retention", dt.date(2026, 11, 27), {}, Settings(), quiet=True) == 1
-    finally:
-        server.stop()
-    (mail,) = inbox.messages
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SMTP_DEFAULT",
+        f"smtp://127.0.0.1:{port}?disable_tls=true&disable_ssl=true&from_email=airflow%40bank.example",
+    )
+    yield received.messages
+    server.stop()
+
+
+def _html(mail) -> str:
+    return mail.get_payload()[0].get_payload(decode=True).decode() if mail.is_multipart() else mail.get_payload()
+
+
+def test_a_failed_run_is_e_mailed_to_the_on_call(tmp_path, monkeypatch, inbox):
+    warehouse = tmp_path / "warehouse.duckdb"
+    warehouse.write_text("not a DuckDB file: the run's one task fails opening it")
+    monkeypatch.setenv("CRM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CRM_DUCKDB_PATH", str(warehouse))
+    monkeypatch.setenv("CRM_ALERT_EMAILS", "oncall@bank.example, data-team@bank.example")
+    assert run_dag_test("crm_retention", dt.date(2026, 11, 27), {}, Settings(), quiet=True) == 1
+    (mail,) = inbox
     assert mail["Subject"].startswith("[crm] crm_retention failed for 2026-11-27: ")
     assert set(mail["To"].replace(" ", "").split(",")) == {"oncall@bank.example", "data-team@bank.example"}
-    body = mail.get_payload()[0].get_payload(decode=True).decode() if mail.is_multipart() else mail.get_payload()
+    body = _html(mail)
     assert "crm_retention" in body and "purge_personal_data" in body and "Airflow UI" in body
 
 
-def test_each_failed_run_gets_its_own_e_mail(monkeypatch):
+def test_each_failed_run_gets_its_own_e_mail(monkeypatch, inbox):
     """The DAG processor runs the callbacks of several failed runs (a backfill's, timeouts) with one
     parse of the DAG file: the one callback it holds must send each run its own e-mail."""
     from airflow.sdk import DAG
 
     from entrypoints.alerts import dag_alerting
 
-    inbox, port = Inbox(), free_port()
-    server = Controller(inbox, hostname="127.0.0.1", port=port)
-    server.start()
-    try:
-        monkeypatch.setenv("CRM_ALERT_EMAILS", "oncall@bank.example")
-        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", f"smtp://127.0.0.1:{port}?disable_tls=true&disable_ssl=true"
-                                                        "&from_email=airflow%40bank.example")  # fmt: skip
-        callback = dag_alerting(Settings())["on_failure_callback"]
-        dag = DAG("crm_daily")
-        for run_id in ("backfill__2026-11-02T05:00:00+00:00", "backfill__2026-11-03T05:00:00+00:00"):
-            callback({"dag": dag, "run_id": run_id, "reason": "task_failure"})  # the processor's context, no task
-    finally:
-        server.stop()
-    assert [m["Subject"] for m in inbox.messages] == [
+    monkeypatch.setenv("CRM_ALERT_EMAILS", "oncall@bank.example")
+    callback = dag_alerting(Settings())["on_failure_callback"]
+    dag = DAG("crm_daily")
+    for run_id in ("backfill__2026-11-02T05:00:00+00:00", "backfill__2026-11-03T05:00:00+00:00"):
+        callback({"dag": dag, "run_id": run_id, "reason": "task_failure"})  # the processor's context, no task
+    assert [m["Subject"] for m in inbox] == [
         "[crm] crm_daily failed: backfill__2026-11-02T05:00:00+00:00",
         "[crm] crm_daily failed: backfill__2026-11-03T05:00:00+00:00",
     ]
-    assert "the last published snapshot" in inbox.messages[0].get_payload()[0].get_payload(decode=True).decode()
+    assert "the last published snapshot" in _html(inbox[0])
 
 
 DAGBAG = """
