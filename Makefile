@@ -15,6 +15,12 @@ export GX_ANALYTICS_ENABLED := false
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
 DATE ?=
+# the warehouse every verb uses: duckdb (embedded, the default), postgres (an embedded PostgreSQL
+# server, or CRM_POSTGRES_HOST's) or azure (CRM_AZURE_SQL_*): sets CRM_DBT_TARGET
+WAREHOUSE ?=
+ifneq ($(WAREHOUSE),)
+export CRM_DBT_TARGET := $(if $(filter duckdb,$(WAREHOUSE)),local,$(WAREHOUSE))
+endif
 CUSTOMERS ?= 5000
 PORT ?= 8000
 SEED ?= 42
@@ -26,7 +32,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock setup.cfg | cksum | cu
 MANIFEST := dbt_project/target/manifest.json
 DBT_SOURCES := $(shell find dbt_project -type f \( -name '*.sql' -o -name '*.yml' -o -name '*.csv' \) -not -path '*/target/*' -not -path '*/logs/*' 2>/dev/null)
 
-.PHONY: help setup demo backfill serve sandbox airflow test lint format lock clean bench bench-report bench-serving bench-extract bench-dbt bench-scoring bench-backfill bench-daily evaluate docs train
+.PHONY: postgres-programs help setup demo backfill serve sandbox airflow test lint format lock clean bench bench-report bench-serving bench-extract bench-dbt bench-scoring bench-backfill bench-daily evaluate docs train
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -43,7 +49,7 @@ $(MANIFEST): $(STAMP) $(DBT_SOURCES)
 
 setup: $(STAMP) $(MANIFEST)  ## create .venv from the lock file and parse the dbt project
 
-demo: setup  ## run the daily DAG crm_daily through Airflow (DATE=yesterday in Lima, CUSTOMERS, SEED, FORCE_PUBLISH=1)
+demo: setup $(if $(filter postgres,$(WAREHOUSE)),postgres-programs)  ## run the daily DAG crm_daily through Airflow (DATE=yesterday in Lima, CUSTOMERS, SEED, FORCE_PUBLISH=1, WAREHOUSE=postgres)
 	$(BIN)/crm demo $(if $(DATE),--date $(DATE)) --customers $(CUSTOMERS) --seed $(SEED) $(if $(FORCE_PUBLISH),--force-publish)
 
 backfill: setup  ## backfill crm_daily through Airflow for FROM..TO (YYYY-MM-DD; MAX_ACTIVE=3 dates at a time; on make airflow's Airflow, or one started for it)
@@ -61,7 +67,7 @@ sandbox: setup  ## serve the core-banking sandbox on its own (PORT, CUSTOMERS, S
 airflow: setup  ## start Airflow on the project's DAGs (EXECUTOR=local: airflow standalone; EXECUTOR=celery: WORKERS=2 Celery workers on the embedded Redis)
 	$(BIN)/crm airflow --executor $(or $(EXECUTOR),local) --workers $(or $(WORKERS),2)
 
-test: lint $(CHROMIUM)  ## make lint, then the whole pytest suite (DAG integrity, the end-to-end run and the console in Chromium included)
+test: lint $(CHROMIUM) postgres-programs  ## make lint, then the whole pytest suite (DAG integrity, the end-to-end runs on DuckDB and PostgreSQL, the console in Chromium included)
 	CRM_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest
 
 # the browser tests drive Debian's Chromium with playwright (playwright's own browser download is not
@@ -70,6 +76,14 @@ $(CHROMIUM):
 	@command -v apt-get >/dev/null || { echo "Chromium is missing at $(CHROMIUM): install it, or set CHROMIUM=/path/to/chromium"; exit 1; }
 	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends chromium fonts-liberation
+
+# the PostgreSQL warehouse (WAREHOUSE=postgres, and the tests) starts its own server from Debian's
+# postgresql programs: installed here when missing (or set CRM_POSTGRES_BIN to another build's bin/)
+postgres-programs:
+	@test -n "$$CRM_POSTGRES_BIN" -o -n "$(wildcard /usr/lib/postgresql/*/bin/initdb)" || { \
+	  command -v apt-get >/dev/null || { echo "PostgreSQL's programs are missing: install postgresql, or set CRM_POSTGRES_BIN"; exit 1; }; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends postgresql; }
 
 docs: setup  ## generate the dbt docs site from the warehouse and serve it for analysts (DOCS_PORT=8081)
 	$(BIN)/crm docs --port $(DOCS_PORT)

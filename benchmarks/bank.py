@@ -22,12 +22,15 @@ def new_warehouse(
 ) -> dict[str, int]:
     """A new DuckDB warehouse in ``home`` with the raw and assignment tables, and the bank landed in it
     for ``business_date``; the raw tables' row counts."""
+    from crm.settings import Settings
+    from crm.warehouse import warehouse
     from ingestion.load import create_raw_tables
-    from ml.score import create_assignments_table
+    from ml.score import ASSIGNMENTS
 
+    with warehouse(Settings(home=home)).begin() as session:
+        create_raw_tables(session)
+        session.create(ASSIGNMENTS)
     with duckdb.connect(str(home / "warehouse.duckdb")) as con:
-        create_raw_tables(con)
-        create_assignments_table(con)
         return land(con, bank, business_date, transaction_days, response_days)
 
 

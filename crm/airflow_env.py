@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from crm.settings import REPO_ROOT, Settings
+from crm.settings import REPO_ROOT, WAREHOUSE_POOL, Settings
 
 API_PORT = 8080
 STARTING = re.compile(r"\[DAG TEST\] starting task_id=([\w.]+)(?: map_index=(-?\d+))?")
@@ -194,7 +194,13 @@ def prepare_airflow(settings: Settings) -> None:
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
     for args in (
         ["db", "migrate"],
-        ["pools", "set", "crm_duckdb", "1", "DuckDB allows one writing process"],
+        [
+            "pools",
+            "set",
+            WAREHOUSE_POOL,
+            str(settings.warehouse_pool_slots),
+            "the warehouse's tasks: one slot on DuckDB (one writing process)",
+        ],
     ):
         done = airflow(args, settings, capture_output=True, text=True)
         if done.returncode != 0:

@@ -257,6 +257,147 @@ def stop_sandbox(settings: Settings | None = None) -> None:
     _sandbox_state(settings).unlink(missing_ok=True)
 
 
+# ---- PostgreSQL (the server warehouse, CRM_DBT_TARGET=postgres) ------------------------------
+
+
+def postgres_programs(settings: Settings) -> Path:
+    """The directory of ``initdb`` and ``postgres``: ``CRM_POSTGRES_BIN``, else Debian's newest."""
+    import shutil
+
+    candidates = [settings.postgres_bin] if settings.postgres_bin else sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True)  # fmt: skip
+    on_path = shutil.which("initdb")
+    if not settings.postgres_bin and on_path:
+        candidates.append(Path(on_path).resolve().parent)
+    for directory in candidates:
+        if (directory / "initdb").exists() and (directory / "postgres").exists():
+            return directory
+    where = f"CRM_POSTGRES_BIN={settings.postgres_bin}" if settings.postgres_bin else "/usr/lib/postgresql/*/bin"
+    raise ServiceError(
+        f"no PostgreSQL server programs (initdb, postgres) in {where}: install Debian's postgresql "
+        "(apt-get install postgresql) or set CRM_POSTGRES_BIN"
+    )
+
+
+def _unprivileged(cmd: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: as root, its programs run in a user namespace of their
+    own as an ordinary user, which still owns the data directory (no other account, no chown)."""
+    if os.geteuid() != 0:
+        return cmd
+    return ["unshare", "--user", "--map-user=1000", "--map-group=1000", *cmd]
+
+
+def _postgres_pid(settings: Settings) -> int | None:
+    pidfile = settings.postgres_dir / "postmaster.pid"
+    try:
+        pid = int(pidfile.read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def _postgres_ready(pg) -> bool:
+    import sqlalchemy as sa
+
+    url = sa.URL.create("postgresql+psycopg2", username=pg.user, password=pg.password, host=pg.host, port=pg.port,
+                        database="postgres")  # fmt: skip
+    engine = sa.create_engine(url, poolclass=sa.NullPool, connect_args={"connect_timeout": 2})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        return True
+    except sa.exc.OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
+def ensure_postgres(settings: Settings | None = None):
+    """The embedded PostgreSQL server of the data directory, running (started, and created on first
+    use, with a password of its own in ``<CRM_HOME>/run/postgres.pgpass``): its connection."""
+    import dataclasses
+
+    import sqlalchemy as sa
+
+    settings = settings or get_settings()
+    pg = settings.postgres
+    if not pg.embedded:
+        return pg
+    with _lock(settings, "postgres"):
+        passfile = pg.passfile
+        if passfile.exists():
+            password = passfile.read_text().strip().rsplit(":", 1)[1]
+        else:
+            password = secrets.token_urlsafe(24)
+            passfile.parent.mkdir(parents=True, exist_ok=True)
+            passfile.touch(mode=0o600)
+            # libpq's password file (dbt reads it through PGPASSFILE): host:port:database:user:password
+            passfile.write_text(f"{pg.host}:{pg.port}:*:{pg.user}:{password}\n")
+        pg = dataclasses.replace(pg, password=password)
+        if _postgres_pid(settings) and _postgres_ready(pg):
+            return pg
+        programs = postgres_programs(settings)
+        data = settings.postgres_dir
+        log_path = settings.run_dir / "postgres.log"
+        if not (data / "PG_VERSION").exists():
+            data.mkdir(mode=0o700, parents=True, exist_ok=True)
+            pwfile = settings.run_dir / "postgres.initdb"
+            pwfile.touch(mode=0o600)
+            pwfile.write_text(password + "\n")
+            try:
+                done = subprocess.run(
+                    _unprivileged([str(programs / "initdb"), "-D", str(data), "-U", pg.user, "--pwfile", str(pwfile),
+                                   "--auth=scram-sha-256", "--encoding=UTF8", "--no-locale"]),
+                    capture_output=True, text=True, check=False)  # fmt: skip
+            finally:
+                pwfile.unlink(missing_ok=True)
+            if done.returncode:
+                raise ServiceError(f"initdb of the embedded PostgreSQL in {data} failed: {done.stderr.strip()[-500:]}")
+        cmd = _unprivileged([
+            str(programs / "postgres"), "-D", str(data), "-p", str(pg.port),
+            "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+            # a local stand-in: a crash may lose the last commits, never corrupt the data
+            "-c", "synchronous_commit=off",
+        ])  # fmt: skip
+        pid = _spawn(cmd, log_path)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if _postgres_ready(pg):
+                break
+            if not _alive(pid):
+                raise ServiceError(f"the embedded PostgreSQL did not start (port {pg.port}); see {log_path}")
+            time.sleep(0.1)
+        else:
+            _terminate(pid)
+            raise ServiceError(f"the embedded PostgreSQL did not answer within 60 s; see {log_path}")
+        admin = sa.create_engine(
+            sa.URL.create("postgresql+psycopg2", username=pg.user, password=password, host=pg.host, port=pg.port,
+                          database="postgres"), poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")  # fmt: skip
+        try:
+            with admin.connect() as conn:
+                exists = conn.execute(sa.text("select 1 from pg_database where datname = :d"), {"d": pg.database})
+                if exists.scalar() is None:
+                    conn.execute(sa.text(f'create database "{pg.database}"'))
+        finally:
+            admin.dispose()
+        return pg
+
+
+def stop_postgres(settings: Settings | None = None) -> None:
+    """Stop the embedded PostgreSQL server (a fast shutdown: open sessions are ended)."""
+    settings = settings or get_settings()
+    pid = _postgres_pid(settings)
+    if pid is None:
+        return
+    os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + 30
+    while _alive(pid) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.05)
+    _terminate(pid)
+
+
 # ---- bookkeeping for the demo and the tests ------------------------------------------------
 
 
@@ -268,6 +409,8 @@ def running_services(settings: Settings | None = None) -> set[str]:
     pidfile = _redis_pidfile(settings)
     if pidfile.exists() and _alive(int(pidfile.read_text())):
         running.add("redis")
+    if _postgres_pid(settings):
+        running.add("postgres")
     return running
 
 
@@ -294,6 +437,8 @@ def stop_services_started_since(before: set[str], settings: Settings | None = No
     started = sorted(running_services(settings) - before)
     if "sandbox" in started:
         stop_sandbox(settings)
+    if "postgres" in started:
+        stop_postgres(settings)
     if "redis" in started:
         if _redis_clients(settings) > 0:
             started.remove("redis")

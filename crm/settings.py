@@ -23,6 +23,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 
 
+# the Airflow pool of every task that reads or writes the warehouse (slots: Settings.warehouse_pool_slots)
+WAREHOUSE_POOL = "crm_warehouse"
+
+
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
@@ -116,11 +120,21 @@ VARIABLES: dict[str, Variable] = _declare({
           "`--vars '{business_date: ...}'` also works, at the cost of a full parse)", shown="set by the DAG (`{{ ds }}`)"),
     ),
     "the warehouse": (
-        V("CRM_DBT_TARGET", "local", "`azure`: the raw load and dbt on Azure SQL (the stages after dbt still read "
-          "DuckDB: see \"Before production\")"),
+        V("CRM_DBT_TARGET", "local", "the warehouse every stage reads and writes: `local` (DuckDB, embedded), "
+          "`postgres` (PostgreSQL) or `azure` (Azure SQL)"),
+        V("CRM_WAREHOUSE_POOL_SLOTS", 8, "tasks of the DAGs that may use a server warehouse (`postgres`, `azure`) at "
+          "once: the Airflow pool `crm_warehouse`; on DuckDB it has one slot (one writing process)"),
         V("CRM_DUCKDB_PATH", None, "the local warehouse (DuckDB)", shown="`.crm/warehouse.duckdb`"),
         V("CRM_DUCKDB_MEMORY_MB", 2048, "memory the warehouse's DuckDB (dbt, the load, scoring's reads) works under; "
           "past it, it spills beside the file"),
+        V("CRM_POSTGRES_HOST", None, "the PostgreSQL server for `CRM_DBT_TARGET=postgres` (or the Airflow Connection "
+          "`crm_warehouse`)", shown="an embedded server in `.crm/postgres` (not in production)"),
+        V("CRM_POSTGRES_PORT", None, "its port", shown="5432; the embedded server's: one per data directory"),
+        V("CRM_POSTGRES_USER", "crm", "the user the stages and dbt connect as"),
+        V("CRM_POSTGRES_PASSWORD", None, "its password (a secret)", shown="the embedded server's, in `.crm/run`"),
+        V("CRM_POSTGRES_DATABASE", "crm", "the database"),
+        V("CRM_POSTGRES_BIN", None, "where the embedded server's programs are (`initdb`, `pg_ctl`)",
+          shown="Debian's `/usr/lib/postgresql/<newest>/bin`"),
         V("CRM_AZURE_SQL_SERVER", None, "the Azure SQL server (`<name>.database.windows.net`) for `CRM_DBT_TARGET=azure`"),
         V("CRM_AZURE_SQL_DATABASE", "crm", "the Azure SQL database"),
         V("CRM_AZURE_SQL_AUTH", "sql", "`sql` (user and password) or `ServicePrincipal` (client id and secret)"),
@@ -323,6 +337,38 @@ class AzureSql:
 
 
 @dataclass(frozen=True)
+class Postgres:
+    """A PostgreSQL warehouse: a server the bank runs, or (``embedded``) the one the project starts
+    in the data directory, whose password is in ``passfile``."""
+
+    host: str
+    port: int
+    user: str
+    database: str
+    password: str | None = field(repr=False)
+    embedded: bool = False
+    passfile: Path | None = None
+
+    def dbt_env(self) -> dict[str, str]:
+        """What dbt's ``postgres`` output reads (``profiles.yml``); the password through libpq's
+        password file for the embedded server, from the environment otherwise."""
+        env = {"CRM_POSTGRES_HOST": self.host, "CRM_POSTGRES_PORT": str(self.port),
+               "CRM_POSTGRES_USER": self.user, "CRM_POSTGRES_DATABASE": self.database}  # fmt: skip
+        if self.passfile is not None:
+            env["PGPASSFILE"] = str(self.passfile)
+        return env
+
+
+def embedded_postgres_port(home: Path) -> int:
+    """The embedded PostgreSQL server's port: one per data directory, the same for every process
+    (a DAG file knows it without starting anything), below Linux's ephemeral range."""
+    import hashlib
+
+    digest = hashlib.sha256(str(home.resolve()).encode()).digest()
+    return 20000 + int.from_bytes(digest[:4], "big") % 10000
+
+
+@dataclass(frozen=True)
 class CoreApi:
     """Where the bank's integration API is and how to authenticate (OAuth2 client credentials)."""
 
@@ -409,6 +455,7 @@ class Settings:
 
     # warehouse
     dbt_target: str = field(default_factory=lambda: _env("CRM_DBT_TARGET", "local"))
+    server_pool_slots: int = field(default_factory=lambda: _int("CRM_WAREHOUSE_POOL_SLOTS", 8, minimum=1))
 
     # assignment
     max_offers_per_customer: int = field(default_factory=lambda: _int("CRM_MAX_OFFERS", 3))
@@ -461,6 +508,23 @@ class Settings:
     @property
     def duckdb_path(self) -> Path:
         return Path(_env("CRM_DUCKDB_PATH", str(self.home / "warehouse.duckdb")))
+
+    @property
+    def warehouse_pool_slots(self) -> int:
+        """Slots of the Airflow pool ``crm_warehouse`` every warehouse task runs in: one on DuckDB,
+        which allows one writing process; ``CRM_WAREHOUSE_POOL_SLOTS`` on a server."""
+        return 1 if self.dbt_target == "local" else self.server_pool_slots
+
+    @property
+    def postgres_dir(self) -> Path:
+        """The embedded PostgreSQL server's data directory."""
+        return self.home / "postgres"
+
+    @property
+    def postgres_bin(self) -> Path | None:
+        """Where the embedded PostgreSQL server's programs are, when set (``CRM_POSTGRES_BIN``)."""
+        configured = _env("CRM_POSTGRES_BIN")
+        return Path(configured) if configured else None
 
     @property
     def airflow_home(self) -> Path:
@@ -582,6 +646,24 @@ class Settings:
             client_id=_env("CRM_AZURE_CLIENT_ID"),
             client_secret=_env("CRM_AZURE_CLIENT_SECRET"),
         )
+
+    @cached_property
+    def postgres(self) -> Postgres:
+        """The PostgreSQL warehouse (``CRM_DBT_TARGET=postgres``): ``CRM_POSTGRES_*``, else the
+        Airflow Connection ``crm_warehouse``, else (not in production) the embedded server."""
+        host, password = _env("CRM_POSTGRES_HOST"), _env("CRM_POSTGRES_PASSWORD")
+        user, database = _env("CRM_POSTGRES_USER", "crm"), _env("CRM_POSTGRES_DATABASE", "crm")
+        port = _int("CRM_POSTGRES_PORT", 5432, minimum=1)
+        if host is None:
+            conn = _airflow_connection("crm_warehouse")
+            if conn is not None and conn.host:
+                return Postgres(conn.host, conn.port or port, conn.login or user, conn.schema or database,
+                                conn.password)  # fmt: skip
+            self._no_fallback("PostgreSQL warehouse", "the Airflow Connection crm_warehouse or CRM_POSTGRES_HOST")
+            passfile = self.run_dir / "postgres.pgpass"
+            embedded_port = _int("CRM_POSTGRES_PORT", embedded_postgres_port(self.home), minimum=1)
+            return Postgres("127.0.0.1", embedded_port, user, database, None, embedded=True, passfile=passfile)
+        return Postgres(host, port, user, database, password)
 
     @cached_property
     def core_api(self) -> CoreApi:

@@ -1,38 +1,386 @@
-"""Connections to the local warehouse (DuckDB).
+"""The one way into the warehouse, on every engine.
+
+Every stage after the raw load's files (the gates, scoring and the assignment's write, training and
+its feature backfill, evaluation, publishing, retention) reads and writes the warehouse through
+:class:`Warehouse`: read a relation (whole, as Arrow, or in batches), write a frame as a date's
+rows in one transaction, delete a date's rows, run a statement. Statements are SQLAlchemy 2 Core
+(``select()``, ``text()`` with bound parameters, tables of :data:`metadata`), so each engine's
+dialect writes its own SQL: DuckDB (the embedded default, ``CRM_DBT_TARGET=local``, through
+duckdb-engine), PostgreSQL (``postgres``) and SQL Server / Azure SQL (``azure``). No other module
+imports a database driver (an import-linter contract in ``make lint``); decision 0017 says why.
 
 DuckDB allows one writing process, and within a process every connection to a file must share
-one configuration (dbt-duckdb, running in-process under ``airflow dags test``, keeps a read-write
-one open). So every connection is opened read-write, and every task that touches the warehouse
-runs in the Airflow pool ``crm_duckdb`` of one slot.
+one configuration (dbt-duckdb, running in-process under ``airflow dags test``, keeps one open): so
+DuckDB connections are opened here, read-write, with the settings dbt's profile gives, one per use
+(nothing pooled keeps the file locked), and every task that touches a DuckDB warehouse runs in the
+Airflow pool ``crm_duckdb`` of one slot. The server engines pool their connections and need no
+such pool.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import decimal
+import hashlib
+import itertools
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
-from crm.settings import DBT_PROJECT_DIR, Settings, yesterday_in_lima
+import pandas as pd
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+
+from crm.settings import DBT_PROJECT_DIR, Settings, SettingsError, yesterday_in_lima
+
+# dbt's target -> the engine the stages use (the warehouse dbt builds is the one they read)
+ENGINES = {"local": "duckdb", "postgres": "postgresql", "azure": "mssql"}
+
+metadata = sa.MetaData()
 
 
-def connect(settings: Settings):
+class stddev_pop(sa.sql.functions.GenericFunction):
+    """The population standard deviation: ``STDEVP`` in T-SQL, ``stddev_pop`` elsewhere."""
+
+    type = sa.Double()
+    inherit_cache = True
+
+
+@compiles(stddev_pop, "mssql")
+def _stdevp(element, compiler, **kw) -> str:
+    return f"STDEVP({compiler.process(element.clauses, **kw)})"
+
+
+class days_after(sa.sql.functions.GenericFunction):
+    """``days_after(date, n)``: the date ``n`` days after (before, when negative) ``date``:
+    ``DATEADD(day, n, date)`` in T-SQL, ``date + n`` on DuckDB and PostgreSQL."""
+
+    type = sa.Date()
+    inherit_cache = True
+
+
+@compiles(days_after)
+def _days_after(element, compiler, **kw) -> str:
+    day, n = list(element.clauses)
+    return f"({compiler.process(day, **kw)} + {compiler.process(n, **kw)})"
+
+
+@compiles(days_after, "mssql")
+def _dateadd(element, compiler, **kw) -> str:
+    day, n = list(element.clauses)
+    return f"DATEADD(day, {compiler.process(n, **kw)}, {compiler.process(day, **kw)})"
+
+
+class WarehouseError(RuntimeError):
+    """The warehouse cannot be reached, or a statement failed: the message names which."""
+
+
+def engine_name(settings: Settings) -> str:
+    """The warehouse's engine for the settings' dbt target (``CRM_DBT_TARGET``)."""
+    try:
+        return ENGINES[settings.dbt_target]
+    except KeyError:
+        raise SettingsError(
+            f"CRM_DBT_TARGET must be one of {', '.join(ENGINES)}, got {settings.dbt_target!r}"
+        ) from None
+
+
+Statement = sa.Executable | str
+
+
+def _statement(statement: Statement) -> sa.Executable:
+    return sa.text(statement) if isinstance(statement, str) else statement
+
+
+class Session:
+    """One connection to the warehouse (inside a transaction with :meth:`Warehouse.begin`)."""
+
+    def __init__(self, connection: sa.Connection, engine: str):
+        self.connection = connection
+        self.engine = engine
+
+    def execute(self, statement: Statement, params: Mapping[str, Any] | list[Mapping] | None = None) -> int:
+        """Run a statement (with one set of parameters, or a list for many); the rows it touched."""
+        result = self.connection.execute(_statement(statement), params)
+        return result.rowcount if result.rowcount is not None else -1
+
+    def rows(self, statement: Statement, params: Mapping[str, Any] | None = None) -> list[tuple]:
+        return [tuple(r) for r in self.connection.execute(_statement(statement), params).fetchall()]
+
+    def scalar(self, statement: Statement, params: Mapping[str, Any] | None = None) -> Any:
+        return self.connection.execute(_statement(statement), params).scalar()
+
+    def _duckdb_relation(self, statement: Statement, params: Mapping[str, Any] | None):
+        """The statement as a DuckDB relation: its columns handed over as Arrow, with no copy."""
+        compiled = _statement(statement).compile(
+            dialect=self.connection.dialect, compile_kwargs={"render_postcompile": True}
+        )
+        values = compiled.construct_params(params or {})
+        positional = [values[name] for name in compiled.positiontup or []]
+        raw = self.connection.connection.driver_connection
+        return raw.sql(str(compiled), params=positional or None)
+
+    def arrow(self, statement: Statement, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """The whole result as an Arrow table (DuckDB hands over its own columns)."""
+        if self.engine == "duckdb":
+            return self._duckdb_relation(statement, params).to_arrow_table()
+        result = self.connection.execute(_statement(statement), params)
+        columns = list(result.keys())
+        return pa.Table.from_pandas(pd.DataFrame(result.fetchall(), columns=columns), preserve_index=False)
+
+    def frame(self, statement: Statement, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        if self.engine == "duckdb":
+            return self.arrow(statement, params).to_pandas()
+        result = self.connection.execute(_statement(statement), params)
+        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+    def batches(
+        self, statement: Statement, params: Mapping[str, Any] | None = None, rows: int = 200_000
+    ) -> Iterator[pd.DataFrame]:
+        """The result ``rows`` at a time, streamed: the warehouse never hands over the whole of it."""
+        if self.engine == "duckdb":
+            for batch in self._duckdb_relation(statement, params).to_arrow_reader(rows):
+                yield batch.to_pandas()
+            return
+        result = self.connection.execution_options(stream_results=True, yield_per=rows).execute(
+            _statement(statement), params
+        )
+        columns = list(result.keys())
+        for part in result.partitions():
+            yield pd.DataFrame(part, columns=columns)
+
+    def create(self, *tables: sa.Table) -> None:
+        """The tables (and their schemas) when missing, in the engine's own DDL."""
+        for schema in sorted({t.schema for t in tables if t.schema}):
+            if not self.connection.dialect.has_schema(self.connection, schema):
+                self.connection.execute(sa.schema.CreateSchema(schema, if_not_exists=self.engine != "mssql"))
+        metadata.create_all(self.connection, tables=list(tables), checkfirst=True)
+
+    def has_table(self, table: str, schema: str) -> bool:
+        return sa.inspect(self.connection).has_table(table, schema=schema)
+
+    def insert_frame(self, table: sa.Table, frame: pd.DataFrame) -> int:
+        """Insert a frame's rows (its columns by name) into ``table``; rows inserted."""
+        if frame.empty:
+            return 0
+        if self.engine == "duckdb":  # DuckDB reads the frame in place, no row-by-row binding
+            self._duckdb_insert(table, frame)
+            return len(frame)
+        records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+        self.connection.execute(sa.insert(table), records)
+        return len(records)
+
+    def insert_arrow(self, table: sa.Table, batches: Iterable[pa.RecordBatch]) -> int:
+        """Insert Arrow batches (their columns by name) into ``table``, streamed; rows inserted."""
+        batches = iter(batches)
+        first = next(batches, None)
+        if first is None:
+            return 0
+        counted = [0]
+
+        def counting() -> Iterator[pa.RecordBatch]:
+            for batch in itertools.chain([first], batches):
+                counted[0] += batch.num_rows
+                yield batch
+
+        if self.engine == "duckdb":  # DuckDB scans the stream in place
+            reader = pa.RecordBatchReader.from_batches(first.schema, counting())
+            self._duckdb_insert(table, reader)
+        else:
+            for batch in counting():
+                if batch.num_rows:
+                    self.connection.execute(sa.insert(table), batch.to_pylist())
+        return counted[0]
+
+    def _duckdb_insert(self, table: sa.Table, source: Any) -> None:
+        raw = self.connection.connection.driver_connection
+        name = f"_source_{threading.get_ident()}"
+        raw.register(name, source)
+        try:
+            target = self.connection.dialect.identifier_preparer.format_table(table)
+            raw.execute(f"insert into {target} by name select * from {name}")
+        finally:
+            raw.unregister(name)
+
+    def replace_date(self, table: sa.Table, column: str, day: dt.date, frame: pd.DataFrame) -> int:
+        """``day``'s rows of ``table`` become ``frame``'s (call inside :meth:`Warehouse.begin`)."""
+        self.connection.execute(sa.delete(table).where(table.c[column] == day))
+        return self.insert_frame(table, frame)
+
+
+class Warehouse:
+    """The warehouse of a settings' dbt target: :meth:`connect` to read, :meth:`begin` to write in
+    one transaction; the one-call forms (:meth:`rows`, :meth:`frame`, ...) read on a connection of
+    their own."""
+
+    def __init__(self, engine: sa.Engine, name: str):
+        self.engine = engine
+        self.name = name
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Session]:
+        with self.engine.connect() as connection:
+            yield Session(connection, self.name)
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Session]:
+        with self.engine.begin() as connection:
+            yield Session(connection, self.name)
+
+    def rows(self, statement: Statement, params: Mapping[str, Any] | None = None) -> list[tuple]:
+        with self.connect() as s:
+            return s.rows(statement, params)
+
+    def scalar(self, statement: Statement, params: Mapping[str, Any] | None = None) -> Any:
+        with self.connect() as s:
+            return s.scalar(statement, params)
+
+    def frame(self, statement: Statement, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        with self.connect() as s:
+            return s.frame(statement, params)
+
+    def arrow(self, statement: Statement, params: Mapping[str, Any] | None = None) -> pa.Table:
+        with self.connect() as s:
+            return s.arrow(statement, params)
+
+    def execute(self, statement: Statement, params: Mapping[str, Any] | None = None) -> int:
+        with self.begin() as s:
+            return s.execute(statement, params)
+
+    def has_table(self, table: str, schema: str) -> bool:
+        with self.connect() as s:
+            return s.has_table(table, schema)
+
+    def replace_date(self, table: sa.Table, column: str, day: dt.date, frame: pd.DataFrame) -> int:
+        """``day``'s rows of ``table`` become ``frame``'s, in one transaction (the table made when
+        missing): a reader sees the old rows or the new, a rerun gives the same rows."""
+        with self.begin() as s:
+            s.create(table)
+            return s.replace_date(table, column, day, frame)
+
+    def delete_before(self, table: sa.Table, column: str, cutoff: dt.date) -> int:
+        """Delete the rows of ``table`` whose ``column`` is before ``cutoff``; rows deleted."""
+        with self.begin() as s:
+            if not s.has_table(table.name, table.schema):
+                return 0
+            return s.execute(sa.delete(table).where(table.c[column] < cutoff))
+
+
+def _canonical(value: Any) -> str:
+    """One value as every engine's driver gives it back alike: decimals and whole floats without
+    trailing zeros, floats to 9 significant digits, dates as ISO text, booleans as 0 and 1."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, decimal.Decimal | float | int):
+        number = decimal.Decimal(repr(value) if isinstance(value, float) else value)
+        if isinstance(value, float):
+            number = round(number, max(0, 9 - number.adjusted() - 1))
+        text = format(number.normalize(), "f") if number != 0 else "0"
+        return text
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def fingerprint(session: Session, statement: Statement, params: Mapping[str, Any] | None = None) -> tuple[int, str]:
+    """(rows, SHA-256) of a query's rows, in no set order: equal on two engines when they hold the
+    same rows, whatever each one's types make of them (``decimal(12, 2)`` or ``numeric``)."""
+    rows = sorted("|".join(map(_canonical, row)) for row in session.rows(statement, params))
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(row.encode() + b"\n")
+    return len(rows), digest.hexdigest()[:16]
+
+
+_engines: dict[tuple, sa.Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def _duckdb_engine(settings: Settings) -> sa.Engine:
     import duckdb
+    from duckdb_engine import ConnectionWrapper
 
-    settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(settings.duckdb_path))
-    # bounded: past CRM_DUCKDB_MEMORY_MB DuckDB spills to <warehouse>.duckdb.tmp. Set, not passed as
-    # connect's config: DuckDB refuses a second connection to a file open in the same process (dbt
-    # in an Airflow task) with a different config; dbt's profile sets the same
-    con.execute(f"set memory_limit = '{settings.duckdb_memory_mb}MB'")
-    return con
+    path, memory_mb = settings.duckdb_path, settings.duckdb_memory_mb
+
+    def connect() -> ConnectionWrapper:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(str(path))
+        # bounded: past CRM_DUCKDB_MEMORY_MB DuckDB spills to <warehouse>.duckdb.tmp. Set, not passed as
+        # connect's config: DuckDB refuses a second connection to a file open in the same process (dbt
+        # in an Airflow task) with a different config; dbt's profile sets the same
+        con.execute(f"set memory_limit = '{memory_mb}MB'")
+        return ConnectionWrapper(con)
+
+    # no pool: a connection closed is the file released for the next task's process
+    return sa.create_engine("duckdb://", creator=connect, poolclass=sa.NullPool)
 
 
-def _profile_env(duckdb_path, business_date, target) -> dict[str, str]:
+def _postgres_engine(settings: Settings) -> sa.Engine:
+    pg = settings.postgres
+    if pg.embedded:
+        from crm.services import ensure_postgres
+
+        pg = ensure_postgres(settings)
+    url = sa.URL.create("postgresql+psycopg2", username=pg.user, password=pg.password, host=pg.host,
+                        port=pg.port, database=pg.database)  # fmt: skip
+    return sa.create_engine(url, pool_size=2, max_overflow=2, pool_pre_ping=True)
+
+
+def _sqlserver_engine(settings: Settings) -> sa.Engine:
+    url = sa.URL.create("mssql+pyodbc", query={"odbc_connect": settings.azure_sql.odbc_connection_string()})
+    # array binding: one round trip per batch of an insert
+    return sa.create_engine(url, fast_executemany=True, pool_size=2, max_overflow=2, pool_pre_ping=True)
+
+
+def warehouse(settings: Settings) -> Warehouse:
+    """The warehouse of ``settings`` (one engine per warehouse and process)."""
+    name = engine_name(settings)
+    key = (name, str(settings.duckdb_path), settings.duckdb_memory_mb, repr(settings.postgres) if name == "postgresql"
+           else "", settings.azure_sql.server if name == "mssql" else "")  # fmt: skip
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            build = {"duckdb": _duckdb_engine, "postgresql": _postgres_engine, "mssql": _sqlserver_engine}[name]
+            engine = _engines[key] = build(settings)
+    return Warehouse(engine, name)
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection (a test that stops the server it used)."""
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def dbt_env(settings: Settings) -> dict[str, str]:
+    """What dbt's profile reads to reach the settings' warehouse: the target, the DuckDB file, and
+    on ``postgres`` the server (the embedded one started when it is the one)."""
+    env = {"CRM_DBT_TARGET": settings.dbt_target, "CRM_DUCKDB_PATH": str(settings.duckdb_path)}
+    if engine_name(settings) == "postgresql":
+        pg = settings.postgres
+        if pg.embedded:
+            from crm.services import ensure_postgres
+
+            pg = ensure_postgres(settings)
+        env.update(pg.dbt_env())
+    return env
+
+
+def _profile_env(duckdb_path, business_date, target, settings: Settings | None = None) -> dict[str, str]:
     """What the project's ``profiles.yml`` and macros read from the environment, where given."""
     given = {"CRM_DUCKDB_PATH": duckdb_path, "CRM_BUSINESS_DATE": business_date, "CRM_DBT_TARGET": target}
-    return {"DBT_SEND_ANONYMOUS_USAGE_STATS": "false", **{k: str(v) for k, v in given.items() if v is not None}}
+    warehouse_env = dbt_env(settings) if settings is not None else {}
+    return {"DBT_SEND_ANONYMOUS_USAGE_STATS": "false", **warehouse_env,
+            **{k: str(v) for k, v in given.items() if v is not None}}  # fmt: skip
 
 
 def _target_path(target_path: Path | None) -> list[str]:
@@ -46,11 +394,12 @@ def run_dbt(
     target: str | None = None,
     target_path: Path | None = None,
     capture: bool = True,
+    settings: Settings | None = None,
 ) -> subprocess.CompletedProcess:
     """``dbt <args>`` on the project with its own ``profiles.yml``: the warehouse file, the business
     date (``CRM_BUSINESS_DATE``) and the target (``CRM_DBT_TARGET``) go in as environment variables,
     each left as the environment has it when not given."""
-    env = {**os.environ, **_profile_env(duckdb_path, business_date, target)}
+    env = {**os.environ, **_profile_env(duckdb_path, business_date, target, settings)}
     cmd = [str(Path(sys.executable).parent / "dbt"), *args, "--profiles-dir", ".", *_target_path(target_path)]
     return subprocess.run(cmd, cwd=DBT_PROJECT_DIR, env=env, capture_output=capture, text=True, check=False)
 
@@ -61,6 +410,7 @@ def run_dbt_in_process(
     business_date: dt.date | str,
     target: str,
     target_path: Path | None = None,
+    settings: Settings | None = None,
 ) -> tuple[bool, str]:
     """``dbt <args>`` inside this process (dbt's programmatic ``dbtRunner``), as the DAG's dbt tasks
     run: (success, the error if any). A task that runs dbt more than once uses this one: a dbt
@@ -68,7 +418,7 @@ def run_dbt_in_process(
     ``airflow dags test``, keeps open, and each in-process call saves dbt's start-up."""
     from dbt.cli.main import dbtRunner
 
-    env = _profile_env(duckdb_path, business_date, target)
+    env = _profile_env(duckdb_path, business_date, target, settings)
     saved = {k: os.environ.get(k) for k in env}
     cmd = [
         *args,
@@ -100,7 +450,7 @@ def dbt_command(settings: Settings, *args: str) -> int:
     docs``, the manifest Cosmos renders from); the business date the compiled SQL shows is
     ``CRM_BUSINESS_DATE`` or yesterday's."""
     business_date = os.environ.get("CRM_BUSINESS_DATE") or yesterday_in_lima()
-    return run_dbt(*args, duckdb_path=settings.duckdb_path, business_date=business_date, capture=False).returncode
+    return run_dbt(*args, business_date=business_date, capture=False, settings=settings).returncode
 
 
 def dbt_docs(settings: Settings, port: int, serve: bool = True) -> int:

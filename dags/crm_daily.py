@@ -50,9 +50,9 @@ the same rows and the same assignment, and runs of different dates may run side 
 warehouse rows and assignment and leaves the live snapshot serving (`publish_cache` succeeds and
 its log says why); param `force_publish=true` publishes it on purpose. A rerun of the live date
 replaces the live snapshot.
-Warehouse writes share the pool `crm_duckdb` (one slot: DuckDB has one writer); on the `azure`
-target (`CRM_DBT_TARGET=azure`) the dbt tasks use the default pool (dbt's threads run a layer's
-models in parallel). Why one dbt task and not one per model: docs/decisions/0010.
+Every task that reads or writes the warehouse is in the pool `crm_warehouse`: one slot on DuckDB,
+which has one writing process, `CRM_WAREHOUSE_POOL_SLOTS` on PostgreSQL or Azure SQL (dbt's threads
+run a layer's models in parallel). Why one dbt task and not one per model: docs/decisions/0010.
 Params `customers` and `seed` size the embedded sandbox bank only. The publish guard refuses a
 snapshot that serves more than `CRM_MAX_AUDIENCE_SHRINK` (30%) fewer customers than the live one;
 the live snapshot keeps serving, and a rerun with param `force_publish=true` publishes anyway.
@@ -69,10 +69,8 @@ from cosmos import ProfileConfig
 from cosmos.constants import InvocationMode
 from cosmos.operators.local import DbtBuildLocalOperator
 
-from crm.settings import get_settings
+from crm.settings import WAREHOUSE_POOL, get_settings
 from entrypoints.alerts import dag_alerting
-
-WAREHOUSE_POOL = "crm_duckdb"
 
 settings = get_settings()
 DBT_DIR = settings.dbt_project_dir
@@ -84,9 +82,14 @@ def _business_date(ds: str) -> dt.date:
 
 # the reporting marts (campaign_performance, customer_360) read the day's assignments
 AFTER_SCORING = "tag:after_scoring"
-# DuckDB has one writer, so locally every warehouse task queues on the one-slot pool; Azure SQL
-# has no such limit (Airflow's default pool; dbt's threads run a layer's models in parallel)
-DBT_POOL = WAREHOUSE_POOL if settings.dbt_target == "local" else "default_pool"
+
+
+def _ensure_warehouse(context) -> None:
+    """Before a dbt task: the embedded PostgreSQL server running (``postgres`` target, locally),
+    as the stages' own tasks ensure it, so that a dbt task cleared and rerun alone finds it."""
+    from crm.warehouse import dbt_env
+
+    dbt_env(settings)
 
 
 def _dbt_build(task_id: str, **selection: str) -> DbtBuildLocalOperator:
@@ -108,12 +111,18 @@ def _dbt_build(task_id: str, **selection: str) -> DbtBuildLocalOperator:
             "CRM_BUSINESS_DATE": "{{ ds }}",
             "CRM_DUCKDB_PATH": str(settings.duckdb_path),
             "CRM_DBT_TARGET": settings.dbt_target,
+            # the server of the postgres target (no secret: a server's password is in the worker's
+            # environment, the embedded one's in the password file PGPASSFILE names)
+            **(settings.postgres.dbt_env() if settings.dbt_target == "postgres" else {}),
         },
         append_env=True,
         install_deps=False,
         # no Airflow asset per model: nothing schedules on them
         emit_datasets=False,
-        pool=DBT_POOL,
+        # one slot on DuckDB (every warehouse task takes turns); on a server, dbt's threads and the
+        # other dates' tasks run side by side
+        pool=WAREHOUSE_POOL,
+        on_execute_callback=_ensure_warehouse,
         **selection,
     )
 

@@ -31,10 +31,9 @@ import datetime as dt
 
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
-from crm.settings import get_settings
+from crm.settings import WAREHOUSE_POOL, get_settings
 from entrypoints.alerts import dag_alerting
 
-WAREHOUSE_POOL = "crm_duckdb"
 settings = get_settings()
 
 

@@ -7,6 +7,7 @@ Each verb is a few lines that call into the package that owns the work; ``crm --
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
 import sys
 from pathlib import Path
 
@@ -193,6 +194,21 @@ def airflow(executor: str, workers: int, concurrency: int) -> None:
     finally:
         local.stop()
         stop_services_started_since(before, settings)
+
+
+@cli.command("warehouse-pool")
+def warehouse_pool() -> None:
+    """Create or resize the Airflow pool crm_warehouse for this deployment's warehouse (one slot on
+    DuckDB, CRM_WAREHOUSE_POOL_SLOTS on a server): run where `airflow` reaches the metadata database."""
+    from crm.settings import WAREHOUSE_POOL
+
+    settings = get_settings()
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "pools", "set", WAREHOUSE_POOL,
+         str(settings.warehouse_pool_slots), f"the warehouse's tasks ({settings.dbt_target})"],
+        check=False,
+    )  # fmt: skip
+    _done(done.returncode)
 
 
 @cli.command()

@@ -21,7 +21,7 @@ from crm.airflow_env import (
 )
 from crm.services import running_services, stop_services_started_since
 from crm.settings import Settings, get_settings
-from crm.warehouse import connect
+from crm.warehouse import engine_name, fingerprint, warehouse
 
 # what make demo counts for the day, by mart and the column that holds its date
 DAY_COLUMNS = (
@@ -63,18 +63,22 @@ def summarize(business_date: dt.date, settings: Settings) -> dict:
     for entity in ENTITIES:
         out["landing"][entity] = landed_rows(settings.landing_dir, entity, business_date) or 0
         out["quarantine"][entity] = landed_rows(settings.quarantine_dir, entity, business_date) or 0
-    with connect(settings) as con:
+    with warehouse(settings).connect() as session:
         for entity in ENTITIES:
-            out["raw"][entity] = con.execute(f"select count(*) from raw.{entity}").fetchone()[0]
+            out["raw"][entity] = session.scalar(f"select count(*) from raw.{entity}")
         for table, col in DAY_COLUMNS:
-            out["marts"][table] = con.execute(
-                f"select count(*) from marts.{table} where {col} = ?", [business_date]
-            ).fetchone()[0]
-        row = con.execute(
-            "select any_value(model_name), any_value(model_version), count(distinct customer_id), min(customer_id) "
-            "from marts.customer_campaign_assignments where business_date = ?",
-            [business_date],
-        ).fetchone()
+            out["marts"][table] = session.scalar(
+                f"select count(*) from marts.{table} where {col} = :d", {"d": business_date}
+            )
+        row = session.rows(
+            "select max(model_name), max(model_version), count(distinct customer_id), min(customer_id) "
+            "from marts.customer_campaign_assignments where business_date = :d",
+            {"d": business_date},
+        )[0]
+        out["fingerprints"] = {
+            table: fingerprint(session, f"select * from marts.{table} where {col} = :d", {"d": business_date})
+            for table, col in DAY_COLUMNS
+        }
     out["model"] = {"name": row[0], "version": row[1]}
     out["customers_with_offers"] = row[2]
     out["some_customer"] = int(row[3] or 1)
@@ -102,6 +106,10 @@ def demo(business_date: dt.date, customers: int, seed: int, force_publish: bool 
     for stage in ("landing", "quarantine", "raw", "marts"):
         print(f"  {stage:<11}" + ", ".join(f"{k}={v}" for k, v in summary[stage].items()))
     print(f"customers with offers: {summary['customers_with_offers']}")
+    print(f"the marts' rows of the date and their content hash (warehouse: {engine_name(settings)}; the same rows "
+          "give the same hash on every engine):")  # fmt: skip
+    for table, (rows, digest) in summary["fingerprints"].items():
+        print(f"  {table:<30} {rows:>8} rows  {digest}")
     print(f"model: {summary['model']['name']} version {summary['model']['version']} (alias champion)")
     if meta:
         print(

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from typing import Any
 
 from crm.settings import Settings, get_settings, private_files
-from crm.warehouse import connect
+from crm.warehouse import warehouse
 
 
 def run_settings(params: dict[str, Any] | None = None) -> Settings:
@@ -68,11 +68,7 @@ def gate_marts(business_date: dt.date, params: dict | None = None) -> dict:
     from expectations.runner import gate
 
     settings = run_settings(params)
-    with connect(settings) as con:
-        df = con.execute(
-            "select * from marts.customer_features where as_of_date = ?",
-            [business_date],
-        ).df()
+    df = warehouse(settings).frame("select * from marts.customer_features where as_of_date = :d", {"d": business_date})
     outcomes = gate("customer_features", df, f"marts.customer_features as of {business_date}")
     return {"rows": len(df), "expectations": len(outcomes)}
 
@@ -107,8 +103,8 @@ def backfill_features(business_date: dt.date, params: dict | None = None) -> dic
 
     settings, config = run_settings(params), training_config(params)
     window = TrainingWindow(business_date, config.window_days, config.feature_step_days)
-    with connect(settings) as con:
-        missing = feature_dates_missing(con, window)
+    with warehouse(settings).connect() as session:
+        missing = feature_dates_missing(session, window)
     return {"business_date": business_date.isoformat(), "backfilled": _backfill(missing, settings)}
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import structlog
 
 from crm.settings import Settings
-from crm.warehouse import connect
+from crm.warehouse import warehouse
 
 log = structlog.get_logger(__name__)
 PARTITION = re.compile(r"business_date=(\d{4}-\d{2}-\d{2})")
@@ -43,8 +43,9 @@ def purge_personal_data(business_date: dt.date, settings: Settings) -> dict:
     """Delete the clear personal data of business dates before ``business_date`` minus the
     retention window; what was removed, by count."""
     cutoff = business_date - dt.timedelta(days=settings.raw_retention_days)
-    with connect(settings) as con:
-        (rows,) = con.execute("delete from raw.customers where _business_date < ?", [cutoff]).fetchone()
+    from ingestion.load import raw_table
+
+    rows = warehouse(settings).delete_before(raw_table("customers"), "_business_date", cutoff)
     landing = _old_partitions(settings.landing_dir, PERSONAL_ENTITIES, cutoff)
     quarantine = _old_partitions(settings.quarantine_dir, None, cutoff)
     for part in [*landing, *quarantine]:

@@ -40,16 +40,15 @@ class Policy:
         return self.campaign_channels.get(campaign, CHANNELS)
 
 
-def load_policy(con, max_offers: int) -> Policy:
-    """The rules as the campaigns database has them (staging models of the dbt project)."""
-    campaign = dict(con.execute("select campaign_id, daily_capacity from staging.stg_campaigns__campaigns").fetchall())
-    rows = con.execute(
-        "select channel, daily_capacity, max_contacts_30d from staging.stg_campaigns__contact_policies"
-    ).fetchall()
+def load_policy(session, max_offers: int) -> Policy:
+    """The rules as the campaigns database has them (staging models of the dbt project), read
+    through the warehouse's session (``crm.warehouse.Session``)."""
+    campaign = dict(session.rows("select campaign_id, daily_capacity from staging.stg_campaigns__campaigns"))
+    rows = session.rows("select channel, daily_capacity, max_contacts_30d from staging.stg_campaigns__contact_policies")
     prefs: dict[str, list[str]] = {}
-    for cid, ch in con.execute(
+    for cid, ch in session.rows(
         "select campaign_id, channel from staging.stg_campaigns__campaign_channels order by campaign_id, preference"
-    ).fetchall():
+    ):
         prefs.setdefault(cid, []).append(ch)
     return Policy(
         max_offers=max_offers,

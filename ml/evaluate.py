@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from crm.settings import Settings, get_settings
-from crm.warehouse import connect
+from crm.warehouse import warehouse
 from ml.arbitrate import Policy, arbitrate, load_policy
 from ml.features import scoring_batches
 from models.core_banking import CHANNELS
@@ -55,13 +55,13 @@ def evaluate(business_date: dt.date, customers: int, seed: int, settings: Settin
     from sandbox.oracle import Oracle
 
     settings = settings or get_settings()
-    with connect(settings) as con:
-        batches = [b[PAIR_COLUMNS] for b in scoring_batches(con, business_date)]
-        ours = con.execute(
-            "select customer_id, campaign_id from marts.customer_campaign_assignments where business_date = ?",
-            [business_date],
-        ).df()
-        policy = load_policy(con, settings.max_offers_per_customer)
+    with warehouse(settings).connect() as session:
+        batches = [b[PAIR_COLUMNS] for b in scoring_batches(session, business_date)]
+        ours = session.frame(
+            "select customer_id, campaign_id from marts.customer_campaign_assignments where business_date = :d",
+            {"d": business_date},
+        )
+        policy = load_policy(session, settings.max_offers_per_customer)
     pairs = pd.concat(batches, ignore_index=True) if batches else pd.DataFrame(columns=PAIR_COLUMNS)
     if pairs.empty or ours.empty:
         raise ValueError(f"no eligible pairs or no assignment for {business_date}: run make demo DATE={business_date}")
@@ -117,5 +117,4 @@ def report(result: Evaluation) -> str:
 
 def latest_assigned_date(settings: Settings) -> dt.date | None:
     """The newest business date with an assignment in the warehouse (None: no run yet)."""
-    with connect(settings) as con:
-        return con.execute("select max(business_date) from marts.customer_campaign_assignments").fetchone()[0]
+    return warehouse(settings).scalar("select max(business_date) from marts.customer_campaign_assignments")

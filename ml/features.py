@@ -40,8 +40,17 @@ REASON_TEXT: dict[str, tuple[str, str | None]] = {
 # numbers as doubles in SQL: decimals would reach pandas as Python objects (slow and large)
 FEATURE_SELECT = ", ".join(
     [f"f.{c}" for c in ("segment", "income_band", "region")]
-    + [f"cast(f.{c} as double) as {c}" for c in NUMERIC_FEATURES]
+    + [f"cast(f.{c} as double precision) as {c}" for c in NUMERIC_FEATURES]
 )
+
+
+def feature_columns(features) -> list:
+    """The feature columns of a ``customer_features`` table clause, as FEATURE_SELECT selects them."""
+    import sqlalchemy as sa
+
+    return [features.c[c] for c in ("segment", "income_band", "region")] + [
+        sa.cast(features.c[c], sa.Double()).label(c) for c in NUMERIC_FEATURES
+    ]
 
 
 def cast_features(df: pd.DataFrame) -> pd.DataFrame:
@@ -59,31 +68,32 @@ _CONTACTS_30D = ", ".join(
 )
 
 
-def scoring_batches(con, business_date: dt.date, batch_rows: int = 200_000) -> Iterator[pd.DataFrame]:
+def scoring_batches(session, business_date: dt.date, batch_rows: int = 200_000) -> Iterator[pd.DataFrame]:
     """Every eligible customer x campaign pair of ``business_date`` with its features and the
     customer's contacts per channel in the last 30 days, in chunks of ``batch_rows``. In no set
     order: an order would make the warehouse hold the whole result before the first chunk."""
-    reader = con.sql(
+    batches = session.batches(
         f"""
         with recent as (
             -- each customer's contacts per channel in the 30 days up to the date (frequency caps)
             select customer_id, {_CONTACTS_30D}
             from marts.fct_campaign_contacts
-            where contact_date > ? - 30 and contact_date <= ?
+            where contact_date > :since and contact_date <= :d
             group by customer_id
         )
         select e.customer_id, e.campaign_id, e.offer_id,
-               cast(e.value_per_conversion_pen as double) as value_pen,
-               cast(e.priority_weight as double) as priority_weight, e.valid_until,
+               cast(e.value_per_conversion_pen as double precision) as value_pen,
+               cast(e.priority_weight as double precision) as priority_weight, e.valid_until,
                {FEATURE_SELECT},
                {", ".join(f"coalesce(r.contacts_30d_{c}, 0) as contacts_30d_{c}" for c in _CHANNELS)}
         from marts.campaign_eligibility as e
         join marts.customer_features as f
           on f.customer_id = e.customer_id and f.as_of_date = e.as_of_date
         left join recent as r on r.customer_id = e.customer_id
-        where e.as_of_date = ?
+        where e.as_of_date = :d
         """,
-        params=[business_date, business_date, business_date],
-    ).to_arrow_reader(batch_rows)
-    for batch in reader:
-        yield cast_features(batch.to_pandas())
+        {"d": business_date, "since": business_date - dt.timedelta(days=30)},
+        rows=batch_rows,
+    )
+    for batch in batches:
+        yield cast_features(batch)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 
 from crm.settings import Settings, get_settings
-from crm.warehouse import connect
+from crm.warehouse import Session, metadata, warehouse
 from ml.arbitrate import arbitrate, load_policy
 from ml.features import FEATURES, REASON_TEXT, scoring_batches
 from ml.registry import CHAMPION, ModelRef, champion, mlflow_client
@@ -22,7 +23,19 @@ from models.core_banking import CHANNELS
 
 log = logging.getLogger(__name__)
 
-ASSIGNMENTS_TABLE = "marts.customer_campaign_assignments"
+# the day's assignment, back in the warehouse (dbt reads it as a source; the publish reads it)
+ASSIGNMENTS = sa.Table(
+    "customer_campaign_assignments", metadata,
+    sa.Column("business_date", sa.Date(), primary_key=True),
+    sa.Column("customer_id", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("rank", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("campaign_id", sa.Unicode(64), nullable=False), sa.Column("offer_id", sa.Unicode(64), nullable=False),
+    sa.Column("channel", sa.Unicode(32), nullable=False), sa.Column("propensity", sa.Double(), nullable=False),
+    sa.Column("priority", sa.Double(), nullable=False), sa.Column("valid_until", sa.Date(), nullable=False),
+    sa.Column("model_name", sa.Unicode(200), nullable=False), sa.Column("model_version", sa.Unicode(64), nullable=False),
+    sa.Column("reasons", sa.UnicodeText(), nullable=False),
+    schema="marts",
+)  # fmt: skip
 
 
 class NothingToAssign(RuntimeError):
@@ -31,36 +44,36 @@ class NothingToAssign(RuntimeError):
     campaigns' state."""
 
 
-def campaigns_state(con, business_date: dt.date) -> str:
+def campaigns_state(session: Session, business_date: dt.date) -> str:
     """The campaigns on ``business_date``, for a person: which are live, and why each live one
     reached no one (the outcomes in marts.campaign_exclusions)."""
-    live = [r[0] for r in con.execute(
-        "select campaign_id from staging.stg_campaigns__campaigns where start_date <= ? and end_date >= ? "
-        "order by campaign_id", [business_date, business_date]).fetchall()]  # fmt: skip
+    live = [r[0] for r in session.rows(
+        "select campaign_id from staging.stg_campaigns__campaigns where start_date <= :d and end_date >= :d "
+        "order by campaign_id", {"d": business_date})]  # fmt: skip
     if not live:
-        ended = con.execute("select max(end_date) from staging.stg_campaigns__campaigns").fetchone()[0]
+        ended = session.scalar("select max(end_date) from staging.stg_campaigns__campaigns")
         return f"no campaign is live on {business_date} (the last one ended {ended})"
-    outcomes = con.execute(
-        "select outcome, sum(customers) from marts.campaign_exclusions where as_of_date = ? "
+    outcomes = session.rows(
+        "select outcome, sum(customers) from marts.campaign_exclusions where as_of_date = :d "
         "group by outcome order by 2 desc, 1",
-        [business_date],
-    ).fetchall()
+        {"d": business_date},
+    )
     seen = ", ".join(f"{outcome}={int(n)}" for outcome, n in outcomes) or "no customer evaluated (no features?)"
     return f"{len(live)} campaigns live ({', '.join(live)}); customers x campaigns by outcome: {seen}"
 
 
-def assignment_gate(con, business_date: dt.date, pairs: int, assigned: int | None = None) -> None:
+def assignment_gate(session: Session, business_date: dt.date, pairs: int, assigned: int | None = None) -> None:
     """Stop the run, naming the gate, the counts and the campaigns' state, when ``business_date``
     has no eligible pair (``assigned`` None: before scoring) or arbitration assigned no offer."""
     if pairs == 0:
         raise NothingToAssign(
             f"assignment gate for {business_date}: 0 eligible customer x campaign pairs in "
-            f"marts.campaign_eligibility, nothing to score or publish; {campaigns_state(con, business_date)}"
+            f"marts.campaign_eligibility, nothing to score or publish; {campaigns_state(session, business_date)}"
         )
     if assigned == 0:
         raise NothingToAssign(
             f"assignment gate for {business_date}: {pairs} eligible pairs scored but arbitration assigned no "
-            f"offer (capacities, consents and 30-day frequency caps left none); {campaigns_state(con, business_date)}"
+            f"offer (capacities, consents and 30-day frequency caps left none); {campaigns_state(session, business_date)}"
         )
 
 
@@ -169,15 +182,17 @@ class ReasonCoder:
         return out
 
 
-def _reference(con, business_date: dt.date) -> dict[str, tuple[float, float]]:
+def _features_table(*columns: str) -> sa.TableClause:
+    return sa.table("customer_features", *(sa.column(c) for c in [*columns, "customer_id", "as_of_date"]),
+                    schema="marts")  # fmt: skip
+
+
+def _reference(session: Session, business_date: dt.date) -> dict[str, tuple[float, float]]:
     """Mean and standard deviation of each reason feature over the day's customers."""
-    cols = list(REASON_TEXT)
-    row = con.sql(
-        f"select {', '.join(f'avg({c}), stddev_pop({c})' for c in cols)} "
-        "from marts.customer_features where as_of_date = ?",
-        params=[business_date],
-    ).fetchall()[0]
-    return {c: (float(row[2 * i] or 0), float(row[2 * i + 1] or 0)) for i, c in enumerate(cols)}
+    f = _features_table(*REASON_TEXT)
+    columns = [fn(sa.cast(f.c[c], sa.Double())) for c in REASON_TEXT for fn in (sa.func.avg, sa.func.stddev_pop)]
+    row = session.rows(sa.select(*columns).where(f.c.as_of_date == business_date))[0]
+    return {c: (float(row[2 * i] or 0), float(row[2 * i + 1] or 0)) for i, c in enumerate(REASON_TEXT)}
 
 
 # what arbitration needs of each scored pair (kept narrow: every eligible pair of the day is held)
@@ -216,19 +231,12 @@ def score_pairs(model, batches, coder: ReasonCoder, model_uri: str | None = None
     return pairs, offers
 
 
-def _reason_texts(con, business_date: dt.date, assigned: pd.DataFrame, coder: ReasonCoder) -> list[str]:
+def _reason_texts(session: Session, business_date: dt.date, assigned: pd.DataFrame, coder: ReasonCoder) -> list[str]:
     """The reasons of the assigned pairs: the features that pushed the score, then the channel rule."""
-    ids = pd.DataFrame({"customer_id": assigned["customer_id"].unique()})  # noqa: F841 - read below
-    features = (
-        con.sql(
-            f"select f.customer_id, {', '.join(f'cast(f.{c} as double) as {c}' for c in coder.features)} "
-            "from marts.customer_features as f join ids on ids.customer_id = f.customer_id where f.as_of_date = ?",
-            params=[business_date],
-        )
-        .df()
-        .set_index("customer_id")
-        .loc[assigned["customer_id"].to_numpy()]
-    )
+    f = _features_table(*coder.features)
+    columns = [sa.cast(f.c[c], sa.Double()).label(c) for c in coder.features]
+    features = session.frame(sa.select(f.c.customer_id, *columns).where(f.c.as_of_date == business_date))
+    features = features.set_index("customer_id").loc[assigned["customer_id"].to_numpy()]
     codes = pd.Categorical(assigned["campaign_id"], categories=coder.campaigns).codes
     texts = coder.reasons(features, codes)
     return [json.dumps([*t, ch]) for t, ch in zip(texts, assigned["channel_reason"], strict=True)]
@@ -239,25 +247,26 @@ def score_and_assign(business_date: dt.date, settings: Settings | None = None) -
     import mlflow
 
     settings = settings or get_settings()
-    with connect(settings) as con:
-        eligible = con.execute(
-            "select count(*) from marts.campaign_eligibility where as_of_date = ?", [business_date]
-        ).fetchone()[0]
-        assignment_gate(con, business_date, eligible)
+    wh = warehouse(settings)
+    with wh.connect() as session:
+        eligible = session.scalar(
+            "select count(*) from marts.campaign_eligibility where as_of_date = :d", {"d": business_date}
+        )
+        assignment_gate(session, business_date, eligible)
     ref = ensure_champion(business_date, settings)
     mlflow_client(settings)
     model_uri = f"models:/{ref.name}@{CHAMPION}"
     model = mlflow.sklearn.load_model(model_uri)
-    with connect(settings) as con:
-        policy = load_policy(con, settings.max_offers_per_customer)
-        coder = ReasonCoder(_reference(con, business_date), sorted(policy.campaign_capacity))
-        pairs, offers = score_pairs(model, scoring_batches(con, business_date), coder, model_uri)
+    with wh.connect() as session:
+        policy = load_policy(session, settings.max_offers_per_customer)
+        coder = ReasonCoder(_reference(session, business_date), sorted(policy.campaign_capacity))
+        pairs, offers = score_pairs(model, scoring_batches(session, business_date), coder, model_uri)
         assigned = arbitrate(pairs, policy)
-        assignment_gate(con, business_date, len(pairs), len(assigned))
+        assignment_gate(session, business_date, len(pairs), len(assigned))
         assigned["campaign_id"] = assigned["campaign_id"].astype(str)
         assigned["offer_id"] = assigned["campaign_id"].map(lambda c: offers[c][0])
         assigned["valid_until"] = assigned["campaign_id"].map(lambda c: offers[c][1])
-        assigned["reasons"] = _reason_texts(con, business_date, assigned, coder)
+        assigned["reasons"] = _reason_texts(session, business_date, assigned, coder)
     write_assignments(business_date, assigned, ref, settings)
     result = ScoringResult(
         business_date.isoformat(),
@@ -308,22 +317,6 @@ def log_scoring_run(business_date: dt.date, ref: ModelRef, pairs: pd.DataFrame, 
         mlflow.log_artifacts(str(out), artifact_path="scoring")
 
 
-def create_assignments_table(con) -> None:
-    """``marts.customer_campaign_assignments`` when it does not exist yet (dbt reads it as a source)."""
-    con.execute("create schema if not exists marts")
-    con.execute(
-        f"""
-        create table if not exists {ASSIGNMENTS_TABLE} (
-            business_date date not null, customer_id bigint not null, rank integer not null,
-            campaign_id varchar not null, offer_id varchar not null, channel varchar not null,
-            propensity double not null, priority double not null, valid_until date not null,
-            model_name varchar not null, model_version varchar not null, reasons varchar not null,
-            primary key (business_date, customer_id, rank)
-        )
-        """
-    )
-
-
 def write_assignments(business_date: dt.date, assigned: pd.DataFrame, ref: ModelRef, settings: Settings) -> None:
     """Replace the business date's rows of ``marts.customer_campaign_assignments`` in one transaction."""
 
@@ -343,17 +336,4 @@ def write_assignments(business_date: dt.date, assigned: pd.DataFrame, ref: Model
             "reasons": assigned["reasons"].astype(str),
         }
     )
-    with connect(settings) as con:
-        create_assignments_table(con)
-        con.execute("begin transaction")
-        try:
-            con.execute(
-                f"delete from {ASSIGNMENTS_TABLE} where business_date = ?",
-                [business_date],
-            )
-            con.register("frame", frame)
-            con.execute(f"insert into {ASSIGNMENTS_TABLE} by name select * from frame")
-            con.execute("commit")
-        except Exception:
-            con.execute("rollback")
-            raise
+    warehouse(settings).replace_date(ASSIGNMENTS, "business_date", business_date, frame)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from crm.settings import Settings, get_settings
-from crm.warehouse import connect
+from crm.warehouse import warehouse
 from ml.features import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES
 from ml.registry import CHALLENGER, CHAMPION, mlflow_client
 from ml.training_set import TrainingWindow, backfill_features, feature_dates_missing, training_frame
@@ -229,13 +229,13 @@ def train_and_register(
     settings = settings or get_settings()
     config = config or TrainingConfig()
     window = TrainingWindow(business_date, config.window_days, config.feature_step_days)
-    with connect(settings) as con:
-        missing = feature_dates_missing(con, window)
+    with warehouse(settings).connect() as session:
+        missing = feature_dates_missing(session, window)
     if missing:
         log.info("backfilling features as of %d dates: %s", len(missing), ", ".join(map(str, missing)))
         backfill_features(missing, settings)
-    with connect(settings) as con:
-        df = training_frame(con, window)
+    with warehouse(settings).connect() as session:
+        df = training_frame(session, window)
     accepted = int(df["accepted"].sum()) if len(df) else 0
     if len(df) < MIN_CONTACTS or accepted < MIN_ACCEPTANCES or accepted == len(df):
         raise TrainingError(

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 from dataclasses import dataclass
 
 import pandas as pd
+import sqlalchemy as sa
 
 from crm.settings import Settings, get_settings
-from crm.warehouse import connect, run_dbt_in_process
-from ml.features import FEATURE_SELECT, cast_features
+from crm.warehouse import Session, days_after, run_dbt_in_process, warehouse
+from ml.features import FEATURES, cast_features, feature_columns
 
 log = logging.getLogger(__name__)
 
@@ -55,50 +57,46 @@ class TrainingWindow:
     def first_contact(self) -> dt.date:
         return self.business_date - dt.timedelta(days=self.window_days)
 
-    def params(self) -> list:
-        """The query parameters of the contacts this window covers (see ``_CONTACTS``)."""
-        return [self.first_contact, self.business_date]
+
+_CONTACT_COLUMNS = ("contact_id", "customer_id", "campaign_id", "contact_date", "is_accepted", "response_window_days")
+CONTACTS = sa.table("fct_campaign_contacts", *map(sa.column, _CONTACT_COLUMNS), schema="marts")
+FEATURE_ROWS = sa.table("customer_features", *map(sa.column, ("as_of_date", "customer_id", *FEATURES)), schema="marts")
 
 
-# the contacts of the window whose outcome is final on the business date
-_CONTACTS = """
-    select contact_id, customer_id, campaign_id, contact_date, is_accepted as accepted
-    from marts.fct_campaign_contacts
-    where contact_date >= ? and contact_date + response_window_days <= ?
-"""
+def _usable_features(window: TrainingWindow) -> tuple[sa.CTE, sa.CTE]:
+    """What both queries start from: ``contacts``, the window's contacts whose outcome is final on
+    the business date, and ``usable``: per contact, the stored feature dates close enough before
+    it (at most ``feature_step_days``)."""
+    c = CONTACTS.c
+    contacts = sa.select(
+        c.contact_id, c.customer_id, c.campaign_id, c.contact_date, c.is_accepted.label("accepted")
+    ).where(
+        c.contact_date >= window.first_contact,
+        days_after(c.contact_date, c.response_window_days) <= window.business_date,
+    )
+    contacts = contacts.cte("contacts")
+    stored = sa.select(FEATURE_ROWS.c.as_of_date).distinct().cte("stored")
+    usable = sa.select(contacts.c.contact_id, stored.c.as_of_date).join_from(
+        contacts, stored, sa.and_(stored.c.as_of_date < contacts.c.contact_date,
+                                  stored.c.as_of_date >= days_after(contacts.c.contact_date, -window.feature_step_days))
+    ).cte("usable")  # fmt: skip
+    return contacts, usable
 
 
-def _usable_features(step: int) -> str:
-    """The CTEs both queries start from: the window's final contacts, the stored feature dates, and
-    ``usable``: per contact, the stored dates close enough before it (at most ``step`` days)."""
-    return f"""
-        with contacts as ({_CONTACTS}),
-        stored as (select distinct as_of_date from marts.customer_features),
-        usable as (
-            select c.contact_id, s.as_of_date from contacts as c
-            join stored as s on s.as_of_date < c.contact_date and s.as_of_date >= c.contact_date - {step}
-        )
-    """
-
-
-def feature_dates_missing(con, window: TrainingWindow) -> list[dt.date]:
+def feature_dates_missing(session: Session, window: TrainingWindow) -> list[dt.date]:
     """As-of dates to backfill so that every contact of the window has features at most
     ``feature_step_days`` before it: for a contact on C with none, the date ``D - 1 - k * step``
     (the fixed weekly grid counted back from the business date D) just before C."""
-    step = window.feature_step_days
-    rows = con.execute(
-        f"""
-        {_usable_features(step)},
-        uncovered as (
-            select distinct contact_date from contacts
-            where contact_id not in (select contact_id from usable)
-        )
-        select distinct cast(1 + {step} * ceil((? - contact_date) / {step}) as integer) as days_back
-        from uncovered
-        """,
-        [*window.params(), window.business_date],
-    ).fetchall()
-    return sorted(window.business_date - dt.timedelta(days=int(r[0])) for r in rows)
+    contacts, usable = _usable_features(window)
+    uncovered = sa.select(contacts.c.contact_date).distinct()
+    uncovered = uncovered.where(contacts.c.contact_id.not_in(sa.select(usable.c.contact_id)))
+    step, d = window.feature_step_days, window.business_date
+    days_back = {1 + step * math.ceil((d - _date(r[0])).days / step) for r in session.rows(uncovered)}
+    return sorted(d - dt.timedelta(days=n) for n in days_back)
+
+
+def _date(value) -> dt.date:
+    return value.date() if isinstance(value, dt.datetime) else value
 
 
 def backfill_features(dates: list[dt.date], settings: Settings | None = None) -> dict[str, int]:
@@ -114,6 +112,7 @@ def backfill_features(dates: list[dt.date], settings: Settings | None = None) ->
     if not dates:
         return {}
     target_path = settings.home / "dbt-target" / "feature-backfill"  # apart from the DAG's manifest
+    wh = warehouse(settings)
     counts: dict[str, int] = {}
     for day in sorted(dates):
         for entity in SNAPSHOT_ENTITIES:
@@ -121,13 +120,11 @@ def backfill_features(dates: list[dt.date], settings: Settings | None = None) ->
             gate_landing(entity, day, settings)
         load_business_date(day, settings, entities=SNAPSHOT_ENTITIES)
         _dbt_features(day, settings, target_path, "+customer_features")
-        with connect(settings) as con:
-            counts[day.isoformat()] = con.sql(
-                "select count(*) from marts.customer_features where as_of_date = ?", params=[day]
-            ).fetchall()[0][0]
+        counts[day.isoformat()] = wh.scalar(
+            "select count(*) from marts.customer_features where as_of_date = :d", {"d": day}
+        )
         log.info("features as of %s backfilled: %d customers", day, counts[day.isoformat()])
-    with connect(settings) as con:
-        latest = con.sql("select max(_business_date) from raw.customers").fetchall()[0][0]
+    latest = wh.scalar("select max(_business_date) from raw.customers")
     _dbt_features(latest, settings, target_path, "+customer_features", "--exclude", "customer_features")
     return counts
 
@@ -136,28 +133,33 @@ def _dbt_features(day: dt.date, settings: Settings, target_path, *select: str) -
     ok, error = run_dbt_in_process(
         "run", "--select", *select,
         duckdb_path=settings.duckdb_path, business_date=day, target=settings.dbt_target, target_path=target_path,
+        settings=settings,
     )  # fmt: skip
     if not ok:
         raise FeatureBackfillError(f"dbt could not build customer_features as of {day}: {error}")
 
 
-def training_frame(con, window: TrainingWindow) -> pd.DataFrame:
+def training_frame(session: Session, window: TrainingWindow) -> pd.DataFrame:
     """Every final contact of the window with its label and its point-in-time features, by date."""
-    step = window.feature_step_days
-    df = con.execute(
-        f"""
-        {_usable_features(step)},
-        dated as (
-            select c.*, u.feature_date from contacts as c
-            join (select contact_id, max(as_of_date) as feature_date from usable group by contact_id) as u
-              on u.contact_id = c.contact_id
+    contacts, usable = _usable_features(window)
+    latest = sa.select(usable.c.contact_id, sa.func.max(usable.c.as_of_date).label("feature_date"))
+    latest = latest.group_by(usable.c.contact_id).subquery("latest")
+    f = FEATURE_ROWS.alias("f")
+    query = (
+        sa.select(
+            contacts.c.contact_id,
+            contacts.c.contact_date,
+            latest.c.feature_date,
+            contacts.c.customer_id,
+            contacts.c.campaign_id,
+            contacts.c.accepted,
+            *feature_columns(f),
         )
-        select d.contact_id, d.contact_date, d.feature_date, d.customer_id, d.campaign_id, d.accepted,
-               {FEATURE_SELECT}
-        from dated as d
-        join marts.customer_features as f on f.customer_id = d.customer_id and f.as_of_date = d.feature_date
-        order by d.contact_date, d.contact_id
-        """,
-        window.params(),
-    ).df()
+        .join_from(contacts, latest, latest.c.contact_id == contacts.c.contact_id)
+        .join(f, sa.and_(f.c.customer_id == contacts.c.customer_id, f.c.as_of_date == latest.c.feature_date))
+        .order_by(contacts.c.contact_date, contacts.c.contact_id)
+    )
+    df = session.frame(query)
+    for column in ("contact_date", "feature_date"):
+        df[column] = pd.to_datetime(df[column])
     return cast_features(df)

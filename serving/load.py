@@ -15,7 +15,6 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,7 +22,7 @@ import pyarrow.compute as pc
 from crm import cache
 from crm.services import ensure_redis
 from crm.settings import Settings, get_settings
-from crm.warehouse import connect
+from crm.warehouse import warehouse
 from serving.codec import (
     MAX_CODES,
     NO_REASON,
@@ -133,17 +132,16 @@ def _encoded(column: pa.ChunkedArray, what: str, limit: int | None = MAX_CODES) 
 
 
 def read_assignments(business_date: dt.date, settings: Settings) -> Assignments | None:
-    with connect(settings) as con:
-        table = con.sql(
-            """
-            select customer_id, campaign_id, offer_id, channel, propensity, priority,
-                   cast(valid_until as varchar) as valid_until, model_name, model_version, reasons
-            from marts.customer_campaign_assignments
-            where business_date = ?
-            order by customer_id, rank
-            """,
-            params=[business_date],
-        ).to_arrow_table()
+    table = warehouse(settings).arrow(
+        """
+        select customer_id, campaign_id, offer_id, channel, propensity, priority,
+               cast(valid_until as varchar(10)) as valid_until, model_name, model_version, reasons
+        from marts.customer_campaign_assignments
+        where business_date = :d
+        order by customer_id, rank
+        """,
+        {"d": business_date},
+    )
     if table.num_rows == 0:
         return None
     campaign, campaigns = _encoded(table["campaign_id"], "campaigns")
@@ -182,21 +180,20 @@ def read_performance(business_date: dt.date, settings: Settings) -> dict[str, li
     """Each campaign's results per day over the ``PERFORMANCE_DAYS`` to ``business_date``, every
     channel together, from ``marts.campaign_performance``; None when the mart is not built."""
     first = business_date - dt.timedelta(days=PERFORMANCE_DAYS - 1)
-    try:
-        with connect(settings) as con:
-            rows = con.sql(
-                """
-                select campaign_id, cast(performance_date as varchar) as day, sum(assigned), sum(contacted),
-                       sum(accepted), cast(sum(value_pen) as double)
-                from marts.campaign_performance
-                where performance_date between ? and ?
-                group by campaign_id, performance_date
-                order by campaign_id, performance_date
-                """,
-                params=[first, business_date],
-            ).fetchall()
-    except duckdb.CatalogException:
+    wh = warehouse(settings)
+    if not wh.has_table("campaign_performance", "marts"):
         return None
+    rows = wh.rows(
+        """
+        select campaign_id, cast(performance_date as varchar(10)) as day, sum(assigned), sum(contacted),
+               sum(accepted), cast(sum(value_pen) as double precision)
+        from marts.campaign_performance
+        where performance_date between :first and :last
+        group by campaign_id, performance_date
+        order by campaign_id, performance_date
+        """,
+        {"first": first, "last": business_date},
+    )
     out: dict[str, list[dict]] = {}
     for campaign_id, day, assigned, contacted, accepted, value in rows:
         out.setdefault(campaign_id, []).append(
@@ -217,20 +214,20 @@ def read_profiles(business_date: dt.date, settings: Settings) -> tuple[np.ndarra
     products held, tenure) as (ascending ids, PROFILE records, segment names); None when the
     mart is not built or holds no row for the date."""
     held = " + ".join(f"coalesce(cast(has_{p} as integer), 0) * {1 << i}" for i, p in enumerate(PRODUCTS))
-    try:
-        with connect(settings) as con:
-            table = con.sql(
-                f"""
-                select customer_id, coalesce(segment, 'UNKNOWN') as segment, {held} as held,
-                       least(greatest(coalesce(tenure_days, 0), 0), 65535) as tenure_days
-                from marts.customer_360
-                where as_of_date = ?
-                order by customer_id
-                """,
-                params=[business_date],
-            ).to_arrow_table()
-    except duckdb.CatalogException:
+    wh = warehouse(settings)
+    if not wh.has_table("customer_360", "marts"):
         return None
+    tenure = "coalesce(tenure_days, 0)"
+    table = wh.arrow(
+        f"""
+        select customer_id, coalesce(segment, 'UNKNOWN') as segment, {held} as held,
+               case when {tenure} < 0 then 0 when {tenure} > 65535 then 65535 else {tenure} end as tenure_days
+        from marts.customer_360
+        where as_of_date = :d
+        order by customer_id
+        """,
+        {"d": business_date},
+    )
     if table.num_rows == 0:
         return None
     segment, segments = _encoded(table["segment"], "customer segments")

@@ -33,17 +33,19 @@ def crm_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ.pop("CRM_DUCKDB_PATH", None)
     os.environ.pop("CRM_REDIS_URL", None)
     os.environ.pop("CRM_CORE_API_URL", None)
-    from crm.services import stop_redis, stop_sandbox
+    from crm.services import stop_postgres, stop_redis, stop_sandbox
     from crm.settings import Settings
 
     yield home
     stop_sandbox()
     stop_redis()
+    stop_postgres()
     # tests that work in a home of their own (home / "<name>") may leave its services: stop them too
     for run_dir in home.rglob("run"):
         if run_dir.is_dir() and run_dir.parent != home:
             stop_sandbox(Settings(home=run_dir.parent))
             stop_redis(Settings(home=run_dir.parent))
+            stop_postgres(Settings(home=run_dir.parent))
 
 
 @pytest.fixture(scope="session")

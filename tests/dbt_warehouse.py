@@ -7,22 +7,21 @@ import datetime as dt
 import subprocess
 from pathlib import Path
 
-import duckdb
-
 from benchmarks.backfill import content_hash  # noqa: F401 (the tests' fingerprint of a relation)
 from crm import warehouse
+from crm.settings import Settings
 from ingestion.load import create_raw_tables
-from ml.score import create_assignments_table
+from ml.score import ASSIGNMENTS
 
 
 def empty_raw_warehouse(directory: Path) -> Path:
     """``directory/warehouse.duckdb`` with an empty ``raw.<entity>`` table per contract and the empty
     assignments table the scoring step writes."""
-    path = directory / "warehouse.duckdb"
-    with duckdb.connect(str(path)) as con:
-        create_raw_tables(con)
-        create_assignments_table(con)
-    return path
+    settings = Settings(home=directory)
+    with warehouse.warehouse(settings).begin() as session:
+        create_raw_tables(session)
+        session.create(ASSIGNMENTS)
+    return settings.duckdb_path
 
 
 def run_dbt(directory: Path, *args: str, business_date: dt.date | str = "2026-11-27") -> subprocess.CompletedProcess:

@@ -77,7 +77,7 @@ def test_each_failed_run_gets_its_own_e_mail(monkeypatch, inbox):
 DAGBAG = """
 import json
 from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(dag_folder="dags", known_pools={"default_pool", "crm_duckdb"})
+bag = DagBag(dag_folder="dags", known_pools={"default_pool", "crm_warehouse"})
 print(json.dumps({
     "errors": {path.rsplit("/", 1)[-1]: error for path, error in bag.import_errors.items()},
     "dags": {d.dag_id: [bool(d.on_failure_callback), d.dagrun_timeout.total_seconds() if d.dagrun_timeout else None]

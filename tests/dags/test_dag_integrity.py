@@ -19,7 +19,7 @@ def dagbag():
     from airflow.dag_processing.dagbag import DagBag
 
     # known_pools: a task naming a pool the deployment does not create fails to import
-    return DagBag(dag_folder=str(REPO_ROOT / "dags"), known_pools={"default_pool", "crm_duckdb"})
+    return DagBag(dag_folder=str(REPO_ROOT / "dags"), known_pools={"default_pool", "crm_warehouse"})
 
 
 def test_every_dag_file_imports_without_errors(dagbag):
@@ -61,15 +61,15 @@ def test_crm_daily_runs_every_stage_in_order(dagbag):
     # the console's extras (campaign_performance, customer_360) are published with the snapshot
     assert "dbt_reporting" in dag.get_task("publish_cache").get_flat_relative_ids(upstream=True)
     assert dag.get_task("dbt_build").exclude == dag.get_task("dbt_reporting").select == "tag:after_scoring"
-    # every task that touches the warehouse shares the one-slot pool
+    # every task that touches the warehouse shares the warehouse pool (one slot on DuckDB)
     for task_id in ("load_raw", "dbt_build", "gate_marts", "score_and_assign", "publish_cache", "dbt_reporting"):
-        assert dag.get_task(task_id).pool == "crm_duckdb", task_id
+        assert dag.get_task(task_id).pool == "crm_warehouse", task_id
 
 
 def test_retention_is_daily_after_the_daily_run_and_writes_through_the_warehouse_pool(dagbag):
     dag = dagbag.dags["crm_retention"]
     assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("0 4 * * *", "America/Lima")
-    assert [t.pool for t in dag.tasks] == ["crm_duckdb"]
+    assert [t.pool for t in dag.tasks] == ["crm_warehouse"]
     assert "CRM_RAW_RETENTION_DAYS" in dag.doc_md
 
 
@@ -78,28 +78,48 @@ def test_model_training_is_weekly_with_the_parameters_a_data_engineer_sets(dagba
     assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("0 6 * * 0", "America/Lima")  # Sundays
     assert dag.get_task("backfill_features").downstream_task_ids == {"train_and_promote"}
     for task in dag.tasks:
-        assert task.pool == "crm_duckdb", task.task_id  # it writes the warehouse (feature backfill)
+        assert task.pool == "crm_warehouse", task.task_id  # it writes the warehouse (feature backfill)
     params = dag.params.dump()
     assert params["training_window_days"] == 84 and params["promotion_margin"] == 0.005
     assert params["candidates"] == ["logistic_regression", "gradient_boosting"]
     assert params["business_date"] is None and params["feature_step_days"] == 7
 
 
-def test_on_azure_sql_the_dbt_tasks_do_not_queue_on_the_duckdb_pool():
-    """Azure SQL has no single-writer limit: with CRM_DBT_TARGET=azure the dbt tasks use the
-    default pool and dbt's threads (the azure profile's) run a layer's models in parallel."""
+def test_on_a_server_warehouse_the_pool_has_the_configured_slots_and_dbt_reaches_the_server(tmp_path):
+    """PostgreSQL and Azure SQL have no single-writer limit: with CRM_DBT_TARGET=postgres the pool
+    ``crm_warehouse`` that ``make airflow`` creates has CRM_WAREHOUSE_POOL_SLOTS slots (one on
+    DuckDB), and the dbt tasks are told the server, not its password."""
+    import json
+
     import yaml
+
+    from crm.airflow_env import airflow, prepare_airflow
+    from crm.settings import Settings
 
     code = (
         "from airflow.dag_processing.dagbag import DagBag; "
-        f"dag = DagBag(dag_folder={str(REPO_ROOT / 'dags')!r}, known_pools={{'default_pool', 'crm_duckdb'}}).dags['crm_daily']; "
-        "print(sorted({t.task_id: t.pool for t in dag.tasks if t.task_id.startswith('dbt')}.items()))"
+        f"dag = DagBag(dag_folder={str(REPO_ROOT / 'dags')!r}, known_pools={{'default_pool', 'crm_warehouse'}}).dags['crm_daily']; "
+        "t = dag.get_task('dbt_build'); print(t.pool, sorted(k for k in t.env if k.startswith(('CRM_POSTGRES', 'PG'))))"
     )
-    env = {**os.environ, "CRM_DBT_TARGET": "azure"}
+    env = {**os.environ, "CRM_DBT_TARGET": "postgres", "CRM_HOME": str(tmp_path), "CRM_WAREHOUSE_POOL_SLOTS": "6"}
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT, env=env
     )
-    assert out.stdout.strip().splitlines()[-1] == "[('dbt_build', 'default_pool'), ('dbt_reporting', 'default_pool')]"
+    assert out.stdout.strip().splitlines()[-1] == (
+        "crm_warehouse ['CRM_POSTGRES_DATABASE', 'CRM_POSTGRES_HOST', 'CRM_POSTGRES_PORT', 'CRM_POSTGRES_USER', "
+        "'PGPASSFILE']"
+    )
+    os.environ.update({k: v for k, v in env.items() if k != "CRM_HOME"})
+    try:
+        settings = Settings(home=tmp_path)
+        prepare_airflow(settings)
+        listed = airflow(["pools", "list", "-o", "json"], settings, capture_output=True, text=True)
+        assert listed.returncode == 0, listed.stderr[-2000:]
+    finally:
+        for k in ("CRM_DBT_TARGET", "CRM_WAREHOUSE_POOL_SLOTS"):
+            os.environ.pop(k)
+    slots = {p["pool"]: int(p["slots"]) for p in json.loads(listed.stdout)}
+    assert slots["crm_warehouse"] == 6
     profile = yaml.safe_load((REPO_ROOT / "dbt_project" / "profiles.yml").read_text())
     assert profile["crm"]["outputs"]["azure"]["threads"] >= 4
 

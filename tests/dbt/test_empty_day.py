@@ -13,6 +13,7 @@ from dbt_warehouse import empty_raw_warehouse, run_dbt
 
 from benchmarks.bank import land
 from crm.settings import get_settings
+from crm.warehouse import warehouse
 from ml.score import NothingToAssign, assignment_gate, score_and_assign
 from sandbox.bank import Bank
 
@@ -42,7 +43,7 @@ def test_a_day_with_no_eligible_pair_stops_at_the_assignment_gate(settings):
 
 
 def test_pairs_with_no_offer_assigned_stop_at_the_gate_with_the_outcomes(settings):
-    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+    with warehouse(settings).connect() as session:
         with pytest.raises(NothingToAssign, match="120 eligible pairs scored but arbitration assigned no offer"):
-            assignment_gate(con, AFTER_EVERY_CAMPAIGN, 120, 0)
-        assignment_gate(con, AFTER_EVERY_CAMPAIGN, 120, 7)  # offers assigned: the run goes on
+            assignment_gate(session, AFTER_EVERY_CAMPAIGN, 120, 0)
+        assignment_gate(session, AFTER_EVERY_CAMPAIGN, 120, 7)  # offers assigned: the run goes on

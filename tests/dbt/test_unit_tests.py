@@ -20,8 +20,8 @@ def test_every_dbt_unit_test_passes(tmp_path):
     results = json.loads((tmp_path / "target" / "run_results.json").read_text())["results"]
     names = {r["unique_id"].rsplit(".", 1)[-1] for r in results if r["status"] == "pass"}
     assert {
-        "rfm_windows_count_the_last_30_90_and_180_days_up_to_the_business_date",
-        "eligibility_rules_consents_and_live_campaigns_decide_who_gets_which_campaign_and_channel",
+        "rfm_windows_count_30_90_180_days_up_to_the_business_date",
+        "eligibility_rules_consents_and_live_campaigns_decide_offers",
         "a_recent_decline_or_an_acceptance_suppresses_the_campaign",
     } <= names
     assert all(r["status"] == "pass" for r in results)

@@ -163,8 +163,15 @@ def test_compose_runs_the_api_and_airflow_on_celery_workers_and_a_password_prote
         if name != "airflow-init":
             _airflow_parses(service["command"])
             assert service["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
-    for command in services["airflow-init"]["command"][-1].split("&&"):
-        _airflow_parses(shlex.split(command))
+    init = [shlex.split(command) for command in services["airflow-init"]["command"][-1].split("&&")]
+    for argv in init:
+        if argv[0] == "crm":  # the project's own verb (the warehouse pool, sized for the warehouse)
+            from entrypoints.cli import cli
+
+            assert argv[1:] == ["warehouse-pool"] and "warehouse-pool" in cli.commands
+        else:
+            _airflow_parses(argv)
+    assert [argv[0] for argv in init] == ["airflow", "crm"]
     # the worker count is a value of the environment (AIRFLOW_WORKERS), two by default
     assert re.fullmatch(r"\$\{AIRFLOW_WORKERS:-2\}", services["airflow-worker"]["deploy"]["replicas"])
     import psycopg2  # noqa: F401 - the image has the metadata database's driver (from the lock)

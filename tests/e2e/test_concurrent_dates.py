@@ -5,7 +5,7 @@ As a data engineer works: ``make demo`` for the live date (yesterday in Lima), t
 on the CeleryExecutor with two workers (``make airflow EXECUTOR=celery``: the embedded Redis as the
 broker) with crm_daily unpaused, so that its scheduler starts the live date's run, and while that
 runs ``make backfill`` of three older dates with ``max_active_runs`` 3. Both workers run tasks of
-the runs, and the warehouse's tasks (pool ``crm_duckdb``) never overlap, whichever worker runs
+the runs, and the warehouse's tasks (pool ``crm_warehouse``) never overlap, whichever worker runs
 them. Every mart's rows of each date are fingerprinted (row count and SHA-256 of the sorted rows;
 ``dim_customers``: the customer versions valid on the date); two dates are backfilled again, their
 runs must execute again (new end times) and their rows must not change; then each date runs alone
@@ -123,7 +123,7 @@ def test_dates_run_side_by_side_give_each_date_the_rows_it_gives_alone(crm_home,
         # one writer was never two of them
         tasks = [t for t in _task_instances(settings) if t[0].startswith(("backfill__", "scheduled__"))]
         assert {t[3] for t in tasks} == {"worker1", "worker2"}, {t[3] for t in tasks}
-        warehouse = sorted((t[5], t[6], t[0], t[1]) for t in tasks if t[4] == "crm_duckdb")
+        warehouse = sorted((t[5], t[6], t[0], t[1]) for t in tasks if t[4] == "crm_warehouse")
         assert len(warehouse) >= 4 * 8, warehouse  # every run's plan, load, dbt, gate, model, scoring, publish
         for before, after in itertools.pairwise(warehouse):
             assert after[0] >= before[1], (before, after)

@@ -69,12 +69,12 @@ def _settings(home, monkeypatch):
 
 
 def _assignments(settings):
-    from crm.warehouse import connect
+    from crm.warehouse import warehouse
 
-    with connect(settings) as con:
-        return con.execute(
-            "select * from marts.customer_campaign_assignments where business_date = ? order by customer_id, rank", [D]
-        ).df()
+    return warehouse(settings).frame(
+        "select * from marts.customer_campaign_assignments where business_date = :d order by customer_id, rank",
+        {"d": D},
+    )
 
 
 def _served(settings, customer_ids, role="sales"):
@@ -115,18 +115,17 @@ def test_every_customer_gets_at_most_three_consented_offers(first_run, e2e_home,
     assert df["customer_id"].nunique() > CUSTOMERS // 4
     assert df.groupby("customer_id")["rank"].max().max() <= 3
     assert not df.duplicated(["customer_id", "campaign_id"]).any()
-    from crm.warehouse import connect
+    from crm.warehouse import warehouse
 
-    with connect(settings) as con:
-        consents = (
-            con.execute(
-                "select customer_id, consent_sms, consent_email, consent_phone, consent_push, consent_social "
-                "from marts.customer_features where as_of_date = ?",
-                [D],
-            )
-            .df()
-            .set_index("customer_id")
+    consents = (
+        warehouse(settings)
+        .frame(
+            "select customer_id, consent_sms, consent_email, consent_phone, consent_push, consent_social "
+            "from marts.customer_features where as_of_date = :d",
+            {"d": D},
         )
+        .set_index("customer_id")
+    )
     for row in df.itertuples():
         assert consents.loc[row.customer_id, f"consent_{row.channel.lower()}"] == 1
         reasons = json.loads(row.reasons)  # readable by a sales agent: why this offer, why this channel
@@ -135,14 +134,12 @@ def test_every_customer_gets_at_most_three_consented_offers(first_run, e2e_home,
 
 def test_the_api_serves_what_the_warehouse_assigned(first_run, e2e_home, monkeypatch):
     settings = _settings(e2e_home, monkeypatch)
-    from crm.warehouse import connect
+    from crm.warehouse import warehouse
 
     df = _assignments(settings)
     sample = sorted(df["customer_id"].unique())[:20]
-    with connect(settings) as con:
-        known = {
-            c for (c,) in con.execute("select customer_id from marts.customer_360 where as_of_date = ?", [D]).fetchall()
-        }
+    known = {c for (c,) in warehouse(settings).rows("select customer_id from marts.customer_360 where as_of_date = :d",
+                                                    {"d": D})}  # fmt: skip
     without_offers = sorted(known - set(df["customer_id"]))[:3]
     unknown = max(known) + 1000
     assert without_offers, "every customer of the bank got an offer: nobody to look up without one"
@@ -412,15 +409,13 @@ def test_a_failing_stage_stops_the_run_names_it_and_publishes_nothing(first_run,
 
 def test_the_training_set_is_point_in_time(first_run, e2e_home, monkeypatch):
     """Each contact's features are from before it (at most a week), and only final outcomes count."""
-    from crm.warehouse import connect
+    from crm.warehouse import warehouse
     from ml.training_set import TrainingWindow, training_frame
 
     settings = _settings(e2e_home, monkeypatch)
-    with connect(settings) as con:
-        df = training_frame(con, TrainingWindow(D))
-        windows = dict(
-            con.execute("select campaign_id, response_window_days from staging.stg_campaigns__campaigns").fetchall()
-        )
+    with warehouse(settings).connect() as session:
+        df = training_frame(session, TrainingWindow(D))
+        windows = dict(session.rows("select campaign_id, response_window_days from staging.stg_campaigns__campaigns"))
     assert len(df) > 200 and 0 < df["accepted"].mean() < 1
     age = (df["contact_date"] - df["feature_date"]).dt.days
     assert age.min() >= 1 and age.max() <= 7
@@ -490,3 +485,49 @@ def test_the_run_log_is_not_buried_in_deprecation_warnings(first_run, e2e_home):
     tasks = set(re.findall(r"starting task_id=([\w.]+)", log))
     assert {"extract", "dbt_build", "score_and_assign", "publish_cache", "dbt_reporting"} <= tasks
     assert len(warnings) <= 2 * len(tasks), "\n".join(warnings[:20])
+
+
+def _mart_hashes(stdout: str) -> dict[str, tuple[int, str]]:
+    """The demo's lines ``<mart> <rows> rows <content hash>``."""
+    import re
+
+    found = re.findall(r"^  (\w+)\s+(\d+) rows  ([0-9a-f]{16})$", stdout, flags=re.M)
+    return {mart: (int(rows), digest) for mart, rows, digest in found}
+
+
+def test_the_same_day_on_postgresql_through_airflow_gives_the_same_marts(first_run, e2e_home, monkeypatch):
+    """``make demo WAREHOUSE=postgres``: crm_daily through Airflow on an embedded PostgreSQL server
+    the demo starts (and stops), the same sandbox bank and champion; every mart's rows of the date
+    equal the DuckDB run's, by content hash. Then crm_model_training and crm_retention run there."""
+    from entrypoints.runs import DAY_COLUMNS
+
+    done = _demo(e2e_home, D, {"CRM_DBT_TARGET": "postgres"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "(warehouse: postgresql;" in done.stdout and "stopped the services this run started: " in done.stdout
+    assert "postgres" in done.stdout.split("stopped the services this run started: ")[1].splitlines()[0]
+    duckdb_marts, postgres_marts = _mart_hashes(first_run.stdout), _mart_hashes(done.stdout)
+    assert set(postgres_marts) == {table for table, _ in DAY_COLUMNS}
+    assert all(rows > 0 for rows, _ in postgres_marts.values()), postgres_marts
+    assert postgres_marts == duckdb_marts
+
+    monkeypatch.setenv("CRM_DBT_TARGET", "postgres")
+    settings = _settings(e2e_home, monkeypatch)
+    cmd = [sys.executable, "-m", "entrypoints.cli", "train", "--date", D.isoformat(), "--customers", str(CUSTOMERS),
+           "--seed", "11", "--margin", "1"]  # fmt: skip
+    env = {**os.environ, "CRM_HOME": str(e2e_home), "CRM_DBT_TARGET": "postgres"}
+    trained = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, check=False)
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    assert "is challenger" in trained.stdout  # trained on PostgreSQL's training set; never promoted at margin 1
+
+    from crm.airflow_env import run_dag_test
+    from crm.services import stop_postgres
+    from crm.warehouse import dispose_engines, warehouse
+
+    later = D + dt.timedelta(days=40)  # the retention window (35 days) has passed D's personal data
+    try:
+        assert warehouse(settings).scalar("select count(*) from raw.customers where _business_date = :d", {"d": D}) > 0
+        assert run_dag_test("crm_retention", later, {}, settings) == 0
+        assert warehouse(settings).scalar("select count(*) from raw.customers") == 0
+    finally:
+        dispose_engines()
+        stop_postgres(settings)

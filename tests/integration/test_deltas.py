@@ -10,7 +10,7 @@ import datetime as dt
 
 import pytest
 
-from crm.warehouse import connect
+from crm.warehouse import warehouse
 from expectations.runner import gate_job
 from ingestion.extract import extract_entity, extract_job, partition_files
 from ingestion.load import extraction_jobs, load_business_date
@@ -62,14 +62,13 @@ def _run(day: dt.date, s, planned: bool) -> dict:
 def _raw(s) -> dict[str, list[tuple]]:
     """Every raw row: snapshots with the business date they are for, windowed entities without the
     date of the load that last replaced their day (deltas and full loads differ there, by design)."""
-    with connect(s) as con:
-        return {
-            entity: con.execute(
-                f"select * {'exclude (_business_date)' if entity in ('transactions', 'campaign_responses') else ''} "
-                f"from raw.{entity} order by all"
-            ).fetchall()
-            for entity in ENTITIES
-        }
+    out = {}
+    for entity in ENTITIES:
+        df = warehouse(s).frame(f"select * from raw.{entity}")
+        if entity in ("transactions", "campaign_responses"):
+            df = df.drop(columns="_business_date")
+        out[entity] = sorted(df.itertuples(index=False, name=None))
+    return out
 
 
 @pytest.fixture(scope="module")

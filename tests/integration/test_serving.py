@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from waits import wait_until
 
 from crm.services import ensure_redis
-from crm.warehouse import connect
+from crm.warehouse import warehouse
 from ml.registry import ModelRef
 from ml.score import write_assignments
 from serving.api import create_app
@@ -195,10 +195,11 @@ def test_a_snapshot_takes_many_reason_combinations_made_of_few_reasons(settings)
 
 
 def test_warehouse_keeps_each_business_date(settings):
-    with connect(settings) as con:
-        rows = dict(
-            con.execute("select business_date, count(*) from marts.customer_campaign_assignments group by 1").fetchall()
+    rows = dict(
+        warehouse(settings).rows(
+            "select business_date, count(*) from marts.customer_campaign_assignments group by business_date"
         )
+    )
     assert rows[D1] == 100 and rows[D2] == 80
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-import duckdb
 import pytest
 
+from crm.settings import Settings
+from crm.warehouse import warehouse
 from ml.features import NUMERIC_FEATURES
 from ml.training_set import TrainingWindow, feature_dates_missing, training_frame
 
@@ -14,31 +15,34 @@ D = dt.date(2026, 11, 27)
 
 
 @pytest.fixture()
-def con():
-    con = duckdb.connect()
-    con.execute("create schema marts")
-    con.execute(
-        "create table marts.fct_campaign_contacts (contact_id varchar, customer_id bigint, campaign_id varchar, "
-        "contact_date date, is_accepted integer, response_window_days integer)"
+def con(tmp_path):
+    """A session on a warehouse of the interface (DuckDB in ``tmp_path``) with the two marts read."""
+    wh = warehouse(Settings(home=tmp_path))
+    wh.execute("create schema marts")
+    wh.execute(
+        "create table marts.fct_campaign_contacts (contact_id varchar(20), customer_id bigint, "
+        "campaign_id varchar(20), contact_date date, is_accepted integer, response_window_days integer)"
     )
-    numeric = ", ".join(f"{c} double" for c in NUMERIC_FEATURES)
-    con.execute(
-        f"create table marts.customer_features (as_of_date date, customer_id bigint, segment varchar, "
-        f"income_band varchar, region varchar, {numeric})"
+    numeric = ", ".join(f"{c} double precision" for c in NUMERIC_FEATURES)
+    wh.execute(
+        f"create table marts.customer_features (as_of_date date, customer_id bigint, segment varchar(20), "
+        f"income_band varchar(20), region varchar(20), {numeric})"
     )
-    return con
+    with wh.begin() as session:
+        yield session
 
 
 def _contact(con, n: int, day: dt.date, window: int = 30, accepted: int = 0, customer: int = 1):
-    con.execute("insert into marts.fct_campaign_contacts values (?, ?, 'CMP-A', ?, ?, ?)",
-                [f"R{n}", customer, day, accepted, window])  # fmt: skip
+    con.execute("insert into marts.fct_campaign_contacts values (:id, :customer, 'CMP-A', :day, :accepted, :window)",
+                {"id": f"R{n}", "customer": customer, "day": day, "accepted": accepted, "window": window})  # fmt: skip
 
 
 def _features(con, day: dt.date, customer: int = 1, age: float = 40):
-    values = [age if c == "age" else 0.0 for c in NUMERIC_FEATURES]
+    values = {c: age if c == "age" else 0.0 for c in NUMERIC_FEATURES}
     con.execute(
-        f"insert into marts.customer_features values (?, ?, 'MASIVO', 'B2', 'LIMA', {', '.join('?' * len(values))})",
-        [day, customer, *values],
+        "insert into marts.customer_features values (:day, :customer, 'MASIVO', 'B2', 'LIMA', "
+        f"{', '.join(f':{c}' for c in values)})",
+        {"day": day, "customer": customer, **values},
     )
 
 

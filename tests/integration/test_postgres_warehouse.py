@@ -1,0 +1,189 @@
+"""The warehouse on a server engine, through the one warehouse interface (``crm.warehouse``).
+
+PostgreSQL is a real server the project starts itself (Debian's programs, ``crm.services``), as it
+starts Redis. The daily stages run in process, in the order crm_daily runs them (the extraction
+plan, the sandbox's extraction and landing gate, the raw load, dbt, the marts' gate, scoring,
+dbt's reporting marts, the publish, retention), once on DuckDB and once on PostgreSQL, on the same
+sandbox bank and champion model:
+- every mart's rows of the date are the same on both, by content hash;
+- every statement the stages sent to PostgreSQL, compiled by SQLAlchemy's SQL Server dialect,
+  parses as T-SQL and holds no DuckDB-only construct: what Azure SQL would be sent (no SQL Server
+  runs here);
+- the interface writes a date's rows in one transaction on both engines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+import sqlglot
+from tsql import duckdb_only_constructs
+
+from crm import warehouse as interface
+from crm.settings import Settings
+from entrypoints.runs import DAY_COLUMNS
+
+D = dt.date(2026, 11, 27)
+CUSTOMERS, SEED = 300, 11
+PARAMS = {"customers": CUSTOMERS, "seed": SEED}
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _daily(home: Path, target: str, mlflow: Path) -> list[sa.Executable]:
+    """crm_daily's task functions for D, in its order, on ``target``; the statements the
+    warehouse interface sent (not MLflow's own, nor the dialect's catalog look-ups)."""
+    from entrypoints import tasks
+
+    sent: list[sa.Executable] = []
+
+    def capture(conn, clauseelement, multiparams, params, execution_options):
+        if conn.engine not in interface._engines.values():
+            return  # MLflow's own store
+        if isinstance(clauseelement, sa.sql.ClauseElement):
+            native = str(clauseelement.compile(dialect=conn.dialect))
+            if "pg_catalog." in native or "information_schema." in native:
+                return  # the dialect's look-ups of its catalog (has_table): SQL Server's dialect has its own
+        sent.append(clauseelement)
+
+    env = {"CRM_HOME": str(home), "CRM_DBT_TARGET": target, "CRM_TASK_RETRIES": "0",
+           "CRM_MLFLOW_TRACKING_URI": f"sqlite:///{mlflow / 'mlflow.db'}",
+           "CRM_MLFLOW_ARTIFACT_ROOT": (mlflow / "artifacts").as_uri()}  # fmt: skip
+    with _environment(**env):
+        sa.event.listen(sa.Engine, "before_execute", capture)
+        try:
+            settings = tasks.run_settings(PARAMS)
+            for job in tasks.plan_extraction(D, PARAMS):
+                tasks.extract(job, D, PARAMS)
+                tasks.gate_landing(job, D, PARAMS)
+            tasks.load_raw(D, PARAMS)
+            _dbt(settings, "--exclude", "tag:after_scoring")
+            tasks.gate_marts(D, PARAMS)
+            tasks.ensure_model(D, PARAMS)
+            tasks.score_and_assign(D, PARAMS)
+            _dbt(settings, "--select", "tag:after_scoring")
+            tasks.publish(D, PARAMS)
+            # what training and evaluation read (the champion is shared: trained once, on DuckDB)
+            from ml.evaluate import evaluate, latest_assigned_date
+            from ml.training_set import TrainingWindow, feature_dates_missing, training_frame
+
+            with interface.warehouse(settings).connect() as session:
+                window = TrainingWindow(D)
+                missing = feature_dates_missing(session, window)
+                # on DuckDB the first training backfilled the window's feature dates
+                assert (missing == []) == (target == "local") and len(training_frame(session, window)) >= 0
+            assert latest_assigned_date(settings) == D
+            evaluate(D, CUSTOMERS, SEED, settings)
+            tasks.purge_personal_data(D + dt.timedelta(days=60), PARAMS)
+        finally:
+            sa.event.remove(sa.Engine, "before_execute", capture)
+    return sent
+
+
+def _dbt(settings: Settings, *selection: str) -> None:
+    """``dbt build`` in this process, as the DAG's dbt tasks run it (Cosmos' dbtRunner)."""
+    ok, error = interface.run_dbt_in_process(
+        "build", *selection, duckdb_path=settings.duckdb_path, business_date=D, target=settings.dbt_target,
+        target_path=settings.home / "dbt-target", settings=settings,
+    )  # fmt: skip
+    assert ok, error
+
+
+@pytest.fixture(scope="module")
+def runs(crm_home: Path) -> dict:
+    mlflow = crm_home / "engines-mlflow"
+    duck, pg = crm_home / "engines-duckdb", crm_home / "engines-postgres"
+    _daily(duck, "local", mlflow)
+    sent = _daily(pg, "postgres", mlflow)
+    with _environment(CRM_HOME=str(duck), CRM_DBT_TARGET="local"):
+        duckdb_settings = Settings()
+    with _environment(CRM_HOME=str(pg), CRM_DBT_TARGET="postgres"):
+        postgres_settings = Settings()
+    yield {"duckdb": duckdb_settings, "postgres": postgres_settings, "sent": sent}
+    from crm.services import stop_postgres, stop_sandbox
+
+    interface.dispose_engines()
+    stop_postgres(postgres_settings)
+    for s in (duckdb_settings, postgres_settings):
+        stop_sandbox(s)
+
+
+def _marts(settings: Settings) -> dict[str, tuple[int, str]]:
+    with interface.warehouse(settings).connect() as session:
+        return {
+            table: interface.fingerprint(session, f"select * from marts.{table} where {col} = :d", {"d": D})
+            for table, col in DAY_COLUMNS
+        }
+
+
+def test_every_mart_holds_the_same_rows_on_postgresql_as_on_duckdb(runs):
+    duckdb_marts, postgres_marts = _marts(runs["duckdb"]), _marts(runs["postgres"])
+    assert all(rows > 0 for rows, _ in duckdb_marts.values()), duckdb_marts
+    assert postgres_marts == duckdb_marts
+    # the retention ran on PostgreSQL too: the clear personal data of dates past the window is gone
+    assert interface.warehouse(runs["postgres"]).scalar("select count(*) from raw.customers") == 0
+
+
+def _tsql(statement: sa.Executable) -> str:
+    from sqlalchemy.dialects.mssql import pyodbc
+
+    dialect = pyodbc.dialect(paramstyle="qmark")  # as pyodbc binds: ? placeholders
+    dialect.server_version_info = (12, 0)  # Azure SQL Database
+    dialect._setup_version_attributes()
+    dialect._supports_nvarchar_max = True
+    return str(statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True}))
+
+
+def test_every_statement_the_stages_send_compiles_to_tsql(runs):
+    compiled = [_tsql(statement) for statement in runs["sent"]]
+    unique = sorted(set(compiled))
+    for sql in unique:
+        assert sqlglot.parse(sql, read="tsql"), sql
+        assert duckdb_only_constructs(sql) == [], sql
+    text = "\n".join(unique).lower()
+    # every stage's writes and reads are among them (a capture that misses a stage fails here)
+    for expected in (
+        "CREATE TABLE raw.customers", "CREATE TABLE raw._coverage", "DELETE FROM raw._coverage",
+        "INSERT INTO raw.transactions", "CREATE TABLE marts.customer_campaign_assignments",
+        "DELETE FROM marts.customer_campaign_assignments", "INSERT INTO marts.customer_campaign_assignments",
+        "FROM marts.campaign_eligibility", "STDEVP(", "DATEADD(day, ", "DELETE FROM raw.customers WHERE",
+        "FROM marts.customer_360", "FROM marts.campaign_performance", "FROM marts.customer_features",
+    ):  # fmt: skip
+        assert expected.lower() in text, expected
+    assert " date not null" in text and "datetime" not in text  # dates stay dates on Azure SQL
+    assert ":d" not in text and "?" in text  # bound as pyodbc binds
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "postgres"])
+def test_a_date_is_written_in_one_transaction(runs, engine):
+    """A write that fails halfway leaves the date's rows as they were; a rerun gives the same rows."""
+    table = sa.Table("one_transaction", interface.metadata, sa.Column("day", sa.Date(), nullable=False),
+                     sa.Column("n", sa.Integer(), nullable=False), schema="marts", extend_existing=True)  # fmt: skip
+    wh = interface.warehouse(runs[engine])
+    good = pd.DataFrame({"day": [D, D], "n": [1, 2]})
+    assert wh.replace_date(table, "day", D, good) == 2
+    bad = pd.DataFrame({"day": [D, D, D], "n": [3, 4, None]})  # the third row breaks NOT NULL
+    with pytest.raises(sa.exc.DBAPIError if engine == "postgres" else Exception):
+        wh.replace_date(table, "day", D, bad)
+    assert sorted(r[0] for r in wh.rows(sa.select(table.c.n))) == [1, 2]
+    assert wh.replace_date(table, "day", D, good) == 2
+    assert sorted(r[0] for r in wh.rows(sa.select(table.c.n))) == [1, 2]
