@@ -289,12 +289,18 @@ def _unprivileged(cmd: list[str]) -> list[str]:
 
 
 def _postgres_pid(settings: Settings) -> int | None:
+    """The embedded server's pid, when it runs: the pid its lock file names, alive, and that
+    process a ``postgres`` on this data directory (a stale file after a crash names another)."""
     pidfile = settings.postgres_dir / "postmaster.pid"
     try:
         pid = int(pidfile.read_text().split("\n", 1)[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return None
-    return pid if _alive(pid) else None
+    ours = (
+        Path(cmdline[0].decode(errors="replace")).name == "postgres" and str(settings.postgres_dir).encode() in cmdline
+    )
+    return pid if ours and _alive(pid) else None
 
 
 def _postgres_ready(pg) -> bool:
@@ -328,12 +334,16 @@ def ensure_postgres(settings: Settings | None = None):
         passfile = pg.passfile
         if passfile.exists():
             password = passfile.read_text().strip().rsplit(":", 1)[1]
+        elif (settings.postgres_dir / "PG_VERSION").exists():
+            raise ServiceError(f"the embedded PostgreSQL in {settings.postgres_dir} has lost its password file "
+                               f"{passfile}: restore it, or remove the directory to start an empty server")  # fmt: skip
         else:
             password = secrets.token_urlsafe(24)
             passfile.parent.mkdir(parents=True, exist_ok=True)
             passfile.touch(mode=0o600)
-            # libpq's password file (dbt reads it through PGPASSFILE): host:port:database:user:password
-            passfile.write_text(f"{pg.host}:{pg.port}:*:{pg.user}:{password}\n")
+            # libpq's password file (dbt reads it through PGPASSFILE), for this user on any host and
+            # port (a moved port keeps working): host:port:database:user:password
+            passfile.write_text(f"*:*:*:{pg.user}:{password}\n")
         pg = dataclasses.replace(pg, password=password)
         if _postgres_pid(settings) and _postgres_ready(pg):
             return pg
@@ -366,7 +376,9 @@ def ensure_postgres(settings: Settings | None = None):
             if _postgres_ready(pg):
                 break
             if not _alive(pid):
-                raise ServiceError(f"the embedded PostgreSQL did not start (port {pg.port}); see {log_path}")
+                said = log_path.read_text(errors="replace").strip().splitlines()[-3:] if log_path.exists() else []
+                raise ServiceError(f"the embedded PostgreSQL did not start (port {pg.port}): {' / '.join(said)}; "
+                                   f"see {log_path}")  # fmt: skip
             time.sleep(0.1)
         else:
             _terminate(pid)

@@ -131,9 +131,9 @@ VARIABLES: dict[str, Variable] = _declare({
           "`crm_warehouse`)", shown="an embedded server in `.crm/postgres` (not in production)"),
         V("CRM_POSTGRES_PORT", None, "its port", shown="5432; the embedded server's: one per data directory"),
         V("CRM_POSTGRES_USER", "crm", "the user the stages and dbt connect as"),
-        V("CRM_POSTGRES_PASSWORD", None, "its password (a secret)", shown="the embedded server's, in `.crm/run`"),
+        V("CRM_POSTGRES_PASSWORD", None, "its password (a secret)", shown="the embedded server's, in `.crm/postgres.pgpass`"),
         V("CRM_POSTGRES_DATABASE", "crm", "the database"),
-        V("CRM_POSTGRES_BIN", None, "where the embedded server's programs are (`initdb`, `pg_ctl`)",
+        V("CRM_POSTGRES_BIN", None, "where the embedded server's programs are (`initdb`, `postgres`)",
           shown="Debian's `/usr/lib/postgresql/<newest>/bin`"),
         V("CRM_AZURE_SQL_SERVER", None, "the Azure SQL server (`<name>.database.windows.net`) for `CRM_DBT_TARGET=azure`"),
         V("CRM_AZURE_SQL_DATABASE", "crm", "the Azure SQL database"),
@@ -350,12 +350,15 @@ class Postgres:
     passfile: Path | None = None
 
     def dbt_env(self) -> dict[str, str]:
-        """What dbt's ``postgres`` output reads (``profiles.yml``); the password through libpq's
-        password file for the embedded server, from the environment otherwise."""
+        """What dbt's ``postgres`` output reads (``profiles.yml``): for the embedded server the
+        password through libpq's password file, else the password itself (the Connection's, or
+        ``CRM_POSTGRES_PASSWORD``'s): for a task's own process, never a DAG's declared ``env``."""
         env = {"CRM_POSTGRES_HOST": self.host, "CRM_POSTGRES_PORT": str(self.port),
                "CRM_POSTGRES_USER": self.user, "CRM_POSTGRES_DATABASE": self.database}  # fmt: skip
         if self.passfile is not None:
             env["PGPASSFILE"] = str(self.passfile)
+        elif self.password:
+            env["CRM_POSTGRES_PASSWORD"] = self.password
         return env
 
 
@@ -660,7 +663,7 @@ class Settings:
                 return Postgres(conn.host, conn.port or port, conn.login or user, conn.schema or database,
                                 conn.password)  # fmt: skip
             self._no_fallback("PostgreSQL warehouse", "the Airflow Connection crm_warehouse or CRM_POSTGRES_HOST")
-            passfile = self.run_dir / "postgres.pgpass"
+            passfile = self.home / "postgres.pgpass"  # beside the data directory it opens, kept with it
             embedded_port = _int("CRM_POSTGRES_PORT", embedded_postgres_port(self.home), minimum=1)
             return Postgres("127.0.0.1", embedded_port, user, database, None, embedded=True, passfile=passfile)
         return Postgres(host, port, user, database, password)

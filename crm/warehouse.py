@@ -12,9 +12,10 @@ imports a database driver (an import-linter contract in ``make lint``); decision
 DuckDB allows one writing process, and within a process every connection to a file must share
 one configuration (dbt-duckdb, running in-process under ``airflow dags test``, keeps one open): so
 DuckDB connections are opened here, read-write, with the settings dbt's profile gives, one per use
-(nothing pooled keeps the file locked), and every task that touches a DuckDB warehouse runs in the
-Airflow pool ``crm_duckdb`` of one slot. The server engines pool their connections and need no
-such pool.
+(nothing pooled keeps the file locked), and every task that touches the warehouse runs in the
+Airflow pool ``crm_warehouse``, of one slot on DuckDB. The server engines pool their connections;
+there the pool has ``CRM_WAREHOUSE_POOL_SLOTS`` slots, and the tasks that write what every date
+shares take all of them.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -158,8 +159,8 @@ class Session:
     def create(self, *tables: sa.Table) -> None:
         """The tables (and their schemas) when missing, in the engine's own DDL."""
         for schema in sorted({t.schema for t in tables if t.schema}):
-            if not self.connection.dialect.has_schema(self.connection, schema):
-                self.connection.execute(sa.schema.CreateSchema(schema, if_not_exists=self.engine != "mssql"))
+            if not self.connection.dialect.has_schema(self.connection, schema):  # T-SQL has no IF NOT EXISTS
+                self.connection.execute(sa.schema.CreateSchema(schema))
         metadata.create_all(self.connection, tables=list(tables), checkfirst=True)
 
     def has_table(self, table: str, schema: str) -> bool:
@@ -175,6 +176,30 @@ class Session:
         records = frame.astype(object).where(frame.notna(), None).to_dict("records")
         self.connection.execute(sa.insert(table), records)
         return len(records)
+
+    def insert_parquet(
+        self, table: sa.Table, files: list[Path], constants: Mapping[str, Any], batch_rows: int = 50_000
+    ) -> int:
+        """Insert Parquet files' rows (their columns by name) with ``constants`` as further columns
+        into ``table``; rows inserted. DuckDB reads the files itself, in parallel; a server gets
+        them ``batch_rows`` at a time (bounded memory)."""
+        import pyarrow.parquet as pq
+
+        rows = sum(pq.read_metadata(f).num_rows for f in files)
+        if self.engine == "duckdb":
+            raw = self.connection.connection.driver_connection
+            target = self.connection.dialect.identifier_preparer.format_table(table)
+            names = ", ".join(f'${i + 2} as "{c}"' for i, c in enumerate(constants))
+            raw.execute(
+                f"insert into {target} by name select *, {names} from read_parquet($1, hive_partitioning = false)",
+                [[str(f) for f in files], *constants.values()],
+            )
+            return rows
+        for path in files:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+                if batch.num_rows:
+                    self.connection.execute(sa.insert(table), [{**r, **constants} for r in batch.to_pylist()])
+        return rows
 
     def insert_arrow(self, table: sa.Table, batches: Iterable[pa.RecordBatch]) -> int:
         """Insert Arrow batches (their columns by name) into ``table``, streamed; rows inserted."""
@@ -219,9 +244,10 @@ class Warehouse:
     one transaction; the one-call forms (:meth:`rows`, :meth:`frame`, ...) read on a connection of
     their own."""
 
-    def __init__(self, engine: sa.Engine, name: str):
+    def __init__(self, engine: sa.Engine, name: str, creator: Callable[[], Any]):
         self.engine = engine
         self.name = name
+        self._creator = creator  # a new DBAPI connection, as the engine's pool makes them
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[Session]:
@@ -256,6 +282,24 @@ class Warehouse:
     def has_table(self, table: str, schema: str) -> bool:
         with self.connect() as s:
             return s.has_table(table, schema)
+
+    def sql_literal(self, statement: sa.Executable) -> str:
+        """A statement as this engine's SQL with its values inline (for a tool that takes SQL text
+        and no parameters: a Great Expectations query asset)."""
+        return str(statement.compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True}))
+
+    def engine_arguments(self) -> tuple[str, dict[str, Any]]:
+        """(URL, ``create_engine`` keyword arguments) with which another SQLAlchemy user (Great
+        Expectations' SQL data source) reaches this warehouse as the interface does: the same
+        connections, made by the interface's own factory."""
+        # the dialect only: the creator holds the connection's details and secret (SQL Server's are in
+        # the URL's odbc_connect query, which the URL's own masking does not hide)
+        url = self.engine.url.set(password=None, query={}).render_as_string()
+        if self.name == "duckdb":
+            # GX closes a connection before it reads the rows of some queries; a cursor that holds
+            # its rows keeps them (DuckDB's results belong to the connection)
+            return url, {"creator": lambda: _buffered_duckdb(self._creator())}
+        return url, {"creator": self._creator}
 
     def replace_date(self, table: sa.Table, column: str, day: dt.date, frame: pd.DataFrame) -> int:
         """``day``'s rows of ``table`` become ``frame``'s, in one transaction (the table made when
@@ -300,11 +344,52 @@ def fingerprint(session: Session, statement: Statement, params: Mapping[str, Any
     return len(rows), digest.hexdigest()[:16]
 
 
-_engines: dict[tuple, sa.Engine] = {}
+# ---- the connections -----------------------------------------------------------------------
+
+_engines: dict[tuple, tuple[sa.Engine, Callable[[], Any]]] = {}
 _engines_lock = threading.Lock()
 
 
-def _duckdb_engine(settings: Settings) -> sa.Engine:
+def _buffered_duckdb(wrapped):
+    """A duckdb-engine connection whose cursors fetch a result as soon as it is made."""
+    from duckdb_engine import ConnectionWrapper, CursorWrapper
+
+    class Cursor(CursorWrapper):
+        def __init__(self, raw, wrapper):
+            super().__init__(raw, wrapper)
+            self._raw, self._rows, self._description = raw, [], None
+
+        def execute(self, statement, parameters=None, context=None):
+            self._rows, self._description = [], None
+            super().execute(statement, parameters, context)
+            self._description = self._raw.description
+            if self._description is not None:
+                self._rows = self._raw.fetchall()
+
+        description = property(lambda self: self._description)
+        rowcount = property(lambda self: len(self._rows) if self._description is not None else -1)
+
+        def fetchone(self):
+            return self._rows.pop(0) if self._rows else None
+
+        def fetchmany(self, size=None):
+            size = size or 1
+            out, self._rows = self._rows[:size], self._rows[size:]
+            return out
+
+        def fetchall(self):
+            out, self._rows = self._rows, []
+            return out
+
+    class Connection(ConnectionWrapper):
+        def cursor(self):
+            return Cursor(raw, self)
+
+    raw = wrapped._ConnectionWrapper__c
+    return Connection(raw)
+
+
+def _duckdb_engine(settings: Settings) -> tuple[sa.Engine, Callable[[], Any]]:
     import duckdb
     from duckdb_engine import ConnectionWrapper
 
@@ -320,10 +405,10 @@ def _duckdb_engine(settings: Settings) -> sa.Engine:
         return ConnectionWrapper(con)
 
     # no pool: a connection closed is the file released for the next task's process
-    return sa.create_engine("duckdb://", creator=connect, poolclass=sa.NullPool)
+    return sa.create_engine("duckdb://", creator=connect, poolclass=sa.NullPool), connect
 
 
-def _postgres_engine(settings: Settings) -> sa.Engine:
+def _postgres_engine(settings: Settings) -> tuple[sa.Engine, Callable[[], Any]]:
     pg = settings.postgres
     if pg.embedded:
         from crm.services import ensure_postgres
@@ -331,13 +416,31 @@ def _postgres_engine(settings: Settings) -> sa.Engine:
         pg = ensure_postgres(settings)
     url = sa.URL.create("postgresql+psycopg2", username=pg.user, password=pg.password, host=pg.host,
                         port=pg.port, database=pg.database)  # fmt: skip
-    return sa.create_engine(url, pool_size=2, max_overflow=2, pool_pre_ping=True)
+    return _with_creator(sa.create_engine(url, pool_size=2, max_overflow=2, pool_pre_ping=True))
 
 
-def _sqlserver_engine(settings: Settings) -> sa.Engine:
+def _with_creator(engine: sa.Engine) -> tuple[sa.Engine, Callable[[], Any]]:
+    """The engine, and a factory of DBAPI connections as its dialect makes them (public API)."""
+    cargs, cparams = engine.dialect.create_connect_args(engine.url)
+    return engine, lambda: engine.dialect.connect(*cargs, **cparams)
+
+
+def _sqlserver_engine(settings: Settings) -> tuple[sa.Engine, Callable[[], Any]]:
+    try:
+        import pyodbc
+    except ImportError as exc:
+        raise WarehouseError(
+            "the Azure SQL warehouse (CRM_DBT_TARGET=azure) needs unixODBC and the Microsoft ODBC Driver 18 for "
+            f"SQL Server on this machine; pyodbc could not load: {exc}"
+        ) from None
+    if not any("SQL Server" in d for d in pyodbc.drivers()):
+        raise WarehouseError(
+            f"no SQL Server ODBC driver is installed (found: {pyodbc.drivers() or 'none'}); install the Microsoft "
+            "ODBC Driver 18 for SQL Server (msodbcsql18), as docker/Dockerfile does"
+        )
     url = sa.URL.create("mssql+pyodbc", query={"odbc_connect": settings.azure_sql.odbc_connection_string()})
     # array binding: one round trip per batch of an insert
-    return sa.create_engine(url, fast_executemany=True, pool_size=2, max_overflow=2, pool_pre_ping=True)
+    return _with_creator(sa.create_engine(url, fast_executemany=True, pool_size=2, max_overflow=2, pool_pre_ping=True))
 
 
 def warehouse(settings: Settings) -> Warehouse:
@@ -346,17 +449,17 @@ def warehouse(settings: Settings) -> Warehouse:
     key = (name, str(settings.duckdb_path), settings.duckdb_memory_mb, repr(settings.postgres) if name == "postgresql"
            else "", settings.azure_sql.server if name == "mssql" else "")  # fmt: skip
     with _engines_lock:
-        engine = _engines.get(key)
-        if engine is None:
+        built = _engines.get(key)
+        if built is None:
             build = {"duckdb": _duckdb_engine, "postgresql": _postgres_engine, "mssql": _sqlserver_engine}[name]
-            engine = _engines[key] = build(settings)
-    return Warehouse(engine, name)
+            built = _engines[key] = build(settings)
+    return Warehouse(built[0], name, built[1])
 
 
 def dispose_engines() -> None:
     """Close every pooled connection (a test that stops the server it used)."""
     with _engines_lock:
-        for engine in _engines.values():
+        for engine, _ in _engines.values():
             engine.dispose()
         _engines.clear()
 

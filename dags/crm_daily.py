@@ -51,7 +51,9 @@ warehouse rows and assignment and leaves the live snapshot serving (`publish_cac
 its log says why); param `force_publish=true` publishes it on purpose. A rerun of the live date
 replaces the live snapshot.
 Every task that reads or writes the warehouse is in the pool `crm_warehouse`: one slot on DuckDB,
-which has one writing process, `CRM_WAREHOUSE_POOL_SLOTS` on PostgreSQL or Azure SQL (dbt's threads
+which has one writing process, `CRM_WAREHOUSE_POOL_SLOTS` on PostgreSQL or Azure SQL, where the
+tasks that write what every date shares (the plan, the raw load, dbt, a first model's feature
+backfill) take the whole pool and the others of several dates run side by side (dbt's threads
 run a layer's models in parallel). Why one dbt task and not one per model: docs/decisions/0010.
 Params `customers` and `seed` size the embedded sandbox bank only. The publish guard refuses a
 snapshot that serves more than `CRM_MAX_AUDIENCE_SHRINK` (30%) fewer customers than the live one;
@@ -74,6 +76,11 @@ from entrypoints.alerts import dag_alerting
 
 settings = get_settings()
 DBT_DIR = settings.dbt_project_dir
+# the tasks that write what every date shares (raw's overlapping days, dbt's views and intermediate
+# relations, a first model's feature backfill) take the whole warehouse pool: never two at once, and
+# no other warehouse task beside them; the others (gates, scoring, publish) of several dates run
+# side by side on a server
+WRITER_SLOTS = settings.warehouse_pool_slots
 
 
 def _business_date(ds: str) -> dt.date:
@@ -85,11 +92,15 @@ AFTER_SCORING = "tag:after_scoring"
 
 
 def _ensure_warehouse(context) -> None:
-    """Before a dbt task: the embedded PostgreSQL server running (``postgres`` target, locally),
-    as the stages' own tasks ensure it, so that a dbt task cleared and rerun alone finds it."""
+    """Before a dbt task, in its process: what dbt's profile reads to reach the warehouse (on
+    ``postgres``, the server: the Connection ``crm_warehouse``'s password included, or the embedded
+    server, started when it is not running). Set here, not in the operator's ``env``, which the
+    serialized DAG and the UI's rendered fields would show."""
+    import os
+
     from crm.warehouse import dbt_env
 
-    dbt_env(settings)
+    os.environ.update(dbt_env(settings))
 
 
 def _dbt_build(task_id: str, **selection: str) -> DbtBuildLocalOperator:
@@ -111,9 +122,6 @@ def _dbt_build(task_id: str, **selection: str) -> DbtBuildLocalOperator:
             "CRM_BUSINESS_DATE": "{{ ds }}",
             "CRM_DUCKDB_PATH": str(settings.duckdb_path),
             "CRM_DBT_TARGET": settings.dbt_target,
-            # the server of the postgres target (no secret: a server's password is in the worker's
-            # environment, the embedded one's in the password file PGPASSFILE names)
-            **(settings.postgres.dbt_env() if settings.dbt_target == "postgres" else {}),
         },
         append_env=True,
         install_deps=False,
@@ -122,6 +130,7 @@ def _dbt_build(task_id: str, **selection: str) -> DbtBuildLocalOperator:
         # one slot on DuckDB (every warehouse task takes turns); on a server, dbt's threads and the
         # other dates' tasks run side by side
         pool=WAREHOUSE_POOL,
+        pool_slots=WRITER_SLOTS,
         on_execute_callback=_ensure_warehouse,
         **selection,
     )
@@ -156,7 +165,7 @@ def _dbt_build(task_id: str, **selection: str) -> DbtBuildLocalOperator:
     },
 )
 def crm_daily():
-    @task(pool=WAREHOUSE_POOL)
+    @task(pool=WAREHOUSE_POOL, pool_slots=WRITER_SLOTS)
     def plan_extraction(ds: str | None = None, params: dict | None = None) -> list[dict]:
         from entrypoints.tasks import plan_extraction as run
 
@@ -178,7 +187,7 @@ def crm_daily():
 
         return run(job, _business_date(ds), params)
 
-    @task(pool=WAREHOUSE_POOL)
+    @task(pool=WAREHOUSE_POOL, pool_slots=WRITER_SLOTS)
     def load_raw(ds: str | None = None, params: dict | None = None) -> dict:
         from entrypoints.tasks import load_raw as run
 
@@ -193,7 +202,7 @@ def crm_daily():
 
         return run(_business_date(ds), params)
 
-    @task(pool=WAREHOUSE_POOL)
+    @task(pool=WAREHOUSE_POOL, pool_slots=WRITER_SLOTS)
     def ensure_model(ds: str | None = None, params: dict | None = None) -> dict:
         from entrypoints.tasks import ensure_model as run
 

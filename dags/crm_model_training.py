@@ -84,13 +84,13 @@ def _business_date(ds: str, params: dict) -> dt.date:
     },
 )  # fmt: skip
 def crm_model_training():
-    @task(pool=WAREHOUSE_POOL)
+    @task(pool=WAREHOUSE_POOL, pool_slots=settings.warehouse_pool_slots)  # it may build features: a writer
     def backfill_features(ds: str | None = None, params: dict | None = None) -> dict:
         from entrypoints.tasks import backfill_features as run
 
         return run(_business_date(ds, params), params)
 
-    @task(pool=WAREHOUSE_POOL)
+    @task(pool=WAREHOUSE_POOL, pool_slots=settings.warehouse_pool_slots)  # it may build features: a writer
     def train_and_promote(ds: str | None = None, params: dict | None = None) -> dict:
         from entrypoints.tasks import train_model as run
 

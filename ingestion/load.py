@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
@@ -167,14 +167,6 @@ def _missing_base(entity: str, business_date: dt.date) -> RuntimeError:
     )
 
 
-def _batches(files: list[Path], business_date: dt.date) -> Iterator[pa.RecordBatch]:
-    """The landed files' rows with the business date they load for, a batch at a time."""
-    for path in files:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
-            day = pa.array([business_date] * batch.num_rows, pa.date32())
-            yield pa.RecordBatch.from_arrays([*batch.columns, day], [*batch.schema.names, "_business_date"])
-
-
 def load_business_date(
     business_date: dt.date, settings: Settings | None = None, entities: Sequence[str] = tuple(ENTITIES)
 ) -> dict[str, int]:
@@ -198,7 +190,7 @@ def load_business_date(
                 session.execute(sa.insert(COVERAGE), [{"entity": entity, "day": d, "_business_date": business_date}
                                                       for d in days])  # fmt: skip
             schema = pq.read_schema(files[0])
-            counts[entity] = session.insert_arrow(table, _batches(files, business_date))
+            counts[entity] = session.insert_parquet(table, files, {"_business_date": business_date}, BATCH_ROWS)
             if span is None and landed_since(entity, business_date, settings) is not None:
                 # the day's changes: the rest of the snapshot is the previous day's, unchanged
                 if not _holds_snapshot(session, entity, business_date - dt.timedelta(days=1)):

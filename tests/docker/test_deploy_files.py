@@ -103,6 +103,21 @@ def test_the_build_sends_what_the_image_copies_and_no_personal_data_or_secret(tm
         assert source.rstrip("/") in real, f"{source} is copied but not in the build context"
 
 
+def test_the_image_has_the_sql_server_driver_the_azure_target_loads():
+    """CRM_DBT_TARGET=azure: the stages (pyodbc, through SQLAlchemy) and dbt-sqlserver load the ODBC
+    driver by its name; the image that runs them installs that driver and unixODBC."""
+    from crm.settings import AzureSql
+
+    steps = _dockerfile()
+    final = steps[max(i for i, (word, _) in enumerate(steps) if word == "FROM") :]
+    runs = " ".join(args for word, args in final if word == "RUN")
+    assert "msodbcsql18" in runs and "unixodbc" in runs and "ACCEPT_EULA=Y" in runs
+    name = "ODBC Driver 18 for SQL Server"
+    assert f"Driver={{{name}}};" in AzureSql("x", "crm", "sql", "u", "p", None, None).odbc_connection_string()
+    profile = yaml.safe_load((REPO_ROOT / "dbt_project" / "profiles.yml").read_text())
+    assert profile["crm"]["outputs"]["azure"]["driver"] == name
+
+
 def test_the_image_runs_in_production_without_the_sandbox_bank():
     steps = _dockerfile()
     copied = {args.split()[0].rstrip("/") for word, args in steps if word == "COPY" and "--from" not in args}

@@ -513,11 +513,11 @@ def test_the_same_day_on_postgresql_through_airflow_gives_the_same_marts(first_r
     monkeypatch.setenv("CRM_DBT_TARGET", "postgres")
     settings = _settings(e2e_home, monkeypatch)
     cmd = [sys.executable, "-m", "entrypoints.cli", "train", "--date", D.isoformat(), "--customers", str(CUSTOMERS),
-           "--seed", "11", "--margin", "1"]  # fmt: skip
+           "--seed", "11", "--margin", "0.5"]  # fmt: skip
     env = {**os.environ, "CRM_HOME": str(e2e_home), "CRM_DBT_TARGET": "postgres"}
     trained = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, check=False)
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
-    assert "is challenger" in trained.stdout  # trained on PostgreSQL's training set; never promoted at margin 1
+    assert "is challenger" in trained.stdout  # trained on PostgreSQL's training set; never promoted at margin 0.5
 
     from crm.airflow_env import run_dag_test
     from crm.services import stop_postgres
