@@ -501,11 +501,14 @@ def test_the_same_day_on_postgresql_through_airflow_gives_the_same_marts(first_r
     equal the DuckDB run's, by content hash. Then crm_model_training and crm_retention run there."""
     from entrypoints.runs import DAY_COLUMNS
 
+    # the day again on DuckDB first: the tests above promoted another champion since the first run
+    duckdb_run = _demo(e2e_home, D)
+    assert duckdb_run.returncode == 0, duckdb_run.stdout[-3000:] + duckdb_run.stderr[-3000:]
     done = _demo(e2e_home, D, {"CRM_DBT_TARGET": "postgres"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "(warehouse: postgresql;" in done.stdout and "stopped the services this run started: " in done.stdout
     assert "postgres" in done.stdout.split("stopped the services this run started: ")[1].splitlines()[0]
-    duckdb_marts, postgres_marts = _mart_hashes(first_run.stdout), _mart_hashes(done.stdout)
+    duckdb_marts, postgres_marts = _mart_hashes(duckdb_run.stdout), _mart_hashes(done.stdout)
     assert set(postgres_marts) == {table for table, _ in DAY_COLUMNS}
     assert all(rows > 0 for rows, _ in postgres_marts.values()), postgres_marts
     assert postgres_marts == duckdb_marts
