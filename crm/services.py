@@ -306,9 +306,7 @@ def _postgres_pid(settings: Settings) -> int | None:
 def _postgres_ready(pg) -> bool:
     import sqlalchemy as sa
 
-    url = sa.URL.create("postgresql+psycopg2", username=pg.user, password=pg.password, host=pg.host, port=pg.port,
-                        database="postgres")  # fmt: skip
-    engine = sa.create_engine(url, poolclass=sa.NullPool, connect_args={"connect_timeout": 2})
+    engine = sa.create_engine(pg.url("postgres"), poolclass=sa.NullPool, connect_args={"connect_timeout": 2})
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("select 1"))
@@ -383,9 +381,7 @@ def ensure_postgres(settings: Settings | None = None):
         else:
             _terminate(pid)
             raise ServiceError(f"the embedded PostgreSQL did not answer within 60 s; see {log_path}")
-        admin = sa.create_engine(
-            sa.URL.create("postgresql+psycopg2", username=pg.user, password=password, host=pg.host, port=pg.port,
-                          database="postgres"), poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")  # fmt: skip
+        admin = sa.create_engine(pg.url("postgres"), poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
         try:
             with admin.connect() as conn:
                 exists = conn.execute(sa.text("select 1 from pg_database where datname = :d"), {"d": pg.database})

@@ -13,8 +13,10 @@ and the README's configuration table is generated from it (``crm config-table --
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -25,6 +27,21 @@ DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 
 # the Airflow pool of every task that reads or writes the warehouse (slots: Settings.warehouse_pool_slots)
 WAREHOUSE_POOL = "crm_warehouse"
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` set in this process's environment for the block, then put back as they were."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 class SettingsError(ValueError):
@@ -348,6 +365,13 @@ class Postgres:
     password: str | None = field(repr=False)
     embedded: bool = False
     passfile: Path | None = None
+
+    def url(self, database: str | None = None):
+        """Its SQLAlchemy URL (psycopg2), to ``database`` or the warehouse's own."""
+        import sqlalchemy as sa
+
+        return sa.URL.create("postgresql+psycopg2", username=self.user, password=self.password, host=self.host,
+                             port=self.port, database=database or self.database)  # fmt: skip
 
     def dbt_env(self) -> dict[str, str]:
         """What dbt's ``postgres`` output reads (``profiles.yml``): for the embedded server the

@@ -38,7 +38,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 
-from crm.settings import DBT_PROJECT_DIR, Settings, SettingsError, yesterday_in_lima
+from crm.settings import DBT_PROJECT_DIR, Settings, SettingsError, environment, yesterday_in_lima
 
 # dbt's target -> the engine the stages use (the warehouse dbt builds is the one they read)
 ENGINES = {"local": "duckdb", "postgres": "postgresql", "azure": "mssql"}
@@ -414,9 +414,7 @@ def _postgres_engine(settings: Settings) -> tuple[sa.Engine, Callable[[], Any]]:
         from crm.services import ensure_postgres
 
         pg = ensure_postgres(settings)
-    url = sa.URL.create("postgresql+psycopg2", username=pg.user, password=pg.password, host=pg.host,
-                        port=pg.port, database=pg.database)  # fmt: skip
-    return _with_creator(sa.create_engine(url, pool_size=2, max_overflow=2, pool_pre_ping=True))
+    return _with_creator(sa.create_engine(pg.url(), pool_size=2, max_overflow=2, pool_pre_ping=True))
 
 
 def _with_creator(engine: sa.Engine) -> tuple[sa.Engine, Callable[[], Any]]:
@@ -522,7 +520,6 @@ def run_dbt_in_process(
     from dbt.cli.main import dbtRunner
 
     env = _profile_env(duckdb_path, business_date, target, settings)
-    saved = {k: os.environ.get(k) for k in env}
     cmd = [
         *args,
         "--project-dir",
@@ -531,15 +528,8 @@ def run_dbt_in_process(
         str(DBT_PROJECT_DIR),
         *_target_path(target_path),
     ]
-    os.environ.update(env)
-    try:
+    with environment(env):
         result = dbtRunner().invoke(cmd)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     if result.success:
         return True, ""
     if result.exception is not None:

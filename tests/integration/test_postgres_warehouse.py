@@ -14,11 +14,8 @@ sandbox bank and champion model:
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -28,26 +25,12 @@ import sqlglot
 from tsql import duckdb_only_constructs
 
 from crm import warehouse as interface
-from crm.settings import Settings
+from crm.settings import Settings, environment
 from entrypoints.runs import DAY_COLUMNS
 
 D = dt.date(2026, 11, 27)
 CUSTOMERS, SEED = 300, 11
 PARAMS = {"customers": CUSTOMERS, "seed": SEED}
-
-
-@contextlib.contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _daily(home: Path, target: str, mlflow: Path) -> list[sa.Executable]:
@@ -69,7 +52,7 @@ def _daily(home: Path, target: str, mlflow: Path) -> list[sa.Executable]:
     env = {"CRM_HOME": str(home), "CRM_DBT_TARGET": target, "CRM_TASK_RETRIES": "0",
            "CRM_MLFLOW_TRACKING_URI": f"sqlite:///{mlflow / 'mlflow.db'}",
            "CRM_MLFLOW_ARTIFACT_ROOT": (mlflow / "artifacts").as_uri()}  # fmt: skip
-    with _environment(**env):
+    with environment(env):
         sa.event.listen(sa.Engine, "before_execute", capture)
         try:
             settings = tasks.run_settings(PARAMS)
@@ -115,9 +98,9 @@ def runs(crm_home: Path) -> dict:
     duck, pg = crm_home / "engines-duckdb", crm_home / "engines-postgres"
     _daily(duck, "local", mlflow)
     sent = _daily(pg, "postgres", mlflow)
-    with _environment(CRM_HOME=str(duck), CRM_DBT_TARGET="local"):
+    with environment({"CRM_HOME": str(duck), "CRM_DBT_TARGET": "local"}):
         duckdb_settings = Settings()
-    with _environment(CRM_HOME=str(pg), CRM_DBT_TARGET="postgres"):
+    with environment({"CRM_HOME": str(pg), "CRM_DBT_TARGET": "postgres"}):
         postgres_settings = Settings()
     yield {"duckdb": duckdb_settings, "postgres": postgres_settings, "sent": sent}
     from crm.services import stop_postgres, stop_sandbox
@@ -213,7 +196,7 @@ def test_the_marts_gate_validates_in_the_warehouse_and_names_what_broke(runs, en
         features = sa.table("customer_features", *map(sa.column, rows.columns), schema="marts")
         session.insert_frame(features, pd.concat([rows, rows.iloc[1:]]))  # customers 2-4 twice
     env = {"CRM_HOME": str(settings.home), "CRM_DBT_TARGET": settings.dbt_target}
-    with _environment(**env):
+    with environment(env):
         passed = tasks.gate_marts(D, PARAMS)  # the good date passes, whole
         assert passed == {"rows": _count(wh, D), "expectations": 6} and passed["rows"] > 0
         with pytest.raises(GateFailed) as stopped:
