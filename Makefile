@@ -32,7 +32,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock setup.cfg | cksum | cu
 MANIFEST := dbt_project/target/manifest.json
 DBT_SOURCES := $(shell find dbt_project -type f \( -name '*.sql' -o -name '*.yml' -o -name '*.csv' \) -not -path '*/target/*' -not -path '*/logs/*' 2>/dev/null)
 
-.PHONY: postgres-programs help setup demo backfill serve sandbox airflow test lint format lock clean bench bench-report bench-serving bench-extract bench-dbt bench-scoring bench-backfill bench-daily evaluate docs train
+.PHONY: postgres-programs help setup demo backfill serve sandbox airflow test lint format lock clean bench bench-report bench-serving bench-extract bench-dbt bench-scoring bench-backfill bench-daily evaluate docs train sql
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -84,6 +84,9 @@ postgres-programs:
 	  command -v apt-get >/dev/null || { echo "PostgreSQL's programs are missing: install postgresql, or set CRM_POSTGRES_BIN"; exit 1; }; \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends postgresql; }
+
+sql: setup  ## query the marts as an analyst, never in a run's way (SQL= one statement; WAREHOUSE=postgres: the server's, as the analysts' role)
+	$(BIN)/crm sql $(if $(SQL),-c "$(SQL)")
 
 docs: setup  ## generate the dbt docs site from the warehouse and serve it for analysts (DOCS_PORT=8081)
 	$(BIN)/crm docs --port $(DOCS_PORT)

@@ -330,8 +330,9 @@ def ensure_postgres(settings: Settings | None = None):
         return pg
     with _lock(settings, "postgres"):
         passfile = pg.passfile
+        analyst = settings.analyst.role
         if passfile.exists():
-            password = passfile.read_text().strip().rsplit(":", 1)[1]
+            password = passfile_password(passfile, pg.user)
         elif (settings.postgres_dir / "PG_VERSION").exists():
             raise ServiceError(f"the embedded PostgreSQL in {settings.postgres_dir} has lost its password file "
                                f"{passfile}: restore it, or remove the directory to start an empty server")  # fmt: skip
@@ -342,8 +343,12 @@ def ensure_postgres(settings: Settings | None = None):
             # libpq's password file (dbt reads it through PGPASSFILE), for this user on any host and
             # port (a moved port keeps working): host:port:database:user:password
             passfile.write_text(f"*:*:*:{pg.user}:{password}\n")
+        if passfile_password(passfile, analyst) is None:  # the analysts' role's (crm sql), made below
+            with passfile.open("a") as out:
+                out.write(f"*:*:*:{analyst}:{secrets.token_urlsafe(24)}\n")
         pg = dataclasses.replace(pg, password=password)
         if _postgres_pid(settings) and _postgres_ready(pg):
+            _ensure_database(pg, analyst, passfile_password(passfile, analyst))
             return pg
         programs = postgres_programs(settings)
         data = settings.postgres_dir
@@ -381,15 +386,36 @@ def ensure_postgres(settings: Settings | None = None):
         else:
             _terminate(pid)
             raise ServiceError(f"the embedded PostgreSQL did not answer within 60 s; see {log_path}")
-        admin = sa.create_engine(pg.url("postgres"), poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as conn:
-                exists = conn.execute(sa.text("select 1 from pg_database where datname = :d"), {"d": pg.database})
-                if exists.scalar() is None:
-                    conn.execute(sa.text(f'create database "{pg.database}"'))
-        finally:
-            admin.dispose()
+        _ensure_database(pg, analyst, passfile_password(passfile, analyst))
         return pg
+
+
+def passfile_password(passfile: Path, user: str) -> str | None:
+    """``user``'s password in a libpq password file of ``*:*:*:user:password`` lines, or None."""
+    for line in passfile.read_text().splitlines():
+        fields = line.split(":", 4)
+        if len(fields) == 5 and fields[3] == user:
+            return fields[4]
+    return None
+
+
+def _ensure_database(pg, analyst: str, analyst_password: str) -> None:
+    """The warehouse's database, and the analysts' role that logs in to read what dbt grants it
+    (``marts``, ``snapshots``, ``campaigns``: the dbt project's ``grant_to_analysts``)."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(pg.url("postgres"), poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(sa.text("select 1 from pg_database where datname = :d"), {"d": pg.database})
+            if exists.scalar() is None:
+                conn.execute(sa.text(f'create database "{pg.database}"'))
+            role = conn.execute(sa.text("select 1 from pg_roles where rolname = :r"), {"r": analyst}).scalar()
+            if role is None:
+                literal = analyst_password.replace("'", "''")
+                conn.execute(sa.text(f"create role \"{analyst}\" login password '{literal}'"))
+    finally:
+        admin.dispose()
 
 
 def stop_postgres(settings: Settings | None = None) -> None:

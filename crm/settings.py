@@ -137,8 +137,9 @@ VARIABLES: dict[str, Variable] = _declare({
           "`--vars '{business_date: ...}'` also works, at the cost of a full parse)", shown="set by the DAG (`{{ ds }}`)"),
     ),
     "the warehouse": (
-        V("CRM_DBT_TARGET", "local", "the warehouse every stage reads and writes: `local` (DuckDB, embedded), "
-          "`postgres` (PostgreSQL) or `azure` (Azure SQL)"),
+        V("CRM_DBT_TARGET", None, "the warehouse every stage reads and writes: `local` (DuckDB, embedded), "
+          "`postgres` (PostgreSQL) or `azure` (Azure SQL); in production `azure` unless set, and never `local`",
+          shown="`local`; `azure` in production"),
         V("CRM_WAREHOUSE_POOL_SLOTS", 8, "tasks of the DAGs that may use a server warehouse (`postgres`, `azure`) at "
           "once: the Airflow pool `crm_warehouse`; on DuckDB it has one slot (one writing process)"),
         V("CRM_DUCKDB_PATH", None, "the local warehouse (DuckDB)", shown="`.crm/warehouse.duckdb`"),
@@ -160,6 +161,10 @@ VARIABLES: dict[str, Variable] = _declare({
         V("CRM_AZURE_CLIENT_ID", None, "the service principal's client id (`ServicePrincipal` authentication)"),
         V("CRM_AZURE_CLIENT_SECRET", None, "the service principal's secret (a secret)"),
         V("CRM_AZURE_TENANT_ID", None, "the service principal's tenant (read by dbt's profile)"),
+        V("CRM_ANALYST_ROLE", "crm_analyst", "the analysts' role on a server warehouse: dbt grants it reads of "
+          "`marts`, `snapshots` and `campaigns` and nothing else; `crm sql` connects as it"),
+        V("CRM_ANALYST_PASSWORD", None, "the analysts' role's password for `crm sql` on a server (a secret; or the "
+          "Airflow Connection `crm_analyst`)", shown="the embedded PostgreSQL's, in `.crm/postgres.pgpass`"),
     ),
     "personal data": (
         V("CRM_RAW_RETENTION_DAYS", 35, "clear personal data (`raw.customers`, the customers' landing, the quarantine) "
@@ -333,6 +338,7 @@ class AzureSql:
     password: str | None = field(repr=False)
     client_id: str | None
     client_secret: str | None = field(repr=False)
+    tenant_id: str | None = None
 
     def odbc_connection_string(self) -> str:
         if not self.server:
@@ -351,6 +357,22 @@ class AzureSql:
         if not (self.user and self.password):
             raise SettingsError("CRM_AZURE_SQL_USER and CRM_AZURE_SQL_PASSWORD are needed for sql authentication")
         return base + f"UID={self.user};PWD={self.password};"
+
+    def dbt_env(self) -> dict[str, str]:
+        """What dbt's ``azure`` output reads (``profiles.yml``), for a task's own process."""
+        values = {"CRM_AZURE_SQL_SERVER": self.server, "CRM_AZURE_SQL_DATABASE": self.database,
+                  "CRM_AZURE_SQL_AUTH": self.authentication, "CRM_AZURE_SQL_USER": self.user,
+                  "CRM_AZURE_SQL_PASSWORD": self.password, "CRM_AZURE_CLIENT_ID": self.client_id,
+                  "CRM_AZURE_CLIENT_SECRET": self.client_secret, "CRM_AZURE_TENANT_ID": self.tenant_id}  # fmt: skip
+        return {name: value for name, value in values.items() if value}
+
+
+@dataclass(frozen=True)
+class Analyst:
+    """The analysts' role on a server warehouse, and its password (None: the embedded server's)."""
+
+    role: str
+    password: str | None = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -423,6 +445,19 @@ def _environment() -> str:
     return value
 
 
+def _dbt_target() -> str:
+    """``CRM_DBT_TARGET``: production's warehouse is Azure SQL unless another server is named, and
+    never the embedded DuckDB file (one writing process, on one pod's disk)."""
+    production = _environment() == "production"
+    target = _env("CRM_DBT_TARGET") or ("azure" if production else "local")
+    if production and target == "local":
+        raise SettingsError(
+            "CRM_ENVIRONMENT=production and CRM_DBT_TARGET=local: the embedded DuckDB warehouse is for development; "
+            "set CRM_DBT_TARGET=azure (or postgres) and the warehouse's Connection crm_warehouse"
+        )
+    return target
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path = field(default_factory=lambda: Path(_env("CRM_HOME", str(REPO_ROOT / ".crm"))))
@@ -481,7 +516,7 @@ class Settings:
     max_volume_change: float = field(default_factory=lambda: _float("CRM_MAX_VOLUME_CHANGE", 0.5))
 
     # warehouse
-    dbt_target: str = field(default_factory=lambda: _env("CRM_DBT_TARGET", "local"))
+    dbt_target: str = field(default_factory=lambda: _dbt_target())
     server_pool_slots: int = field(default_factory=lambda: _int("CRM_WAREHOUSE_POOL_SLOTS", 8, minimum=1))
 
     # assignment
@@ -552,6 +587,12 @@ class Settings:
         """Where the embedded PostgreSQL server's programs are, when set (``CRM_POSTGRES_BIN``)."""
         configured = _env("CRM_POSTGRES_BIN")
         return Path(configured) if configured else None
+
+    @property
+    def analysts_dir(self) -> Path:
+        """The analysts' copy of the DuckDB warehouse (``marts``, ``snapshots``, ``campaigns`` as
+        Parquet files and the manifest that lists a whole date's), which ``crm sql`` reads."""
+        return self.home / "analysts"
 
     @property
     def airflow_home(self) -> Path:
@@ -664,15 +705,49 @@ class Settings:
 
     @cached_property
     def azure_sql(self) -> AzureSql:
+        """Azure SQL: ``CRM_AZURE_SQL_*``, else the Airflow Connection ``crm_warehouse`` (host: the
+        server, schema: the database, login and password: the SQL user's, or with extra
+        ``{"authentication": "ServicePrincipal", "tenant_id": ...}`` the service principal's)."""
+        server = _env("CRM_AZURE_SQL_SERVER")
+        if server is None:
+            conn = _airflow_connection("crm_warehouse")
+            if conn is not None and conn.host:
+                extra = conn.extra_dejson or {}
+                auth = str(extra.get("authentication", "sql"))
+                principal = auth.lower() == "serviceprincipal"
+                return AzureSql(
+                    server=conn.host,
+                    database=conn.schema or "crm",
+                    authentication=auth,
+                    user=None if principal else conn.login,
+                    password=None if principal else conn.password,
+                    client_id=conn.login if principal else None,
+                    client_secret=conn.password if principal else None,
+                    tenant_id=extra.get("tenant_id"),
+                )
+            if self.dbt_target == "azure":
+                self._no_fallback("Azure SQL warehouse", "the Airflow Connection crm_warehouse or CRM_AZURE_SQL_SERVER")
         return AzureSql(
-            server=_env("CRM_AZURE_SQL_SERVER"),
+            server=server,
             database=_env("CRM_AZURE_SQL_DATABASE", "crm"),
             authentication=_env("CRM_AZURE_SQL_AUTH", "sql"),
             user=_env("CRM_AZURE_SQL_USER"),
             password=_env("CRM_AZURE_SQL_PASSWORD"),
             client_id=_env("CRM_AZURE_CLIENT_ID"),
             client_secret=_env("CRM_AZURE_CLIENT_SECRET"),
+            tenant_id=_env("CRM_AZURE_TENANT_ID"),
         )
+
+    @cached_property
+    def analyst(self) -> Analyst:
+        """The analysts' role (``CRM_ANALYST_ROLE``) and its password: ``CRM_ANALYST_PASSWORD``, else
+        the Airflow Connection ``crm_analyst`` (login, password), else the embedded server's."""
+        role, password = _env("CRM_ANALYST_ROLE", "crm_analyst"), _env("CRM_ANALYST_PASSWORD")
+        if password is None:
+            conn = _airflow_connection("crm_analyst")
+            if conn is not None and conn.password:
+                return Analyst(conn.login or role, conn.password)
+        return Analyst(role, password)
 
     @cached_property
     def postgres(self) -> Postgres:

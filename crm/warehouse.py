@@ -38,7 +38,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 
-from crm.settings import DBT_PROJECT_DIR, Settings, SettingsError, environment, yesterday_in_lima
+from crm.settings import DBT_PROJECT_DIR, AzureSql, Settings, SettingsError, environment, yesterday_in_lima
 
 # dbt's target -> the engine the stages use (the warehouse dbt builds is the one they read)
 ENGINES = {"local": "duckdb", "postgres": "postgresql", "azure": "mssql"}
@@ -222,6 +222,31 @@ class Session:
                 if batch.num_rows:
                     self.connection.execute(sa.insert(table), batch.to_pylist())
         return counted[0]
+
+    def write_parquet(
+        self, statement: Statement, path: Path, params: Mapping[str, Any] | None = None, rows: int = 200_000
+    ) -> int:
+        """A query's rows into one Parquet file at ``path`` (zstd), streamed; rows written."""
+        import pyarrow.parquet as pq
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if self.engine == "duckdb":  # DuckDB writes the file itself, in parallel
+            self._duckdb_relation(statement, params).write_parquet(str(path), compression="zstd")
+            return pq.read_metadata(path).num_rows
+        written, writer = 0, None
+        try:
+            for frame in self.batches(statement, params, rows):
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+                writer.write_table(table.cast(writer.schema))
+                written += table.num_rows
+            if writer is None:  # no rows: the columns still
+                pq.write_table(self.arrow(statement, params), path, compression="zstd")
+        finally:
+            if writer is not None:
+                writer.close()
+        return written
 
     def _duckdb_insert(self, table: sa.Table, source: Any) -> None:
         raw = self.connection.connection.driver_connection
@@ -423,7 +448,7 @@ def _with_creator(engine: sa.Engine) -> tuple[sa.Engine, Callable[[], Any]]:
     return engine, lambda: engine.dialect.connect(*cargs, **cparams)
 
 
-def _sqlserver_engine(settings: Settings) -> tuple[sa.Engine, Callable[[], Any]]:
+def _sqlserver_engine(azure: AzureSql, **options: Any) -> tuple[sa.Engine, Callable[[], Any]]:
     try:
         import pyodbc
     except ImportError as exc:
@@ -436,9 +461,14 @@ def _sqlserver_engine(settings: Settings) -> tuple[sa.Engine, Callable[[], Any]]
             f"no SQL Server ODBC driver is installed (found: {pyodbc.drivers() or 'none'}); install the Microsoft "
             "ODBC Driver 18 for SQL Server (msodbcsql18), as docker/Dockerfile does"
         )
-    url = sa.URL.create("mssql+pyodbc", query={"odbc_connect": settings.azure_sql.odbc_connection_string()})
+    url = sa.URL.create("mssql+pyodbc", query={"odbc_connect": azure.odbc_connection_string()})
+    return _with_creator(sa.create_engine(url, **options))
+
+
+def _stages_sqlserver_engine(settings: Settings) -> tuple[sa.Engine, Callable[[], Any]]:
     # array binding: one round trip per batch of an insert
-    return _with_creator(sa.create_engine(url, fast_executemany=True, pool_size=2, max_overflow=2, pool_pre_ping=True))
+    return _sqlserver_engine(settings.azure_sql, fast_executemany=True, pool_size=2, max_overflow=2,
+                             pool_pre_ping=True)  # fmt: skip
 
 
 def warehouse(settings: Settings) -> Warehouse:
@@ -449,9 +479,49 @@ def warehouse(settings: Settings) -> Warehouse:
     with _engines_lock:
         built = _engines.get(key)
         if built is None:
-            build = {"duckdb": _duckdb_engine, "postgresql": _postgres_engine, "mssql": _sqlserver_engine}[name]
+            build = {"duckdb": _duckdb_engine, "postgresql": _postgres_engine, "mssql": _stages_sqlserver_engine}[name]
             built = _engines[key] = build(settings)
     return Warehouse(built[0], name, built[1])
+
+
+def analysts_warehouse(settings: Settings) -> Warehouse:
+    """What analysts query (``crm sql``). On DuckDB, whose file the run holds while it writes, a
+    database in memory of the analysts' own (one connection: what it creates stays for the session),
+    over the published copy (``serving.analysts``); on a server, the warehouse itself as the
+    analysts' role (``CRM_ANALYST_ROLE``), which dbt grants reads of ``marts``, ``snapshots`` and
+    ``campaigns`` only."""
+    name = engine_name(settings)
+    analyst = settings.analyst
+    if name == "duckdb":
+        import duckdb
+        from duckdb_engine import ConnectionWrapper
+
+        def connect() -> ConnectionWrapper:
+            con = duckdb.connect(":memory:")
+            con.execute(f"set memory_limit = '{settings.duckdb_memory_mb}MB'")
+            return ConnectionWrapper(con)
+
+        return Warehouse(sa.create_engine("duckdb://", creator=connect, poolclass=sa.StaticPool), name, connect)
+    import dataclasses
+
+    password = analyst.password
+    if name == "postgresql":
+        pg = settings.postgres
+        if pg.embedded:
+            from crm.services import ensure_postgres, passfile_password
+
+            pg = ensure_postgres(settings)
+            password = password or passfile_password(pg.passfile, analyst.role)
+    if not password:
+        raise SettingsError(f"no password for the analysts' role {analyst.role}: set CRM_ANALYST_PASSWORD or the "
+                            "Airflow Connection crm_analyst")  # fmt: skip
+    if name == "postgresql":
+        pg = dataclasses.replace(pg, user=analyst.role, password=password, passfile=None)
+        engine, creator = _with_creator(sa.create_engine(pg.url(), poolclass=sa.NullPool))
+    else:
+        azure = dataclasses.replace(settings.azure_sql, authentication="sql", user=analyst.role, password=password)
+        engine, creator = _sqlserver_engine(azure, poolclass=sa.NullPool)
+    return Warehouse(engine, name, creator)
 
 
 def dispose_engines() -> None:
@@ -473,6 +543,9 @@ def dbt_env(settings: Settings) -> dict[str, str]:
 
             pg = ensure_postgres(settings)
         env.update(pg.dbt_env())
+    elif engine_name(settings) == "mssql":  # the Connection crm_warehouse's, or CRM_AZURE_SQL_*
+        env.update(settings.azure_sql.dbt_env())
+    env["CRM_ANALYST_ROLE"] = settings.analyst.role  # whom dbt grants the marts' reads
     return env
 
 

@@ -41,6 +41,10 @@ Lima time after D ends):
    when none is set) as a new snapshot with a 24-hour TTL and switches to it atomically. With them
    go what the console shows beside them (each campaign's last 30 days from `campaign_performance`,
    each customer's masked profile from `customer_360`), so the console never queries the warehouse.
+10. **publish_analysts** (beside it): on DuckDB, the dates of `marts`, `snapshots` and `campaigns`
+   this run changed, as Parquet files under `analysts/`, listed by a manifest replaced at once:
+   what `crm sql` (`make sql`) reads, so an analyst never holds the file a run writes and sees a
+   date whole or not at all. On a server it copies nothing: analysts read it as their role.
 
 **Rerun or backfill**: every task reads and writes only D's partitions, so clearing a run (or
 `make backfill FROM=D1 TO=D2`, `airflow backfill create --dag-id crm_daily --from-date D1 --to-date D2`,
@@ -214,9 +218,16 @@ def crm_daily():
 
         return run(_business_date(ds), params)
 
-    @task(pool=WAREHOUSE_POOL)
+    # first of the two when they wait for the same slot: sales and the app read the cache
+    @task(pool=WAREHOUSE_POOL, priority_weight=2)
     def publish_cache(ds: str | None = None, params: dict | None = None) -> dict:
         from entrypoints.tasks import publish as run
+
+        return run(_business_date(ds), params)
+
+    @task(pool=WAREHOUSE_POOL)
+    def publish_analysts(ds: str | None = None, params: dict | None = None) -> dict:
+        from entrypoints.tasks import publish_analysts as run
 
         return run(_business_date(ds), params)
 
@@ -225,7 +236,7 @@ def crm_daily():
     gated = gate_landing.expand(job=jobs)
     extracted >> gated
     scored = gated >> load_raw() >> dbt >> gate_marts() >> ensure_model() >> score_and_assign()
-    scored >> dbt_reporting >> publish_cache()
+    scored >> dbt_reporting >> [publish_cache(), publish_analysts()]
 
 
 crm_daily()

@@ -196,6 +196,34 @@ def airflow(executor: str, workers: int, concurrency: int) -> None:
         stop_services_started_since(before, settings)
 
 
+@cli.command()
+@click.option("-c", "--command", "command", help="run this one statement, print its rows and exit")
+@click.option("--csv", "as_csv", is_flag=True, help="rows as CSV, an empty line after each result")
+@click.option("--max-rows", type=click.IntRange(min=1), default=1000, help="rows shown of a result (not with --csv)")
+def sql(command: str | None, as_csv: bool, max_rows: int) -> None:
+    """Query the marts as an analyst: statements from standard input (each ended by ';'), or one
+    with -c. On DuckDB it reads the copy each run publishes (never the file a run writes); on a
+    server it connects as the analysts' role (CRM_ANALYST_ROLE), which reads marts, snapshots and
+    campaigns only."""
+    from serving.analysts import AnalystsError, shell
+
+    try:
+        _done(shell(get_settings(), command, as_csv, max_rows))
+    except AnalystsError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@cli.command("publish-analysts")
+@_date_option("the business date whose run it completes")
+def publish_analysts(business_date: dt.date) -> None:
+    """Bring the analysts' copy of the DuckDB warehouse up to date now (crm_daily does it after
+    each run; this is for a warehouse changed by hand, e.g. a dbt run outside Airflow)."""
+    from serving.analysts import publish
+
+    done = publish(get_settings(), business_date)
+    click.echo(", ".join(f"{k}={v}" for k, v in done.items()))
+
+
 @cli.command("warehouse-pool")
 def warehouse_pool() -> None:
     """Create or resize the Airflow pool crm_warehouse for this deployment's warehouse (one slot on

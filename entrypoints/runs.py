@@ -142,8 +142,8 @@ def demo(business_date: dt.date, customers: int, seed: int, force_publish: bool 
         "  make evaluate                                # this assignment against the sandbox's truth (oracle, random)\n"
         "  make train                                   # crm_model_training: a new version, champion only if better\n"
         f"  .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}   # runs, metrics, plots, registry\n"
-        f"  .venv/bin/python -c \"import duckdb; print(duckdb.connect('{settings.duckdb_path}', read_only=True)"
-        ".sql('select * from marts.customer_campaign_assignments limit 10'))\"",
+        "  make sql                                     # query the marts as an analyst (never in a run's way)\n"
+        '  make sql SQL="select * from marts.customer_campaign_assignments limit 10"',
         flush=True,
     )
     return 0

@@ -134,6 +134,12 @@ def publish(business_date: dt.date, params: dict | None = None) -> dict:
     return asdict(publish_snapshot(business_date, run_settings(params), force=force))
 
 
+def publish_analysts(business_date: dt.date, params: dict | None = None) -> dict:
+    from serving.analysts import publish as copy
+
+    return copy(run_settings(params), business_date)
+
+
 def purge_personal_data(business_date: dt.date, params: dict | None = None) -> dict:
     from ingestion.retention import purge_personal_data as purge
 

@@ -1,4 +1,4 @@
-{#- Analysts query raw, staging, intermediate, marts and campaigns: use the folder's schema as is. -#}
+{#- Each folder's schema as is (raw, staging, intermediate, marts, snapshots, campaigns). -#}
 {% macro generate_schema_name(custom_schema_name, node) -%}
     {%- if custom_schema_name is none -%}{{ target.schema }}{%- else -%}{{ custom_schema_name | trim }}{%- endif -%}
 {%- endmacro %}

@@ -60,9 +60,13 @@ def test_crm_daily_runs_every_stage_in_order(dagbag):
     assert "score_and_assign" in dag.get_task("dbt_reporting").get_flat_relative_ids(upstream=True)
     # the console's extras (campaign_performance, customer_360) are published with the snapshot
     assert "dbt_reporting" in dag.get_task("publish_cache").get_flat_relative_ids(upstream=True)
+    # the analysts' copy: every mart of the date written, reporting included; the cache goes first
+    assert "dbt_reporting" in dag.get_task("publish_analysts").get_flat_relative_ids(upstream=True)
+    assert dag.get_task("publish_cache").priority_weight > dag.get_task("publish_analysts").priority_weight
     assert dag.get_task("dbt_build").exclude == dag.get_task("dbt_reporting").select == "tag:after_scoring"
     # every task that touches the warehouse shares the warehouse pool (one slot on DuckDB)
-    for task_id in ("load_raw", "dbt_build", "gate_marts", "score_and_assign", "publish_cache", "dbt_reporting"):
+    for task_id in ("load_raw", "dbt_build", "gate_marts", "score_and_assign", "publish_cache", "dbt_reporting",
+                    "publish_analysts"):  # fmt: skip
         assert dag.get_task(task_id).pool == "crm_warehouse", task_id
 
 
@@ -111,7 +115,8 @@ def test_on_a_server_warehouse_the_pool_has_the_configured_slots_and_dbt_reaches
     assert pools == str(sorted([
         ("dbt_build", "crm_warehouse", 6), ("dbt_reporting", "crm_warehouse", 6), ("ensure_model", "crm_warehouse", 6),
         ("gate_marts", "crm_warehouse", 1), ("load_raw", "crm_warehouse", 6), ("plan_extraction", "crm_warehouse", 6),
-        ("publish_cache", "crm_warehouse", 1), ("score_and_assign", "crm_warehouse", 1),
+        ("publish_analysts", "crm_warehouse", 1), ("publish_cache", "crm_warehouse", 1),
+        ("score_and_assign", "crm_warehouse", 1),
     ]))  # fmt: skip
     # the server reaches dbt in the task's own process (a callback), never in the serialized DAG
     assert dbt == "True []"

@@ -42,6 +42,78 @@ def _demo(home, date: dt.date, extra_env: dict | None = None) -> subprocess.Comp
     return subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, check=False)
 
 
+# what the analyst asks every half second: each date's rows of the marts a run writes at different stages
+ANALYST_MARTS = (("customer_features", "as_of_date"), ("campaign_eligibility", "as_of_date"),
+                 ("customer_campaign_assignments", "business_date"), ("customer_360", "as_of_date"))  # fmt: skip
+ANALYST_QUERY = " union all ".join(
+    f"select '{mart}' as mart, {col} as day, count(*) as n from marts.{mart} group by {col}"
+    for mart, col in ANALYST_MARTS
+) + ";\n"
+
+
+class AnalystSession:
+    """``make sql`` as an analyst keeps it open (``crm sql --csv`` reading standard input), asking
+    each date's rows of :data:`ANALYST_MARTS` every half second until stopped: what it saw each time
+    (``{(mart, day): rows}``) and what it printed as errors."""
+
+    def __init__(self, home, extra_env: dict | None = None):
+        import threading
+
+        env = {**os.environ, "CRM_HOME": str(home), **(extra_env or {})}
+        self.proc = subprocess.Popen([sys.executable, "-m", "entrypoints.cli", "sql", "--csv"], env=env, cwd=REPO_ROOT,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     bufsize=1)  # fmt: skip
+        self.seen: list[dict[tuple[str, str], int]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._ask, daemon=True)
+
+    def ask(self) -> dict[tuple[str, str], int]:
+        self.proc.stdin.write(ANALYST_QUERY)
+        self.proc.stdin.flush()
+        header, seen = self.proc.stdout.readline(), {}
+        assert header.strip() == "mart,day,n", header
+        while line := self.proc.stdout.readline().strip():
+            mart, day, n = line.split(",")
+            seen[(mart, day)] = int(n)
+        return seen
+
+    def _ask(self) -> None:
+        while not self.stop.is_set():
+            self.seen.append(self.ask())
+            self.stop.wait(0.5)
+
+    def __enter__(self) -> AnalystSession:
+        self.seen.append(self.ask())
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(timeout=60)
+        self.seen.append(self.ask())
+        self.proc.stdin.write("\\q\n")
+        self.proc.stdin.close()
+        self.errors = self.proc.stderr.read()
+        self.proc.wait(timeout=60)
+
+    def assert_saw_whole_dates_only(self, new_day: dt.date) -> None:
+        """Every date the analyst saw had, each time, the rows it has at the end (never a partial
+        date), the session never failed, and the new date arrived while it watched."""
+        final = self.seen[-1]
+        assert self.errors == "" and self.proc.returncode == 0, self.errors[-2000:]
+        assert len(self.seen) >= 10, len(self.seen)
+        for seen in self.seen:
+            assert {key: final.get(key) for key in seen} == seen, (seen, final)
+        assert all((mart, new_day.isoformat()) in final for mart, _ in ANALYST_MARTS), final
+        assert not any(day == new_day.isoformat() for _, day in self.seen[0]), self.seen[0]
+
+    def assert_dates_arrived_in_every_mart_at_once(self) -> None:
+        """The published copy (DuckDB): a date is in all the marts the analyst asks about, or in none."""
+        for seen in self.seen:
+            days = {day for _, day in seen}
+            assert all((mart, day) in seen for mart, _ in ANALYST_MARTS for day in days), seen
+
+
 @pytest.fixture(scope="module")
 def e2e_home(crm_home):
     home = crm_home / "e2e"
@@ -336,8 +408,9 @@ def test_evaluate_compares_the_assignment_with_the_oracles_and_a_random_one(firs
 
 
 def test_a_running_api_serves_each_new_run_without_a_restart(first_run, e2e_home, monkeypatch):
-    """make serve runs; make demo for the same date again: same assignments, same offers, from a new
-    snapshot; then make demo DATE=<next day>: the same API serves the next day's snapshot."""
+    """make serve runs, and an analyst's make sql is open; make demo for the same date again: same
+    assignments, same offers, from a new snapshot; then make demo DATE=<next day>: the same API
+    serves the next day's snapshot, and the analyst sees the next day whole."""
     import time
 
     import httpx
@@ -356,7 +429,7 @@ def test_a_running_api_serves_each_new_run_without_a_restart(first_run, e2e_home
             snapshot = client.get("/v1/snapshot").json()["snapshot"]
         return {b["snapshot_id"] for b in bodies.values()}, {c: b.get("offers") for c, b in bodies.items()}, snapshot
 
-    with running_read_api(e2e_home) as url:
+    with running_read_api(e2e_home) as url, AnalystSession(e2e_home) as analyst:
         snap_before, offers_before, _ = served(url)
         again = _demo(e2e_home, D)
         assert again.returncode == 0, again.stdout[-3000:]
@@ -375,6 +448,10 @@ def test_a_running_api_serves_each_new_run_without_a_restart(first_run, e2e_home
     assert snapshot_next["business_date"] == (D + dt.timedelta(days=1)).isoformat()
     assert snapshot_next["snapshot_id"] in snap_next and snapshot_next["fresh"] is True
     assert running_services(settings) == set()  # serve stopped the Redis it had started
+    # an analyst's make sql, open and querying through both runs: neither failed on the warehouse's
+    # lock, and the analyst saw D's rows whole throughout and D+1's arrive whole, in every mart at once
+    analyst.assert_saw_whole_dates_only(D + dt.timedelta(days=1))
+    analyst.assert_dates_arrived_in_every_mart_at_once()
 
 
 def test_a_failing_stage_stops_the_run_names_it_and_publishes_nothing(first_run, e2e_home, monkeypatch):
@@ -512,6 +589,17 @@ def test_the_same_day_on_postgresql_through_airflow_gives_the_same_marts(first_r
     assert set(postgres_marts) == {table for table, _ in DAY_COLUMNS}
     assert all(rows > 0 for rows, _ in postgres_marts.values()), postgres_marts
     assert postgres_marts == duckdb_marts
+
+    # the next day on PostgreSQL with an analyst's make sql open throughout, as the analysts' role:
+    # the run never waits on it, and it sees D whole, then D+1 whole, never a date half-written
+    with AnalystSession(e2e_home, {"CRM_DBT_TARGET": "postgres"}) as analyst:
+        next_day = _demo(e2e_home, D + dt.timedelta(days=1), {"CRM_DBT_TARGET": "postgres"})
+    assert next_day.returncode == 0, next_day.stdout[-3000:] + next_day.stderr[-3000:]
+    analyst.assert_saw_whole_dates_only(D + dt.timedelta(days=1))
+    denied = subprocess.run([sys.executable, "-m", "entrypoints.cli", "sql", "-c", "select count(*) from raw.customers"],
+                            env={**os.environ, "CRM_HOME": str(e2e_home), "CRM_DBT_TARGET": "postgres"},
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert denied.returncode == 1 and "permission denied for schema raw" in denied.stderr, denied.stderr
 
     monkeypatch.setenv("CRM_DBT_TARGET", "postgres")
     settings = _settings(e2e_home, monkeypatch)

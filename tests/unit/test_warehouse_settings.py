@@ -53,3 +53,39 @@ def test_production_never_starts_an_embedded_postgresql(monkeypatch, tmp_path):
     monkeypatch.delenv("CRM_POSTGRES_HOST", raising=False)
     with pytest.raises(SettingsError, match="the Airflow Connection crm_warehouse or CRM_POSTGRES_HOST"):
         Settings(home=tmp_path).postgres  # noqa: B018 - the property is what is checked
+
+
+def test_azure_sql_comes_from_the_airflow_connection_as_the_other_systems_do(monkeypatch, tmp_path):
+    """The Connection crm_warehouse (host: server, schema: database; a service principal's id and
+    secret as login and password) reaches the stages and dbt's profile, its secret in neither repr."""
+    import json
+
+    for name in ("CRM_AZURE_SQL_SERVER", "CRM_AZURE_SQL_USER", "CRM_AZURE_SQL_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CRM_DBT_TARGET", "azure")
+    monkeypatch.setenv("AIRFLOW_CONN_CRM_WAREHOUSE", json.dumps({
+        "conn_type": "mssql", "host": "crm-prod.database.windows.net", "schema": "crmdw", "login": "app-id",
+        "password": "s3cret", "extra": {"authentication": "ServicePrincipal", "tenant_id": "tenant-1"}}))  # fmt: skip
+    azure = Settings(home=tmp_path).azure_sql
+    assert (azure.server, azure.database, azure.client_id, azure.tenant_id) == (
+        "crm-prod.database.windows.net", "crmdw", "app-id", "tenant-1")  # fmt: skip
+    assert "UID=app-id;PWD=s3cret;" in azure.odbc_connection_string() and "s3cret" not in repr(azure)
+    from crm.warehouse import dbt_env
+
+    env = dbt_env(Settings(home=tmp_path))
+    assert env["CRM_AZURE_SQL_SERVER"] == "crm-prod.database.windows.net" and env["CRM_AZURE_CLIENT_SECRET"] == "s3cret"
+    assert env["CRM_AZURE_SQL_AUTH"] == "ServicePrincipal" and env["CRM_ANALYST_ROLE"] == "crm_analyst"
+
+
+def test_production_is_azure_sql_unless_told_and_never_the_embedded_duckdb(monkeypatch, tmp_path):
+    monkeypatch.setenv("CRM_ENVIRONMENT", "production")
+    monkeypatch.delenv("CRM_DBT_TARGET", raising=False)
+    monkeypatch.delenv("CRM_AZURE_SQL_SERVER", raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_CRM_WAREHOUSE", raising=False)
+    settings = Settings(home=tmp_path)
+    assert settings.dbt_target == "azure"
+    with pytest.raises(SettingsError, match="the Airflow Connection crm_warehouse or CRM_AZURE_SQL_SERVER"):
+        settings.azure_sql  # noqa: B018 - the property is what is checked
+    monkeypatch.setenv("CRM_DBT_TARGET", "local")
+    with pytest.raises(SettingsError, match="the embedded DuckDB warehouse is for development"):
+        Settings(home=tmp_path)
