@@ -322,8 +322,6 @@ def ensure_postgres(settings: Settings | None = None):
     use, with a password of its own in ``<CRM_HOME>/run/postgres.pgpass``): its connection."""
     import dataclasses
 
-    import sqlalchemy as sa
-
     settings = settings or get_settings()
     pg = settings.postgres
     if not pg.embedded:

@@ -163,8 +163,8 @@ VARIABLES: dict[str, Variable] = _declare({
         V("CRM_AZURE_TENANT_ID", None, "the service principal's tenant (read by dbt's profile)"),
         V("CRM_ANALYST_ROLE", "crm_analyst", "the analysts' role on a server warehouse: dbt grants it reads of "
           "`marts`, `snapshots` and `campaigns` and nothing else; `crm sql` connects as it"),
-        V("CRM_ANALYST_PASSWORD", None, "the analysts' role's password for `crm sql` on a server (a secret; or the "
-          "Airflow Connection `crm_analyst`)", shown="the embedded PostgreSQL's, in `.crm/postgres.pgpass`"),
+        V("CRM_ANALYST_PASSWORD", None, "the analysts' role's password for `crm sql` on a server (a secret, on the "
+          "analyst's machine)", shown="the embedded PostgreSQL's, in `.crm/postgres.pgpass`"),
     ),
     "personal data": (
         V("CRM_RAW_RETENTION_DAYS", 35, "clear personal data (`raw.customers`, the customers' landing, the quarantine) "
@@ -740,14 +740,10 @@ class Settings:
 
     @cached_property
     def analyst(self) -> Analyst:
-        """The analysts' role (``CRM_ANALYST_ROLE``) and its password: ``CRM_ANALYST_PASSWORD``, else
-        the Airflow Connection ``crm_analyst`` (login, password), else the embedded server's."""
-        role, password = _env("CRM_ANALYST_ROLE", "crm_analyst"), _env("CRM_ANALYST_PASSWORD")
-        if password is None:
-            conn = _airflow_connection("crm_analyst")
-            if conn is not None and conn.password:
-                return Analyst(conn.login or role, conn.password)
-        return Analyst(role, password)
+        """The analysts' role (``CRM_ANALYST_ROLE``) and its password (``CRM_ANALYST_PASSWORD``; the
+        embedded server's own when unset): what ``crm sql`` connects as on a server, on an analyst's
+        machine, never a task's."""
+        return Analyst(_env("CRM_ANALYST_ROLE", "crm_analyst"), _env("CRM_ANALYST_PASSWORD"))
 
     @cached_property
     def postgres(self) -> Postgres:

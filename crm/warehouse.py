@@ -513,8 +513,7 @@ def analysts_warehouse(settings: Settings) -> Warehouse:
             pg = ensure_postgres(settings)
             password = password or passfile_password(pg.passfile, analyst.role)
     if not password:
-        raise SettingsError(f"no password for the analysts' role {analyst.role}: set CRM_ANALYST_PASSWORD or the "
-                            "Airflow Connection crm_analyst")  # fmt: skip
+        raise SettingsError(f"no password for the analysts' role {analyst.role}: set CRM_ANALYST_PASSWORD")
     if name == "postgresql":
         pg = dataclasses.replace(pg, user=analyst.role, password=password, passfile=None)
         engine, creator = _with_creator(sa.create_engine(pg.url(), poolclass=sa.NullPool))

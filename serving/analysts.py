@@ -108,8 +108,9 @@ def _copy_table(session: Session, root: Path, key: str, token: str, before: dict
         return {"file": path, "rows": session.write_parquet(f"select * from {_quoted(key)}", root / path)}
     counts = {
         day.isoformat(): rows
-        for day, rows in session.rows(f'select "{column}", count(*) from {_quoted(key)} '
-                                      f'where "{column}" is not null group by 1')  # fmt: skip
+        for day, rows in session.rows(
+            f'select "{column}", count(*) from {_quoted(key)} where "{column}" is not null group by 1'
+        )
     }
     held = before.get("parts", {}) if before.get("date_column") == column else {}
     parts = {}
@@ -248,14 +249,16 @@ class _Copy:
         if self.version is None and manifest.get("catalog"):
             # the views' SQL names the warehouse's catalog ("warehouse"."snapshots"....): the same here
             connection.exec_driver_sql(f"attach if not exists ':memory:' as \"{manifest['catalog']}\"")
-            connection.exec_driver_sql(f"use \"{manifest['catalog']}\"")
+            connection.exec_driver_sql(f'use "{manifest["catalog"]}"')
         for schema in SCHEMAS:
             connection.exec_driver_sql(f'create schema if not exists "{schema}"')
         listed = set(manifest["tables"]) | set(manifest["views"])
         for key in self.relations - listed:
             connection.exec_driver_sql(f"drop view if exists {_quoted(key)}")
         for key, entry in manifest["tables"].items():
-            files = [p["file"] for _, p in sorted(entry.get("parts", {}).items())] or [entry.get("file") or entry["empty"]]
+            files = [p["file"] for _, p in sorted(entry.get("parts", {}).items())] or [
+                entry.get("file") or entry["empty"]
+            ]
             paths = ", ".join("'" + str(self.root / f).replace("'", "''") + "'" for f in files)
             connection.exec_driver_sql(f"create or replace view {_quoted(key)} as select * from "
                                        f"read_parquet([{paths}], union_by_name = true)")  # fmt: skip
@@ -336,7 +339,7 @@ def shell(
                 print(f"error: {_first_line(error)}", file=stderr, flush=True)
 
         if command is not None:
-            statements, rest = _complete(command if command.rstrip().endswith(";") else command + ";")
+            statements, _ = _complete(command if command.rstrip().endswith(";") else command + ";")
             for statement in statements:
                 run(statement)
             return 1 if failed else 0

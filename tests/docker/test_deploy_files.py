@@ -411,6 +411,13 @@ def test_airflow_values_run_the_image_with_connections_from_a_secret():
     for conn_id in re.findall(r"_airflow_connection\(\"([a-z_]+)\"\)", (REPO_ROOT / "crm" / "settings.py").read_text()):
         assert f"AIRFLOW_CONN_{conn_id.upper()}=" in text
     assert all(not SECRET_WORDS.search(str(v)) for v in env.values())
+    # the warehouse pool is made at deploy time, after the migration, by the job that has the env
+    job = values["migrateDatabaseJob"]
+    assert job.get("applyCustomEnv", True) is True
+    script = job["args"][-1]
+    assert job["args"][:2] == ["bash", "-c"] and re.fullmatch(
+        r"airflow db migrate && (exec )?crm warehouse-pool", script
+    )
 
 
 def test_no_deployment_file_carries_a_credential():

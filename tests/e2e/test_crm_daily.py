@@ -45,10 +45,13 @@ def _demo(home, date: dt.date, extra_env: dict | None = None) -> subprocess.Comp
 # what the analyst asks every half second: each date's rows of the marts a run writes at different stages
 ANALYST_MARTS = (("customer_features", "as_of_date"), ("campaign_eligibility", "as_of_date"),
                  ("customer_campaign_assignments", "business_date"), ("customer_360", "as_of_date"))  # fmt: skip
-ANALYST_QUERY = " union all ".join(
-    f"select '{mart}' as mart, {col} as day, count(*) as n from marts.{mart} group by {col}"
-    for mart, col in ANALYST_MARTS
-) + ";\n"
+ANALYST_QUERY = (
+    " union all ".join(
+        f"select '{mart}' as mart, {col} as day, count(*) as n from marts.{mart} group by {col}"
+        for mart, col in ANALYST_MARTS
+    )
+    + ";\n"
+)
 
 
 class AnalystSession:

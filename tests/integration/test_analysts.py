@@ -38,7 +38,9 @@ def settings(tmp_path, monkeypatch) -> Settings:
         session.execute("create table marts.customer_features (customer_id integer, as_of_date date, balance double)")
         session.execute("create table marts.customer_campaign_assignments (customer_id integer, business_date date, "
                         "campaign_id varchar)")  # fmt: skip
-        session.execute("create table marts.fct_campaign_contacts (contact_id integer, contact_date date, accepted boolean)")
+        session.execute(
+            "create table marts.fct_campaign_contacts (contact_id integer, contact_date date, accepted boolean)"
+        )
         session.execute("create table snapshots.snp_core_banking__customers (customer_id integer, updated_on date, "
                         "segment varchar)")  # fmt: skip
         session.execute("create table campaigns.campaigns (campaign_id varchar, name varchar)")
@@ -56,8 +58,12 @@ def _day(s: Settings, day: dt.date, customers: int) -> None:
             session.execute(f"delete from marts.{table} where {column} = :d", {"d": day})
         session.execute("delete from marts.fct_campaign_contacts where contact_date = :d", {"d": day})
         for c in range(customers):
-            session.execute("insert into marts.customer_features values (:c, :d, :b)", {"c": c, "d": day, "b": 10.0 * c})
-            session.execute("insert into marts.customer_campaign_assignments values (:c, :d, 'CMP-A')", {"c": c, "d": day})
+            session.execute(
+                "insert into marts.customer_features values (:c, :d, :b)", {"c": c, "d": day, "b": 10.0 * c}
+            )
+            session.execute(
+                "insert into marts.customer_campaign_assignments values (:c, :d, 'CMP-A')", {"c": c, "d": day}
+            )
             session.execute("insert into snapshots.snp_core_banking__customers values (:c, :d, 'MASS')",
                             {"c": c, "d": day})  # fmt: skip
         session.execute("insert into marts.fct_campaign_contacts values (:d_id, :d, false)",
@@ -76,7 +82,9 @@ def test_an_analyst_queries_while_a_run_holds_the_warehouse_and_sees_no_personal
     # a run's task holds the DuckDB file for writing, as the run's tasks do one after another
     with warehouse(settings).begin() as writing:
         writing.execute("insert into marts.customer_features values (99, :d, 1.0)", {"d": D + dt.timedelta(days=1)})
-        counted = _sql(settings, "--csv", "-c", "select as_of_date, count(*) as n from marts.customer_features group by 1")
+        counted = _sql(
+            settings, "--csv", "-c", "select as_of_date, count(*) as n from marts.customer_features group by 1"
+        )
         listed = _sql(settings, "-c", "select table_schema, table_name from information_schema.tables order by 1, 2")
         raw = _sql(settings, "-c", "select * from raw.customers")
         view = _sql(settings, "--csv", "-c", "select count(*) as n from marts.dim_customers")
@@ -118,14 +126,16 @@ def test_a_new_date_arrives_whole_and_a_rewritten_date_shows_its_new_rows(settin
 def test_a_session_reads_statements_as_they_come_and_goes_on_after_an_error(settings):
     analysts.publish(settings, D)
     out, err = io.StringIO(), io.StringIO()
-    statements = "select count(*) as n\n  from marts.customer_features;\nselect nope;\n\\d\nselect 1 as a; select 2 as b;\n"
+    statements = (
+        "select count(*) as n\n  from marts.customer_features;\nselect nope;\n\\d\nselect 1 as a; select 2 as b;\n"
+    )
     code = analysts.shell(settings, stdin=io.StringIO(statements), stdout=out, stderr=err)
     assert code == 1  # a statement failed
     text = out.getvalue()
     assert text.startswith(" n\n 3\n(1 row)\n")
     assert re.search(r"marts +customer_features VIEW", text) and re.search(r"campaigns +campaigns VIEW", text)  # \d
     assert text.endswith(" a\n 1\n(1 row)\n b\n 2\n(1 row)\n")
-    assert err.getvalue().startswith("error: Binder Error: Referenced column \"nope\" was not found")
+    assert err.getvalue().startswith('error: Binder Error: Referenced column "nope" was not found')
 
 
 def test_without_a_copy_crm_sql_says_how_to_get_one(tmp_path, monkeypatch):
