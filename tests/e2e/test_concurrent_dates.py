@@ -75,6 +75,36 @@ def alone_in_a_fresh_home(env: dict, home, day: dt.date, champion: str) -> dict:
     return fingerprints(Settings(home=home).duckdb_path, [day])
 
 
+def engine_fingerprints(settings: Settings, days: list[dt.date]) -> dict[str, dict[str, tuple[int, str]]]:
+    """Each date's rows of every dated mart, fingerprinted through the warehouse interface: the
+    same rows give the same fingerprint on DuckDB and on PostgreSQL (``{day: {mart: (rows, hash)}}``;
+    ``dim_customers``: the versions valid on the date, without their end, as :func:`fingerprints`)."""
+    import sqlalchemy as sa
+
+    from benchmarks.backfill import DATED_MARTS
+    from crm.warehouse import fingerprint, warehouse
+
+    out = {}
+    with warehouse(settings).connect() as session:
+        columns = sa.inspect(session.connection).get_columns("dim_customers", schema="marts")
+        kept = ", ".join(c["name"] for c in columns if c["name"] not in ("valid_to", "is_current"))
+        for day in days:
+            marts = {}
+            for mart, column in DATED_MARTS.items():
+                statement = (
+                    f"select {kept} from marts.dim_customers where valid_from <= :d and valid_to > :d"
+                    if mart == "dim_customers"
+                    else f"select * from marts.{mart} where {column} = :d"
+                )
+                marts[mart] = fingerprint(session, statement, {"d": day})
+            out[str(day)] = marts
+    return out
+
+
+# the DuckDB test's backfilled dates and its champion, for the same dates' run on PostgreSQL
+DUCKDB_RUN: dict = {}
+
+
 def test_dates_run_side_by_side_give_each_date_the_rows_it_gives_alone(crm_home, monkeypatch):
     from crm.airflow_env import LocalAirflow, dag_runs, unpause
     from crm.services import stop_services_started_since
@@ -155,3 +185,56 @@ def test_dates_run_side_by_side_give_each_date_the_rows_it_gives_alone(crm_home,
     assert not any(rows == 0 for marts in alone.values() for rows, _ in marts.values()), alone
     assert differences(side_by_side, alone) == {}
     assert served_snapshot(settings)["business_date"] == str(LIVE)
+    DUCKDB_RUN.update(marts=engine_fingerprints(settings, BACKFILL), champion=settings.mlflow_tracking_uri)
+
+
+def test_on_postgresql_dates_side_by_side_share_the_pool_and_give_the_duckdb_rows(crm_home, monkeypatch):
+    """The same operation on PostgreSQL (``WAREHOUSE=postgres``, the embedded server): the live
+    date's scheduled run and a backfill of three dates, side by side on two Celery workers. The
+    pool ``crm_warehouse`` has ``CRM_WAREHOUSE_POOL_SLOTS`` slots there, so warehouse tasks of
+    different dates do run at the same time; every run succeeds, and each date's marts equal, by
+    content hash, what the DuckDB test's runs gave (same bank, same champion)."""
+    from crm.airflow_env import LocalAirflow, dag_runs, unpause
+    from crm.services import stop_services_started_since
+
+    assert DUCKDB_RUN, "runs after test_dates_run_side_by_side_give_each_date_the_rows_it_gives_alone (its reference)"
+    home = crm_home / "concurrent-postgres"
+    home.mkdir()
+    for var, value in {"CRM_HOME": str(home), "CRM_SANDBOX_CUSTOMERS": str(CUSTOMERS), "CRM_SANDBOX_SEED": str(SEED),
+                       "CRM_TASK_RETRIES": "0", "CRM_DBT_TARGET": "postgres",
+                       "CRM_MLFLOW_TRACKING_URI": DUCKDB_RUN["champion"]}.items():  # fmt: skip
+        monkeypatch.setenv(var, value)
+    env = dict(os.environ)
+    settings = Settings(home=home)
+    assert settings.warehouse_pool_slots == 8
+
+    demo = _cli(env, "demo", "--date", str(LIVE))
+    assert demo.returncode == 0, demo.stdout[-3000:]
+    assert "(warehouse: postgresql;" in demo.stdout
+    airflow = LocalAirflow(settings, "celery", workers=2, concurrency=2).start()
+    try:
+        assert unpause("crm_daily", settings), "crm_daily never reached Airflow's metadata database"
+        backfill = _cli(env, "backfill", "--from", str(BACKFILL[0]), "--to", str(BACKFILL[-1]),
+                        "--max-active-runs", "3")  # fmt: skip
+        assert backfill.returncode == 0, backfill.stdout[-3000:]
+        deadline = time.monotonic() + 600
+        while any(r["state"] not in ("success", "failed") for r in dag_runs("crm_daily", settings)):
+            assert time.monotonic() < deadline, dag_runs("crm_daily", settings)
+            time.sleep(5)
+        runs = dag_runs("crm_daily", settings)
+        assert all(r["state"] == "success" for r in runs), [(r["run_id"], r["state"]) for r in runs]
+        assert sum(r["run_id"].startswith("backfill__") for r in runs) == 3
+        assert any(r["run_id"].startswith("scheduled__") for r in runs), [r["run_id"] for r in runs]
+        side_by_side = engine_fingerprints(settings, BACKFILL)
+        tasks = [t for t in _task_instances(settings) if t[0].startswith(("backfill__", "scheduled__"))]
+    finally:
+        airflow.stop()
+        stop_services_started_since(set(), settings)
+
+    # warehouse tasks of different dates overlapped: the pool is the server's, not DuckDB's one slot
+    warehouse = sorted((t[5], t[6], t[0], t[1]) for t in tasks if t[4] == "crm_warehouse")
+    overlapping = [(a, b) for a, b in itertools.combinations(warehouse, 2) if a[2] != b[2] and b[0] < a[1]]
+    assert overlapping, warehouse
+    empty = {day: [m for m, (rows, _) in marts.items() if rows == 0] for day, marts in side_by_side.items()}
+    assert not any(empty.values()), empty
+    assert differences(side_by_side, DUCKDB_RUN["marts"]) == {}
