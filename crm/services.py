@@ -412,6 +412,10 @@ def _ensure_database(pg, analyst: str, analyst_password: str) -> None:
             if role is None:
                 literal = analyst_password.replace("'", "''")
                 conn.execute(sa.text(f"create role \"{analyst}\" login password '{literal}'"))
+                # an analyst's forgotten query or open transaction holds locks dbt's table swaps wait
+                # on: bounded, so a run waits minutes at worst, never for the rest of the night
+                conn.execute(sa.text(f"alter role \"{analyst}\" set statement_timeout = '15min'"))
+                conn.execute(sa.text(f"alter role \"{analyst}\" set idle_in_transaction_session_timeout = '5min'"))
     finally:
         admin.dispose()
 

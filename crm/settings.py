@@ -713,8 +713,10 @@ class Settings:
             conn = _airflow_connection("crm_warehouse")
             if conn is not None and conn.host:
                 extra = conn.extra_dejson or {}
-                auth = str(extra.get("authentication", "sql"))
-                principal = auth.lower() == "serviceprincipal"
+                # "ServicePrincipal" (dbt-sqlserver's word) or ODBC's "ActiveDirectoryServicePrincipal"
+                principal = str(extra.get("authentication", "sql")).lower() in (
+                    "serviceprincipal", "activedirectoryserviceprincipal")  # fmt: skip
+                auth = "ServicePrincipal" if principal else "sql"
                 return AzureSql(
                     server=conn.host,
                     database=conn.schema or "crm",

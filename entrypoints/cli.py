@@ -215,12 +215,14 @@ def sql(command: str | None, as_csv: bool, max_rows: int) -> None:
 
 @cli.command("publish-analysts")
 @_date_option("the business date whose run it completes")
-def publish_analysts(business_date: dt.date) -> None:
-    """Bring the analysts' copy of the DuckDB warehouse up to date now (crm_daily does it after
-    each run; this is for a warehouse changed by hand, e.g. a dbt run outside Airflow)."""
+@click.option("--all", "everything", is_flag=True, help="every date the warehouse holds (when no run is writing)")
+def publish_analysts(business_date: dt.date, everything: bool) -> None:
+    """Bring the analysts' copy of the DuckDB warehouse up to date now: crm_daily does it for its
+    date after each run; --all takes every date, after the warehouse was changed by hand (a dbt
+    build outside Airflow, a full refresh)."""
     from serving.analysts import publish
 
-    done = publish(get_settings(), business_date)
+    done = publish(get_settings(), business_date, everything=everything)
     click.echo(", ".join(f"{k}={v}" for k, v in done.items()))
 
 

@@ -16,9 +16,11 @@ that began before the switch finishes on it).
 ``crm sql`` (:func:`shell`) opens a DuckDB database in memory whose views read the files the
 manifest lists, looked at again before each statement: the analyst sees each new date as soon as
 it is whole, and holds no lock. On a server engine (PostgreSQL, Azure SQL) there is nothing to
-copy: readers never block the run there, each mart's date is written in one transaction, and
-``crm sql`` connects as the analysts' role, to which dbt grants reads of those three schemas only
-(the project's ``grant_to_analysts``).
+copy: each mart's date is written in one transaction, so a reader sees it whole, and ``crm sql``
+connects as the analysts' role, to which dbt grants reads of those three schemas only (the
+project's ``grant_to_analysts``). A reader's locks can still make dbt's swap of a whole table wait
+there: ``crm sql`` commits after each statement, and the role's statements and idle transactions
+are bounded by timeouts (the embedded server's; the deployment's to set on a bank's server).
 """
 
 from __future__ import annotations
@@ -44,19 +46,25 @@ from crm.warehouse import Session, analysts_warehouse, warehouse
 
 SCHEMAS = ("marts", "snapshots", "campaigns")  # what analysts read; raw and staging hold clear personal data
 
-# the date a table's rows belong to: each date of it is one file, written only when it changed
-DATE_COLUMNS = {
+# marts keyed by a run's business date: a run writes its own date there (and only a run does), at
+# several stages, so the copy takes a date from its own run's publish and never from another's (a
+# backfill's date half-built beside it) unless told to take everything (`crm publish-analysts --all`)
+BUSINESS_DATED = {
     "marts.customer_features": "as_of_date",
     "marts.customer_360": "as_of_date",
     "marts.campaign_eligibility": "as_of_date",
     "marts.campaign_exclusions": "as_of_date",
     "marts.customer_campaign_assignments": "business_date",
-    "marts.fct_transactions": "booking_date",
-    "marts.fct_campaign_contacts": "contact_date",
 }
+# facts dated by their own day, each day written whole by one dbt model: a run replaces its date
+# (and a refresh window) and adds the days before the mart's first; the copy takes those, up to the
+# run's date, and any day whose rows the warehouse counts differently from the manifest
+EVENT_DATED = {"marts.fct_transactions": "booking_date", "marts.fct_campaign_contacts": "contact_date"}
+DATE_COLUMNS = {**BUSINESS_DATED, **EVENT_DATED}
 # marts that rewrite more than the run's own date: how many days back (a dbt var of the project)
 REFRESH_VARS = {"marts.fct_campaign_contacts": "contact_refresh_days"}
-RETIRED_FILES_KEPT_S = 3600  # a file the manifest stopped listing outlives the queries already reading it
+# a file the manifest stopped listing outlives the statements already reading it (a long export)
+RETIRED_FILES_KEPT_S = 6 * 3600
 MANIFEST = "manifest.json"
 
 
@@ -100,7 +108,9 @@ def _locked(root: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _copy_table(session: Session, root: Path, key: str, token: str, before: dict, refresh: set[str]) -> dict:
+def _copy_table(
+    session: Session, root: Path, key: str, token: str, before: dict, business_date: dt.date, everything: bool
+) -> dict:
     """One table's entry of the new manifest, writing the files it needs."""
     column = DATE_COLUMNS.get(key)
     if column is None:
@@ -112,17 +122,27 @@ def _copy_table(session: Session, root: Path, key: str, token: str, before: dict
             f'select "{column}", count(*) from {_quoted(key)} where "{column}" is not null group by 1'
         )
     }
+    own = {(business_date - dt.timedelta(days=n)).isoformat() for n in range(_refresh_days(key))}
     held = before.get("parts", {}) if before.get("date_column") == column else {}
     parts = {}
     for day, rows in sorted(counts.items()):
         old = held.get(day)
-        if old is not None and old["rows"] == rows and day not in refresh and (root / old["file"]).exists():
-            parts[day] = old
+        if everything or day in own:
+            write = True
+        elif key in BUSINESS_DATED or day > business_date.isoformat():
+            write = False  # another run's date: its own publish brings it whole
+        else:  # an event-dated day before the run's: new, or changed since the copy took it
+            write = old is None or old["rows"] != rows
+        if not write:
+            if old is not None and (root / old["file"]).exists():
+                parts[day] = old
             continue
         path = f"{key}/{column}={day}/{token}.parquet"
         statement = f'select * from {_quoted(key)} where "{column}" = :day'
-        parts[day] = {"file": path, "rows": session.write_parquet(statement, root / path,
-                                                                   {"day": dt.date.fromisoformat(day)})}  # fmt: skip
+        parts[day] = {
+            "file": path,
+            "rows": session.write_parquet(statement, root / path, {"day": dt.date.fromisoformat(day)}),
+        }
     entry: dict[str, Any] = {"date_column": column, "parts": parts}
     if not parts:  # no rows yet: a file of its columns, so the table is there to query
         path = f"{key}/{token}.empty.parquet"
@@ -163,16 +183,17 @@ def _sweep(root: Path, manifest: dict, now: float) -> int:
     return removed
 
 
-def publish(settings: Settings, business_date: dt.date) -> dict:
+def publish(settings: Settings, business_date: dt.date, everything: bool = False) -> dict:
     """Copy the warehouse's ``marts``, ``snapshots`` and ``campaigns`` for the analysts (DuckDB
-    only: see the module's docstring); what was written."""
+    only: see the module's docstring), as the run of ``business_date`` completes them; with
+    ``everything``, every date the warehouse holds (after a hand-run dbt build or a full refresh,
+    when no run is writing); what was written."""
     wh = warehouse(settings)
     if wh.name != "duckdb":
         return {"copied": False, "engine": wh.name,
                 "analysts": f"read the warehouse as the role {settings.analyst.role} (crm sql)"}  # fmt: skip
     root = settings.analysts_dir
     token = f"{business_date.isoformat()}-{uuid.uuid4().hex[:10]}"
-    own_dates = {business_date.isoformat()}
     with _locked(root):
         old = read_manifest(root) or {}
         tables, views = {}, {}
@@ -192,11 +213,11 @@ def publish(settings: Settings, business_date: dt.date) -> dict:
                         {"schema": schema, "name": name},
                     )
                     continue
-                days = _refresh_days(key)
-                refresh = own_dates | {(business_date - dt.timedelta(days=n)).isoformat() for n in range(days)}
-                tables[key] = _copy_table(session, root, key, token, old.get("tables", {}).get(key, {}), refresh)
+                before = old.get("tables", {}).get(key, {})
+                tables[key] = _copy_table(session, root, key, token, before, business_date, everything)
         before_files = _files(old)
         manifest = {
+            "id": uuid.uuid4().hex,
             "version": int(old.get("version", 0)) + 1,
             "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "business_date": business_date.isoformat(),
@@ -243,7 +264,7 @@ class _Copy:
         if manifest is None:
             raise AnalystsError(f"no analysts' copy in {self.root} yet: crm_daily publishes one after each run "
                                 "(make demo)")  # fmt: skip
-        if manifest["version"] == self.version:
+        if manifest.get("id", manifest["version"]) == self.version:
             return
         connection = session.connection
         if self.version is None and manifest.get("catalog"):
@@ -261,7 +282,7 @@ class _Copy:
             ]
             paths = ", ".join("'" + str(self.root / f).replace("'", "''") + "'" for f in files)
             connection.exec_driver_sql(f"create or replace view {_quoted(key)} as select * from "
-                                       f"read_parquet([{paths}], union_by_name = true)")  # fmt: skip
+                                       f"read_parquet([{paths}], union_by_name = true, hive_partitioning = false)")  # fmt: skip
         pending = dict(manifest["views"])
         while pending:  # a view over another view waits for it
             failed = {}
@@ -276,7 +297,7 @@ class _Copy:
                 break
             pending = {key: statement for key, (statement, _) in failed.items()}
         connection.commit()
-        self.version, self.relations = manifest["version"], listed
+        self.version, self.relations = manifest.get("id", manifest["version"]), listed
 
 
 def _first_line(error: BaseException) -> str:
@@ -300,7 +321,7 @@ def _complete(buffer: str) -> tuple[list[str], str]:
 
 
 LIST_RELATIONS = (
-    "select table_schema as schema, table_name as name, table_type as type from information_schema.tables "
+    "select table_schema, table_name, table_type from information_schema.tables "
     "where table_schema in ('marts', 'snapshots', 'campaigns') order by 1, 2"
 )
 
@@ -329,8 +350,10 @@ def shell(
             try:
                 if copy is not None:
                     copy.refresh(session)
-                # as typed: no parameters, so a '%' is the statement's own (psycopg2 would read it as one)
-                connection = session.connection.execution_options(no_parameters=True)
+                # as typed: no parameters, so a '%' is the statement's own (psycopg2 would read it as
+                # one); a server streams the rows (a server-side cursor) rather than hand them all over
+                options = {"no_parameters": True} | ({} if copy is not None else {"stream_results": True})
+                connection = session.connection.execution_options(**options)
                 _print(connection.exec_driver_sql(statement), as_csv, max_rows, stdout)
                 session.connection.commit()  # no transaction held open between statements
             except sa.exc.StatementError as error:
@@ -339,10 +362,14 @@ def shell(
                 print(f"error: {_first_line(error)}", file=stderr, flush=True)
 
         if command is not None:
-            statements, _ = _complete(command if command.rstrip().endswith(";") else command + ";")
+            if command.strip() == "\\d":
+                command = LIST_RELATIONS
+            statements, rest = _complete(command + "\n;")  # the line break ends a trailing -- comment
             for statement in statements:
                 run(statement)
-            return 1 if failed else 0
+            if rest:
+                print(f"error: an unfinished statement: {rest.strip()[:200]}", file=stderr, flush=True)
+            return 1 if failed or rest else 0
         interactive = stdin.isatty()
         if interactive:
             with contextlib.suppress(ImportError):
@@ -364,6 +391,9 @@ def shell(
                 continue
             statements, buffer = _complete(buffer + line)
             for statement in statements:
+                run(statement)
+        if buffer.strip():  # the input ended with no ";" after its last statement: it runs all the same
+            for statement in _complete(buffer + "\n;")[0]:
                 run(statement)
     return 1 if failed and not interactive else 0
 

@@ -173,6 +173,9 @@ def test_compose_runs_the_api_and_airflow_on_celery_workers_and_a_password_prote
         assert airflow_env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://:${CRM_REDIS_PASSWORD")
         assert airflow_env["AIRFLOW__CELERY__BROKER_URL"].endswith("@redis:6379/1")
         assert airflow_env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
+        # the image is production: the warehouse is named (Azure SQL unless told), never the embedded DuckDB
+        assert airflow_env["CRM_DBT_TARGET"] == "${CRM_DBT_TARGET:-azure}"
+        assert airflow_env["AIRFLOW_CONN_CRM_WAREHOUSE"].startswith("${AIRFLOW_CONN_CRM_WAREHOUSE:?")
         # the landing area, shared by whichever workers extract and load
         assert "crm-data:/var/lib/crm" in service["volumes"]
         if name != "airflow-init":

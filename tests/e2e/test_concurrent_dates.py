@@ -64,6 +64,26 @@ def _backfill_runs(runs: list[dict]) -> dict[str, tuple[str, str]]:
     return {r["logical_date"][:10]: (r["run_id"], r["end_date"]) for r in runs if r["run_id"].startswith("backfill__")}
 
 
+def _backfill_three_dates(env: dict) -> subprocess.CompletedProcess:
+    """``make backfill`` of the three dates, three runs at a time, beside whatever Airflow runs."""
+    done = _cli(env, "backfill", "--from", str(BACKFILL[0]), "--to", str(BACKFILL[-1]), "--max-active-runs", "3")
+    assert done.returncode == 0, done.stdout[-3000:]
+    return done
+
+
+def _settled_runs(settings: Settings) -> list[dict]:
+    """crm_daily's runs once none is still going (ten minutes at most): every one a success."""
+    from crm.airflow_env import dag_runs
+
+    deadline = time.monotonic() + 600
+    while any(r["state"] not in ("success", "failed") for r in dag_runs("crm_daily", settings)):
+        assert time.monotonic() < deadline, dag_runs("crm_daily", settings)
+        time.sleep(5)
+    runs = dag_runs("crm_daily", settings)
+    assert all(r["state"] == "success" for r in runs), [(r["run_id"], r["state"]) for r in runs]
+    return runs
+
+
 def alone_in_a_fresh_home(env: dict, home, day: dt.date, champion: str) -> dict:
     """``make demo`` of ``day`` in a data directory of its own with the champion of ``champion``
     (an MLflow tracking URI): nothing another run wrote is there to agree with. Its fingerprints."""
@@ -126,19 +146,12 @@ def test_dates_run_side_by_side_give_each_date_the_rows_it_gives_alone(crm_home,
     try:
         assert unpause("crm_daily", settings), "crm_daily never reached Airflow's metadata database"
 
-        backfill = _cli(env, "backfill", "--from", str(BACKFILL[0]), "--to", str(BACKFILL[-1]),
-                        "--max-active-runs", "3")  # fmt: skip
-        assert backfill.returncode == 0, backfill.stdout[-3000:]
+        backfill = _backfill_three_dates(env)
         for day in BACKFILL:
             assert f"  {day}: success " in backfill.stdout, backfill.stdout[-2000:]
         assert f"for {LIVE} (the cache only moves forward)" in backfill.stdout
 
-        deadline = time.monotonic() + 600
-        while any(r["state"] not in ("success", "failed") for r in dag_runs("crm_daily", settings)):
-            assert time.monotonic() < deadline, dag_runs("crm_daily", settings)
-            time.sleep(5)
-        runs = dag_runs("crm_daily", settings)
-        assert all(r["state"] == "success" for r in runs), [(r["run_id"], r["state"]) for r in runs]
+        runs = _settled_runs(settings)
         side_by_side = fingerprints(settings.duckdb_path, BACKFILL)
 
         # the backfill ran its dates side by side, and beside the scheduler's run of the live date
@@ -194,7 +207,7 @@ def test_on_postgresql_dates_side_by_side_share_the_pool_and_give_the_duckdb_row
     pool ``crm_warehouse`` has ``CRM_WAREHOUSE_POOL_SLOTS`` slots there, so warehouse tasks of
     different dates do run at the same time; every run succeeds, and each date's marts equal, by
     content hash, what the DuckDB test's runs gave (same bank, same champion)."""
-    from crm.airflow_env import LocalAirflow, dag_runs, unpause
+    from crm.airflow_env import LocalAirflow, unpause
     from crm.services import stop_services_started_since
 
     assert DUCKDB_RUN, "runs after test_dates_run_side_by_side_give_each_date_the_rows_it_gives_alone (its reference)"
@@ -214,15 +227,8 @@ def test_on_postgresql_dates_side_by_side_share_the_pool_and_give_the_duckdb_row
     airflow = LocalAirflow(settings, "celery", workers=2, concurrency=2).start()
     try:
         assert unpause("crm_daily", settings), "crm_daily never reached Airflow's metadata database"
-        backfill = _cli(env, "backfill", "--from", str(BACKFILL[0]), "--to", str(BACKFILL[-1]),
-                        "--max-active-runs", "3")  # fmt: skip
-        assert backfill.returncode == 0, backfill.stdout[-3000:]
-        deadline = time.monotonic() + 600
-        while any(r["state"] not in ("success", "failed") for r in dag_runs("crm_daily", settings)):
-            assert time.monotonic() < deadline, dag_runs("crm_daily", settings)
-            time.sleep(5)
-        runs = dag_runs("crm_daily", settings)
-        assert all(r["state"] == "success" for r in runs), [(r["run_id"], r["state"]) for r in runs]
+        _backfill_three_dates(env)
+        runs = _settled_runs(settings)
         assert sum(r["run_id"].startswith("backfill__") for r in runs) == 3
         assert any(r["run_id"].startswith("scheduled__") for r in runs), [r["run_id"] for r in runs]
         side_by_side = engine_fingerprints(settings, BACKFILL)

@@ -96,46 +96,63 @@ def test_an_analyst_queries_while_a_run_holds_the_warehouse_and_sees_no_personal
     assert view.stdout == "n\n3\n\n"  # a view of the warehouse reads the copy's tables
 
 
-def test_a_new_date_arrives_whole_and_a_rewritten_date_shows_its_new_rows(settings, monkeypatch):
+def test_a_date_arrives_whole_from_its_own_run_and_a_rerun_replaces_it(settings, monkeypatch):
+    monkeypatch.setattr(analysts, "RETIRED_FILES_KEPT_S", 0)
     analysts.publish(settings, D)
     first = json.loads((settings.analysts_dir / "manifest.json").read_text())
-    _day(settings, D + dt.timedelta(days=1), customers=4)
-    _day(settings, D, customers=2)  # a rerun of D with fewer rows (a backfill's correction)
-    monkeypatch.setattr(analysts, "RETIRED_FILES_KEPT_S", 0)
-    done = analysts.publish(settings, D + dt.timedelta(days=1))
+    # D+1's run is half-way (its features written, not yet its assignment) when a rerun of D, with
+    # fewer rows, publishes: the copy takes D's new rows and nothing of D+1
+    nxt = D + dt.timedelta(days=1)
+    _day(settings, D, customers=2)
+    with warehouse(settings).begin() as session:
+        session.execute("insert into marts.customer_features values (7, :d, 1.0)", {"d": nxt})
+        session.execute(
+            "insert into marts.fct_campaign_contacts values (1, :d, true)", {"d": D - dt.timedelta(days=400)}
+        )
+    analysts.publish(settings, D)
     manifest = json.loads((settings.analysts_dir / "manifest.json").read_text())
     features = manifest["tables"]["marts.customer_features"]["parts"]
-    assert {day: p["rows"] for day, p in features.items()} == {str(D): 2, str(D + dt.timedelta(days=1)): 4}
-    # D was rewritten because its rows changed; the campaigns (a whole table) are written anew each time
+    assert {day: p["rows"] for day, p in features.items()} == {str(D): 2}
     assert features[str(D)]["file"] != first["tables"]["marts.customer_features"]["parts"][str(D)]["file"]
-    assert manifest["version"] == first["version"] + 1 and done["files_written"] >= 7
-    # what the first manifest listed and the second does not is gone (kept 0 s here, an hour in a run)
+    # a contact day older than the copy's (a backfill reaching further back) is taken: facts of its own day
+    assert str(D - dt.timedelta(days=400)) in manifest["tables"]["marts.fct_campaign_contacts"]["parts"]
+    # what the first manifest listed and the second does not is gone (kept 0 s here, six hours in a run)
     gone = analysts._files(first) - analysts._files(manifest)
     assert gone and not any((settings.analysts_dir / f).exists() for f in gone)
+
+    # D+1's run completes and publishes: D+1 arrives in every mart at once, D stays as it was
+    _day(settings, nxt, customers=4)
+    analysts.publish(settings, nxt)
+    manifest = json.loads((settings.analysts_dir / "manifest.json").read_text())
+    assert manifest["tables"]["marts.customer_features"]["parts"][str(D)] == features[str(D)]
     answer = _sql(settings, "--csv", "-c", "select business_date, count(*) as n from marts.customer_campaign_assignments "
                   "group by 1 order by 1")  # fmt: skip
-    assert answer.stdout == f"business_date,n\n{D},2\n{D + dt.timedelta(days=1)},4\n\n"
-
-    # a date the run did not touch and whose rows did not change is not written again
-    again = analysts.publish(settings, D + dt.timedelta(days=1))
-    unchanged = json.loads((settings.analysts_dir / "manifest.json").read_text())
-    assert unchanged["tables"]["marts.customer_features"]["parts"][str(D)] == features[str(D)]
-    assert again["files_written"] < done["files_written"]
+    assert answer.stdout == f"business_date,n\n{D},2\n{nxt},4\n\n"
+    # a date changed by hand (no run of it) reaches the copy with --all, as the README says
+    with warehouse(settings).begin() as session:
+        session.execute("update marts.customer_features set balance = 99 where as_of_date = :d", {"d": D})
+    analysts.publish(settings, nxt)
+    assert "99.0" not in _sql(settings, "--csv", "-c", "select balance from marts.customer_features").stdout
+    analysts.publish(settings, nxt, everything=True)
+    assert "99.0" in _sql(settings, "--csv", "-c", "select balance from marts.customer_features").stdout
 
 
 def test_a_session_reads_statements_as_they_come_and_goes_on_after_an_error(settings):
     analysts.publish(settings, D)
     out, err = io.StringIO(), io.StringIO()
     statements = (
-        "select count(*) as n\n  from marts.customer_features;\nselect nope;\n\\d\nselect 1 as a; select 2 as b;\n"
+        "select count(*) as n\n  from marts.customer_features;\nselect nope;\n\\d\nselect 1 as a; select 2 as b"
     )
     code = analysts.shell(settings, stdin=io.StringIO(statements), stdout=out, stderr=err)
     assert code == 1  # a statement failed
     text = out.getvalue()
     assert text.startswith(" n\n 3\n(1 row)\n")
-    assert re.search(r"marts +customer_features VIEW", text) and re.search(r"campaigns +campaigns VIEW", text)  # \d
+    assert re.search(r"marts +customer_features +VIEW", text) and re.search(r"campaigns +campaigns +VIEW", text)  # \d
     assert text.endswith(" a\n 1\n(1 row)\n b\n 2\n(1 row)\n")
     assert err.getvalue().startswith('error: Binder Error: Referenced column "nope" was not found')
+    # one statement with -c: a trailing comment does not swallow it
+    commented = _sql(settings, "--csv", "-c", "select count(*) as n from marts.customer_features -- D's rows")
+    assert (commented.returncode, commented.stdout) == (0, "n\n3\n\n")
 
 
 def test_without_a_copy_crm_sql_says_how_to_get_one(tmp_path, monkeypatch):

@@ -29,7 +29,7 @@ D = dt.date(2026, 11, 27)
 def production(monkeypatch, tmp_path) -> Settings:
     monkeypatch.setenv("CRM_ENVIRONMENT", "production")
     for var in ("CRM_CORE_API_URL", "CRM_REDIS_URL", "CRM_MLFLOW_TRACKING_URI", "CRM_JWT_JWKS_URL",
-                "CRM_JWT_PUBLIC_KEY_FILE", "CRM_JWT_ISSUER", "CRM_METRICS_PORT"):  # fmt: skip
+                "CRM_JWT_PUBLIC_KEY_FILE", "CRM_JWT_ISSUER", "CRM_METRICS_PORT", "CRM_DBT_TARGET"):  # fmt: skip
         monkeypatch.delenv(var, raising=False)
     s = Settings(home=tmp_path)
     s.ensure_dirs()
