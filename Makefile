@@ -32,7 +32,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock setup.cfg | cksum | cu
 MANIFEST := dbt_project/target/manifest.json
 DBT_SOURCES := $(shell find dbt_project -type f \( -name '*.sql' -o -name '*.yml' -o -name '*.csv' \) -not -path '*/target/*' -not -path '*/logs/*' 2>/dev/null)
 
-.PHONY: postgres-programs help setup demo backfill serve sandbox airflow test lint format lock clean bench bench-report bench-serving bench-extract bench-dbt bench-scoring bench-backfill bench-daily evaluate docs train sql
+.PHONY: postgres-programs help setup demo backfill serve sandbox airflow test lint format lock clean bench bench-report bench-serving bench-extract bench-dbt bench-scoring bench-backfill bench-daily bench-daily-postgres evaluate docs train sql
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -94,7 +94,7 @@ docs: setup  ## generate the dbt docs site from the warehouse and serve it for a
 evaluate: setup  ## expected acceptances of the latest (or DATE's) assignment vs the oracle's and a random one (CUSTOMERS, SEED as for make demo)
 	$(BIN)/crm evaluate $(if $(DATE),--date $(DATE)) --customers $(CUSTOMERS) --seed $(SEED)
 
-BENCHES := extract dbt scoring serving backfill daily
+BENCHES := extract dbt scoring serving backfill daily daily-postgres
 
 bench: setup  ## every benchmark, each to its end; exits 1 when any missed a target (figures in .crm/bench/*.json), then make bench-report
 	@failed=""; for area in $(BENCHES); do $(MAKE) --no-print-directory bench-$$area || failed="$$failed bench-$$area"; done; \
@@ -115,6 +115,9 @@ bench-backfill: setup  ## a 30-day backfill through Airflow beside the same date
 
 bench-daily: setup  ## crm_daily end to end through Airflow for the day after a cached history: time, extracted records, each task, peak memory (DAILY_CUSTOMERS=1000000)
 	$(BIN)/python -m benchmarks.daily --customers $(or $(DAILY_CUSTOMERS),1000000)
+
+bench-daily-postgres: setup postgres-programs  ## bench-daily on the embedded PostgreSQL warehouse, a figure beside DuckDB's (DAILY_CUSTOMERS=100000)
+	CRM_DBT_TARGET=postgres $(BIN)/python -m benchmarks.daily --customers $(or $(DAILY_CUSTOMERS),100000)
 
 bench-scoring: setup  ## scoring and arbitration of 1,000,000 customers x 12 campaigns: time, memory, capture of the oracle's expected acceptances
 	$(BIN)/python -m benchmarks.scoring
