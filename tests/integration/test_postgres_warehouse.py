@@ -66,6 +66,7 @@ def _daily(home: Path, target: str, mlflow: Path) -> list[sa.Executable]:
             tasks.score_and_assign(D, PARAMS)
             _dbt(settings, "--select", "tag:after_scoring")
             tasks.publish(D, PARAMS)
+            tasks.publish_analysts(D, PARAMS)  # on a server: nothing to copy, nothing sent
             # what training and evaluation read (the champion is shared: trained once, on DuckDB)
             from ml.evaluate import evaluate, latest_assigned_date
             from ml.training_set import TrainingWindow, feature_dates_missing, training_frame
