@@ -24,4 +24,8 @@ def test_every_dbt_unit_test_passes(tmp_path):
         "eligibility_rules_consents_and_live_campaigns_decide_offers",
         "a_recent_decline_or_an_acceptance_suppresses_the_campaign",
     } <= names
-    assert all(r["status"] == "pass" for r in results)
+    # every unit test passed; nothing else (the project's on-run-end hook, which grants nothing on
+    # DuckDB and reports "success") failed or errored
+    units = [r for r in results if r["unique_id"].startswith("unit_test.")]
+    assert units and all(r["status"] == "pass" for r in units), [(r["unique_id"], r["status"]) for r in units]
+    assert all(r["status"] in ("pass", "success") for r in results), [(r["unique_id"], r["status"]) for r in results]
