@@ -204,7 +204,8 @@ def sql(command: str | None, as_csv: bool, max_rows: int) -> None:
     """Query the marts as an analyst: statements from standard input (each ended by ';'), or one
     with -c. On DuckDB it reads the copy each run publishes (never the file a run writes); on a
     server it connects as the analysts' role (CRM_ANALYST_ROLE), which reads marts, snapshots and
-    campaigns only."""
+    campaigns only. An embedded PostgreSQL it starts stays up when it ends: a run may be using it
+    (make demo WAREHOUSE=postgres stops the services it started)."""
     from serving.analysts import AnalystsError, shell
 
     try:
