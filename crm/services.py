@@ -341,12 +341,14 @@ def ensure_postgres(settings: Settings | None = None):
             # libpq's password file (dbt reads it through PGPASSFILE), for this user on any host and
             # port (a moved port keeps working): host:port:database:user:password
             passfile.write_text(f"*:*:*:{pg.user}:{password}\n")
-        if passfile_password(passfile, analyst) is None:  # the analysts' role's (crm sql), made below
+        analyst_password = passfile_password(passfile, analyst)
+        if analyst_password is None:  # the analysts' role's (crm sql), made below
+            analyst_password = secrets.token_urlsafe(24)
             with passfile.open("a") as out:
-                out.write(f"*:*:*:{analyst}:{secrets.token_urlsafe(24)}\n")
+                out.write(f"*:*:*:{analyst}:{analyst_password}\n")
         pg = dataclasses.replace(pg, password=password)
         if _postgres_pid(settings) and _postgres_ready(pg):
-            _ensure_database(pg, analyst, passfile_password(passfile, analyst))
+            _ensure_database(pg, analyst, analyst_password)
             return pg
         programs = postgres_programs(settings)
         data = settings.postgres_dir
@@ -384,7 +386,7 @@ def ensure_postgres(settings: Settings | None = None):
         else:
             _terminate(pid)
             raise ServiceError(f"the embedded PostgreSQL did not answer within 60 s; see {log_path}")
-        _ensure_database(pg, analyst, passfile_password(passfile, analyst))
+        _ensure_database(pg, analyst, analyst_password)
         return pg
 
 

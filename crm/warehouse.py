@@ -223,30 +223,15 @@ class Session:
                     self.connection.execute(sa.insert(table), batch.to_pylist())
         return counted[0]
 
-    def write_parquet(
-        self, statement: Statement, path: Path, params: Mapping[str, Any] | None = None, rows: int = 200_000
-    ) -> int:
-        """A query's rows into one Parquet file at ``path`` (zstd), streamed; rows written."""
+    def write_parquet(self, statement: Statement, path: Path, params: Mapping[str, Any] | None = None) -> int:
+        """A query's rows into one Parquet file at ``path`` (zstd), DuckDB writing it; rows written."""
         import pyarrow.parquet as pq
 
+        if self.engine != "duckdb":  # on a server analysts read the warehouse itself: nothing to copy
+            raise WarehouseError(f"write_parquet copies DuckDB's rows (the analysts' copy), not {self.engine}'s")
         path.parent.mkdir(parents=True, exist_ok=True)
-        if self.engine == "duckdb":  # DuckDB writes the file itself, in parallel
-            self._duckdb_relation(statement, params).write_parquet(str(path), compression="zstd")
-            return pq.read_metadata(path).num_rows
-        written, writer = 0, None
-        try:
-            for frame in self.batches(statement, params, rows):
-                table = pa.Table.from_pandas(frame, preserve_index=False)
-                if writer is None:
-                    writer = pq.ParquetWriter(path, table.schema, compression="zstd")
-                writer.write_table(table.cast(writer.schema))
-                written += table.num_rows
-            if writer is None:  # no rows: the columns still
-                pq.write_table(self.arrow(statement, params), path, compression="zstd")
-        finally:
-            if writer is not None:
-                writer.close()
-        return written
+        self._duckdb_relation(statement, params).write_parquet(str(path), compression="zstd")  # in parallel
+        return pq.read_metadata(path).num_rows
 
     def _duckdb_insert(self, table: sa.Table, source: Any) -> None:
         raw = self.connection.connection.driver_connection
@@ -414,21 +399,26 @@ def _buffered_duckdb(wrapped):
     return Connection(raw)
 
 
-def _duckdb_engine(settings: Settings) -> tuple[sa.Engine, Callable[[], Any]]:
+def _duckdb_connector(database: str, memory_mb: int) -> Callable[[], Any]:
+    """A factory of duckdb-engine connections to ``database`` (a file, or ``:memory:``)."""
     import duckdb
     from duckdb_engine import ConnectionWrapper
 
-    path, memory_mb = settings.duckdb_path, settings.duckdb_memory_mb
-
     def connect() -> ConnectionWrapper:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(path))
+        if database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(database)
         # bounded: past CRM_DUCKDB_MEMORY_MB DuckDB spills to <warehouse>.duckdb.tmp. Set, not passed as
         # connect's config: DuckDB refuses a second connection to a file open in the same process (dbt
         # in an Airflow task) with a different config; dbt's profile sets the same
         con.execute(f"set memory_limit = '{memory_mb}MB'")
         return ConnectionWrapper(con)
 
+    return connect
+
+
+def _duckdb_engine(settings: Settings) -> tuple[sa.Engine, Callable[[], Any]]:
+    connect = _duckdb_connector(str(settings.duckdb_path), settings.duckdb_memory_mb)
     # no pool: a connection closed is the file released for the next task's process
     return sa.create_engine("duckdb://", creator=connect, poolclass=sa.NullPool), connect
 
@@ -493,14 +483,7 @@ def analysts_warehouse(settings: Settings) -> Warehouse:
     name = engine_name(settings)
     analyst = settings.analyst
     if name == "duckdb":
-        import duckdb
-        from duckdb_engine import ConnectionWrapper
-
-        def connect() -> ConnectionWrapper:
-            con = duckdb.connect(":memory:")
-            con.execute(f"set memory_limit = '{settings.duckdb_memory_mb}MB'")
-            return ConnectionWrapper(con)
-
+        connect = _duckdb_connector(":memory:", settings.duckdb_memory_mb)
         return Warehouse(sa.create_engine("duckdb://", creator=connect, poolclass=sa.StaticPool), name, connect)
     import dataclasses
 

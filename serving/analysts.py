@@ -151,12 +151,20 @@ def _copy_table(
     return entry
 
 
-def _files(manifest: dict) -> set[str]:
-    out = set()
+def _listed(manifest: dict) -> dict[str, int]:
+    """Every file a manifest lists, with its rows."""
+    out = {}
     for entry in manifest.get("tables", {}).values():
-        out.update(p["file"] for p in entry.get("parts", {}).values())
-        out.update(entry[k] for k in ("file", "empty") if k in entry)
+        out.update({p["file"]: p["rows"] for p in entry.get("parts", {}).values()})
+        if "file" in entry:
+            out[entry["file"]] = entry["rows"]
+        if "empty" in entry:
+            out[entry["empty"]] = 0
     return out
+
+
+def _files(manifest: dict) -> set[str]:
+    return set(_listed(manifest))
 
 
 def _write_manifest(root: Path, manifest: dict) -> None:
@@ -226,7 +234,7 @@ def publish(settings: Settings, business_date: dt.date, everything: bool = False
             "views": views,
             "retired": dict(old.get("retired", {})),
         }
-        written = _files(manifest) - before_files
+        written = {f: rows for f, rows in _listed(manifest).items() if f not in before_files}
         _write_manifest(root, manifest)
         if _sweep(root, manifest, time.time()):
             _write_manifest(root, manifest)
@@ -236,18 +244,8 @@ def publish(settings: Settings, business_date: dt.date, everything: bool = False
         "tables": len(tables),
         "views": len(views),
         "files_written": len(written),
-        "rows_written": sum(_rows_of(manifest, f) for f in written),
+        "rows_written": sum(written.values()),
     }
-
-
-def _rows_of(manifest: dict, name: str) -> int:
-    for entry in manifest["tables"].values():
-        if entry.get("file") == name:
-            return entry["rows"]
-        for part in entry.get("parts", {}).values():
-            if part["file"] == name:
-                return part["rows"]
-    return 0
 
 
 # ---- crm sql --------------------------------------------------------------------------------
