@@ -116,7 +116,6 @@ VARIABLES: dict[str, Variable] = _declare({
           "`gate_landing` task and one landed file each"),
         V("CRM_EXTRACT_MEMORY_MB", 256, "memory the extraction's dedup (DuckDB) works under; past it, it spills to disk"),
         V("CRM_MAX_QUARANTINE_SHARE", 0.01, "share of contract-breaking records that fails a run"),
-        V("CRM_GATE_BATCH_ROWS", 1_000_000, "the landing gate validates a landed file this many rows at a time"),
         V("CRM_MAX_VOLUME_CHANGE", 0.5, "landing gate: an entity's rows may differ from the previous business date's "
           "by this share"),
     ),
@@ -501,8 +500,6 @@ class Settings:
     extract_slice_records: int = field(
         default_factory=lambda: _int("CRM_EXTRACT_SLICE_RECORDS", 5_000_000, minimum=1000)
     )
-    # the landing gate validates a landed file this many rows at a time (bounded memory)
-    gate_batch_rows: int = field(default_factory=lambda: _int("CRM_GATE_BATCH_ROWS", 1_000_000, minimum=1000))
     # clear personal data (raw customers, their landing, the quarantine) is kept this many days
     raw_retention_days: int = field(default_factory=lambda: _int("CRM_RAW_RETENTION_DAYS", 35))
     # the read API's calls to the integration API for the mobile app (balances, transactions): a short

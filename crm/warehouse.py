@@ -298,17 +298,25 @@ class Warehouse:
         and no parameters: a Great Expectations query asset)."""
         return str(statement.compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True}))
 
-    def engine_arguments(self) -> tuple[str, dict[str, Any]]:
+    def engine_arguments(self, schema: str | None = None) -> tuple[str, dict[str, Any]]:
         """(URL, ``create_engine`` keyword arguments) with which another SQLAlchemy user (Great
         Expectations' SQL data source) reaches this warehouse as the interface does: the same
-        connections, made by the interface's own factory."""
+        connections, made by the interface's own factory. On DuckDB, ``schema`` is searched first:
+        duckdb-engine cannot reflect a table (it sends PostgreSQL's catalog queries), and GX's
+        fallback names the table without its schema."""
         # the dialect only: the creator holds the connection's details and secret (SQL Server's are in
         # the URL's odbc_connect query, which the URL's own masking does not hide)
         url = self.engine.url.set(password=None, query={}).render_as_string()
         if self.name == "duckdb":
             # GX closes a connection before it reads the rows of some queries; a cursor that holds
             # its rows keeps them (DuckDB's results belong to the connection)
-            return url, {"creator": lambda: _buffered_duckdb(self._creator())}
+            def connect():
+                con = _buffered_duckdb(self._creator())
+                if schema:
+                    con.execute(f"set search_path = '{schema},main'")
+                return con
+
+            return url, {"creator": connect}
         return url, {"creator": self._creator}
 
     def replace_date(self, table: sa.Table, column: str, day: dt.date, frame: pd.DataFrame) -> int:
@@ -361,7 +369,8 @@ _engines_lock = threading.Lock()
 
 
 def _buffered_duckdb(wrapped):
-    """A duckdb-engine connection whose cursors fetch a result as soon as it is made."""
+    """A duckdb-engine connection (of a ``ConnectionWrapper`` or a DuckDB connection) whose cursors
+    fetch a result as soon as it is made."""
     from duckdb_engine import ConnectionWrapper, CursorWrapper
 
     class Cursor(CursorWrapper):
@@ -395,8 +404,26 @@ def _buffered_duckdb(wrapped):
         def cursor(self):
             return Cursor(raw, self)
 
-    raw = wrapped._ConnectionWrapper__c
+    raw = wrapped._ConnectionWrapper__c if isinstance(wrapped, ConnectionWrapper) else wrapped
     return Connection(raw)
+
+
+@contextlib.contextmanager
+def parquet_view(files: list[Path], memory_mb: int, name: str = "landed") -> Iterator[tuple[str, dict[str, Any]]]:
+    """(URL, ``create_engine`` keyword arguments) of an in-memory DuckDB where the view ``name``
+    reads the Parquet ``files`` in place, as one relation: for another SQLAlchemy user (Great
+    Expectations' SQL data source) to query them where they are. Every connection made is a cursor of
+    the one database (where the view is), bounded by ``memory_mb``; closed on exit."""
+    import duckdb
+
+    paths = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    database = duckdb.connect(":memory:")
+    try:
+        database.execute(f"set memory_limit = '{int(memory_mb)}MB'")
+        database.execute(f'create view "{name}" as select * from read_parquet([{paths}])')
+        yield "duckdb:///:memory:", {"creator": lambda: _buffered_duckdb(database.cursor())}
+    finally:
+        database.close()
 
 
 def _duckdb_connector(database: str, memory_mb: int) -> Callable[[], Any]:

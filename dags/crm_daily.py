@@ -16,8 +16,8 @@ Lima time after D ends):
    and one file each, so that several workers share it (CeleryExecutor: `make airflow
    EXECUTOR=celery`); a small bank's extraction is one slice per entity. Records that
    break their contract go to `quarantine/`.
-2. **gate_landing** (mapped the same way): the Great Expectations suite of each landed file,
-   `CRM_GATE_BATCH_ROWS` rows at a time.
+2. **gate_landing** (mapped the same way): the Great Expectations suite of each job's landed files,
+   queried in place (an in-memory DuckDB over the Parquet files).
 3. **load_raw**: the landed partitions into the warehouse's `raw` schema, in one transaction.
 4. **dbt_build**: one `dbt build` (astronomer-cosmos) of seeds, staging, the customer history and marts
    (`customer_features`, `campaign_eligibility`, `campaign_exclusions`, `fct_transactions`,

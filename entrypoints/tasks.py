@@ -66,18 +66,13 @@ def load_raw(business_date: dt.date, params: dict | None = None) -> dict:
 def gate_marts(business_date: dt.date, params: dict | None = None) -> dict:
     """The marts' gate: the date's ``customer_features`` validated where it is (GX's SQL data source
     on the warehouse), not loaded into the task."""
-    import sqlalchemy as sa
-
-    from expectations.runner import gate, validate_query
+    from expectations.runner import gate, validate_date
 
     wh = warehouse(run_settings(params))
-    features = sa.table("customer_features", sa.column("as_of_date"), schema="marts")
-    of_the_day = features.c.as_of_date == sa.cast(business_date, sa.Date())
-    query = wh.sql_literal(sa.select(sa.text("*")).select_from(features).where(of_the_day))
-    outcomes = gate("customer_features", None, f"marts.customer_features as of {business_date}",
-                    outcomes=validate_query("customer_features", wh, query))  # fmt: skip
-    rows = wh.scalar(sa.select(sa.func.count()).select_from(features).where(of_the_day))
-    return {"rows": rows, "expectations": len(outcomes)}
+    outcomes = validate_date("customer_features", wh, "marts.customer_features", "as_of_date", business_date)
+    gate("customer_features", f"marts.customer_features as of {business_date}", outcomes)
+    rows = next(o for o in outcomes if o.expectation == "expect_table_row_count_to_be_between").detail
+    return {"rows": int(rows.split()[-1]), "expectations": len(outcomes)}
 
 
 def ensure_model(business_date: dt.date, params: dict | None = None) -> dict:

@@ -1,4 +1,9 @@
-"""Run a suite from :mod:`expectations.suites` on a batch with GX Core, and gate on the result."""
+"""Run a suite from :mod:`expectations.suites` with GX Core's SQL data source, and gate on the result.
+
+Every expectation is a query the engine answers where the rows are: the landed Parquet files
+through an in-memory DuckDB (one batch per extraction job, however many rows), a mart on the
+warehouse's own connections. Nothing is loaded into this process.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,11 @@ import contextlib
 import datetime as dt
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import pandas as pd
 import pyarrow.parquet as pq
 
 from expectations.suites import SUITES
@@ -37,84 +43,35 @@ def _gx():
     return gx
 
 
-TABLE_LEVEL = "ExpectTable"  # expectations on the whole table (row count): checked once, on every row
+def _detail(kind: str, result: dict, rows: int | None) -> str:
+    """Counts only: unexpected values may be personal data and never reach the logs."""
+    if "unexpected_count" in result:
+        return f"{result.get('unexpected_count') or 0} of {result.get('element_count') or 0} rows unexpected"
+    if kind == "unexpected_rows_expectation" and rows is not None:  # a query's rows, counted
+        return f"{result.get('observed_value') or 0} of {rows} rows unexpected"
+    return f"observed {result.get('observed_value')}"
 
 
-class _Suite:
-    """A suite made ready once (GX context, pandas data source, expectations), then run on as many
-    dataframes as needed: a landed file is validated a batch of rows at a time."""
-
-    def __init__(self, suite_name: str, specs: list):
-        gx = _gx()
-        ctx = gx.get_context(mode="ephemeral")
-        with contextlib.suppress(Exception):  # cosmetic only: no progress bars in task logs
-            ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
-        self.definition = (
-            ctx.data_sources.add_pandas(f"crm_{suite_name}")
-            .add_dataframe_asset(name=suite_name)
-            .add_batch_definition_whole_dataframe("whole")
-        )
-        self.suite = gx.ExpectationSuite(name=suite_name)
-        for cls, kwargs, critical in specs:
-            self.suite.add_expectation(getattr(gx.expectations, cls)(**kwargs, meta={"critical": critical}))
-
-    def run(self, df: pd.DataFrame) -> list[tuple[str, str | None, bool, bool, dict]]:
-        """(expectation, column, critical, success, result) per expectation, in the suite's order."""
-        result = self.definition.get_batch(batch_parameters={"dataframe": df}).validate(self.suite)
-        return [
-            (
-                res.expectation_config.type,
-                res.expectation_config.kwargs.get("column"),
-                bool(res.expectation_config.meta.get("critical")),
-                bool(res.success),
-                res.result or {},
-            )
-            for res in result.results
-        ]
-
-
-def _outcomes(runs: list[list[tuple]]) -> list[Outcome]:
-    """One outcome per expectation from its results on every batch: it holds when it held on each;
-    the counts are summed. Counts only: unexpected values may be personal data and never reach the logs."""
-    outcomes = []
-    for results in zip(*runs, strict=True):
-        kind, column, critical = results[0][:3]
-        found = [r[4] for r in results]
-        if all("unexpected_count" in r for r in found):
-            detail = (
-                f"{sum(r.get('unexpected_count') or 0 for r in found)} of "
-                f"{sum(r.get('element_count') or 0 for r in found)} rows unexpected"
-            )
-        else:
-            detail = f"observed {found[-1].get('observed_value')}"
-        outcomes.append(Outcome(kind, column, critical, all(r[3] for r in results), detail))
-    return outcomes
-
-
-def validate_dataframe(suite_name: str, df: pd.DataFrame, context: dict | None = None) -> list[Outcome]:
-    """Validate ``df`` against suite ``suite_name``; returns one outcome per expectation."""
-    return _outcomes([_Suite(suite_name, SUITES[suite_name](context or {})).run(df)])
-
-
-def validate_query(suite_name: str, warehouse, query: str, context: dict | None = None) -> list[Outcome]:
-    """Validate the rows of ``query`` where they are, through GX's SQL data source on the warehouse's
-    own connections (``crm.warehouse.Warehouse``): each expectation is a query the warehouse answers,
-    nothing is loaded into this process. Outcomes in the suite's order."""
+def _validate(suite_name: str, context: dict | None, url: str, engine_kwargs: dict[str, Any],
+              batch_of: Callable[[Any], Any], rows: int | None = None) -> list[Outcome]:  # fmt: skip
+    """The suite on the batch ``batch_of`` takes from GX's SQL data source on ``url``: one outcome
+    per expectation, in the suite's order."""
     gx = _gx()
-    specs = SUITES[suite_name](context or {})
     ctx = gx.get_context(mode="ephemeral")
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(Exception):  # cosmetic only: no progress bars in task logs
         ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
-    url, kwargs = warehouse.engine_arguments()
     with warnings.catch_warnings():  # GX suggests its engine-specific sources, which take no creator
         warnings.simplefilter("ignore")
-        source = ctx.data_sources.add_sql(f"crm_{suite_name}", connection_string=url, kwargs=kwargs,
+        source = ctx.data_sources.add_sql(f"crm_{suite_name}", connection_string=url, kwargs=engine_kwargs,
                                           create_temp_table=False)  # fmt: skip
     try:
-        batch = source.add_query_asset(suite_name, query=query).add_batch_definition_whole_table("whole").get_batch()
+        batch = batch_of(source)
         suite = gx.ExpectationSuite(name=suite_name)
-        for i, (cls, kwargs_, critical) in enumerate(specs):
-            suite.add_expectation(getattr(gx.expectations, cls)(**kwargs_, meta={"critical": critical, "order": i}))
+        for i, (cls, kwargs, critical) in enumerate(SUITES[suite_name](context or {})):
+            # a query expectation names no column: the column it checks travels in its meta
+            meta = {"critical": critical, "order": i, "column": kwargs.get("column_checked", kwargs.get("column"))}
+            arguments = {k: v for k, v in kwargs.items() if k != "column_checked"}
+            suite.add_expectation(getattr(gx.expectations, cls)(**arguments, meta=meta))
         results = sorted(batch.validate(suite).results, key=lambda r: r.expectation_config.meta["order"])
     finally:
         source.get_engine().dispose()
@@ -128,36 +85,53 @@ def validate_query(suite_name: str, warehouse, query: str, context: dict | None 
         first = info if "exception_message" in info else next(iter(info.values()))
         raise GateFailed(
             f"data gate {suite_name!r} could not evaluate {errors[0].expectation_config.type} on "
-            f"{errors[0].expectation_config.kwargs.get('column')!r}: {first.get('exception_message')}"
+            f"{errors[0].expectation_config.meta.get('column')!r}: {first.get('exception_message')}"
         )
-    return _outcomes([[(r.expectation_config.type, r.expectation_config.kwargs.get("column"),
-                        bool(r.expectation_config.meta.get("critical")), bool(r.success), r.result or {})
-                       for r in results]])  # fmt: skip
+    return [
+        Outcome(r.expectation_config.type, r.expectation_config.meta.get("column"),
+                bool(r.expectation_config.meta.get("critical")), bool(r.success), _detail(r.expectation_config.type, r.result or {}, rows))
+        for r in results
+    ]  # fmt: skip
 
 
-def validate_batches(
-    suite_name: str, batches: Iterator[pd.DataFrame], rows: int, context: dict | None = None
+def validate_date(suite_name: str, warehouse, table: str, column: str, day: dt.date,
+                  context: dict | None = None) -> list[Outcome]:  # fmt: skip
+    """Validate the rows of ``table`` (``schema.name``) whose date ``column`` is ``day``, where they
+    are: GX's SQL data source on the warehouse's own connections (``crm.warehouse.Warehouse``), a
+    table asset with a daily batch. (Not a query asset: GX runs a query asset's query whole, and
+    fetches every row, to learn its columns.) Outcomes in the suite's order."""
+    schema, name = table.split(".")
+    url, kwargs = warehouse.engine_arguments(schema)
+
+    def batch_of(source):
+        daily = source.add_table_asset(suite_name, table_name=name, schema_name=schema)
+        return daily.add_batch_definition_daily("daily", column=column).get_batch(
+            batch_parameters={"year": day.year, "month": day.month, "day": day.day}
+        )
+
+    return _validate(suite_name, context, url, kwargs, batch_of)
+
+
+def validate_files(
+    suite_name: str, files: list[Path], context: dict | None = None, memory_mb: int = 2048
 ) -> list[Outcome]:
-    """Validate a table too big to hold at once, given as ``batches`` of its ``rows`` rows: the
-    table-level expectations (row count) once, on an index of ``rows`` (no data), the others on
-    each batch. Memory: one batch. Outcomes in the suite's order."""
-    specs = SUITES[suite_name](context or {})
-    table = [s for s in specs if s[0].startswith(TABLE_LEVEL)]
-    columns = [s for s in specs if not s[0].startswith(TABLE_LEVEL)]
-    outcomes = _outcomes([_Suite(suite_name, table).run(pd.DataFrame(index=pd.RangeIndex(rows)))]) if table else []
-    if columns:
-        suite = _Suite(suite_name, columns)
-        runs = [suite.run(df) for df in batches]
-        outcomes += _outcomes(runs) if runs else []
-    return outcomes
+    """Validate the rows of the Parquet ``files`` as one batch, through an in-memory DuckDB that
+    reads them in place (a view ``landed``): a key is unique across every file, DuckDB's
+    ``memory_limit`` bounds the memory (it spills past it), the files are read once per query."""
+    from crm.warehouse import parquet_view
+
+    rows = sum(pq.read_metadata(f).num_rows for f in files)
+    with parquet_view(files, memory_mb, "landed") as (url, kwargs):
+        whole = lambda source: (  # noqa: E731
+            source.add_table_asset(suite_name, table_name="landed")
+            .add_batch_definition_whole_table("whole")
+            .get_batch()
+        )
+        return _validate(suite_name, context, url, kwargs, whole, rows)
 
 
-def gate(
-    suite_name: str, df: pd.DataFrame | None, where: str, context: dict | None = None, outcomes: list | None = None
-) -> list[Outcome]:
-    """Validate (or take the ``outcomes`` of a validation in batches) and raise :class:`GateFailed`
-    when a critical expectation fails."""
-    outcomes = outcomes if outcomes is not None else validate_dataframe(suite_name, df, context)
+def gate(suite_name: str, where: str, outcomes: list[Outcome]) -> list[Outcome]:
+    """Raise :class:`GateFailed` when a critical expectation of ``outcomes`` failed; log the others."""
     failed = [o for o in outcomes if not o.success]
     for o in failed:
         log.warning(
@@ -184,7 +158,7 @@ def gate_landing(
     entity: str, business_date: dt.date, settings=None, chunk: tuple[dt.date, dt.date] | None = None
 ) -> list[Outcome]:
     """Gate the landed partition of ``entity`` for ``business_date`` (with ``chunk``: the file of
-    that slice of a history load only), ``CRM_GATE_BATCH_ROWS`` rows at a time."""
+    that slice of a history load only), every file of the job one batch."""
     from crm.settings import get_settings
     from ingestion.extract import landed_rows, landed_since, landed_window, partition_files, partition_path
 
@@ -195,7 +169,6 @@ def gate_landing(
         files = partition_files(settings.landing_dir, entity, business_date)
     if not files or not files[0].exists():
         raise FileNotFoundError(f"nothing landed of {entity} for {business_date}; run the extraction")
-    rows = sum(pq.read_metadata(f).num_rows for f in files)
     span = chunk or landed_window(entity, business_date, settings)
     day_before = business_date - dt.timedelta(days=1)
     previous_rows = landed_rows(settings.landing_dir, entity, day_before)
@@ -215,16 +188,8 @@ def gate_landing(
         "max_volume_change": settings.max_volume_change,
     }
 
-    def batches() -> Iterator[pd.DataFrame]:
-        if rows == 0:  # nothing changed on the day: the column expectations hold on no rows
-            yield pq.read_table(files[0]).to_pandas()
-        for path in files:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=settings.gate_batch_rows):
-                yield batch.to_pandas()
-
     where = str(files[0]) if len(files) == 1 else f"{files[0].parent} ({len(files)} files)"
-    outcomes = validate_batches(entity, batches(), rows, context)
-    return gate(entity, None, where, context, outcomes)
+    return gate(entity, where, validate_files(entity, files, context, settings.duckdb_memory_mb))
 
 
 def gate_job(job: dict, business_date: dt.date, settings=None) -> list[Outcome]:

@@ -72,21 +72,29 @@ def test_a_document_number_that_is_neither_dni_nor_ruc_is_refused_without_showin
     assert "99123456789" not in str(err.value)  # personal data never reaches the message
 
 
-def test_a_landing_is_gated_a_batch_at_a_time_with_counts_over_every_batch(landed):
-    """CRM_GATE_BATCH_ROWS bounds the gate's memory (a history load of a 1,000,000-customer bank is
-    134 million transactions): the rows are checked a batch at a time, the row count once on the
-    whole file, and a broken record in the last batch is counted against every row."""
-    small = dataclasses.replace(landed, gate_batch_rows=100)
-    original = pq.read_table(partition_path(landed.landing_dir, "customers", D))
-    assert original.num_rows > 200  # three batches at least
-    assert all(o.success for o in gate_landing("customers", D, small) if o.critical)
-    last = original["customer_id"][original.num_rows - 1].as_py()
+def test_a_landing_in_several_files_is_gated_as_one_a_key_repeated_across_them_included(landed):
+    """A history load lands in several files (one per slice); the gate reads a partition's files in
+    place as one relation: the row count is the partition's, and a customer in two files is a
+    duplicate, counted against every row."""
+    path = partition_path(landed.landing_dir, "customers", D)
+    original = pq.read_table(path)
+    half = original.num_rows // 2
+    first, second = original.slice(0, half), original.slice(half)
+    last, first_id = second["customer_id"][second.num_rows - 1], first["customer_id"][0]
+    ids = pc.if_else(pc.equal(second["customer_id"], last), first_id, second["customer_id"])
+    repeated = second.set_column(second.schema.get_field_index("customer_id"), "customer_id", ids)
+    parts = [path.with_name("data-2026-11-01.parquet"), path.with_name("data-2026-11-02.parquet")]
     try:
-        _rewrite(landed, _document(last, "1234"))
+        path.unlink()
+        pq.write_table(first, parts[0])
+        pq.write_table(second, parts[1])
+        row_count = [o for o in gate_landing("customers", D, landed) if o.expectation.startswith("expect_table_row")]
+        assert row_count and row_count[0].success and str(original.num_rows) in row_count[0].detail
+        pq.write_table(repeated, parts[1])
         with pytest.raises(GateFailed) as err:
-            gate_landing("customers", D, small)
+            gate_landing("customers", D, landed)
     finally:
-        pq.write_table(original, partition_path(landed.landing_dir, "customers", D))
-    assert f"column 'document_number': 1 of {original.num_rows} rows unexpected" in str(err.value)
-    row_count = [o for o in gate_landing("customers", D, small) if o.expectation.startswith("expect_table_row")]
-    assert row_count and row_count[0].success and str(original.num_rows) in row_count[0].detail
+        for part in parts:
+            part.unlink(missing_ok=True)
+        pq.write_table(original, path)
+    assert f"column 'customer_id': 2 of {original.num_rows} rows unexpected" in str(err.value)
