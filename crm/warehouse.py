@@ -24,7 +24,7 @@ import contextlib
 import datetime as dt
 import decimal
 import hashlib
-import itertools
+import io
 import os
 import subprocess
 import sys
@@ -93,6 +93,30 @@ def engine_name(settings: Settings) -> str:
 
 
 Statement = sa.Executable | str
+
+
+class Analyze(sa.sql.expression.Executable, sa.sql.expression.ClauseElement):
+    """``ANALYZE table`` (PostgreSQL); ``UPDATE STATISTICS table`` in T-SQL."""
+
+    inherit_cache = False
+
+    def __init__(self, table: sa.Table):
+        self.table = table
+
+
+@compiles(Analyze)
+def _analyze(element, compiler, **kw) -> str:
+    return f"ANALYZE {compiler.preparer.format_table(element.table)}"
+
+
+@compiles(Analyze, "mssql")
+def _update_statistics(element, compiler, **kw) -> str:
+    return f"UPDATE STATISTICS {compiler.preparer.format_table(element.table)}"
+
+
+def insert_statement(table: sa.Table) -> sa.Insert:
+    """The insert a server that takes rows as parameters (SQL Server) gets, a batch of rows at a time."""
+    return sa.insert(table)
 
 
 def _statement(statement: Statement) -> sa.Executable:
@@ -173,8 +197,10 @@ class Session:
         if self.engine == "duckdb":  # DuckDB reads the frame in place, no row-by-row binding
             self._duckdb_insert(table, frame)
             return len(frame)
+        if self.engine == "postgresql":
+            return self._copy(table, pa.Table.from_pandas(frame, preserve_index=False).to_batches())
         records = frame.astype(object).where(frame.notna(), None).to_dict("records")
-        self.connection.execute(sa.insert(table), records)
+        self.connection.execute(insert_statement(table), records)
         return len(records)
 
     def insert_parquet(
@@ -182,7 +208,8 @@ class Session:
     ) -> int:
         """Insert Parquet files' rows (their columns by name) with ``constants`` as further columns
         into ``table``; rows inserted. DuckDB reads the files itself, in parallel; a server gets
-        them ``batch_rows`` at a time (bounded memory)."""
+        them ``batch_rows`` at a time (bounded memory): PostgreSQL by ``COPY``, SQL Server as one
+        parameterised insert per batch (pyodbc's ``fast_executemany``)."""
         import pyarrow.parquet as pq
 
         rows = sum(pq.read_metadata(f).num_rows for f in files)
@@ -195,33 +222,52 @@ class Session:
                 [[str(f) for f in files], *constants.values()],
             )
             return rows
-        for path in files:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
-                if batch.num_rows:
-                    self.connection.execute(sa.insert(table), [{**r, **constants} for r in batch.to_pylist()])
+
+        def with_constants() -> Iterator[pa.RecordBatch]:
+            for path in files:
+                for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+                    extra = [pa.array([value] * batch.num_rows) for value in constants.values()]
+                    yield pa.RecordBatch.from_arrays([*batch.columns, *extra], [*batch.schema.names, *constants])
+
+        if self.engine == "postgresql":
+            self._copy(table, with_constants())
+            return rows
+        for batch in with_constants():
+            if batch.num_rows:
+                self.connection.execute(insert_statement(table), batch.to_pylist())
         return rows
 
-    def insert_arrow(self, table: sa.Table, batches: Iterable[pa.RecordBatch]) -> int:
-        """Insert Arrow batches (their columns by name) into ``table``, streamed; rows inserted."""
-        batches = iter(batches)
-        first = next(batches, None)
-        if first is None:
-            return 0
-        counted = [0]
+    def _copy(self, table: sa.Table, batches: Iterable[pa.RecordBatch]) -> int:
+        """PostgreSQL's ``COPY ... FROM STDIN`` of Arrow batches written as CSV (an empty field is
+        NULL, a quoted one an empty string): the server parses the rows, none bound one by one."""
+        import pyarrow.csv as csv
 
-        def counting() -> Iterator[pa.RecordBatch]:
-            for batch in itertools.chain([first], batches):
-                counted[0] += batch.num_rows
-                yield batch
+        quote = self.connection.dialect.identifier_preparer
+        target, copied = quote.format_table(table), 0
+        with contextlib.closing(self.connection.connection.driver_connection.cursor()) as cursor:
+            for batch in batches:
+                if not batch.num_rows:
+                    continue
+                buffer = io.BytesIO()
+                csv.write_csv(batch, buffer, csv.WriteOptions(include_header=False))
+                buffer.seek(0)
+                columns = ", ".join(quote.quote(c) for c in batch.schema.names)
+                statement = f"COPY {target} ({columns}) FROM STDIN WITH (FORMAT csv)"
+                try:
+                    cursor.copy_expert(statement, buffer)
+                except self.connection.dialect.loaded_dbapi.Error as error:  # as SQLAlchemy raises the others
+                    raise sa.exc.DBAPIError.instance(
+                        statement, None, error, self.connection.dialect.loaded_dbapi.Error
+                    ) from error
+                copied += batch.num_rows
+        return copied
 
-        if self.engine == "duckdb":  # DuckDB scans the stream in place
-            reader = pa.RecordBatchReader.from_batches(first.schema, counting())
-            self._duckdb_insert(table, reader)
-        else:
-            for batch in counting():
-                if batch.num_rows:
-                    self.connection.execute(sa.insert(table), batch.to_pylist())
-        return counted[0]
+    def analyze(self, table: sa.Table) -> None:
+        """Fresh statistics of ``table`` for the server's planner after a load (PostgreSQL's
+        autovacuum and SQL Server's auto-update come later than the next statement); DuckDB keeps
+        its own as it writes."""
+        if self.engine != "duckdb":
+            self.connection.execute(Analyze(table))
 
     def write_parquet(self, statement: Statement, path: Path, params: Mapping[str, Any] | None = None) -> int:
         """A query's rows into one Parquet file at ``path`` (zstd), DuckDB writing it; rows written."""

@@ -196,5 +196,6 @@ def load_business_date(
                 if not _holds_snapshot(session, entity, business_date - dt.timedelta(days=1)):
                     raise _missing_base(entity, business_date)
                 session.execute(_carry(entity, schema.names, business_date))
+            session.analyze(table)
     log.info("loaded raw tables for %s: %s", business_date, counts)
     return counts

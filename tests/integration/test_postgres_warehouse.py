@@ -139,7 +139,12 @@ def _tsql(statement: sa.Executable) -> str:
 
 
 def test_every_statement_the_stages_send_compiles_to_tsql(runs):
-    compiled = [_tsql(statement) for statement in runs["sent"]]
+    from ingestion.load import raw_table
+    from ml.score import ASSIGNMENTS
+
+    # PostgreSQL takes rows by COPY; SQL Server gets this insert, a batch of rows at a time
+    inserts = [interface.insert_statement(table) for table in (raw_table("transactions"), ASSIGNMENTS)]
+    compiled = [_tsql(statement) for statement in [*runs["sent"], *inserts]]
     unique = sorted(set(compiled))
     for sql in unique:
         assert sqlglot.parse(sql, read="tsql"), sql
@@ -154,6 +159,7 @@ def test_every_statement_the_stages_send_compiles_to_tsql(runs):
         "DELETE FROM marts.customer_campaign_assignments", "INSERT INTO marts.customer_campaign_assignments",
         "FROM marts.campaign_eligibility", "STDEVP(", "DATEADD(day, ", "DELETE FROM raw.customers WHERE",
         "FROM marts.customer_360", "FROM marts.campaign_performance", "FROM marts.customer_features",
+        "UPDATE STATISTICS raw.transactions", "UPDATE STATISTICS raw.customers",
     ):  # fmt: skip
         assert expected.lower() in text, expected
     assert " date not null" in text and "datetime" not in text  # dates stay dates on Azure SQL
