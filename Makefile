@@ -101,8 +101,8 @@ bench: setup  ## every benchmark, each to its end; exits 1 when any missed a tar
 	$(BIN)/python -m benchmarks.report; \
 	if [ -n "$$failed" ]; then echo "missed a target or failed:$$failed"; exit 1; fi; echo "every benchmark met its targets"
 
-bench-report: setup  ## write docs/benchmarks.md from .crm/bench/*.json (each figure with its commit, date and machine)
-	$(BIN)/python -m benchmarks.report
+bench-report: setup  ## write docs/benchmarks.md from .crm/bench/*.json (each figure with its commit, date and machine; AREAS="daily dbt": only those sections, the others kept)
+	$(BIN)/python -m benchmarks.report $(if $(AREAS),--only $(AREAS))
 
 bench-extract: setup  ## extraction throughput against fetching alone, and its memory at 100,000 and 1,000,000 customers
 	$(BIN)/python -m benchmarks.extract

@@ -132,9 +132,12 @@ def _cell(value) -> str:
     return str(value).replace("|", "\\|")
 
 
-def render(bench_dir: Path) -> str:
+def render(bench_dir: Path, only: list[str] | None = None, page: str | None = None) -> str:
     """``docs/benchmarks.md``: every area's last figures from ``bench_dir``, each with its commit,
-    date and machine; an area never run says so (never a figure typed by hand)."""
+    date and machine; an area never run says so (never a figure typed by hand). With ``only``, those
+    areas are rendered and the others' sections are kept as ``page`` (the page as it is) has them:
+    areas measured on another checkout keep their figures and provenance."""
+    kept = _sections(page or "") if only else {}
     lines = [
         "# Benchmark figures",
         "",
@@ -144,6 +147,9 @@ def render(bench_dir: Path) -> str:
         "",
     ]
     for area, what in AREAS.items():
+        if only and area not in only and area in kept:
+            lines += kept[area]
+            continue
         lines += [f"## bench-{area}", "", f"`make bench-{area}`: {what}.", ""]
         path = bench_dir / f"{area}.json"
         if not path.exists():
@@ -169,6 +175,19 @@ def render(bench_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def _sections(page: str) -> dict[str, list[str]]:
+    """The page's section of each area: its lines from its heading to the next heading."""
+    sections: dict[str, list[str]] = {}
+    area = None
+    for line in page.splitlines():
+        if line.startswith("## bench-"):
+            area = line.removeprefix("## bench-").strip()
+            sections[area] = []
+        if area is not None:
+            sections[area].append(line)
+    return sections
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -176,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="write docs/benchmarks.md from <CRM_HOME>/bench/*.json")
     parser.add_argument("--out", type=Path, default=PAGE)
+    parser.add_argument("--only", nargs="*", choices=list(AREAS), help="render these areas, keep the page's others")
     args = parser.parse_args(argv)
-    page = render(get_settings().home / "bench")
+    page = render(get_settings().home / "bench", args.only, args.out.read_text() if args.only else None)
     args.out.write_text(page + "\n")
     print(f"wrote {args.out}")
     return 0

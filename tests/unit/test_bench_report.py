@@ -35,3 +35,16 @@ def test_the_page_gives_each_figure_its_provenance_and_names_what_was_never_run(
     assert "**a target was NOT met**" in page
     for area in set(AREAS) - {"scoring"}:
         assert f"Not measured yet in this checkout: run `make bench-{area}`." in page
+
+
+def test_the_page_rewrites_only_the_areas_asked_and_keeps_the_others_as_measured_elsewhere(tmp_path):
+    """``make bench-report AREAS=daily``: the areas measured in this checkout are rewritten; the
+    others keep the figures and provenance another checkout measured (not 'not measured yet')."""
+    report("scoring", {"capture": 0.93}, {}, {}, tmp_path / "elsewhere")
+    page = render(tmp_path / "elsewhere" / "bench")
+    report("daily", {"daily_run_s": 140.0}, {"daily_run_s": 145.9}, {}, tmp_path / "here")
+    rewritten = render(tmp_path / "here" / "bench", ["daily"], page)
+    assert "| capture | 0.93 |  |  |" in rewritten  # kept from the other checkout's page
+    assert "| daily_run_s | 140.0 | <= 145.9 | yes |" in rewritten
+    assert rewritten.count("## bench-") == len(AREAS)
+    assert [line for line in rewritten.splitlines() if line.startswith("## ")] == [f"## bench-{a}" for a in AREAS]
