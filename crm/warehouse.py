@@ -26,6 +26,7 @@ import decimal
 import hashlib
 import io
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -252,7 +253,8 @@ class Session:
                 csv.write_csv(batch, buffer, csv.WriteOptions(include_header=False))
                 buffer.seek(0)
                 columns = ", ".join(quote.quote(c) for c in batch.schema.names)
-                statement = f"COPY {target} ({columns}) FROM STDIN WITH (FORMAT csv)"
+                # Arrow writes UTF-8: said, not left to the session's client_encoding
+                statement = f"COPY {target} ({columns}) FROM STDIN WITH (FORMAT csv, ENCODING 'UTF8')"
                 try:
                     cursor.copy_expert(statement, buffer)
                 except self.connection.dialect.loaded_dbapi.Error as error:  # as SQLAlchemy raises the others
@@ -459,17 +461,24 @@ def parquet_view(files: list[Path], memory_mb: int, name: str = "landed") -> Ite
     """(URL, ``create_engine`` keyword arguments) of an in-memory DuckDB where the view ``name``
     reads the Parquet ``files`` in place, as one relation: for another SQLAlchemy user (Great
     Expectations' SQL data source) to query them where they are. Every connection made is a cursor of
-    the one database (where the view is), bounded by ``memory_mb``; closed on exit."""
+    the one database (where the view is), bounded by ``memory_mb`` and spilling past it to a
+    directory of its own beside the first file; closed on exit."""
+    import tempfile
+
     import duckdb
 
     paths = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
     database = duckdb.connect(":memory:")
+    spill = tempfile.mkdtemp(prefix=".spill-", dir=files[0].parent)
     try:
         database.execute(f"set memory_limit = '{int(memory_mb)}MB'")
-        database.execute(f'create view "{name}" as select * from read_parquet([{paths}])')
+        database.execute(f"set temp_directory = '{spill.replace(chr(39), chr(39) * 2)}'")
+        # the files' own columns only: no business_date column from the partition's directory name
+        database.execute(f'create view "{name}" as select * from read_parquet([{paths}], hive_partitioning = false)')
         yield "duckdb:///:memory:", {"creator": lambda: _buffered_duckdb(database.cursor())}
     finally:
         database.close()
+        shutil.rmtree(spill, ignore_errors=True)
 
 
 def _duckdb_connector(database: str, memory_mb: int) -> Callable[[], Any]:

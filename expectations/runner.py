@@ -104,10 +104,17 @@ def validate_date(suite_name: str, warehouse, table: str, column: str, day: dt.d
     url, kwargs = warehouse.engine_arguments(schema)
 
     def batch_of(source):
-        daily = source.add_table_asset(suite_name, table_name=name, schema_name=schema)
-        return daily.add_batch_definition_daily("daily", column=column).get_batch(
-            batch_parameters={"year": day.year, "month": day.month, "day": day.day}
-        )
+        from great_expectations.exceptions.exceptions import NoAvailableBatchesError, SqlAddBatchDefinitionError
+
+        with warnings.catch_warnings():  # schema_name: GX's generic SQL source has no schema of its own
+            warnings.simplefilter("ignore", DeprecationWarning)
+            daily = source.add_table_asset(suite_name, table_name=name, schema_name=schema)
+        try:
+            return daily.add_batch_definition_daily("daily", column=column).get_batch(
+                batch_parameters={"year": day.year, "month": day.month, "day": day.day}
+            )
+        except (NoAvailableBatchesError, SqlAddBatchDefinitionError) as error:
+            raise GateFailed(f"data gate {suite_name!r}: {table} holds no rows as of {day}") from error
 
     return _validate(suite_name, context, url, kwargs, batch_of)
 

@@ -208,6 +208,9 @@ def test_the_marts_gate_validates_in_the_warehouse_and_names_what_broke(runs, en
         assert passed == {"rows": _count(wh, D), "expectations": 6} and passed["rows"] > 0
         with pytest.raises(GateFailed) as stopped:
             tasks.gate_marts(bad_day, PARAMS)
+        never = D + dt.timedelta(days=30)  # a date dbt never built: said, not a GX batch error
+        with pytest.raises(GateFailed, match=f"marts.customer_features holds no rows as of {never}"):
+            tasks.gate_marts(never, PARAMS)
     message = str(stopped.value)
     assert f"data gate 'customer_features' failed for marts.customer_features as of {bad_day}" in message
     assert "expect_column_values_to_be_unique on column 'customer_id': 6 of 7 rows unexpected" in message
