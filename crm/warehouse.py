@@ -341,11 +341,6 @@ class Warehouse:
         with self.connect() as s:
             return s.has_table(table, schema)
 
-    def sql_literal(self, statement: sa.Executable) -> str:
-        """A statement as this engine's SQL with its values inline (for a tool that takes SQL text
-        and no parameters: a Great Expectations query asset)."""
-        return str(statement.compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True}))
-
     def engine_arguments(self, schema: str | None = None) -> tuple[str, dict[str, Any]]:
         """(URL, ``create_engine`` keyword arguments) with which another SQLAlchemy user (Great
         Expectations' SQL data source) reaches this warehouse as the interface does: the same

@@ -71,8 +71,8 @@ def gate_marts(business_date: dt.date, params: dict | None = None) -> dict:
     wh = warehouse(run_settings(params))
     outcomes = validate_date("customer_features", wh, "marts.customer_features", "as_of_date", business_date)
     gate("customer_features", f"marts.customer_features as of {business_date}", outcomes)
-    rows = next(o for o in outcomes if o.expectation == "expect_table_row_count_to_be_between").detail
-    return {"rows": int(rows.split()[-1]), "expectations": len(outcomes)}
+    rows = next(o.observed for o in outcomes if o.expectation == "expect_table_row_count_to_be_between")
+    return {"rows": rows, "expectations": len(outcomes)}
 
 
 def ensure_model(business_date: dt.date, params: dict | None = None) -> dict:

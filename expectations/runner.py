@@ -34,6 +34,7 @@ class Outcome:
     critical: bool
     success: bool
     detail: str
+    observed: Any = None  # a table-level expectation's observed value (the row count)
 
 
 def _gx():
@@ -87,11 +88,12 @@ def _validate(suite_name: str, context: dict | None, url: str, engine_kwargs: di
             f"data gate {suite_name!r} could not evaluate {errors[0].expectation_config.type} on "
             f"{errors[0].expectation_config.meta.get('column')!r}: {first.get('exception_message')}"
         )
-    return [
-        Outcome(r.expectation_config.type, r.expectation_config.meta.get("column"),
-                bool(r.expectation_config.meta.get("critical")), bool(r.success), _detail(r.expectation_config.type, r.result or {}, rows))
-        for r in results
-    ]  # fmt: skip
+    outcomes = []
+    for r in results:
+        config, result = r.expectation_config, r.result or {}
+        outcomes.append(Outcome(config.type, config.meta.get("column"), bool(config.meta.get("critical")),
+                                bool(r.success), _detail(config.type, result, rows), result.get("observed_value")))  # fmt: skip
+    return outcomes
 
 
 def validate_date(suite_name: str, warehouse, table: str, column: str, day: dt.date,
