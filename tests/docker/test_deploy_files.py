@@ -51,18 +51,35 @@ def _cli_args(argv: list[str]) -> SimpleNamespace:
     return SimpleNamespace(command=argv[1], **verb.make_context(argv[1], argv[2:]).params)
 
 
-def test_the_image_installs_the_lock_and_copies_every_package():
+def _locked(package: str) -> str:
+    return re.search(rf"^{re.escape(package)}==(\S+)$", (REPO_ROOT / "requirements.lock").read_text(), re.MULTILINE)[1]
+
+
+def test_the_image_is_apache_airflows_own_with_the_lock_and_every_package_added():
+    """Built on the apache/airflow image of the locked Airflow version: its entrypoint, user, home and
+    log groomer are what the official chart runs (probes, args, mounted airflow.cfg); our lock and
+    packages go on top, and the image neither replaces Airflow's entrypoint nor runs as root."""
     steps = _dockerfile()
     assert {word for word, _ in steps} <= INSTRUCTIONS
-    assert next(args for word, args in steps if word == "FROM").startswith("python:3.11")
-    runs = " ".join(args for word, args in steps if word == "RUN")
-    assert "-r requirements.lock" in runs and "uv==0.13.8" in runs
-    copied = {args.split()[0].rstrip("/") for word, args in steps if word == "COPY" and "--from" not in args}
+    args = dict(a.split("=", 1) for w, a in steps if w == "ARG" and "=" in a)
+    (base,) = [a for w, a in steps if w == "FROM"]
+    assert base == "apache/airflow:slim-${AIRFLOW_VERSION}-python3.11"
+    assert args["AIRFLOW_VERSION"] == _locked("apache-airflow"), "the base image is not the locked Airflow"
+    runs = " ".join(a for w, a in steps if w == "RUN")
+    assert "uv pip install --no-cache -r requirements.lock" in runs and "uv pip check" in runs
+    copied = {a.split()[-2].rstrip("/") for w, a in steps if w == "COPY" and "--from" not in a}
     cfg = configparser.ConfigParser()
     cfg.read(REPO_ROOT / "setup.cfg")
     packages = {p.strip() for p in cfg["options.packages.find"]["include"].split() if not p.endswith(".*")}
     assert (packages - {"sandbox"}) | {"dags", "dbt_project"} <= copied
-    assert any(word == "USER" and args != "0" and args != "root" for word, args in steps)
+    assert all("--chown=airflow:0" in a for w, a in steps if w == "COPY"), "a file the arbitrary uid cannot write"
+    assert [a for w, a in steps if w == "USER"][-1] == "airflow"
+    # Airflow's entrypoint and command stay (`airflow <component>` from the chart's args), no
+    # HEALTHCHECK every container would inherit (each component has its own)
+    assert not [w for w, _ in steps if w in {"ENTRYPOINT", "CMD", "HEALTHCHECK"}]
+    env = " ".join(a for w, a in steps if w == "ENV")
+    workdir = [a for w, a in steps if w == "WORKDIR"][-1]
+    assert f"AIRFLOW__CORE__DAGS_FOLDER={workdir}/dags" in env and "dags" in copied
 
 
 def test_the_build_sends_what_the_image_copies_and_no_personal_data_or_secret(tmp_path):
@@ -96,7 +113,11 @@ def test_the_build_sends_what_the_image_copies_and_no_personal_data_or_secret(tm
     # and in this checkout, every path the Dockerfile copies from the context is sent
     real = set(exclude_paths(str(REPO_ROOT), patterns, dockerfile="docker/Dockerfile"))
     sources = [
-        part for word, args in _dockerfile() if word == "COPY" and "--from" not in args for part in args.split()[:-1]
+        part
+        for word, args in _dockerfile()
+        if word == "COPY" and "--from" not in args
+        for part in args.split()[:-1]
+        if not part.startswith("--")
     ]
     assert len(sources) >= 12
     for source in sources:
@@ -120,21 +141,27 @@ def test_the_image_has_the_sql_server_driver_the_azure_target_loads():
 
 def test_the_image_runs_in_production_without_the_sandbox_bank():
     steps = _dockerfile()
-    copied = {args.split()[0].rstrip("/") for word, args in steps if word == "COPY" and "--from" not in args}
+    copied = {args.split()[-2].rstrip("/") for word, args in steps if word == "COPY" and "--from" not in args}
     assert "sandbox" not in copied
     env = " ".join(args for word, args in steps if word == "ENV")
     assert "CRM_ENVIRONMENT=production" in env
 
 
-def test_the_image_serves_the_read_api_on_its_exposed_port():
-    steps = _dockerfile()
-    cmd = [json for word, json in steps if word == "CMD"][-1]
-    argv = yaml.safe_load(cmd)  # exec form: a JSON list
-    args = _cli_args(argv)
-    assert args.command == "serve" and args.host == "0.0.0.0"  # noqa: S104 - the container listens on its interfaces
-    assert [a for w, a in steps if w == "EXPOSE"] == [str(args.port)]
-    healthcheck = next(a for w, a in steps if w == "HEALTHCHECK")
-    assert f"127.0.0.1:{args.port}/healthz" in healthcheck
+def test_the_read_api_replaces_airflows_entrypoint_and_listens_where_the_image_exposes():
+    """The image's entrypoint is Airflow's (which would run `airflow crm serve`): compose and the
+    OpenShift Deployment both run the read API as the container's whole command line."""
+    exposed = {int(port) for w, a in _dockerfile() if w == "EXPOSE" for port in a.split()}
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())["services"]["read-api"]
+    deployment = next(d for d in yaml.safe_load_all((DOCKER / "openshift" / "read-api.yaml").read_text())
+                      if d["kind"] == "Deployment")  # fmt: skip
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    for argv in (compose["entrypoint"], container["command"]):
+        args = _cli_args(argv)
+        assert args.command == "serve" and args.host == "0.0.0.0"  # noqa: S104 - the container listens on its interfaces
+        assert args.port in exposed
+    assert "command" not in compose and "args" not in container
+    metrics = int(next(e["value"] for e in container["env"] if e["name"] == "CRM_METRICS_PORT"))
+    assert metrics in exposed and 8080 in exposed  # and Airflow's API server
 
 
 def _routes() -> set[str]:
@@ -159,7 +186,7 @@ def test_compose_runs_the_api_and_airflow_on_celery_workers_and_a_password_prote
     assert set(services) == {"redis", "read-api", "postgres"} | airflow
     assert airflow == {"airflow-init", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
                        "airflow-triggerer", "airflow-worker"}  # fmt: skip
-    args = _cli_args(services["read-api"]["command"])
+    args = _cli_args(services["read-api"]["entrypoint"])
     assert services["read-api"]["ports"] == [f"{args.port}:{args.port}"]
     env = services["read-api"]["environment"]
     assert env["CRM_REDIS_URL"].startswith("redis://:${CRM_REDIS_PASSWORD")
@@ -167,12 +194,15 @@ def test_compose_runs_the_api_and_airflow_on_celery_workers_and_a_password_prote
     for name in airflow:
         service = services[name]
         airflow_env = service["environment"]
-        assert airflow_env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/crm/dags"
         assert airflow_env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
         # the broker and results in the password-protected Redis, beside the cache's database 0
         assert airflow_env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://:${CRM_REDIS_PASSWORD")
         assert airflow_env["AIRFLOW__CELERY__BROKER_URL"].endswith("@redis:6379/1")
         assert airflow_env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
+        # Connections encrypted, sessions signed, sign-in by an auth manager the image has
+        for key in ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API__SECRET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET"):
+            assert airflow_env[key].startswith("${CRM_AIRFLOW_") and ":?" in airflow_env[key], key
+        _importable(airflow_env["AIRFLOW__CORE__AUTH_MANAGER"])
         # the image is production: the warehouse is named (Azure SQL unless told), never the embedded DuckDB
         assert airflow_env["CRM_DBT_TARGET"] == "${CRM_DBT_TARGET:-azure}"
         assert airflow_env["AIRFLOW_CONN_CRM_WAREHOUSE"].startswith("${AIRFLOW_CONN_CRM_WAREHOUSE:?")
@@ -181,15 +211,17 @@ def test_compose_runs_the_api_and_airflow_on_celery_workers_and_a_password_prote
         if name != "airflow-init":
             _airflow_parses(service["command"])
             assert service["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
-    init = [shlex.split(command) for command in services["airflow-init"]["command"][-1].split("&&")]
-    for argv in init:
-        if argv[0] == "crm":  # the project's own verb (the warehouse pool, sized for the warehouse)
-            from entrypoints.cli import cli
+            assert service["restart"] == "always"
+    # Airflow's entrypoint migrates the database and makes the UI's admin (FAB's) before the command:
+    # the warehouse pool, sized for the warehouse; through bash (the entrypoint runs anything else
+    # as an `airflow` sub-command)
+    init = services["airflow-init"]
+    assert init["environment"]["_AIRFLOW_DB_MIGRATE"] == "true" and init["environment"]["_AIRFLOW_WWW_USER_CREATE"]
+    assert init["environment"]["_AIRFLOW_WWW_USER_PASSWORD"].startswith("${CRM_AIRFLOW_ADMIN_PASSWORD:?")
+    assert init["command"][:2] == ["bash", "-c"]
+    from entrypoints.cli import cli
 
-            assert argv[1:] == ["warehouse-pool"] and "warehouse-pool" in cli.commands
-        else:
-            _airflow_parses(argv)
-    assert [argv[0] for argv in init] == ["airflow", "crm"]
+    assert shlex.split(init["command"][2]) == ["exec", "crm", "warehouse-pool"] and "warehouse-pool" in cli.commands
     # the worker count is a value of the environment (AIRFLOW_WORKERS), two by default
     assert re.fullmatch(r"\$\{AIRFLOW_WORKERS:-2\}", services["airflow-worker"]["deploy"]["replicas"])
     import psycopg2  # noqa: F401 - the image has the metadata database's driver (from the lock)
@@ -207,6 +239,43 @@ def test_compose_runs_the_api_and_airflow_on_celery_workers_and_a_password_prote
                 assert "${" in str(value), f"{name} holds a literal secret"
     assert "readyz" in " ".join(services["read-api"]["healthcheck"]["test"])
     assert "/readyz" in _routes()
+
+
+def _importable(dotted: str):
+    module, _, name = dotted.rpartition(".")
+    return getattr(__import__(module, fromlist=[name]), name)
+
+
+def test_every_compose_service_says_whether_it_is_healthy_with_a_check_of_its_own():
+    """No check is inherited from the image; each component's probes what that component serves:
+    the API servers a route they have, the scheduler its health server, the DAG processor and the
+    triggerer their heartbeat (Airflow's own `jobs check`), a worker its broker."""
+    services = yaml.safe_load((DOCKER / "compose.yaml").read_text())["services"]
+    for name, service in services.items():
+        if name == "airflow-init":  # a job: it completes, the others wait for that
+            continue
+        test = service["healthcheck"]["test"]
+        assert test[0] in {"CMD", "CMD-SHELL"}, name
+    probe = {name: " ".join(s["healthcheck"]["test"][1:]) for name, s in services.items() if "healthcheck" in s}
+    from airflow.api_fastapi.core_api.routes.public import monitor
+
+    paths = {"/api/v2" + route.path for route in monitor.monitor_router.routes}
+    assert re.search(r"127\.0\.0\.1:8080(/\S+)'", probe["airflow-api-server"])[1] in paths
+    env = services["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "true"
+    from airflow.configuration import conf
+
+    port = conf.getint("scheduler", "scheduler_health_check_server_port")
+    assert f"127.0.0.1:{port}/health" in probe["airflow-scheduler"]
+    for name, job in (("airflow-dag-processor", "DagProcessorJob"), ("airflow-triggerer", "TriggererJob")):
+        argv = shlex.split(probe[name].replace("$$", "$"))
+        assert argv[argv.index("--job-type") + 1] == job
+        _airflow_parses(argv)
+    worker = shlex.split(probe["airflow-worker"])
+    assert worker[:3] == ["celery", "--app", "airflow.providers.celery.executors.celery_executor.app"]
+    _importable(worker[2] .replace(".app", "") + ".app")
+    assert services["airflow-worker"]["environment"]["DUMB_INIT_SETSID"] == "0"  # warm shutdown on stop
+    assert "readyz" in probe["read-api"] and "pg_isready" in probe["postgres"] and "ping" in probe["redis"]
 
 
 def test_openshift_runs_the_api_with_probes_and_secrets_it_really_has():
