@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from crm.settings import get_settings, private_files, yesterday_in_lima
+from crm.settings import REPO_ROOT, get_settings, private_files, yesterday_in_lima
 
 KEY_ROLES = ("marketing", "sales")
 
@@ -242,6 +242,24 @@ def warehouse_pool() -> None:
     _done(done.returncode)
 
 
+@cli.command("check-chart-values")
+@click.option("--chart", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="the official Airflow chart, unpacked (helm pull apache-airflow/airflow --version V --untar)")
+@click.option("--values", "values_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=REPO_ROOT / "docker" / "openshift" / "airflow-values.yaml", show_default="ours")
+def check_chart_values(chart: Path, values_file: Path) -> None:
+    """Check our Helm values against the chart's values.schema.json: every key one the chart defines,
+    and the merged values valid. Exits 1 naming each fault."""
+    from entrypoints.chart_values import chart_values_errors
+
+    errors = chart_values_errors(chart, values_file)
+    for error in errors:
+        click.echo(f"{values_file.name}: {error}", err=True)
+    if not errors:
+        click.echo(f"{values_file.name}: valid for the chart in {chart}")
+    _done(1 if errors else 0)
+
+
 @cli.command()
 @click.option("--port", type=int, default=8081)
 @click.option("--no-serve", is_flag=True, help="generate only")
@@ -372,7 +390,7 @@ def token(customer: int | None, staff: str | None, role: str | None, minutes: in
 def config_table(write: bool, readme: Path | None) -> None:
     """The configuration table (every CRM_* variable, its default, what it sets), generated from the
     declarations in crm/settings.py: printed, or with --write put into the README."""
-    from crm.settings import REPO_ROOT, with_config_table
+    from crm.settings import with_config_table
     from crm.settings import config_table as table
 
     if not write:

@@ -414,28 +414,54 @@ def _pod_specs():
                 yield f"{path.name}: {doc['kind']}/{doc['metadata']['name']}", doc["spec"]["template"]["spec"]
 
 
+def _admitted_pod(pod: dict, where: str) -> None:
+    """restricted-v2 on a pod's securityContext: not root, the runtime's seccomp profile, no group 0."""
+    assert pod.get("runAsNonRoot") is True, where
+    assert pod.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
+    assert 0 not in [pod.get("fsGroup"), pod.get("runAsGroup"), pod.get("runAsUser"), *pod.get("supplementalGroups", [])], where
+
+
+def _admitted_container(context: dict, where: str) -> None:
+    assert context.get("allowPrivilegeEscalation") is False, where
+    assert context.get("capabilities", {}).get("drop") == ["ALL"], where
+    assert not context.get("capabilities", {}).get("add"), where
+    assert context.get("privileged") is not True and context.get("runAsUser") != 0, where
+    assert context.get("runAsGroup") != 0, where
+
+
 def test_every_pod_we_write_runs_as_openshifts_restricted_scc_admits():
     """restricted-v2: not root, no privilege escalation, every capability dropped, the runtime's
     seccomp profile; and no group 0 (fsGroup, runAsGroup, supplementalGroups), which it refuses."""
     specs = list(_pod_specs())
     assert specs
     for where, spec in specs:
-        pod = spec.get("securityContext", {})
-        assert pod.get("runAsNonRoot") is True, where
-        assert pod.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
-        assert 0 not in [
-            pod.get("fsGroup"),
-            pod.get("runAsGroup"),
-            pod.get("runAsUser"),
-            *pod.get("supplementalGroups", []),
-        ]
+        _admitted_pod(spec.get("securityContext", {}), where)
         for container in spec["containers"] + spec.get("initContainers", []):
-            context = container.get("securityContext", {})
-            assert context.get("allowPrivilegeEscalation") is False, f"{where} {container['name']}"
-            assert context.get("capabilities", {}).get("drop") == ["ALL"], f"{where} {container['name']}"
-            assert not context.get("capabilities", {}).get("add"), f"{where} {container['name']}"
-            assert context.get("privileged") is not True and context.get("runAsUser") != 0, where
-            assert context.get("runAsGroup") != 0, where
+            _admitted_container(container.get("securityContext", {}), f"{where} {container['name']}")
+
+
+def test_every_pod_the_chart_renders_from_our_values_runs_as_restricted_v2_admits():
+    """The chart's pods take their security context from our values: an Airflow pod from its
+    component's `securityContexts`, else the global one, else `runAsUser: uid` and `fsGroup: gid`
+    (0 by default, which restricted-v2 refuses); its Redis and StatsD from their own only (Redis runs
+    as uid 0 unless told). So: the global contexts admitted, Redis's and StatsD's set and admitted,
+    and any component's own admitted too."""
+    values = yaml.safe_load((DOCKER / "openshift" / "airflow-values.yaml").read_text())
+    _admitted_pod(values["securityContexts"]["pod"], "securityContexts.pod")
+    _admitted_container(values["securityContexts"]["containers"], "securityContexts.containers")
+    for local in ("redis", "statsd"):  # rendered from their own values only
+        if values.get(local, {}).get("enabled", True):
+            _admitted_pod(values[local]["securityContexts"]["pod"], f"{local}.securityContexts.pod")
+            _admitted_container(values[local]["securityContexts"]["container"], f"{local}.securityContexts.container")
+    for name, component in values.items():
+        if isinstance(component, dict) and name not in {"securityContexts", "redis", "statsd"}:
+            contexts = component.get("securityContexts", {})
+            if contexts.get("pod"):
+                _admitted_pod(contexts["pod"], f"{name}.securityContexts.pod")
+            if contexts.get("container"):
+                _admitted_container(contexts["container"], f"{name}.securityContexts.container")
+            assert "securityContext" not in component, f"{name}: the chart's retired key"
+    assert values.get("gid", 1) != 0 and values.get("uid", 1) != 0
 
 
 def test_every_kubernetes_manifest_we_ship_validates_against_the_kubernetes_schemas():
@@ -467,17 +493,17 @@ def test_airflow_values_run_the_image_with_connections_from_a_secret():
     values = yaml.safe_load((DOCKER / "openshift" / "airflow-values.yaml").read_text())
     # Celery workers, as many as the value says, on the chart's Redis; the landing area shared
     assert values["executor"] == "CeleryExecutor"
-    assert isinstance(values["workers"]["replicas"], int) and values["workers"]["replicas"] >= 2
+    replicas = values["workers"]["celery"]["replicas"]
+    assert isinstance(replicas, int) and replicas >= 2
     assert values["redis"]["enabled"] is True
-    assert values["images"]["airflow"]["repository"] == "crm-platform"
+    assert values["images"]["airflow"]["repository"].endswith("crm-platform")
     env = {e["name"]: e["value"] for e in values["env"]}
-    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/crm/dags"
     assert env["CRM_DBT_TARGET"] == "azure"
     (mount,) = values["volumeMounts"]
     assert mount["mountPath"] == env["CRM_HOME"]
     assert {v["name"]: v for v in values["volumes"]}[mount["name"]]["persistentVolumeClaim"]["claimName"]
     assert set(n for n in env if n.startswith("CRM_")) <= _settings_variables()
-    assert "secretRef" in values["extraEnvFrom"]
+    assert isinstance(values["extraEnvFrom"], str) and "secretRef" in values["extraEnvFrom"]  # the chart's type
     text = (DOCKER / "openshift" / "airflow-values.yaml").read_text()
     # the connection ids the settings module reads are the ones the secret is told to hold
     for conn_id in re.findall(r"_airflow_connection\(\"([a-z_]+)\"\)", (REPO_ROOT / "crm" / "settings.py").read_text()):
@@ -490,6 +516,138 @@ def test_airflow_values_run_the_image_with_connections_from_a_secret():
     assert job["args"][:2] == ["bash", "-c"] and re.fullmatch(
         r"airflow db migrate && (exec )?crm warehouse-pool", script
     )
+
+
+def _secret_made(name: str, key: str) -> bool:
+    """The values' instructions make this Secret with this key (`oc create secret generic NAME
+    --from-literal=KEY=...`, up to the next command or the end of the comment)."""
+    header = (DOCKER / "openshift" / "airflow-values.yaml").read_text().split("\n\n")[0]
+    commands = re.split(r"\boc create secret generic ", header)[1:]
+    return any(
+        command.split()[0] == name and re.search(rf"--from-literal={re.escape(key)}=", command.split("\n#   oc ")[0])
+        for command in commands
+    )
+
+
+def test_airflow_values_name_a_secret_for_every_key_the_chart_needs_and_keep_no_database_inside():
+    """Left unnamed, the chart generates the Fernet key, the API's secret key and the JWT secret at
+    install (a new one at each reinstall: Connections no longer decrypt, sessions and task tokens die)
+    and runs its embedded PostgreSQL, "not for production". Each is a Secret made before the install,
+    with the key the chart reads from it."""
+    values = yaml.safe_load((DOCKER / "openshift" / "airflow-values.yaml").read_text())
+    assert values["postgresql"]["enabled"] is False
+    named = {
+        values["data"]["metadataSecretName"]: "connection",
+        values["data"]["brokerUrlSecretName"]: "connection",
+        values["fernetKeySecretName"]: "fernet-key",
+        values["apiSecretKeySecretName"]: "api-secret-key",
+        values["jwtSecretName"]: "jwt-secret",
+        values["redis"]["passwordSecretName"]: "password",
+    }
+    assert len(named) == 6  # six Secrets, none shared
+    for name, key in named.items():
+        assert _secret_made(name, key), f"no instruction makes Secret {name} with key {key}"
+    # the broker's password and its URL agree: the chart's Redis is reached with the same password
+    assert _secret_made(values["data"]["brokerUrlSecretName"], "connection")
+
+
+def test_the_deployment_pins_airflow_and_runs_one_immutable_image():
+    """The chart renders for the locked Airflow (the image's base); every manifest runs the image by
+    setup.cfg's version, never `latest` (a moved tag: two pods of one Deployment on two builds)."""
+    values = yaml.safe_load((DOCKER / "openshift" / "airflow-values.yaml").read_text())
+    assert values["airflowVersion"] == _locked("apache-airflow")
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO_ROOT / "setup.cfg")
+    version = cfg["metadata"]["version"]
+    assert values["images"]["airflow"]["tag"] == version
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    images = [compose["x-platform"]["image"]] + [
+        c["image"]
+        for d in yaml.safe_load_all((DOCKER / "openshift" / "read-api.yaml").read_text())
+        if d["kind"] == "Deployment"
+        for c in d["spec"]["template"]["spec"]["containers"]
+    ]
+    assert images and all(image == f"crm-platform:{version}" for image in images), images
+    assert "latest" not in " ".join(p.read_text() for p in DOCKER.rglob("*.yaml")).replace("latest live", "")
+
+
+def test_sign_in_to_airflow_is_fabs_through_the_banks_identity_provider():
+    """The auth manager the values name is installed (the FAB provider is in the lock) and its
+    webserver_config signs people in through Entra ID only: no user the chart would create with a
+    known password, roles from the token's app roles, nothing for a person with none."""
+    from flask_appbuilder.security.manager import AUTH_OAUTH
+
+    values = yaml.safe_load((DOCKER / "openshift" / "airflow-values.yaml").read_text())
+    manager = _importable(values["config"]["core"]["auth_manager"])
+    assert manager.__name__ == "FabAuthManager"
+    assert values["createUserJob"]["enabled"] is False
+    source = values["apiServer"]["apiServerConfig"]
+    read = set(re.findall(r"os\.environ\[\"(\w+)\"\]", source))
+    assert read and all(_secret_made("crm-airflow-connections", name) for name in read), read
+    config: dict = {}
+    import os
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, {name: f"<{name}>" for name in read}):
+        exec(compile(source, "webserver_config.py", "exec"), config)  # noqa: S102 - our own file, as FAB runs it
+    assert config["AUTH_TYPE"] == AUTH_OAUTH and config["AUTH_ROLES_SYNC_AT_LOGIN"] is True
+    assert config["AUTH_USER_REGISTRATION_ROLE"] == "Public"
+    assert set(r for roles in config["AUTH_ROLES_MAPPING"].values() for r in roles) <= {"Admin", "Op", "User", "Viewer"}
+    (provider,) = config["OAUTH_PROVIDERS"]
+    assert provider["name"] == "azure"  # FAB validates the id_token's signature for this provider name
+    urls = [v for k, v in provider["remote_app"].items() if k.endswith("_url") and v]
+    assert all(u.startswith("https://login.microsoftonline.com/<AIRFLOW_OAUTH_TENANT_ID>/") for u in urls), urls
+    assert provider["remote_app"]["client_kwargs"]["verify_signature"] is True
+
+
+def test_the_chart_values_check_refuses_what_helm_would_ignore_or_reject(tmp_path):
+    """`crm check-chart-values` (run by the bank's pipeline against the chart release it installs):
+    on a chart laid out as the official one is (an open top level, closed nested objects, $refs to
+    definitions), a misspelt key anywhere, a wrong type and a retired top-level key are each named;
+    our values' own key paths pass on a schema that defines them."""
+    from click.testing import CliRunner
+
+    from entrypoints.chart_values import chart_values_errors, coalesce
+    from entrypoints.cli import cli
+
+    schema = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "properties": {
+            "uid": {"type": "integer"},
+            "executor": {"type": "string"},
+            "config": {"type": "object", "additionalProperties": {"type": "object"}},
+            "workers": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"celery": {"type": "object", "properties": {"replicas": {"type": ["integer", "null"]}}}},
+            },
+            "securityContexts": {"type": "object", "properties": {"pod": {"$ref": "#/definitions/podContext"}}},
+        },
+        "definitions": {
+            "podContext": {"type": "object", "additionalProperties": False, "properties": {"runAsNonRoot": {"type": "boolean"}}}
+        },
+    }
+    chart = tmp_path / "airflow"
+    chart.mkdir()
+    (chart / "values.schema.json").write_text(__import__("json").dumps(schema))
+    (chart / "values.yaml").write_text("uid: 50000\nexecutor: CeleryExecutor\nworkers: {celery: {replicas: 1}}\n")
+    good = tmp_path / "good.yaml"
+    good.write_text("executor: CeleryExecutor\nworkers: {celery: {replicas: 2}}\nconfig: {core: {auth_manager: x}}\n"
+                    "securityContexts: {pod: {runAsNonRoot: true}}\nuid: null\n")  # fmt: skip
+    assert chart_values_errors(chart, good) == []
+    assert "uid" not in coalesce({"uid": 50000}, {"uid": None})  # null removes the chart's default
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("webserver: {defaultUser: {enabled: false}}\nworkers: {replicas: 2, celery: {replicas: two}}\n"
+                   "securityContexts: {pod: {runAsUser: 0}}\nuid: 'x'\n")  # fmt: skip
+    errors = chart_values_errors(chart, bad)
+    for fault in ("webserver: not a value", "workers.replicas: not a value", "securityContexts.pod.runAsUser: not a value",
+                  "workers.celery.replicas: 'two' is not of type", "uid: 'x' is not of type"):  # fmt: skip
+        assert any(e.startswith(fault) for e in errors), (fault, errors)
+    result = CliRunner().invoke(cli, ["check-chart-values", "--chart", str(chart), "--values", str(bad)])
+    assert result.exit_code == 1 and "bad.yaml: webserver: not a value the chart defines" in result.output
+    result = CliRunner().invoke(cli, ["check-chart-values", "--chart", str(chart), "--values", str(good)])
+    assert result.exit_code == 0, result.output
 
 
 def test_no_deployment_file_carries_a_credential():
