@@ -243,10 +243,19 @@ def warehouse_pool() -> None:
 
 
 @cli.command("check-chart-values")
-@click.option("--chart", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="the official Airflow chart, unpacked (helm pull apache-airflow/airflow --version V --untar)")
-@click.option("--values", "values_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=REPO_ROOT / "docker" / "openshift" / "airflow-values.yaml", show_default="ours")
+@click.option(
+    "--chart",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="the official Airflow chart, unpacked (helm pull apache-airflow/airflow --version V --untar)",
+)
+@click.option(
+    "--values",
+    "values_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=REPO_ROOT / "docker" / "openshift" / "airflow-values.yaml",
+    show_default="ours",
+)
 def check_chart_values(chart: Path, values_file: Path) -> None:
     """Check our Helm values against the chart's values.schema.json: every key one the chart defines,
     and the merged values valid. Exits 1 naming each fault."""
@@ -390,8 +399,8 @@ def token(customer: int | None, staff: str | None, role: str | None, minutes: in
 def config_table(write: bool, readme: Path | None) -> None:
     """The configuration table (every CRM_* variable, its default, what it sets), generated from the
     declarations in crm/settings.py: printed, or with --write put into the README."""
-    from crm.settings import with_config_table
     from crm.settings import config_table as table
+    from crm.settings import with_config_table
 
     if not write:
         click.echo(table(), nl=False)

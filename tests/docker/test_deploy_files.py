@@ -273,7 +273,7 @@ def test_every_compose_service_says_whether_it_is_healthy_with_a_check_of_its_ow
         _airflow_parses(argv)
     worker = shlex.split(probe["airflow-worker"])
     assert worker[:3] == ["celery", "--app", "airflow.providers.celery.executors.celery_executor.app"]
-    _importable(worker[2] .replace(".app", "") + ".app")
+    _importable(worker[2].replace(".app", "") + ".app")
     assert services["airflow-worker"]["environment"]["DUMB_INIT_SETSID"] == "0"  # warm shutdown on stop
     assert "readyz" in probe["read-api"] and "pg_isready" in probe["postgres"] and "ping" in probe["redis"]
 
@@ -418,7 +418,12 @@ def _admitted_pod(pod: dict, where: str) -> None:
     """restricted-v2 on a pod's securityContext: not root, the runtime's seccomp profile, no group 0."""
     assert pod.get("runAsNonRoot") is True, where
     assert pod.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
-    assert 0 not in [pod.get("fsGroup"), pod.get("runAsGroup"), pod.get("runAsUser"), *pod.get("supplementalGroups", [])], where
+    assert 0 not in [
+        pod.get("fsGroup"),
+        pod.get("runAsGroup"),
+        pod.get("runAsUser"),
+        *pod.get("supplementalGroups", []),
+    ], where
 
 
 def _admitted_container(context: dict, where: str) -> None:
@@ -625,7 +630,11 @@ def test_the_chart_values_check_refuses_what_helm_would_ignore_or_reject(tmp_pat
             "securityContexts": {"type": "object", "properties": {"pod": {"$ref": "#/definitions/podContext"}}},
         },
         "definitions": {
-            "podContext": {"type": "object", "additionalProperties": False, "properties": {"runAsNonRoot": {"type": "boolean"}}}
+            "podContext": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"runAsNonRoot": {"type": "boolean"}},
+            }
         },
     }
     chart = tmp_path / "airflow"
