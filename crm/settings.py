@@ -132,6 +132,9 @@ VARIABLES: dict[str, Variable] = _declare({
         V("CRM_ALERT_EMAILS", None, "who is e-mailed when a run of any DAG fails (comma-separated addresses), through "
           "the Airflow Connection `smtp_default` (host, port, login, password, extra `from_email`); required in "
           "production", shown="nobody: the Airflow UI only"),
+        V("CRM_SNAPSHOT_DEADLINE_LIMA", "07:00", "Lima time (HH:MM), on the day after a business date, by which "
+          "`crm_daily` must have published that date's snapshot: if no snapshot of that date (or a later one) is "
+          "live then, `CRM_ALERT_EMAILS` are e-mailed (Airflow's deadline alert; not for backfills)"),
         V("CRM_BUSINESS_DATE", None, "the business date a hand-run `dbt build` is for (read by dbt; "
           "`--vars '{business_date: ...}'` also works, at the cost of a full parse)", shown="set by the DAG (`{{ ds }}`)"),
     ),
@@ -271,6 +274,15 @@ def _float(name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _time(name: str, default: str) -> dt.time:
+    _declared(name, default)
+    raw = _env(name, default)
+    try:
+        return dt.time.fromisoformat(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a time of day as HH:MM, got {raw!r}") from None
 
 
 def config_table() -> str:
@@ -476,6 +488,8 @@ class Settings:
     task_timeout_minutes: int = field(default_factory=lambda: _int("CRM_TASK_TIMEOUT_MINUTES", 120))
     # how long a DAG run may take before Airflow fails it (and its failure is e-mailed)
     dagrun_timeout_hours: float = field(default_factory=lambda: _float("CRM_DAGRUN_TIMEOUT_HOURS", 12.0))
+    # the Lima time on D+1 by which D's snapshot must be live (crm_daily's deadline alert)
+    snapshot_deadline_lima: dt.time = field(default_factory=lambda: _time("CRM_SNAPSHOT_DEADLINE_LIMA", "07:00"))
 
     # extraction
     api_max_retries: int = field(default_factory=lambda: _int("CRM_API_MAX_RETRIES", 6))

@@ -146,7 +146,7 @@ def _dbt_build(task_id: str, **selection: str) -> DbtBuildLocalOperator:
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="America/Lima"),
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
-    **dag_alerting(settings),  # a failed or overlong run e-mails CRM_ALERT_EMAILS
+    **dag_alerting(settings, snapshot_deadline=True),  # a failed, overlong or late run e-mails CRM_ALERT_EMAILS
     max_active_runs=1,
     tags=["crm", "daily"],
     default_args={

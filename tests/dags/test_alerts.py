@@ -8,10 +8,11 @@ import datetime as dt
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Message
+from waits import wait_until
 
-from crm.airflow_env import run_dag_test
-from crm.services import free_port
-from crm.settings import Settings
+from crm.airflow_env import LocalAirflow, airflow, run_dag_test
+from crm.services import free_port, stop_redis
+from crm.settings import Settings, yesterday_in_lima
 
 
 class Inbox(Message):
@@ -72,6 +73,76 @@ def test_each_failed_run_gets_its_own_e_mail(monkeypatch, inbox):
         "[crm] crm_daily failed: backfill__2026-11-03T05:00:00+00:00",
     ]
     assert "the last published snapshot" in _html(inbox[0])
+
+
+def test_no_snapshot_by_the_deadline_is_e_mailed_by_airflows_scheduler(tmp_path, monkeypatch, inbox):
+    """crm_daily's deadline alert, through a real scheduler and executor: a run for D not done by
+    CRM_SNAPSHOT_DEADLINE_LIMA on D + 1 (past here; the DAG stays paused, so the run waits in its
+    queue as a stuck one would) e-mails the on-call, naming the date, the run's state and what sales
+    and the app read instead."""
+    monkeypatch.setenv("CRM_HOME", str(tmp_path))
+    monkeypatch.setenv("CRM_ALERT_EMAILS", "oncall@bank.example")
+    monkeypatch.setenv("CRM_SNAPSHOT_DEADLINE_LIMA", "06:30")
+    settings = Settings()
+    day = yesterday_in_lima() - dt.timedelta(days=2)
+    local = LocalAirflow(settings).start()
+    try:
+        trigger = ["dags", "trigger", "crm_daily", "--logical-date", f"{day}T00:00:00-05:00"]
+        wait_until(lambda: airflow(trigger, settings, capture_output=True).returncode == 0, timeout=180,
+                   interval=3, message="crm_daily parsed and triggered")  # fmt: skip
+        wait_until(lambda: inbox, timeout=180, interval=1, message="the deadline's e-mail")
+    finally:
+        local.stop()
+        stop_redis(settings)
+    (mail,) = inbox
+    next_day = day + dt.timedelta(days=1)
+    assert mail["Subject"] == f"[crm] no offers snapshot for {day} by {next_day} 06:30 Lima: crm_daily is queued"
+    assert mail["To"] == "oncall@bank.example"
+    assert "no snapshot at all" in _html(mail) and "trigger crm_daily" in _html(mail)
+
+
+def _missed(run_type: str, day: dt.date) -> dict:
+    """The context Airflow's scheduler gives a missed deadline's callback (Deadline.handle_miss)."""
+    return {
+        "dag_run": {
+            "dag_id": "crm_daily",
+            "dag_run_id": f"{run_type}__{day}",
+            "run_type": run_type,
+            "state": "running",
+            "logical_date": f"{day}T05:00:00Z",
+        },
+        "deadline": {"id": "d", "deadline_time": f"{day + dt.timedelta(days=1)}T12:00:00+00:00"},
+    }
+
+
+def test_a_snapshot_live_by_the_deadline_or_a_backfills_date_tells_nobody(tmp_path, monkeypatch, inbox):
+    """The deadline passed with its run not done, yet the date's snapshot (or a later one) is live (a
+    rerun in another run published it): no e-mail. Nor for a backfill's old date, whose snapshot is
+    never published over a later one. A date after the live one is e-mailed, with what is live."""
+    from assignments import assignments
+
+    from entrypoints.alerts import check_snapshot_deadline
+    from ml.registry import ModelRef
+    from ml.score import write_assignments
+    from serving.load import publish_snapshot
+
+    monkeypatch.setenv("CRM_HOME", str(tmp_path))
+    settings = Settings()
+    settings.ensure_dirs()
+    live = dt.date(2026, 11, 26)
+    write_assignments(live, assignments(5, [("CMP-A", "SMS")]), ModelRef("m", "1"), settings)
+    try:
+        publish_snapshot(live, settings)
+        assert "is live" in check_snapshot_deadline(_missed("scheduled", live), to=["oncall@bank.example"])
+        assert "is live" in check_snapshot_deadline(_missed("manual", live - dt.timedelta(days=3)), to=["x@y.z"])
+        assert "backfill" in check_snapshot_deadline(_missed("backfill", dt.date(2026, 12, 1)), to=["x@y.z"])
+        assert inbox == []
+        assert "e-mailed 1" in check_snapshot_deadline(_missed("scheduled", live + dt.timedelta(days=1)), to=["x@y.z"])
+    finally:
+        stop_redis(settings)
+    (mail,) = inbox
+    assert mail["Subject"].startswith("[crm] no offers snapshot for 2026-11-27 by 2026-11-28 07:00 Lima")
+    assert "reading the snapshot of 2026-11-26" in _html(mail)
 
 
 DAGBAG = """
