@@ -132,6 +132,8 @@ VARIABLES: dict[str, Variable] = _declare({
         V("CRM_ALERT_EMAILS", None, "who is e-mailed when a run of any DAG fails (comma-separated addresses), through "
           "the Airflow Connection `smtp_default` (host, port, login, password, extra `from_email`); required in "
           "production", shown="nobody: the Airflow UI only"),
+        V("CRM_TRAINING_WEEKDAY", "Saturday", "`crm_model_training` trains after the `crm_daily` of a business date "
+          "falling on this day of the week (its asset `crm_assignment`); on the others its run stops at `as_of`"),
         V("CRM_SNAPSHOT_DEADLINE_LIMA", "07:00", "Lima time (HH:MM), on the day after a business date, by which "
           "`crm_daily` must have published that date's snapshot: if no snapshot of that date (or a later one) is "
           "live then, `CRM_ALERT_EMAILS` are e-mailed (Airflow's deadline alert; not for backfills)"),
@@ -274,6 +276,18 @@ def _float(name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def _weekday(name: str, default: str) -> int:
+    _declared(name, default)
+    raw = _env(name, default)
+    try:
+        return [d.lower() for d in WEEKDAYS].index(raw.strip().lower())
+    except ValueError:
+        raise SettingsError(f"{name} must be a day of the week ({', '.join(WEEKDAYS)}), got {raw!r}") from None
 
 
 def _time(name: str, default: str) -> dt.time:
@@ -488,6 +502,8 @@ class Settings:
     task_timeout_minutes: int = field(default_factory=lambda: _int("CRM_TASK_TIMEOUT_MINUTES", 120))
     # how long a DAG run may take before Airflow fails it (and its failure is e-mailed)
     dagrun_timeout_hours: float = field(default_factory=lambda: _float("CRM_DAGRUN_TIMEOUT_HOURS", 12.0))
+    # crm_model_training trains after the crm_daily of a business date on this weekday (0 Monday)
+    training_weekday: int = field(default_factory=lambda: _weekday("CRM_TRAINING_WEEKDAY", "Saturday"))
     # the Lima time on D+1 by which D's snapshot must be live (crm_daily's deadline alert)
     snapshot_deadline_lima: dt.time = field(default_factory=lambda: _time("CRM_SNAPSHOT_DEADLINE_LIMA", "07:00"))
 

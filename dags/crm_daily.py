@@ -46,6 +46,11 @@ Lima time after D ends):
    what `crm sql` (`make sql`) reads, so an analyst never holds the file a run writes and sees a
    date whole or not at all. On a server it copies nothing: analysts read it as their role.
 
+**Assets**: `gate_marts`, `score_and_assign` and `publish_cache` update the assets `crm_marts`,
+`crm_assignment` and `crm_offers_snapshot`, each event with its business date (and the snapshot's
+with whether it went live): `crm_model_training` runs on the assignment, `crm_retention` on the
+snapshot (the Assets view shows each event and the run it came from).
+
 **Rerun or backfill**: every task reads and writes only D's partitions, so clearing a run (or
 `make backfill FROM=D1 TO=D2`, `airflow backfill create --dag-id crm_daily --from-date D1 --to-date D2`,
 or the UI) gives
@@ -77,6 +82,7 @@ from cosmos.operators.local import DbtBuildLocalOperator
 
 from crm.settings import WAREHOUSE_POOL, get_settings
 from entrypoints.alerts import dag_alerting
+from entrypoints.assets import ASSIGNMENT, MARTS, SNAPSHOT, mark
 
 settings = get_settings()
 DBT_DIR = settings.dbt_project_dir
@@ -200,11 +206,13 @@ def crm_daily():
     dbt = _dbt_build("dbt_build", exclude=AFTER_SCORING)
     dbt_reporting = _dbt_build("dbt_reporting", select=AFTER_SCORING)
 
-    @task(pool=WAREHOUSE_POOL)
+    @task(pool=WAREHOUSE_POOL, outlets=[MARTS])  # the day's marts, built and validated
     def gate_marts(ds: str | None = None, params: dict | None = None) -> dict:
         from entrypoints.tasks import gate_marts as run
 
-        return run(_business_date(ds), params)
+        result = run(_business_date(ds), params)
+        mark(MARTS, _business_date(ds))
+        return result
 
     @task(pool=WAREHOUSE_POOL, pool_slots=WRITER_SLOTS)
     def ensure_model(ds: str | None = None, params: dict | None = None) -> dict:
@@ -212,18 +220,23 @@ def crm_daily():
 
         return run(_business_date(ds), params)
 
-    @task(pool=WAREHOUSE_POOL)
+    @task(pool=WAREHOUSE_POOL, outlets=[ASSIGNMENT])
     def score_and_assign(ds: str | None = None, params: dict | None = None) -> dict:
         from entrypoints.tasks import score_and_assign as run
 
-        return run(_business_date(ds), params)
+        result = run(_business_date(ds), params)
+        mark(ASSIGNMENT, _business_date(ds))
+        return result
 
     # first of the two when they wait for the same slot: sales and the app read the cache
-    @task(pool=WAREHOUSE_POOL, priority_weight=2)
+    @task(pool=WAREHOUSE_POOL, priority_weight=2, outlets=[SNAPSHOT])
     def publish_cache(ds: str | None = None, params: dict | None = None) -> dict:
         from entrypoints.tasks import publish as run
 
-        return run(_business_date(ds), params)
+        result = run(_business_date(ds), params)
+        # a date older than the live one is not published (the guard): the event says so
+        mark(SNAPSHOT, _business_date(ds), published=result["published"], snapshot_id=result["snapshot_id"])
+        return result
 
     @task(pool=WAREHOUSE_POOL)
     def publish_analysts(ds: str | None = None, params: dict | None = None) -> dict:

@@ -1,9 +1,11 @@
 """
 ### crm_model_training: a new version of the campaign-propensity model, promoted only when better
 
-Weekly (Sundays 06:00 Lima, after Saturday's `crm_daily`), and on demand with parameters. It
-trains as of business date **D**: the param `business_date`, or else the day before the run's
-logical date (the last day `crm_daily` has finished).
+Weekly, after the `crm_daily` of a Saturday (`CRM_TRAINING_WEEKDAY`) has written its assignment
+(the asset `crm_assignment`), and on demand with parameters. **as_of** decides the business date
+**D** it trains as of: the param `business_date`; else the assignment event's date, when it falls
+on the training weekday (on other days the run stops there, its later tasks skipped); else, for a
+run by date, the day before it.
 
 1. **backfill_features**: the point-in-time training set needs, for every past contact, the
    customer's features from before it (`marts.customer_features`, at most `feature_step_days`
@@ -29,24 +31,19 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import CronTriggerTimetable, Param, dag, task
+from airflow.sdk import Param, dag, get_current_context, task
 
 from crm.settings import WAREHOUSE_POOL, get_settings
 from entrypoints.alerts import dag_alerting
+from entrypoints.assets import ASSIGNMENT
 
 settings = get_settings()
-
-
-def _business_date(ds: str, params: dict) -> dt.date:
-    if params.get("business_date"):
-        return dt.date.fromisoformat(params["business_date"])
-    return dt.date.fromisoformat(ds) - dt.timedelta(days=1)
 
 
 @dag(
     dag_id="crm_model_training",
     doc_md=__doc__,
-    schedule=CronTriggerTimetable("0 6 * * 0", timezone="America/Lima"),
+    schedule=[ASSIGNMENT],  # after crm_daily's assignment; as_of keeps the training weekday's
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     **dag_alerting(settings),  # a failed or overlong run e-mails CRM_ALERT_EMAILS
@@ -61,7 +58,7 @@ def _business_date(ds: str, params: dict) -> dt.date:
     params={
         "business_date": Param(
             None, type=["null", "string"], format="date",
-            description="train as of this date (default: the day before the run's logical date)",
+            description="train as of this date (default: the assignment's date, or the day before the run's date)",
         ),
         "training_window_days": Param(
             84, type="integer", minimum=14, maximum=365, description="contacts of this many days before D"
@@ -84,19 +81,31 @@ def _business_date(ds: str, params: dict) -> dt.date:
     },
 )  # fmt: skip
 def crm_model_training():
+    @task.short_circuit
+    def as_of(ds: str | None = None, params: dict | None = None) -> str | None:
+        """The business date to train as of; none (the rest is skipped) on a day that does not train."""
+        import logging
+
+        from entrypoints.assets import training_as_of
+
+        day, why = training_as_of(get_current_context(), params or {}, ds, settings.training_weekday)
+        logging.getLogger(__name__).info("training as of %s: %s", day, why)
+        return day.isoformat() if day else None
+
     @task(pool=WAREHOUSE_POOL, pool_slots=settings.warehouse_pool_slots)  # it may build features: a writer
-    def backfill_features(ds: str | None = None, params: dict | None = None) -> dict:
+    def backfill_features(day: str, params: dict | None = None) -> dict:
         from entrypoints.tasks import backfill_features as run
 
-        return run(_business_date(ds, params), params)
+        return run(dt.date.fromisoformat(day), params)
 
     @task(pool=WAREHOUSE_POOL, pool_slots=settings.warehouse_pool_slots)  # it may build features: a writer
-    def train_and_promote(ds: str | None = None, params: dict | None = None) -> dict:
+    def train_and_promote(day: str, params: dict | None = None) -> dict:
         from entrypoints.tasks import train_model as run
 
-        return run(_business_date(ds, params), params)
+        return run(dt.date.fromisoformat(day), params)
 
-    backfill_features() >> train_and_promote()
+    day = as_of()
+    backfill_features(day) >> train_and_promote(day)
 
 
 crm_model_training()

@@ -1,7 +1,10 @@
 """
 ### crm_retention: clear personal data goes when its time is up (Ley 29733)
 
-Daily (04:00 Lima, after `crm_daily`). For the run's date **D**, **purge_personal_data** deletes
+After each `crm_daily` (on its asset `crm_offers_snapshot`: when the day's run has published, or
+refused to publish an older date). For the business date **D** of the newest snapshot event that
+started it (or the run's date, when run by date: `airflow dags test crm_retention D`),
+**purge_personal_data** deletes
 what holds names, document numbers or dates of birth in clear for business dates before
 D - `CRM_RAW_RETENTION_DAYS` (35): the rows of `raw.customers`, the customers' landing partitions
 (`landing/customers/business_date=...`) and every quarantine partition (the raw records a contract
@@ -16,10 +19,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import CronTriggerTimetable, dag, task
+from airflow.sdk import dag, get_current_context, task
 
 from crm.settings import WAREHOUSE_POOL, get_settings
 from entrypoints.alerts import dag_alerting
+from entrypoints.assets import SNAPSHOT
 
 settings = get_settings()
 
@@ -27,7 +31,7 @@ settings = get_settings()
 @dag(
     dag_id="crm_retention",
     doc_md=__doc__,
-    schedule=CronTriggerTimetable("0 4 * * *", timezone="America/Lima"),
+    schedule=[SNAPSHOT],  # after crm_daily has produced the day, not at a clock time
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     **dag_alerting(settings),  # a failed or overlong run e-mails CRM_ALERT_EMAILS
@@ -43,9 +47,13 @@ settings = get_settings()
 def crm_retention():
     @task(pool=WAREHOUSE_POOL)
     def purge_personal_data(ds: str | None = None, params: dict | None = None) -> dict:
+        from entrypoints.assets import triggering_date
         from entrypoints.tasks import purge_personal_data as run
 
-        return run(dt.date.fromisoformat(ds), params)
+        day = triggering_date(get_current_context()) or (dt.date.fromisoformat(ds) if ds else None)
+        if day is None:
+            raise ValueError("crm_retention needs a business date: run it by date, or on a crm_daily snapshot event")
+        return run(day, params)
 
     purge_personal_data()
 

@@ -70,19 +70,41 @@ def test_crm_daily_runs_every_stage_in_order(dagbag):
         assert dag.get_task(task_id).pool == "crm_warehouse", task_id
 
 
-def test_retention_is_daily_after_the_daily_run_and_writes_through_the_warehouse_pool(dagbag):
+def _produced_by(dag) -> dict[str, set[str]]:
+    """Each asset's name, and the tasks of ``dag`` that update it."""
+    out: dict[str, set[str]] = {}
+    for task in dag.tasks:
+        for outlet in task.outlets:
+            out.setdefault(outlet.name, set()).add(task.task_id)
+    return out
+
+
+def test_retention_and_training_follow_what_crm_daily_produced_not_a_clock(dagbag):
+    """crm_daily updates its marts, assignment and snapshot assets from the tasks that make them;
+    retention is scheduled on the snapshot, training on the assignment: a late daily run delays
+    them instead of racing them."""
+    produced = _produced_by(dagbag.dags["crm_daily"])
+    assert produced == {"crm_marts": {"gate_marts"}, "crm_assignment": {"score_and_assign"},
+                        "crm_offers_snapshot": {"publish_cache"}}  # fmt: skip
+    for dag_id, asset in (("crm_retention", "crm_offers_snapshot"), ("crm_model_training", "crm_assignment")):
+        timetable = dagbag.dags[dag_id].timetable
+        assert type(timetable).__name__ == "AssetTriggeredTimetable", dag_id
+        assert [a.name for a in timetable.asset_condition.objects] == [asset], dag_id
+
+
+def test_retention_writes_through_the_warehouse_pool(dagbag):
     dag = dagbag.dags["crm_retention"]
-    assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("0 4 * * *", "America/Lima")
     assert [t.pool for t in dag.tasks] == ["crm_warehouse"]
     assert "CRM_RAW_RETENTION_DAYS" in dag.doc_md
 
 
 def test_model_training_is_weekly_with_the_parameters_a_data_engineer_sets(dagbag):
     dag = dagbag.dags["crm_model_training"]
-    assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("0 6 * * 0", "America/Lima")  # Sundays
+    assert dag.get_task("as_of").downstream_task_ids == {"backfill_features", "train_and_promote"}
     assert dag.get_task("backfill_features").downstream_task_ids == {"train_and_promote"}
     for task in dag.tasks:
-        assert task.pool == "crm_warehouse", task.task_id  # it writes the warehouse (feature backfill)
+        if task.task_id != "as_of":
+            assert task.pool == "crm_warehouse", task.task_id  # it writes the warehouse (feature backfill)
     params = dag.params.dump()
     assert params["training_window_days"] == 84 and params["promotion_margin"] == 0.005
     assert params["candidates"] == ["logistic_regression", "gradient_boosting"]
