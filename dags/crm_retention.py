@@ -2,8 +2,10 @@
 ### crm_retention: clear personal data goes when its time is up (Ley 29733)
 
 After each `crm_daily` (on its asset `crm_offers_snapshot`: when the day's run has published, or
-refused to publish an older date). For the business date **D** of the newest snapshot event that
-started it (or the run's date, when run by date: `airflow dags test crm_retention D`),
+refused to publish an older date), and daily at 04:00 Lima whatever became of it (the law's clock
+does not wait for a failed daily run). For the business date **D** of the newest snapshot event
+that started it (a backfill's events aside), or else the run's date (the 04:00 run's, or `airflow
+dags test crm_retention D`),
 **purge_personal_data** deletes
 what holds names, document numbers or dates of birth in clear for business dates before
 D - `CRM_RAW_RETENTION_DAYS` (35): the rows of `raw.customers`, the customers' landing partitions
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, get_current_context, task
 
 from crm.settings import WAREHOUSE_POOL, get_settings
 from entrypoints.alerts import dag_alerting
@@ -31,7 +33,11 @@ settings = get_settings()
 @dag(
     dag_id="crm_retention",
     doc_md=__doc__,
-    schedule=[SNAPSHOT],  # after crm_daily has produced the day, not at a clock time
+    # after crm_daily has produced the day; and at 04:00 Lima whatever happened to it: the law's
+    # deadline for clear personal data does not wait for a failed daily run
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 4 * * *", timezone="America/Lima"), assets=[SNAPSHOT]
+    ),
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     **dag_alerting(settings),  # a failed or overlong run e-mails CRM_ALERT_EMAILS
@@ -52,7 +58,9 @@ def crm_retention():
 
         day = triggering_date(get_current_context()) or (dt.date.fromisoformat(ds) if ds else None)
         if day is None:
-            raise ValueError("crm_retention needs a business date: run it by date, or on a crm_daily snapshot event")
+            raise ValueError(
+                "crm_retention needs a business date: run it by date, or on a daily (not a backfill's) snapshot event"
+            )
         return run(day, params)
 
     purge_personal_data()

@@ -76,14 +76,22 @@ def check_snapshot_deadline(context: dict, to: list[str]) -> str:
     if run.get("run_type") == "backfill":
         return f"{run['dag_run_id']}: a backfill's date, no snapshot expected"
     business_date = dt.datetime.fromisoformat(run["logical_date"]).astimezone(ZoneInfo("America/Lima")).date()
-    live = live_snapshot_meta(get_settings())
+    try:
+        live = live_snapshot_meta(get_settings())
+    except Exception as error:  # the cache out of reach is worse news, not a reason for silence
+        live, unread = None, f"could not be read ({type(error).__name__}: {error})"
+    else:
+        unread = None
     if live and dt.date.fromisoformat(live["business_date"]) >= business_date:
         return f"{run['dag_run_id']}: the snapshot of {live['business_date']} is live"
     from airflow.providers.smtp.hooks.smtp import SmtpHook
 
     deadline = context["deadline"]["deadline_time"]
     deadline = dt.datetime.fromisoformat(str(deadline)).astimezone(ZoneInfo("America/Lima")).strftime("%Y-%m-%d %H:%M")
-    reading = f"the snapshot of {live['business_date']}" if live else "no snapshot at all: offers calls fail"
+    if unread:
+        reading = f"whatever the cache holds: it {unread}"
+    else:
+        reading = f"the snapshot of {live['business_date']}" if live else "no snapshot at all: offers calls fail"
     subject = f"[crm] no offers snapshot for {business_date} by {deadline} Lima: crm_daily is {run.get('state')}"
     body = (
         f"<p><b>crm_daily</b> run <code>{run['dag_run_id']}</code> for {business_date} has not published its "

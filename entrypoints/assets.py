@@ -26,34 +26,48 @@ def mark(asset: Asset, business_date: dt.date, **extra) -> None:
     get_current_context()["outlet_events"][asset].extra = {"business_date": business_date.isoformat(), **extra}
 
 
-def triggering_date(context) -> dt.date | None:
-    """The business date of the newest asset event that started this run (None for a run by date)."""
+def triggering_dates(context) -> list[dt.date]:
+    """The business dates of the asset events that started this run (none for a run by date), oldest
+    first. A backfill's events are left out: an old date's data, never a reason to retrain or purge."""
     events = context.get("triggering_asset_events") or {}
-    dates = [
-        event.extra["business_date"]
-        for asset_events in events.values()
-        for event in asset_events
-        if (event.extra or {}).get("business_date")
-    ]
-    return dt.date.fromisoformat(max(dates)) if dates else None
+    return sorted(
+        {
+            dt.date.fromisoformat(event.extra["business_date"])
+            for asset_events in events.values()
+            for event in asset_events
+            if (event.extra or {}).get("business_date")
+            and not str(getattr(event, "source_run_id", "") or "").startswith("backfill__")
+        }
+    )
+
+
+def triggering_date(context) -> dt.date | None:
+    """The newest of :func:`triggering_dates`."""
+    dates = triggering_dates(context)
+    return dates[-1] if dates else None
 
 
 def training_as_of(context, params: dict, ds: str | None, weekday: int) -> tuple[dt.date | None, str]:
     """The business date ``crm_model_training`` trains as of, and why; None: this run does not train.
-    The param ``business_date`` first; then the assignment event that started the run, when its
-    date falls on the training weekday; then, for a run by date, the day before it."""
+    The param ``business_date`` first; then the newest assignment event that started the run whose
+    date falls on the training weekday (several may have queued up; a backfill's never count); then,
+    for a run by date, the day before it."""
     from crm.settings import WEEKDAYS
 
     if params.get("business_date"):
         return dt.date.fromisoformat(params["business_date"]), "the param business_date"
-    day = triggering_date(context)
-    if day is not None:
-        if day.weekday() == weekday:
-            return day, f"crm_daily's assignment of {day}, a {WEEKDAYS[weekday]}"
+    days = triggering_dates(context)
+    if days:
+        on_weekday = [d for d in days if d.weekday() == weekday]
+        if on_weekday:
+            return on_weekday[-1], f"crm_daily's assignment of {on_weekday[-1]}, a {WEEKDAYS[weekday]}"
+        day = days[-1]
         return (
             None,
             f"crm_daily's assignment of {day}, a {WEEKDAYS[day.weekday()]}: training follows {WEEKDAYS[weekday]}s'",
         )
+    if context.get("triggering_asset_events"):
+        return None, "only a backfill's assignments: training follows the daily runs"
     if ds:
         return dt.date.fromisoformat(ds) - dt.timedelta(days=1), "the day before the run's date"
     return None, "no business_date param, no assignment event and no date"

@@ -44,9 +44,10 @@ def _resolve(schema: dict, node: dict) -> dict:
     return node
 
 
-def undefined_keys(schema: dict, values: Any, node: dict | None = None, path: str = "") -> list[str]:
+def undefined_keys(schema: dict, values: Any, node: dict | None = None, path: str = "") -> list[tuple[str, bool]]:
     """The key paths of ``values`` that the schema defines nowhere (neither as a property nor through
-    patternProperties or a schema for additional properties)."""
+    patternProperties or a schema for additional properties), each with whether the schema forbids
+    it (``additionalProperties: false``, which helm refuses) or merely leaves it open."""
     import re
 
     node = _resolve(schema, schema if node is None else node)
@@ -60,12 +61,12 @@ def undefined_keys(schema: dict, values: Any, node: dict | None = None, path: st
         ]
     if not isinstance(values, dict):
         return []
-    found: list[str] = []
+    found: list[tuple[str, bool]] = []
     branches = [_resolve(schema, b) for b in node.get("anyOf", []) + node.get("oneOf", []) + node.get("allOf", [])]
     properties = dict(node.get("properties", {}))
     for branch in branches:
         properties.update(branch.get("properties", {}))
-    closed = "properties" in node or any("properties" in b for b in branches)
+    listed = "properties" in node or any("properties" in b for b in branches)
     extra = node.get("additionalProperties")
     for key, value in values.items():
         where = f"{path}.{key}" if path else key
@@ -75,22 +76,37 @@ def undefined_keys(schema: dict, values: Any, node: dict | None = None, path: st
             continue
         elif isinstance(extra, dict):
             found += undefined_keys(schema, value, extra, where)
-        elif closed and extra is not True:
-            found.append(where)
+        elif listed and extra is not True:
+            found.append((where, extra is False))
     return found
 
 
 def chart_values_errors(chart: Path, values_file: Path) -> list[str]:
-    """Everything wrong with ``values_file`` for the chart unpacked at ``chart``: keys the schema does
-    not define, then the schema's own errors on the merged values (a type, an enum, a required key)."""
+    """Everything wrong with ``values_file`` for the chart unpacked at ``chart``: a top-level key the
+    schema does not define (helm would ignore it: a retired or misspelt value) or a nested one it
+    forbids, then the schema's own errors on the merged values (a type, an enum, a required key)."""
+    return _check(chart, values_file)[0]
+
+
+def chart_values_warnings(chart: Path, values_file: Path) -> list[str]:
+    """Nested keys the schema leaves open without listing them: the chart may read them (a schema
+    lags its templates at times), or ignore them. Worth a look, not a refusal."""
+    return _check(chart, values_file)[1]
+
+
+def _check(chart: Path, values_file: Path) -> tuple[list[str], list[str]]:
     import jsonschema
 
     schema = json.loads((chart / "values.schema.json").read_text())
     defaults = yaml.safe_load((chart / "values.yaml").read_text()) or {}
     ours = yaml.safe_load(values_file.read_text()) or {}
-    errors = [f"{key}: not a value the chart defines" for key in undefined_keys(schema, ours)]
+    undefined = undefined_keys(schema, ours)
+    errors = [f"{key}: not a value the chart defines" for key, forbidden in undefined if forbidden or "." not in key]
+    warnings = [
+        f"{key}: not listed by the chart's schema" for key, forbidden in undefined if not forbidden and "." in key
+    ]
     validator = jsonschema.validators.validator_for(schema)(schema)
     for error in sorted(validator.iter_errors(coalesce(defaults, ours)), key=lambda e: list(map(str, e.path))):
         where = ".".join(str(p) for p in error.absolute_path) or "(the values)"
         errors.append(f"{where}: {error.message}")
-    return errors
+    return errors, warnings

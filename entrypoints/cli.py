@@ -259,9 +259,11 @@ def warehouse_pool() -> None:
 def check_chart_values(chart: Path, values_file: Path) -> None:
     """Check our Helm values against the chart's values.schema.json: every key one the chart defines,
     and the merged values valid. Exits 1 naming each fault."""
-    from entrypoints.chart_values import chart_values_errors
+    from entrypoints.chart_values import chart_values_errors, chart_values_warnings
 
     errors = chart_values_errors(chart, values_file)
+    for warning in chart_values_warnings(chart, values_file):
+        click.echo(f"{values_file.name}: warning: {warning}", err=True)
     for error in errors:
         click.echo(f"{values_file.name}: {error}", err=True)
     if not errors:

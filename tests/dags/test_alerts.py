@@ -145,6 +145,18 @@ def test_a_snapshot_live_by_the_deadline_or_a_backfills_date_tells_nobody(tmp_pa
     assert "reading the snapshot of 2026-11-26" in _html(mail)
 
 
+def test_a_cache_out_of_reach_at_the_deadline_is_still_e_mailed(tmp_path, monkeypatch, inbox):
+    """Redis unreachable when the deadline passes is worse news, not a reason for silence."""
+    from crm.services import free_port as unused_port
+    from entrypoints.alerts import check_snapshot_deadline
+
+    monkeypatch.setenv("CRM_HOME", str(tmp_path))
+    monkeypatch.setenv("CRM_REDIS_URL", f"redis://127.0.0.1:{unused_port()}/0")  # nothing listens there
+    assert "e-mailed 1" in check_snapshot_deadline(_missed("scheduled", dt.date(2026, 11, 27)), to=["x@y.z"])
+    (mail,) = inbox
+    assert "whatever the cache holds: it could not be read (ConnectionError" in _html(mail)
+
+
 DAGBAG = """
 import json
 from airflow.dag_processing.dagbag import DagBag

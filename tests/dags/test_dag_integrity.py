@@ -86,10 +86,14 @@ def test_retention_and_training_follow_what_crm_daily_produced_not_a_clock(dagba
     produced = _produced_by(dagbag.dags["crm_daily"])
     assert produced == {"crm_marts": {"gate_marts"}, "crm_assignment": {"score_and_assign"},
                         "crm_offers_snapshot": {"publish_cache"}}  # fmt: skip
-    for dag_id, asset in (("crm_retention", "crm_offers_snapshot"), ("crm_model_training", "crm_assignment")):
-        timetable = dagbag.dags[dag_id].timetable
-        assert type(timetable).__name__ == "AssetTriggeredTimetable", dag_id
-        assert [a.name for a in timetable.asset_condition.objects] == [asset], dag_id
+    training = dagbag.dags["crm_model_training"].timetable
+    assert type(training).__name__ == "AssetTriggeredTimetable"
+    assert [a.name for a in training.asset_condition.objects] == ["crm_assignment"]
+    # retention: on the snapshot, and at 04:00 Lima whatever became of the daily run (the law's clock)
+    retention = dagbag.dags["crm_retention"].timetable
+    assert type(retention).__name__ == "AssetOrTimeSchedule"
+    assert [a.name for a in retention.asset_condition.objects] == ["crm_offers_snapshot"]
+    assert (retention.timetable.expression, str(retention.timetable.timezone)) == ("0 4 * * *", "America/Lima")
 
 
 def test_retention_writes_through_the_warehouse_pool(dagbag):

@@ -552,8 +552,6 @@ def test_airflow_values_name_a_secret_for_every_key_the_chart_needs_and_keep_no_
     assert len(named) == 6  # six Secrets, none shared
     for name, key in named.items():
         assert _secret_made(name, key), f"no instruction makes Secret {name} with key {key}"
-    # the broker's password and its URL agree: the chart's Redis is reached with the same password
-    assert _secret_made(values["data"]["brokerUrlSecretName"], "connection")
 
 
 def test_the_deployment_pins_airflow_and_runs_one_immutable_image():
@@ -585,6 +583,10 @@ def test_sign_in_to_airflow_is_fabs_through_the_banks_identity_provider():
     values = yaml.safe_load((DOCKER / "openshift" / "airflow-values.yaml").read_text())
     manager = _importable(values["config"]["core"]["auth_manager"])
     assert manager.__name__ == "FabAuthManager"
+    # what FAB's OAuth sign-in imports when the API server starts (the provider's `oauth` extra)
+    _importable("authlib.integrations.flask_client.OAuth")
+    # behind the route's TLS termination: redirect URIs built as https, as Entra ID requires
+    assert values["config"]["fab"]["enable_proxy_fix"] == "True"
     assert values["createUserJob"]["enabled"] is False
     source = values["apiServer"]["apiServerConfig"]
     read = set(re.findall(r"os\.environ\[\"(\w+)\"\]", source))
@@ -602,6 +604,10 @@ def test_sign_in_to_airflow_is_fabs_through_the_banks_identity_provider():
     assert provider["name"] == "azure"  # FAB validates the id_token's signature for this provider name
     urls = [v for k, v in provider["remote_app"].items() if k.endswith("_url") and v]
     assert all(u.startswith("https://login.microsoftonline.com/<AIRFLOW_OAUTH_TENANT_ID>/") for u in urls), urls
+    # with the openid scope authlib checks the id_token's nonce and signature against the tenant's
+    # keys, which it finds in the OpenID metadata only
+    assert "openid" in provider["remote_app"]["client_kwargs"]["scope"].split()
+    assert provider["remote_app"]["server_metadata_url"].endswith("/v2.0/.well-known/openid-configuration")
     assert provider["remote_app"]["client_kwargs"]["verify_signature"] is True
 
 
@@ -612,7 +618,7 @@ def test_the_chart_values_check_refuses_what_helm_would_ignore_or_reject(tmp_pat
     our values' own key paths pass on a schema that defines them."""
     from click.testing import CliRunner
 
-    from entrypoints.chart_values import chart_values_errors, coalesce
+    from entrypoints.chart_values import chart_values_errors, chart_values_warnings, coalesce
     from entrypoints.cli import cli
 
     schema = {
@@ -627,6 +633,7 @@ def test_the_chart_values_check_refuses_what_helm_would_ignore_or_reject(tmp_pat
                 "additionalProperties": False,
                 "properties": {"celery": {"type": "object", "properties": {"replicas": {"type": ["integer", "null"]}}}},
             },
+            # open (no additionalProperties): a key it does not list may still be one the templates read
             "securityContexts": {"type": "object", "properties": {"pod": {"$ref": "#/definitions/podContext"}}},
         },
         "definitions": {
@@ -643,8 +650,9 @@ def test_the_chart_values_check_refuses_what_helm_would_ignore_or_reject(tmp_pat
     (chart / "values.yaml").write_text("uid: 50000\nexecutor: CeleryExecutor\nworkers: {celery: {replicas: 1}}\n")
     good = tmp_path / "good.yaml"
     good.write_text("executor: CeleryExecutor\nworkers: {celery: {replicas: 2}}\nconfig: {core: {auth_manager: x}}\n"
-                    "securityContexts: {pod: {runAsNonRoot: true}}\nuid: null\n")  # fmt: skip
+                    "securityContexts: {pod: {runAsNonRoot: true}, containers: {}}\nuid: null\n")  # fmt: skip
     assert chart_values_errors(chart, good) == []
+    assert chart_values_warnings(chart, good) == ["securityContexts.containers: not listed by the chart's schema"]
     assert "uid" not in coalesce({"uid": 50000}, {"uid": None})  # null removes the chart's default
     bad = tmp_path / "bad.yaml"
     bad.write_text("webserver: {defaultUser: {enabled: false}}\nworkers: {replicas: 2, celery: {replicas: two}}\n"

@@ -176,6 +176,35 @@ def test_the_run_reports_every_stage_and_leaves_nothing_running(first_run, e2e_h
     assert running_services(settings) == set()
 
 
+ASSET_EVENTS = """
+import json
+from sqlalchemy import select
+from airflow.models.asset import AssetEvent
+from airflow.utils.session import create_session
+with create_session() as session:
+    print(json.dumps([[e.asset.name, e.extra] for e in session.scalars(select(AssetEvent).order_by(AssetEvent.id))]))
+"""
+
+
+def test_the_run_tells_airflow_what_it_produced_for_its_date(first_run, e2e_home, monkeypatch):
+    """The assets retention and training are scheduled on: each task that makes one emitted its
+    event, with the business date (the snapshot's with whether it went live and its id)."""
+    import subprocess
+    import sys
+
+    from crm.airflow_env import airflow_env
+
+    settings = _settings(e2e_home, monkeypatch)
+    done = subprocess.run([sys.executable, "-c", ASSET_EVENTS], env=airflow_env(settings), capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    events = json.loads(done.stdout.strip().splitlines()[-1])
+    first = {name: extra for name, extra in reversed(events)}  # the first run's, as later tests run more
+    assert first["crm_marts"] == {"business_date": str(D)} and first["crm_assignment"] == {"business_date": str(D)}
+    snapshot = first["crm_offers_snapshot"]
+    assert snapshot["business_date"] == str(D) and snapshot["published"] is True
+    assert snapshot["snapshot_id"].startswith("20261126-")
+
+
 def test_everything_the_run_wrote_is_its_users_alone(first_run, e2e_home):
     """The warehouse, landing and quarantine files, the model store, the cache's data, the logs:
     files 0600 and directories 0700 (they hold customers' personal data)."""
