@@ -200,11 +200,16 @@ Pool.create_or_update_pool(name=sys.argv[1], slots=int(sys.argv[2]), description
 """
 
 
+def warehouse_pool_description(settings: Settings) -> str:
+    """What the Airflow UI says of the pool ``crm_warehouse``, wherever it is set."""
+    return f"the warehouse's tasks ({settings.dbt_target}: {settings.warehouse_pool_slots} slot(s))"
+
+
 def prepare_airflow(settings: Settings) -> None:
     """Create or migrate the metadata database and set the warehouse pool (idempotent, quiet)."""
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
-    description = "the warehouse's tasks: one slot on DuckDB (one writing process)"
-    cmd = [sys.executable, "-c", _PREPARE, WAREHOUSE_POOL, str(settings.warehouse_pool_slots), description]
+    cmd = [sys.executable, "-c", _PREPARE, WAREHOUSE_POOL, str(settings.warehouse_pool_slots),
+           warehouse_pool_description(settings)]  # fmt: skip
     done = subprocess.run(cmd, env=airflow_env(settings), check=False, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(

@@ -210,8 +210,9 @@ def crm_daily():
     def gate_marts(ds: str | None = None, params: dict | None = None) -> dict:
         from entrypoints.tasks import gate_marts as run
 
-        result = run(_business_date(ds), params)
-        mark(MARTS, _business_date(ds))
+        day = _business_date(ds)
+        result = run(day, params)
+        mark(MARTS, day)
         return result
 
     @task(pool=WAREHOUSE_POOL, pool_slots=WRITER_SLOTS)
@@ -224,8 +225,9 @@ def crm_daily():
     def score_and_assign(ds: str | None = None, params: dict | None = None) -> dict:
         from entrypoints.tasks import score_and_assign as run
 
-        result = run(_business_date(ds), params)
-        mark(ASSIGNMENT, _business_date(ds))
+        day = _business_date(ds)
+        result = run(day, params)
+        mark(ASSIGNMENT, day)
         return result
 
     # first of the two when they wait for the same slot: sales and the app read the cache
@@ -233,9 +235,10 @@ def crm_daily():
     def publish_cache(ds: str | None = None, params: dict | None = None) -> dict:
         from entrypoints.tasks import publish as run
 
-        result = run(_business_date(ds), params)
+        day = _business_date(ds)
+        result = run(day, params)
         # a date older than the live one is not published (the guard): the event says so
-        mark(SNAPSHOT, _business_date(ds), published=result["published"], snapshot_id=result["snapshot_id"])
+        mark(SNAPSHOT, day, published=result["published"], snapshot_id=result["snapshot_id"])
         return result
 
     @task(pool=WAREHOUSE_POOL)

@@ -72,10 +72,11 @@ def check_snapshot_deadline(context: dict, to: list[str]) -> str:
     from crm.settings import get_settings
     from serving.load import live_snapshot_meta
 
+    lima = ZoneInfo("America/Lima")
     run = context["dag_run"]
     if run.get("run_type") == "backfill":
         return f"{run['dag_run_id']}: a backfill's date, no snapshot expected"
-    business_date = dt.datetime.fromisoformat(run["logical_date"]).astimezone(ZoneInfo("America/Lima")).date()
+    business_date = dt.datetime.fromisoformat(run["logical_date"]).astimezone(lima).date()
     try:
         live = live_snapshot_meta(get_settings())
     except Exception as error:  # the cache out of reach is worse news, not a reason for silence
@@ -87,7 +88,7 @@ def check_snapshot_deadline(context: dict, to: list[str]) -> str:
     from airflow.providers.smtp.hooks.smtp import SmtpHook
 
     deadline = context["deadline"]["deadline_time"]
-    deadline = dt.datetime.fromisoformat(str(deadline)).astimezone(ZoneInfo("America/Lima")).strftime("%Y-%m-%d %H:%M")
+    deadline = dt.datetime.fromisoformat(str(deadline)).astimezone(lima).strftime("%Y-%m-%d %H:%M")
     if unread:
         reading = f"whatever the cache holds: it {unread}"
     else:

@@ -85,16 +85,17 @@ def chart_values_errors(chart: Path, values_file: Path) -> list[str]:
     """Everything wrong with ``values_file`` for the chart unpacked at ``chart``: a top-level key the
     schema does not define (helm would ignore it: a retired or misspelt value) or a nested one it
     forbids, then the schema's own errors on the merged values (a type, an enum, a required key)."""
-    return _check(chart, values_file)[0]
+    return check(chart, values_file)[0]
 
 
 def chart_values_warnings(chart: Path, values_file: Path) -> list[str]:
     """Nested keys the schema leaves open without listing them: the chart may read them (a schema
     lags its templates at times), or ignore them. Worth a look, not a refusal."""
-    return _check(chart, values_file)[1]
+    return check(chart, values_file)[1]
 
 
-def _check(chart: Path, values_file: Path) -> tuple[list[str], list[str]]:
+def check(chart: Path, values_file: Path) -> tuple[list[str], list[str]]:
+    """(errors, warnings) of ``values_file`` for the chart at ``chart``, read and validated once."""
     import jsonschema
 
     schema = json.loads((chart / "values.schema.json").read_text())

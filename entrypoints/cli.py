@@ -231,12 +231,13 @@ def publish_analysts(business_date: dt.date, everything: bool) -> None:
 def warehouse_pool() -> None:
     """Create or resize the Airflow pool crm_warehouse for this deployment's warehouse (one slot on
     DuckDB, CRM_WAREHOUSE_POOL_SLOTS on a server): run where `airflow` reaches the metadata database."""
+    from crm.airflow_env import warehouse_pool_description
     from crm.settings import WAREHOUSE_POOL
 
     settings = get_settings()
     done = subprocess.run(
         [str(Path(sys.executable).parent / "airflow"), "pools", "set", WAREHOUSE_POOL,
-         str(settings.warehouse_pool_slots), f"the warehouse's tasks ({settings.dbt_target})"],
+         str(settings.warehouse_pool_slots), warehouse_pool_description(settings)],
         check=False,
     )  # fmt: skip
     _done(done.returncode)
@@ -259,10 +260,10 @@ def warehouse_pool() -> None:
 def check_chart_values(chart: Path, values_file: Path) -> None:
     """Check our Helm values against the chart's values.schema.json: every key one the chart defines,
     and the merged values valid. Exits 1 naming each fault."""
-    from entrypoints.chart_values import chart_values_errors, chart_values_warnings
+    from entrypoints.chart_values import check
 
-    errors = chart_values_errors(chart, values_file)
-    for warning in chart_values_warnings(chart, values_file):
+    errors, warnings = check(chart, values_file)
+    for warning in warnings:
         click.echo(f"{values_file.name}: warning: {warning}", err=True)
     for error in errors:
         click.echo(f"{values_file.name}: {error}", err=True)
