@@ -51,8 +51,20 @@ def airflow_env(settings: Settings, extra: dict[str, str] | None = None) -> dict
         "NO_PROXY": "*",
         "no_proxy": "*",
     }
+    # lineage (entrypoints/lineage.py): one JSON file per OpenLineage event, unless Airflow's own
+    # configuration names a transport (the bank's lineage server)
+    if not env.get("AIRFLOW__OPENLINEAGE__TRANSPORT") and not env.get("OPENLINEAGE_URL"):
+        lineage_dir(settings).mkdir(parents=True, exist_ok=True, mode=0o700)
+        transport = {"type": "file", "log_file_path": str(lineage_dir(settings) / "event"), "append": False}
+        env["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps(transport)
+    env.setdefault("AIRFLOW__OPENLINEAGE__NAMESPACE", "crm")
     env.update(extra or {})
     return env
+
+
+def lineage_dir(settings: Settings) -> Path:
+    """Where a local Airflow's OpenLineage events go, one file each (``event-<time>.json``)."""
+    return settings.home / "lineage"
 
 
 EXECUTORS = ("local", "celery")

@@ -148,15 +148,23 @@ class IntegrationApiClient:
         return int(self._request("GET", f"{path}/count", params=params).json()["records"])
 
 
-def client_for(settings: Settings, **overrides: Any) -> IntegrationApiClient:
-    """The client of the configured integration API (the embedded sandbox bank when none is, outside
-    production); ``overrides`` (timeout_s, max_retries, ...) on top of the settings'."""
+def _endpoint(settings: Settings) -> tuple[str, str, str]:
     api = settings.core_api
     if api.url is None:
         sandbox = ensure_sandbox(settings.sandbox_customers, settings.sandbox_seed, settings, settings.sandbox_faults)
-        url, client_id, secret = sandbox.url, sandbox.client_id, sandbox.client_secret
-    else:
-        url, client_id, secret = api.url, api.client_id, api.client_secret
+        return sandbox.url, sandbox.client_id, sandbox.client_secret
+    return api.url, api.client_id, api.client_secret
+
+
+def api_url(settings: Settings) -> str:
+    """The base URL of the integration API the settings' client reaches (the sandbox's when embedded)."""
+    return _endpoint(settings)[0]
+
+
+def client_for(settings: Settings, **overrides: Any) -> IntegrationApiClient:
+    """The client of the configured integration API (the embedded sandbox bank when none is, outside
+    production); ``overrides`` (timeout_s, max_retries, ...) on top of the settings'."""
+    url, client_id, secret = _endpoint(settings)
     options = {
         "max_retries": settings.api_max_retries,
         "timeout_s": settings.api_timeout_s,

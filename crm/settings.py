@@ -169,6 +169,8 @@ VARIABLES: dict[str, Variable] = _declare({
           "`marts`, `snapshots` and `campaigns` and nothing else; `crm sql` connects as it"),
         V("CRM_ANALYST_PASSWORD", None, "the analysts' role's password for `crm sql` on a server (a secret, on the "
           "analyst's machine)", shown="the embedded PostgreSQL's, in `.crm/postgres.pgpass`"),
+        V("CRM_NPM_REGISTRY", "https://registry.npmjs.org", "where `make docs` fetches, once, the scripts and styles "
+          "Great Expectations' Data Docs load (pinned, checked by sha512): the npm registry or the bank's mirror"),
     ),
     "personal data": (
         V("CRM_RAW_RETENTION_DAYS", 35, "clear personal data (`raw.customers`, the customers' landing, the quarantine) "
@@ -557,6 +559,8 @@ class Settings:
     # publish guard: refuse a snapshot whose audience shrank by more than this share of the live one
     max_audience_shrink: float = field(default_factory=lambda: _float("CRM_MAX_AUDIENCE_SHRINK", 0.3))
     redis_prefix: str = field(default_factory=lambda: _env("CRM_REDIS_PREFIX", "crm"))
+    # the Data Docs' scripts and styles come from it once (expectations/data_docs.py)
+    npm_registry: str = field(default_factory=lambda: _env("CRM_NPM_REGISTRY", "https://registry.npmjs.org"))
     # the read API answers 503 when Redis has not answered a request's reads within this time
     redis_deadline_s: float = field(default_factory=lambda: _float("CRM_REDIS_DEADLINE_S", 2.0))
     # a replaced snapshot stays readable this long (an export that started on it finishes from it)

@@ -678,21 +678,10 @@ def dbt_command(settings: Settings, *args: str) -> int:
     return run_dbt(*args, business_date=business_date, capture=False, settings=settings).returncode
 
 
-def dbt_docs(settings: Settings, port: int, serve: bool = True) -> int:
+def dbt_docs(settings: Settings, target: Path) -> int:
     """Generate the dbt docs site (models, columns, tests, lineage, the warehouse's catalog) into
-    ``<CRM_HOME>/dbt-docs`` and, with ``serve``, serve it for analysts on ``port`` until Ctrl-C."""
+    ``target``: dbt's exit code."""
     settings.ensure_dirs()
-    target = settings.home / "dbt-docs"
-    if not settings.duckdb_path.exists():
+    if not settings.duckdb_path.exists() and engine_name(settings) == "duckdb":
         print("no warehouse yet: the site will describe the models without their tables (run make demo first)")
-    code = dbt_command(settings, "docs", "generate", "--target-path", str(target), "--quiet")
-    if code or not serve:
-        if not code:
-            print(f"dbt docs generated in {target} (index.html, manifest.json, catalog.json)")
-        return code
-    print(f"dbt docs on http://127.0.0.1:{port} (Ctrl-C stops it)", flush=True)
-    try:
-        return dbt_command(settings, "docs", "serve", "--target-path", str(target), "--port", str(port),
-                           "--host", "127.0.0.1", "--no-browser")  # fmt: skip
-    except KeyboardInterrupt:
-        return 0
+    return dbt_command(settings, "docs", "generate", "--target-path", str(target), "--quiet")

@@ -78,11 +78,12 @@ from pathlib import Path
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 from cosmos import ProfileConfig
 from cosmos.constants import InvocationMode
-from cosmos.operators.local import DbtBuildLocalOperator
 
 from crm.settings import WAREHOUSE_POOL, get_settings
 from entrypoints.alerts import dag_alerting
 from entrypoints.assets import ASSIGNMENT, MARTS, SNAPSHOT, mark
+from entrypoints.dbt_lineage import DbtBuildWithLineage
+from entrypoints.lineage import fresh_lineage
 
 settings = get_settings()
 DBT_DIR = settings.dbt_project_dir
@@ -113,10 +114,10 @@ def _ensure_warehouse(context) -> None:
     os.environ.update(dbt_env(settings))
 
 
-def _dbt_build(task_id: str, **selection: str) -> DbtBuildLocalOperator:
+def _dbt_build(task_id: str, **selection: str) -> DbtBuildWithLineage:
     """One ``dbt build`` of the selected part of the project: each model, then its tests, in dbt's
     order and with its threads (one task, not one per model: decision 0010)."""
-    return DbtBuildLocalOperator(
+    return DbtBuildWithLineage(
         task_id=task_id,
         project_dir=str(DBT_DIR),
         manifest_filepath=str(DBT_DIR / "target" / "manifest.json"),
@@ -141,7 +142,7 @@ def _dbt_build(task_id: str, **selection: str) -> DbtBuildLocalOperator:
         # other dates' tasks run side by side
         pool=WAREHOUSE_POOL,
         pool_slots=WRITER_SLOTS,
-        on_execute_callback=_ensure_warehouse,
+        on_execute_callback=[fresh_lineage, _ensure_warehouse],
         **selection,
     )
 
@@ -160,6 +161,7 @@ def _dbt_build(task_id: str, **selection: str) -> DbtBuildLocalOperator:
         "retries": settings.task_retries,
         "retry_delay": dt.timedelta(minutes=2),
         "execution_timeout": dt.timedelta(minutes=settings.task_timeout_minutes),
+        "on_execute_callback": fresh_lineage,  # each task's lineage events name what it alone read and wrote
     },
     params={
         "customers": Param(

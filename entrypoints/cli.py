@@ -6,6 +6,7 @@ Each verb is a few lines that call into the package that owns the work; ``crm --
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import subprocess
 import sys
@@ -272,14 +273,41 @@ def check_chart_values(chart: Path, values_file: Path) -> None:
     _done(1 if errors else 0)
 
 
+DOCS_INDEX = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>CRM platform: data docs</title></head>
+<body><main><h1>CRM platform: data docs</h1><ul>
+<li><a href="dbt/index.html">The warehouse's models</a>: dbt's docs of every model, column, test and their lineage</li>
+<li><a href="data-quality/index.html">Data quality</a>: Great Expectations' Data Docs of every gate's validation, by date</li>
+</ul></main></body></html>
+"""
+
+
 @cli.command()
 @click.option("--port", type=int, default=8081)
 @click.option("--no-serve", is_flag=True, help="generate only")
 def docs(port: int, no_serve: bool) -> None:
-    """Generate the dbt docs site from the warehouse and serve it for analysts."""
+    """dbt's docs of the marts and Great Expectations' Data Docs of every gate, served for analysts."""
     from crm.warehouse import dbt_docs
+    from expectations import data_docs
 
-    _done(dbt_docs(get_settings(), port, serve=not no_serve))
+    settings = get_settings()
+    root = settings.home / "docs"
+    code = dbt_docs(settings, root / "dbt")
+    if code:
+        _done(code)
+    data_docs.build(settings)
+    (root / "index.html").write_text(DOCS_INDEX)
+    click.echo(f"docs in {root}: dbt's in dbt/, the gates' Data Docs in data-quality/")
+    if no_serve:
+        return
+    import functools
+    import http.server
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
+        click.echo(f"docs on http://127.0.0.1:{port} (Ctrl-C stops it)")
+        with contextlib.suppress(KeyboardInterrupt):
+            server.serve_forever()
 
 
 @cli.command()

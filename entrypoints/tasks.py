@@ -11,8 +11,22 @@ import datetime as dt
 from dataclasses import asdict
 from typing import Any
 
+from crm import lineage
 from crm.settings import Settings, get_settings, private_files
 from crm.warehouse import warehouse
+from entrypoints.lineage import report
+
+# what scoring reads, besides the date's eligible pairs and features (ml.score)
+SCORING_READS = ("marts.campaign_eligibility", "marts.customer_features", "marts.fct_campaign_contacts",
+                 "marts.campaign_exclusions", "staging.stg_campaigns__campaigns",
+                 "staging.stg_campaigns__campaign_channels", "staging.stg_campaigns__contact_policies")  # fmt: skip
+ASSIGNMENTS = "marts.customer_campaign_assignments"
+# what the snapshot carries besides the assignments (serving.load): the console's figures and profiles
+PUBLISHED_BESIDE = ("marts.campaign_performance", "marts.customer_360")
+
+
+def _tables(settings: Settings, names) -> list[str]:
+    return [lineage.table(settings, *name.split(".")) for name in names]
 
 
 def run_settings(params: dict[str, Any] | None = None) -> Settings:
@@ -39,16 +53,23 @@ def plan_extraction(business_date: dt.date, params: dict | None = None) -> list[
 
 def extract(job: dict, business_date: dt.date, params: dict | None = None) -> dict:
     """One extraction job of the plan: an entity's snapshot (or its changes), or a slice of days."""
-    from ingestion.extract import extract_job
+    from crm.integration_api import api_url
+    from ingestion.extract import ENDPOINTS, extract_job
 
-    return {**asdict(extract_job(job, business_date, run_settings(params))), "job": job}
+    settings = run_settings(params)
+    result = {**asdict(extract_job(job, business_date, settings)), "job": job}
+    entity = job["entity"]
+    report([lineage.api(api_url(settings), ENDPOINTS[entity])], [lineage.files(settings.landing_dir / entity)])
+    return result
 
 
 def gate_landing(job: dict, business_date: dt.date, params: dict | None = None) -> dict:
     """The landing gate of one extraction job's file."""
     from expectations.runner import gate_job
 
-    outcomes = gate_job(job, business_date, run_settings(params))
+    settings = run_settings(params)
+    report([lineage.files(settings.landing_dir / job["entity"])])  # also on a failed gate's event
+    outcomes = gate_job(job, business_date, settings)
     return {
         "entity": job["entity"],
         "job": job.get("label"),
@@ -58,9 +79,15 @@ def gate_landing(job: dict, business_date: dt.date, params: dict | None = None) 
 
 
 def load_raw(business_date: dt.date, params: dict | None = None) -> dict:
-    from ingestion.load import load_business_date
+    from ingestion.load import ENTITIES, load_business_date
 
-    return load_business_date(business_date, run_settings(params))
+    settings = run_settings(params)
+    loaded = load_business_date(business_date, settings)
+    report(
+        [lineage.files(settings.landing_dir / entity) for entity in ENTITIES],
+        [lineage.table(settings, "raw", entity) for entity in ENTITIES],
+    )
+    return loaded
 
 
 def gate_marts(business_date: dt.date, params: dict | None = None) -> dict:
@@ -68,8 +95,16 @@ def gate_marts(business_date: dt.date, params: dict | None = None) -> dict:
     on the warehouse), not loaded into the task."""
     from expectations.runner import gate, validate_date
 
-    wh = warehouse(run_settings(params))
-    outcomes = validate_date("customer_features", wh, "marts.customer_features", "as_of_date", business_date)
+    settings = run_settings(params)
+    outcomes = validate_date(
+        "customer_features",
+        warehouse(settings),
+        "marts.customer_features",
+        "as_of_date",
+        business_date,
+        home=settings.home,
+    )
+    report(_tables(settings, ["marts.customer_features"]))
     gate("customer_features", f"marts.customer_features as of {business_date}", outcomes)
     rows = next(o.observed for o in outcomes if o.expectation == "expect_table_row_count_to_be_between")
     return {"rows": rows, "expectations": len(outcomes)}
@@ -119,14 +154,22 @@ def train_model(business_date: dt.date, params: dict | None = None) -> dict:
 def score_and_assign(business_date: dt.date, params: dict | None = None) -> dict:
     from ml.score import score_and_assign as _score
 
-    return asdict(_score(business_date, run_settings(params)))
+    settings = run_settings(params)
+    result = asdict(_score(business_date, settings))
+    report(_tables(settings, SCORING_READS), _tables(settings, [ASSIGNMENTS]))
+    return result
 
 
 def publish(business_date: dt.date, params: dict | None = None) -> dict:
+    from crm.services import ensure_redis
     from serving.load import publish_snapshot
 
+    settings = run_settings(params)
     force = bool((params or {}).get("force_publish"))
-    return asdict(publish_snapshot(business_date, run_settings(params), force=force))
+    result = asdict(publish_snapshot(business_date, settings, force=force))
+    snapshot = lineage.snapshot(ensure_redis(settings), settings.redis_prefix)
+    report(_tables(settings, [ASSIGNMENTS, *PUBLISHED_BESIDE]), [snapshot] if result["published"] else [])
+    return result
 
 
 def publish_analysts(business_date: dt.date, params: dict | None = None) -> dict:

@@ -53,12 +53,24 @@ def _detail(kind: str, result: dict, rows: int | None) -> str:
     return f"observed {result.get('observed_value')}"
 
 
+@dataclass(frozen=True)
+class Keep:
+    """Where a validation's result is kept (``<home>/data-quality``, :mod:`expectations.data_docs`),
+    for which business date, and what was validated."""
+
+    home: Path
+    business_date: dt.date
+    batch: str
+
+
 def _validate(suite_name: str, context: dict | None, url: str, engine_kwargs: dict[str, Any],
-              batch_of: Callable[[Any], Any], rows: int | None = None) -> list[Outcome]:  # fmt: skip
+              batch_of: Callable[[Any], Any], rows: int | None = None, keep: Keep | None = None) -> list[Outcome]:  # fmt: skip
     """The suite on the batch ``batch_of`` takes from GX's SQL data source on ``url``: one outcome
-    per expectation, in the suite's order."""
+    per expectation, in the suite's order; with ``keep``, the result kept for Data Docs."""
+    from expectations import data_docs
+
     gx = _gx()
-    ctx = gx.get_context(mode="ephemeral")
+    ctx = data_docs.context(keep.home) if keep else gx.get_context(mode="ephemeral")
     with contextlib.suppress(Exception):  # cosmetic only: no progress bars in task logs
         ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
     with warnings.catch_warnings():  # GX suggests its engine-specific sources, which take no creator
@@ -73,7 +85,10 @@ def _validate(suite_name: str, context: dict | None, url: str, engine_kwargs: di
             meta = {"critical": critical, "order": i, "column": kwargs.get("column_checked", kwargs.get("column"))}
             arguments = {k: v for k, v in kwargs.items() if k != "column_checked"}
             suite.add_expectation(getattr(gx.expectations, cls)(**arguments, meta=meta))
-        results = sorted(batch.validate(suite).results, key=lambda r: r.expectation_config.meta["order"])
+        validation = batch.validate(suite)
+        results = sorted(validation.results, key=lambda r: r.expectation_config.meta["order"])
+        if keep:  # before any verdict: a gate that fails is the one an analyst opens
+            data_docs.keep(ctx, validation, suite_name, keep.business_date.isoformat(), keep.batch)
     finally:
         source.get_engine().dispose()
         with contextlib.suppress(Exception):
@@ -97,11 +112,12 @@ def _validate(suite_name: str, context: dict | None, url: str, engine_kwargs: di
 
 
 def validate_date(suite_name: str, warehouse, table: str, column: str, day: dt.date,
-                  context: dict | None = None) -> list[Outcome]:  # fmt: skip
+                  context: dict | None = None, home: Path | None = None) -> list[Outcome]:  # fmt: skip
     """Validate the rows of ``table`` (``schema.name``) whose date ``column`` is ``day``, where they
     are: GX's SQL data source on the warehouse's own connections (``crm.warehouse.Warehouse``), a
     table asset with a daily batch. (Not a query asset: GX runs a query asset's query whole, and
-    fetches every row, to learn its columns.) Outcomes in the suite's order."""
+    fetches every row, to learn its columns.) Outcomes in the suite's order; with ``home``, the
+    result is kept there for Data Docs."""
     schema, name = table.split(".")
     url, kwargs = warehouse.engine_arguments(schema)
 
@@ -118,11 +134,11 @@ def validate_date(suite_name: str, warehouse, table: str, column: str, day: dt.d
         except (NoAvailableBatchesError, SqlAddBatchDefinitionError) as error:
             raise GateFailed(f"data gate {suite_name!r}: {table} holds no rows as of {day}") from error
 
-    return _validate(suite_name, context, url, kwargs, batch_of)
+    return _validate(suite_name, context, url, kwargs, batch_of, keep=Keep(home, day, table) if home else None)
 
 
 def validate_files(
-    suite_name: str, files: list[Path], context: dict | None = None, memory_mb: int = 2048
+    suite_name: str, files: list[Path], context: dict | None = None, memory_mb: int = 2048, keep: Keep | None = None
 ) -> list[Outcome]:
     """Validate the rows of the Parquet ``files`` as one batch, through an in-memory DuckDB that
     reads them in place (a view ``landed``): a key is unique across every file, DuckDB's
@@ -136,7 +152,7 @@ def validate_files(
             .add_batch_definition_whole_table("whole")
             .get_batch()
         )
-        return _validate(suite_name, context, url, kwargs, whole, rows)
+        return _validate(suite_name, context, url, kwargs, whole, rows, keep)
 
 
 def gate(suite_name: str, where: str, outcomes: list[Outcome]) -> list[Outcome]:
@@ -198,7 +214,9 @@ def gate_landing(
     }
 
     where = str(files[0]) if len(files) == 1 else f"{files[0].parent} ({len(files)} files)"
-    return gate(entity, where, validate_files(entity, files, context, settings.duckdb_memory_mb))
+    batch = f"landing.{entity}" + (f".{chunk[0]}_{chunk[1]}" if chunk else "")
+    keep = Keep(settings.home, business_date, batch)
+    return gate(entity, where, validate_files(entity, files, context, settings.duckdb_memory_mb, keep))
 
 
 def gate_job(job: dict, business_date: dt.date, settings=None) -> list[Outcome]:

@@ -15,7 +15,7 @@ def test_the_docs_site_describes_every_mart(tmp_path):
     cmd = [sys.executable, "-m", "entrypoints.cli", "docs", "--no-serve"]
     done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    site = tmp_path / "dbt-docs"
+    site = tmp_path / "docs" / "dbt"
     assert (site / "index.html").stat().st_size > 100_000
     manifest = json.loads((site / "manifest.json").read_text())
     marts = {n["name"]: n for n in manifest["nodes"].values() if n["resource_type"] == "model" and "marts" in n["fqn"]}

@@ -205,6 +205,59 @@ def test_the_run_tells_airflow_what_it_produced_for_its_date(first_run, e2e_home
     assert snapshot["snapshot_id"].startswith("20261126-")
 
 
+def _lineage(home, day: dt.date) -> list[dict]:
+    """The COMPLETE OpenLineage events of the run for ``day``: its tasks' (the Airflow facet names the
+    run) and the dbt models' (their parent, a dbt task's run)."""
+    events = [json.loads(p.read_text()) for p in sorted((home / "lineage").glob("event-*.json"))]
+    complete = [e for e in events if e["eventType"] == "COMPLETE"]
+    tasks = [e for e in complete if e["run"]["facets"].get("airflow", {}).get("dagRun", {}).get("logical_date", "")
+             .startswith(str(day)) and e["job"]["name"].startswith("crm_daily.")]  # fmt: skip
+    task_runs = {e["run"]["runId"] for e in tasks}
+    models = [e for e in complete if e["run"]["facets"].get("parent", {}).get("run", {}).get("runId") in task_runs]
+    return tasks + models
+
+
+def test_the_lineage_goes_from_the_bank_s_api_to_the_snapshot(first_run, e2e_home):
+    """Every task's OpenLineage events (the provider's file transport) name what it read and wrote,
+    each dbt model has its own, and the datasets join up: from each endpoint of the bank's API,
+    through landing, raw, dbt's models and the assignment, to the Redis snapshot."""
+    events = _lineage(e2e_home, D)
+    by_job: dict[str, list[dict]] = {}
+    for e in events:
+        by_job.setdefault(e["job"]["name"], []).append(e)
+    edges: dict[tuple, set[tuple]] = {}
+    for e in events:
+        for i in e["inputs"]:
+            edges.setdefault((i["namespace"], i["name"]), set()).update(
+                (o["namespace"], o["name"]) for o in e["outputs"]
+            )
+
+    def reachable(start: tuple) -> set[tuple]:
+        seen, todo = {start}, [start]
+        while todo:
+            for nxt in edges.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    api = {(d["namespace"], d["name"]) for e in by_job["crm_daily.extract"] for d in e["inputs"]}
+    assert {name for _, name in api} == {"/v1/customers", "/v1/accounts", "/v1/transactions", "/v1/campaign-responses"}
+    (snapshot,) = {(d["namespace"], d["name"]) for d in by_job["crm_daily.publish_cache"][0]["outputs"]}
+    assert snapshot[0].startswith("redis://") and snapshot[1] == "crm"
+    (assignment,) = {(d["namespace"], d["name"]) for d in by_job["crm_daily.score_and_assign"][0]["outputs"]}
+    assert assignment[1] == "warehouse.marts.customer_campaign_assignments" and assignment[0].startswith("duckdb://")
+    for endpoint in sorted(api):
+        downstream = reachable(endpoint)
+        assert ("file", str(e2e_home / "landing" / endpoint[1].split("/")[-1].replace("-", "_"))) in downstream
+        assert assignment in downstream and snapshot in downstream, f"the lineage from {endpoint} stops short"
+    # one event per model dbt ran, under the dbt task's run: what the model read, what it wrote
+    features = by_job["warehouse.marts.crm.customer_features.build.run"]
+    assert [d["name"] for d in features[0]["outputs"]] == ["warehouse.marts.customer_features"]
+    models = {n.split(".")[3] for n in by_job if n.endswith(".build.run")}
+    assert {"customer_features", "campaign_eligibility", "campaign_performance", "customer_360"} <= models
+
+
 def test_everything_the_run_wrote_is_its_users_alone(first_run, e2e_home):
     """The warehouse, landing and quarantine files, the model store, the cache's data, the logs:
     files 0600 and directories 0700 (they hold customers' personal data)."""

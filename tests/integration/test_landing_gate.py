@@ -98,3 +98,67 @@ def test_a_landing_in_several_files_is_gated_as_one_a_key_repeated_across_them_i
             part.unlink(missing_ok=True)
         pq.write_table(original, path)
     assert f"column 'customer_id': 2 of {original.num_rows} rows unexpected" in str(err.value)
+
+
+def test_every_validation_is_kept_and_the_data_docs_show_a_refusal_offline(landed):
+    """``make docs`` (``crm docs``): Great Expectations' Data Docs of every gate's kept result, beside
+    dbt's docs, in a browser with no network but this machine's: the refused landing is there,
+    marked failed, with its count and never the value that failed."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+    from browser import chromium
+    from waits import wait_until
+
+    from crm.services import free_port
+    from crm.settings import REPO_ROOT
+
+    original = pq.read_table(partition_path(landed.landing_dir, "customers", D))
+    try:
+        _rewrite(landed, _document(5, "99123456789"))
+        with pytest.raises(GateFailed):
+            gate_landing("customers", D, landed)
+    finally:
+        pq.write_table(original, partition_path(landed.landing_dir, "customers", D))
+    kept = list((landed.home / "data-quality" / "validations" / "customers" / str(D)).rglob("*.json"))
+    assert kept and not [p for p in kept if "99123456789" in p.read_text()]
+
+    port = free_port()
+    env = {**os.environ, "CRM_HOME": str(landed.home)}
+    docs = subprocess.Popen([sys.executable, "-m", "entrypoints.cli", "docs", "--port", str(port)], cwd=REPO_ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _status(httpx, url), message="crm docs serving", timeout=180)
+        with chromium() as browser:
+            context = browser.context()
+            page = context.new_page()
+            page.goto(url)
+            page.get_by_role("link", name="Data quality").click()
+            page.locator("table a", has_text="customers").first.wait_for(timeout=20_000)
+            assert page.evaluate("typeof jQuery.fn.bootstrapTable") == "function"  # its scripts, served here
+            # the newest validation of the customers' landing for D: the refused one
+            failed = sorted(
+                p for p in (landed.home / "docs" / "data-quality" / "validations" / "customers").rglob("*.html")
+            )
+            page.goto(f"{url}/data-quality/{failed[-1].relative_to(landed.home / 'docs' / 'data-quality')}")
+            body = page.locator("body")
+            body.get_by_text("Failed").first.wait_for(timeout=20_000)
+            text = body.inner_text()
+            assert "document_number" in text and "99123456789" not in text
+            page.goto(f"{url}/dbt/index.html#!/model/model.crm.customer_features")
+            page.locator("h1", has_text="customer_features").first.wait_for(timeout=30_000)
+            assert browser.outside == [], browser.outside
+            context.close()
+    finally:
+        docs.terminate()
+        docs.wait(timeout=30)
+
+
+def _status(httpx, url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
