@@ -88,7 +88,7 @@ postgres-programs:
 sql: setup  ## query the marts as an analyst, never in a run's way (SQL= one statement; WAREHOUSE=postgres: the server's, as the analysts' role)
 	$(BIN)/crm sql $(if $(SQL),-c "$(SQL)")
 
-docs: setup  ## generate the dbt docs site from the warehouse and serve it for analysts (DOCS_PORT=8081)
+docs: setup  ## dbt's docs of the warehouse and the data gates' results (Great Expectations' Data Docs), served for analysts (DOCS_PORT=8081)
 	$(BIN)/crm docs --port $(DOCS_PORT)
 
 evaluate: setup  ## expected acceptances of the latest (or DATE's) assignment vs the oracle's and a random one (CUSTOMERS, SEED as for make demo)

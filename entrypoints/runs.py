@@ -138,7 +138,7 @@ def demo(business_date: dt.date, customers: int, seed: int, force_publish: bool 
         "     .venv/bin/crm token --staff ana.torres --role marketing    (campaigns, segments, CSV, results)\n"
         "     .venv/bin/crm token --staff luis.quispe --role sales       (a customer's offers and profile)\n"
         "  make airflow                                 # the Airflow UI with this run, on http://localhost:8080\n"
-        "  make docs                                    # the warehouse's marts, columns and lineage, on http://127.0.0.1:8081\n"
+        "  make docs                                    # the marts' docs and the data gates' results, on http://127.0.0.1:8081\n"
         "  make evaluate                                # this assignment against the sandbox's truth (oracle, random)\n"
         "  make train                                   # crm_model_training: a new version, champion only if better\n"
         f"  .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}   # runs, metrics, plots, registry\n"
