@@ -172,11 +172,14 @@ def train(business_date: dt.date, customers: int, seed: int, overrides: dict) ->
     return 0
 
 
-def _backfill_runs(settings: Settings, first: dt.date, last: dt.date) -> dict[dt.date, dict]:
-    """crm_daily's backfill runs for the dates ``first``..``last``: the latest run of each date."""
+def _backfill_runs(settings: Settings, first: dt.date, last: dt.date, since: dt.datetime) -> dict[dt.date, dict]:
+    """The runs of crm_daily a backfill created ``since`` runs for ``first``..``last``: the latest
+    run of each date that started since. (A date that had a run, the scheduler's or a manual one,
+    is run again in that run: its id stays, ``backfill__`` is only the prefix of the runs it makes.)"""
     runs: dict[dt.date, dict] = {}
     for run in sorted(dag_runs("crm_daily", settings), key=lambda r: r.get("start_date") or ""):
-        if not str(run.get("run_id", "")).startswith("backfill__"):
+        started = run.get("start_date")
+        if not started or dt.datetime.fromisoformat(started) < since:
             continue
         day = business_date_of(run["logical_date"])
         if first <= day <= last:
@@ -225,6 +228,7 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
         if not _wait_until_backfills_close(settings):  # one whose runs ended closes within a scheduler loop
             print(ANOTHER_BACKFILL)
             return 1
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)  # the backfill's runs start after this
         conf = json.dumps({"customers": customers, "seed": seed, "force_publish": False})
         # the runs' logical dates are midnight in Lima (the DAG's timetable): the window is given so
         create = ["backfill", "create", "--dag-id", "crm_daily", "--from-date", f"{first}T00:00:00-05:00",
@@ -255,7 +259,7 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
         runs: dict[dt.date, dict] = {}
         unhealthy_since = None
         while True:
-            runs = _backfill_runs(settings, first, last)
+            runs = _backfill_runs(settings, first, last, since)
             states = {d: runs[d]["state"] for d in runs}
             if len(runs) == len(days) and all(s in ("success", "failed") for s in states.values()):
                 break
