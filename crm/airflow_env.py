@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -138,18 +139,10 @@ class LocalAirflow:
         self.settings.ensure_dirs()
         prepare_airflow(self.settings)
         extra = celery_env(self.settings, self.concurrency) if self.executor == "celery" else {}
-        binary = str(Path(sys.executable).parent / "airflow")
+        self._extra = extra
         try:
-            for name, args in self.components().items():
-                env = airflow_env(
-                    self.settings, {**extra, **({WORKER_NAME: name} if name.startswith("worker") else {})}
-                )
-                path = self.log_path(name)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with open(path, "ab") as log:
-                    self.processes[name] = subprocess.Popen([binary, *args], env=env, stdout=log,
-                                                            stderr=subprocess.STDOUT, start_new_session=True,
-                                                            cwd=REPO_ROOT)  # fmt: skip
+            for name in self.components():
+                self._spawn(name)
             deadline = time.monotonic() + wait_s
             while time.monotonic() < deadline:
                 for name, proc in self.processes.items():
@@ -165,9 +158,42 @@ class LocalAirflow:
             self.stop()
             raise
 
-    def _worker_ready(self, name: str) -> bool:
+    def _spawn(self, name: str) -> None:
+        env = airflow_env(self.settings, {**self._extra, **({WORKER_NAME: name} if name.startswith("worker") else {})})
         path = self.log_path(name)
-        text = path.read_text(errors="replace") if path.exists() else ""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab") as log:
+            self.processes[name] = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), *self.components()[name]],
+                                                    env=env, stdout=log, stderr=subprocess.STDOUT,
+                                                    start_new_session=True, cwd=REPO_ROOT)  # fmt: skip
+
+    def kill(self, name: str) -> None:
+        """SIGKILL ``name`` and every process it started (its session), as a node lost or a pod
+        OOM-killed: nothing gets to clean up."""
+        import signal
+
+        proc = self.processes[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def restart(self, name: str, wait_s: float = 120.0) -> None:
+        """Start ``name`` again (as Kubernetes restarts a pod), and wait until it is ready."""
+        import time
+
+        path = self.log_path(name)
+        since = path.stat().st_size if path.exists() else 0  # its log before: the last start's "ready."
+        self._spawn(name)
+        deadline = time.monotonic() + wait_s
+        ready = (lambda: self._worker_ready(name, since)) if name.startswith("worker") else scheduler_healthy
+        while not ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"airflow {name} did not come back in {wait_s:.0f} s; see {self.log_path(name)}")
+            time.sleep(1)
+
+    def _worker_ready(self, name: str, since: int = 0) -> bool:
+        path = self.log_path(name)
+        text = path.read_bytes()[since:].decode(errors="replace") if path.exists() else ""
         return f"{name}@" in text and " ready." in text
 
     def wait(self) -> int:

@@ -126,6 +126,8 @@ VARIABLES: dict[str, Variable] = _declare({
     ),
     "orchestration": (
         V("CRM_TASK_RETRIES", 2, "retries of each task of the DAGs (`make demo` and the tests use 0)"),
+        V("CRM_TASK_RETRY_DELAY_S", 120, "seconds before a failed task of `crm_daily` is retried (a worker lost, "
+          "Redis failing over, the bank's API down for a moment)"),
         V("CRM_TASK_TIMEOUT_MINUTES", 120, "each task's `execution_timeout` in the DAGs: nothing hangs a run"),
         V("CRM_DAGRUN_TIMEOUT_HOURS", 12.0, "each DAG's `dagrun_timeout`: a run still going after this long fails "
           "(and its failure is e-mailed); a backfill's runs share the warehouse pool, so raise it for long ones"),
@@ -500,6 +502,7 @@ class Settings:
 
     # orchestration: retries of each task of the DAGs (make demo and the tests use 0)
     task_retries: int = field(default_factory=lambda: _int("CRM_TASK_RETRIES", 2))
+    task_retry_delay_s: int = field(default_factory=lambda: _int("CRM_TASK_RETRY_DELAY_S", 120))
     # how long any task of the DAGs may run before Airflow fails it (nothing hangs a run)
     task_timeout_minutes: int = field(default_factory=lambda: _int("CRM_TASK_TIMEOUT_MINUTES", 120))
     # how long a DAG run may take before Airflow fails it (and its failure is e-mailed)

@@ -159,7 +159,7 @@ def _dbt_build(task_id: str, **selection: str) -> DbtBuildWithLineage:
     default_args={
         "owner": "crm-data",
         "retries": settings.task_retries,
-        "retry_delay": dt.timedelta(minutes=2),
+        "retry_delay": dt.timedelta(seconds=settings.task_retry_delay_s),
         "execution_timeout": dt.timedelta(minutes=settings.task_timeout_minutes),
         "on_execute_callback": fresh_lineage,  # each task's lineage events name what it alone read and wrote
     },
