@@ -170,11 +170,15 @@ class LocalAirflow:
     def kill(self, name: str) -> None:
         """SIGKILL ``name`` and every process it started (its session), as a node lost or a pod
         OOM-killed: nothing gets to clean up."""
-        import signal
+        import psutil
 
         proc = self.processes[name]
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        # its session: the component and everything under it, each task's process group included
+        # (Airflow's supervisor starts every task in a group of its own)
+        for p in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
+                if os.getsid(p.pid) == proc.pid:
+                    p.kill()
         proc.wait(timeout=30)
 
     def restart(self, name: str, wait_s: float = 120.0) -> None:

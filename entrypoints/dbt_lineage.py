@@ -14,19 +14,28 @@ class DbtBuildWithLineage(DbtBuildLocalOperator):
     """Cosmos's ``dbt build`` whose OpenLineage events name every model.
 
     Cosmos gives the task's event the union of every model's inputs and outputs, which loses which
-    model read what. When the provider asks for the task's lineage, each model's own event (dbt's
-    integration, from ``run_results.json`` and the manifest) is sent first, its parent the task's
-    run, so a lineage graph has the edges between models as dbt has them."""
+    model read what. Once dbt has run (failed or not), the task sends each model's own event (dbt's
+    integration, from ``run_results.json`` and the manifest), its parent the task's run, so a
+    lineage graph has the edges between models as dbt has them. They go from the task itself, not
+    from the provider's listener, whose handler has ``[openlineage] execution_timeout`` (10 s) for
+    the task's own event."""
 
-    def get_openlineage_facets_on_complete(self, task_instance):
-        lineage = super().get_openlineage_facets_on_complete(task_instance)
+    def execute(self, context, **kwargs):
+        try:
+            return super().execute(context, **kwargs)
+        finally:
+            self._send_model_events(context["ti"])
+
+    def _send_model_events(self, task_instance) -> None:
+        from airflow.providers.openlineage.conf import is_disabled
+
         events = getattr(self, "openlineage_events_completes", None) or []
-        if events:
-            try:
-                _emit_model_events(events, task_instance)
-            except Exception:  # lineage never fails a run: the task's own event still goes
-                log.warning("could not send the per-model lineage events", exc_info=True)
-        return lineage
+        if not events or is_disabled():
+            return
+        try:
+            _emit_model_events(events, task_instance)
+        except Exception:  # lineage never fails a run
+            log.warning("could not send the per-model lineage events", exc_info=True)
 
 
 def _emit_model_events(events, task_instance) -> None:

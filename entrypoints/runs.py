@@ -172,14 +172,23 @@ def train(business_date: dt.date, customers: int, seed: int, overrides: dict) ->
     return 0
 
 
-def _backfill_runs(settings: Settings, first: dt.date, last: dt.date, since: dt.datetime) -> dict[dt.date, dict]:
+def _runs_of(settings: Settings, first: dt.date, last: dt.date) -> dict[dt.date, dict]:
+    """crm_daily's run of each date of ``first``..``last`` that has one."""
+    runs = {business_date_of(r["logical_date"]): r for r in dag_runs("crm_daily", settings) if r.get("logical_date")}
+    return {d: r for d, r in runs.items() if first <= d <= last}
+
+
+def _backfill_runs(
+    settings: Settings, first: dt.date, last: dt.date, since: dt.datetime, in_flight: set[str] = frozenset()
+) -> dict[dt.date, dict]:
     """The runs of crm_daily a backfill created ``since`` runs for ``first``..``last``: the latest
-    run of each date that started since. (A date that had a run, the scheduler's or a manual one,
-    is run again in that run: its id stays, ``backfill__`` is only the prefix of the runs it makes.)"""
+    run of each date that started since (a date that had a run, the scheduler's or a manual one, is
+    run again in that run: its id stays, ``backfill__`` is only the prefix of the runs it makes),
+    or that was ``in_flight`` when the backfill was created (Airflow's backfill leaves it out)."""
     runs: dict[dt.date, dict] = {}
     for run in sorted(dag_runs("crm_daily", settings), key=lambda r: r.get("start_date") or ""):
         started = run.get("start_date")
-        if not started or dt.datetime.fromisoformat(started) < since:
+        if run["run_id"] not in in_flight and (not started or dt.datetime.fromisoformat(started) < since):
             continue
         day = business_date_of(run["logical_date"])
         if first <= day <= last:
@@ -255,11 +264,17 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
             else:
                 print(f"airflow backfill create failed:\n{output[-3000:]}")
             return 1
+        # Airflow's backfill leaves out a date whose run is in flight (the scheduler's, say): followed
+        in_flight = {
+            r["run_id"] for r in _runs_of(settings, first, last).values() if r["state"] in ("queued", "running")
+        }
+        if in_flight:
+            print(f"already running, followed rather than run again: {', '.join(sorted(in_flight))}")
         print(f"backfill of crm_daily created for {first}..{last} (max_active_runs {max_active_runs}); waiting")
         runs: dict[dt.date, dict] = {}
         unhealthy_since = None
         while True:
-            runs = _backfill_runs(settings, first, last, since)
+            runs = _backfill_runs(settings, first, last, since, in_flight)
             states = {d: runs[d]["state"] for d in runs}
             if len(runs) == len(days) and all(s in ("success", "failed") for s in states.values()):
                 break

@@ -3,7 +3,8 @@
 Each validation of :mod:`expectations.runner` is kept in GX's validation results store, a folder
 of JSON files under ``<CRM_HOME>/data-quality/validations`` (one per suite, business date and
 batch; a rerun adds one beside the earlier), with the counts only: the values that failed an
-expectation may be a customer's personal data, so they are dropped before the result is written.
+expectation (or an observed minimum) may be a customer's personal data, so only counts and shares
+are kept.
 :func:`build` renders them with GX's own site builder into ``<CRM_HOME>/docs/data-quality`` (``make
 docs`` serves it beside dbt's docs). GX's pages load their styles and scripts from public CDNs;
 the site is for a bank's closed network, so the same files come from the npm registry once
@@ -31,9 +32,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# what a failed expectation's result lists of the rows themselves: never kept
-ROW_VALUES = ("partial_unexpected_list", "partial_unexpected_counts", "partial_unexpected_index_list",
-              "unexpected_list", "unexpected_index_list", "unexpected_index_query", "unexpected_rows")  # fmt: skip
+# what an expectation's result keeps: counts and shares, never a value of the rows (a failed
+# expectation's examples, an observed minimum or most common value may be a customer's data)
+COUNTS = ("element_count", "unexpected_count", "unexpected_percent", "unexpected_percent_total",
+          "unexpected_percent_nonmissing", "missing_count", "missing_percent")  # fmt: skip
 
 # npm package -> (version, the tarball's sha512 as the registry gives it)
 PACKAGES = {
@@ -168,11 +170,12 @@ def keep(ctx, result, suite_name: str, run_name: str, batch: str) -> None:
 
     for r in result.results:
         if r.result:
-            for key in ROW_VALUES:
-                r.result.pop(key, None)
-            if isinstance(r.result.get("details"), dict):
-                for key in ROW_VALUES:
-                    r.result["details"].pop(key, None)
+            observed = r.result.get("observed_value")
+            kept = {k: r.result[k] for k in COUNTS if k in r.result}
+            if isinstance(observed, int | float) and not isinstance(observed, bool):  # a count (rows)
+                kept["observed_value"] = observed
+            r.result.clear()
+            r.result.update(kept)
     key = ValidationResultIdentifier(
         expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite_name),
         run_id=RunIdentifier(run_name=run_name, run_time=dt.datetime.now(dt.UTC)),
@@ -189,12 +192,28 @@ def build(settings: Settings) -> Path:
     if site.exists():
         shutil.rmtree(site)
     results_dir(home).mkdir(parents=True, exist_ok=True, mode=0o700)
+    _set_aside_unreadable(home)
     site.mkdir(parents=True, mode=0o700)
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     context(home, site).build_data_docs()
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "crm-platform" / "npm"
     _vendor(site, cache, settings.npm_registry)
     return site / "index.html"
+
+
+def _set_aside_unreadable(home: Path) -> None:
+    """A result cut off as it was written (its task killed) would stop GX's site builder: moved to
+    ``<home>/data-quality/unreadable/``, named in the log."""
+    import json
+
+    for path in results_dir(home).rglob("*.json"):
+        try:
+            json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError):
+            target = home / "data-quality" / "unreadable" / path.relative_to(results_dir(home))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            path.replace(target)
+            log.warning("validation result %s is unreadable (cut off as it was written): moved to %s", path, target)
 
 
 def _tarball(package: str, cache: Path, registry: str) -> bytes:

@@ -39,6 +39,8 @@ FAULTY = {
     # a task whose worker is gone is failed (and retried) after 20 s without a heartbeat, not 5 minutes
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+    # a scheduler started again takes over the tasks its predecessor queued within 30 s, not 5 minutes
+    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
     "CRM_SANDBOX_FAULTS": "slow=1,slow_s=1",
 }
 
@@ -107,22 +109,23 @@ def faulty(crm_home):
     base = {**os.environ, "CRM_HOME": str(home), "CRM_SANDBOX_CUSTOMERS": str(CUSTOMERS), "CRM_SANDBOX_SEED": str(SEED)}
     demo = _cli(base, "demo", "--date", str(D0))
     assert demo.returncode == 0, demo.stdout[-3000:]
-    broker = Settings(home=home / "broker")
-    sock = ensure_redis(broker).removeprefix("unix://")
-    env = {**base, **FAULTY, "AIRFLOW__CELERY__BROKER_URL": f"redis+socket://{sock}?virtual_host=1",
-           "AIRFLOW__CELERY__RESULT_BACKEND": f"redis+socket://{sock}?virtual_host=2"}  # fmt: skip
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in env.items():
-            if os.environ.get(name) != value:
-                mp.setenv(name, value)
-        settings = Settings(home=home)
-        airflow = LocalAirflow(settings, "celery", workers=2, concurrency=2).start()
-        try:
+    broker, settings = Settings(home=home / "broker"), Settings(home=home)
+    airflow = None
+    try:
+        sock = ensure_redis(broker).removeprefix("unix://")
+        env = {**base, **FAULTY, "AIRFLOW__CELERY__BROKER_URL": f"redis+socket://{sock}?virtual_host=1",
+               "AIRFLOW__CELERY__RESULT_BACKEND": f"redis+socket://{sock}?virtual_host=2"}  # fmt: skip
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in env.items():
+                if os.environ.get(name) != value:
+                    mp.setenv(name, value)
+            airflow = LocalAirflow(settings, "celery", workers=2, concurrency=2).start()
             yield settings, env, airflow, {}
-        finally:
+    finally:
+        if airflow is not None:
             airflow.stop()
-            stop_services_started_since(set(), settings)
-            stop_redis(broker)
+        stop_services_started_since(set(), settings)
+        stop_redis(broker)
 
 
 def test_a_worker_killed_mid_extraction_slice_is_retried_to_the_same_rows(faulty):
@@ -190,7 +193,7 @@ def test_redis_killed_mid_publish_is_retried_and_readers_never_see_half_a_snapsh
         _wait_for(lambda: [t for t in _task_instances(settings, "dbt_reporting", since) if t[3] in ("running", "success")],
                   "the backfill's reporting marts", timeout=600)  # fmt: skip
         control = redis.Redis.from_url(url, client_name="crm-test-control")
-        control.execute_command("CLIENT", "PAUSE", "120000", "WRITE")
+        control.execute_command("CLIENT", "PAUSE", "600000", "WRITE")
         _wait_for(lambda: [t for t in _task_instances(settings, "publish_cache", since) if t[3] == "running"],
                   "publish_cache running")  # fmt: skip
         # the task's own connection to the cache: its writes wait on the pause
@@ -203,6 +206,8 @@ def test_redis_killed_mid_publish_is_retried_and_readers_never_see_half_a_snapsh
         stop.set()
         if backfill.poll() is None:
             backfill.kill()
+        with contextlib.suppress(redis.RedisError, OSError):  # a test stopped before the kill
+            redis.Redis.from_url(url, socket_timeout=2).execute_command("CLIENT", "UNPAUSE")
     reader.join(timeout=10)
     assert backfill.returncode == 0 and f"  {LIVE}: success " in output, output[-3000:]
     # the backfill's try was killed with Redis, and a retry published (a backfill reruns a date's run)
