@@ -216,8 +216,12 @@ def _lineage(home, day: dt.date) -> list[dict]:
     latest = max(runs, key=runs.get)
     tasks = [e for e in complete if e["job"]["name"].startswith("crm_daily.")
              and e["run"]["facets"]["airflow"]["dagRun"]["run_id"] == latest]  # fmt: skip
+    # a dbt task's OpenLineage run id is the same in every run of its date (Airflow's try and date
+    # make it): the models' events of this run are those since its first task's
     task_runs = {e["run"]["runId"] for e in tasks}
-    models = [e for e in complete if e["run"]["facets"].get("parent", {}).get("run", {}).get("runId") in task_runs]
+    start = min(dt.datetime.fromisoformat(e["eventTime"]) for e in tasks)
+    models = [e for e in complete if e["run"]["facets"].get("parent", {}).get("run", {}).get("runId") in task_runs
+              and dt.datetime.fromisoformat(e["eventTime"]) >= start]  # fmt: skip
     return tasks + models
 
 
