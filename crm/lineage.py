@@ -24,6 +24,7 @@ No credentials ever enter a URI: only the location.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -46,17 +47,19 @@ def files(directory: Path) -> str:
     return Path(directory).resolve().as_uri()
 
 
-def table(settings: Settings, schema: str, name: str) -> str:
-    """A table or view of the settings' warehouse, where dbt's profile reaches it."""
+def tables(settings: Settings, names: Iterable[str]) -> list[str]:
+    """Tables or views (``schema.name``) of the settings' warehouse, where dbt's profile reaches it
+    (its location found once: on the embedded PostgreSQL, finding it checks the server)."""
     from crm.warehouse import dbt_env, engine_name
 
     engine, env = engine_name(settings), dbt_env(settings)
     if engine == "duckdb":
-        return f"duckdb://{env['CRM_DUCKDB_PATH']}/{schema}/{name}"  # as dbt's profile has it
-    if engine == "postgresql":
-        host = f"{env['CRM_POSTGRES_HOST']}:{env['CRM_POSTGRES_PORT']}"
-        return f"postgres://{host}/{env['CRM_POSTGRES_DATABASE']}/{schema}/{name}"
-    return f"mssql://{env['CRM_AZURE_SQL_SERVER']}:1433/{env.get('CRM_AZURE_SQL_DATABASE', 'crm')}/{schema}/{name}"
+        where = f"duckdb://{env['CRM_DUCKDB_PATH']}"  # as dbt's profile has it
+    elif engine == "postgresql":
+        where = f"postgres://{env['CRM_POSTGRES_HOST']}:{env['CRM_POSTGRES_PORT']}/{env['CRM_POSTGRES_DATABASE']}"
+    else:
+        where = f"mssql://{env['CRM_AZURE_SQL_SERVER']}:1433/{env.get('CRM_AZURE_SQL_DATABASE', 'crm')}"
+    return [f"{where}/{name.replace('.', '/', 1)}" for name in names]
 
 
 def snapshot(redis_url: str, prefix: str) -> str:

@@ -25,10 +25,6 @@ ASSIGNMENTS = "marts.customer_campaign_assignments"
 PUBLISHED_BESIDE = ("marts.campaign_performance", "marts.customer_360")
 
 
-def _tables(settings: Settings, names) -> list[str]:
-    return [lineage.table(settings, *name.split(".")) for name in names]
-
-
 def run_settings(params: dict[str, Any] | None = None) -> Settings:
     """Settings for one run: the environment, with the run's sandbox parameters on top (and the
     files the task makes private to its user, however Airflow was started)."""
@@ -85,7 +81,7 @@ def load_raw(business_date: dt.date, params: dict | None = None) -> dict:
     loaded = load_business_date(business_date, settings)
     report(
         [lineage.files(settings.landing_dir / entity) for entity in ENTITIES],
-        [lineage.table(settings, "raw", entity) for entity in ENTITIES],
+        lineage.tables(settings, [f"raw.{entity}" for entity in ENTITIES]),
     )
     return loaded
 
@@ -104,7 +100,7 @@ def gate_marts(business_date: dt.date, params: dict | None = None) -> dict:
         business_date,
         home=settings.home,
     )
-    report(_tables(settings, ["marts.customer_features"]))
+    report(lineage.tables(settings, ["marts.customer_features"]))
     gate("customer_features", f"marts.customer_features as of {business_date}", outcomes)
     rows = next(o.observed for o in outcomes if o.expectation == "expect_table_row_count_to_be_between")
     return {"rows": rows, "expectations": len(outcomes)}
@@ -156,7 +152,7 @@ def score_and_assign(business_date: dt.date, params: dict | None = None) -> dict
 
     settings = run_settings(params)
     result = asdict(_score(business_date, settings))
-    report(_tables(settings, SCORING_READS), _tables(settings, [ASSIGNMENTS]))
+    report(lineage.tables(settings, SCORING_READS), lineage.tables(settings, [ASSIGNMENTS]))
     return result
 
 
@@ -168,7 +164,7 @@ def publish(business_date: dt.date, params: dict | None = None) -> dict:
     force = bool((params or {}).get("force_publish"))
     result = asdict(publish_snapshot(business_date, settings, force=force))
     snapshot = lineage.snapshot(ensure_redis(settings), settings.redis_prefix)
-    report(_tables(settings, [ASSIGNMENTS, *PUBLISHED_BESIDE]), [snapshot] if result["published"] else [])
+    report(lineage.tables(settings, [ASSIGNMENTS, *PUBLISHED_BESIDE]), [snapshot] if result["published"] else [])
     return result
 
 
