@@ -347,9 +347,20 @@ def ensure_postgres(settings: Settings | None = None):
             with passfile.open("a") as out:
                 out.write(f"*:*:*:{analyst}:{analyst_password}\n")
         pg = dataclasses.replace(pg, password=password)
-        if _postgres_pid(settings) and _postgres_ready(pg):
-            _ensure_database(pg, analyst, analyst_password)
-            return pg
+        running = _postgres_pid(settings)
+        if running:
+            # a running server is waited for, never started again beside itself: on two loaded cores
+            # (a backfill's tasks, dbt) a connection took over 2 s, and a second postmaster on the
+            # data directory failed the task ("lock file postmaster.pid already exists")
+            deadline = time.monotonic() + 60
+            while _alive(running) and not _postgres_ready(pg):
+                if time.monotonic() > deadline:
+                    raise ServiceError(f"the embedded PostgreSQL (pid {running}, port {pg.port}) runs but did not "
+                                       f"answer within 60 s; see {settings.run_dir / 'postgres.log'}")  # fmt: skip
+                time.sleep(0.5)
+            if _alive(running):
+                _ensure_database(pg, analyst, analyst_password)
+                return pg
         programs = postgres_programs(settings)
         data = settings.postgres_dir
         log_path = settings.run_dir / "postgres.log"

@@ -229,3 +229,30 @@ def test_on_postgresql_the_tables_a_day_wrote_have_fresh_statistics(runs):
     for table in ("raw.transactions", "raw.customers", "marts.customer_features", "marts.campaign_eligibility",
                   "marts.fct_transactions"):  # fmt: skip
         assert analyzed.get(table), (table, analyzed)
+
+
+def test_a_server_slow_to_answer_is_waited_for_never_started_twice(runs):
+    """Every warehouse task finds the embedded server through ``ensure_postgres``. On two loaded
+    cores a connection can take seconds; a task that then started a second server on the data
+    directory failed ("lock file postmaster.pid already exists"). Here the server does not answer
+    for 5 s (its postmaster stopped): the task waits for it, and goes on with the same server."""
+    import os
+    import signal
+    import threading
+
+    from crm.services import _postgres_pid, ensure_postgres
+
+    settings = runs["postgres"]
+    ensure_postgres(settings)
+    pid = _postgres_pid(settings)
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    resume = threading.Timer(5, os.kill, (pid, signal.SIGCONT))
+    resume.start()
+    try:
+        ensure_postgres(settings)
+    finally:
+        resume.cancel()
+        os.kill(pid, signal.SIGCONT)
+    assert _postgres_pid(settings) == pid
+    assert _count(interface.warehouse(settings), D) > 0
