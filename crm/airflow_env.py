@@ -266,6 +266,41 @@ def _failure_cause(log_text: str) -> str:
     return lines[-1].strip()[:600] if lines else "see the log"
 
 
+def failed_tasks(dag_id: str, run_id: str, settings: Settings) -> list[str]:
+    """What failed in one run of ``dag_id``, as a data engineer reads it first: each failed task
+    (``task[map index]``), the last exception of its last attempt's log, and the log's path."""
+    done = airflow(["tasks", "states-for-dag-run", dag_id, run_id, "-o", "json"], settings,
+                   capture_output=True, text=True)  # fmt: skip
+    listed = next((ln for ln in reversed(done.stdout.splitlines()) if ln.startswith("[")), "[]")
+    out = []
+    for ti in json.loads(listed) if done.returncode == 0 else []:
+        if ti.get("state") not in ("failed", "upstream_failed"):
+            continue
+        task, index = ti["task_id"], int(ti.get("map_index", -1))
+        label = task if index < 0 else f"{task}[{index}]"
+        if ti["state"] == "upstream_failed":
+            out.append(f"{label}: upstream failed")
+            continue
+        folder = settings.airflow_home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task}"
+        folder = folder / f"map_index={index}" if index >= 0 else folder
+        logs = sorted(folder.glob("attempt=*.log"), key=lambda p: int(p.stem.split("=")[1]))
+        out.append(f"{label}: {_log_cause(logs[-1].read_text()) if logs else 'no log'}"
+                   f"{f' (log: {logs[-1]})' if logs else ''}")  # fmt: skip
+    return out
+
+
+def _log_cause(text: str) -> str:
+    """The exception a task's log ends on: Airflow 3 writes task logs as JSON lines, the exception in
+    ``error_detail``; text logs (``airflow dags test``) by :func:`_failure_cause`."""
+    for line in reversed(text.splitlines()):
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict) and record.get("error_detail"):
+                last = record["error_detail"][-1]
+                return f"{last.get('exc_type')}: {last.get('exc_value')}"[:600]
+    return _failure_cause(text)
+
+
 def run_dag_test(dag_id: str, logical_date: dt.date, conf: dict, settings: Settings, quiet: bool = False) -> int:
     """Run ``dag_id`` for ``logical_date`` through ``airflow dags test``, naming each task as it
     starts; 0 when the run succeeded, else 1 after naming the failed stage and its cause."""

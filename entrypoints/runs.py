@@ -13,6 +13,7 @@ from crm.airflow_env import (
     airflow,
     api_server_up,
     dag_runs,
+    failed_tasks,
     open_backfills,
     prepare_airflow,
     run_dag_test,
@@ -237,6 +238,11 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
         if not _wait_until_backfills_close(settings):  # one whose runs ended closes within a scheduler loop
             print(ANOTHER_BACKFILL)
             return 1
+        # Airflow's backfill leaves out a date whose run is in flight (the scheduler's, say): followed.
+        # Looked at before the creation: the runs it creates are queued at once, and are not these
+        in_flight = {
+            r["run_id"] for r in _runs_of(settings, first, last).values() if r["state"] in ("queued", "running")
+        }
         since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)  # the backfill's runs start after this
         conf = json.dumps({"customers": customers, "seed": seed, "force_publish": False})
         # the runs' logical dates are midnight in Lima (the DAG's timetable): the window is given so
@@ -264,10 +270,6 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
             else:
                 print(f"airflow backfill create failed:\n{output[-3000:]}")
             return 1
-        # Airflow's backfill leaves out a date whose run is in flight (the scheduler's, say): followed
-        in_flight = {
-            r["run_id"] for r in _runs_of(settings, first, last).values() if r["state"] in ("queued", "running")
-        }
         if in_flight:
             print(f"already running, followed rather than run again: {', '.join(sorted(in_flight))}")
         print(f"backfill of crm_daily created for {first}..{last} (max_active_runs {max_active_runs}); waiting")
@@ -304,6 +306,9 @@ def _report_backfill(days: list[dt.date], runs: dict[dt.date, dict], settings: S
         print(f"  {day}: {runs[day]['state']:<8} eligible pairs {made['marts']['campaign_eligibility']}, "
               f"assignment {made['marts']['customer_campaign_assignments']} offers to "
               f"{made['customers_with_offers']} customers")  # fmt: skip
+        if runs[day]["state"] == "failed":
+            for failure in failed_tasks("crm_daily", runs[day]["run_id"], settings):
+                print(f"      {failure}")
     before = running_services(settings)
     try:
         meta = live_snapshot_meta(settings)
