@@ -32,7 +32,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock setup.cfg | cksum | cu
 MANIFEST := dbt_project/target/manifest.json
 DBT_SOURCES := $(shell find dbt_project -type f \( -name '*.sql' -o -name '*.yml' -o -name '*.csv' \) -not -path '*/target/*' -not -path '*/logs/*' 2>/dev/null)
 
-.PHONY: postgres-programs help setup demo backfill serve sandbox airflow test lint format lock clean bench bench-report bench-serving bench-extract bench-dbt bench-scoring bench-backfill bench-daily bench-daily-postgres evaluate docs train sql
+.PHONY: postgres-programs help setup demo backfill serve sandbox airflow test test-unit lint format lock clean bench bench-report bench-serving bench-extract bench-dbt bench-scoring bench-backfill bench-daily bench-daily-postgres evaluate docs train sql
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -69,6 +69,9 @@ airflow: setup  ## start Airflow on the project's DAGs (EXECUTOR=local: airflow 
 
 test: lint $(CHROMIUM) postgres-programs  ## make lint, then the whole pytest suite (DAG integrity, the end-to-end runs on DuckDB and PostgreSQL, the console in Chromium included)
 	CRM_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest
+
+test-unit: $(STAMP)  ## the unit tests alone (tests/unit: the extraction plan's arithmetic, the codec, arbitration, contracts): no services, under a minute
+	$(BIN)/python -m pytest tests/unit
 
 # the browser tests drive Debian's Chromium with playwright (playwright's own browser download is not
 # reachable from a bank's network): installed here when missing

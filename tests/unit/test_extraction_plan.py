@@ -1,0 +1,104 @@
+"""The extraction plan's arithmetic, without services: which days a date's extraction fetches
+(the late-arrival delta, or the history from the first missing day), and how a windowed request is
+cut into slices of whole days for the mapped ``extract`` tasks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crm.settings import Settings
+from ingestion.extract import ENDPOINTS, chunks, plan_window, slices, window
+
+D = dt.date(2026, 11, 27)
+
+
+def _settings(tmp_path, **given_values) -> Settings:
+    values = {"transaction_lookback_days": 180, "response_lookback_days": 365, "late_arrival_days": 3,
+              "extract_slice_records": 1000, **given_values}  # fmt: skip
+    return Settings(home=tmp_path, **values)
+
+
+def _days(first: dt.date, last: dt.date) -> set[dt.date]:
+    return {first + dt.timedelta(days=k) for k in range((last - first).days + 1)}
+
+
+@given(
+    first=st.dates(dt.date(2020, 1, 1), dt.date(2030, 1, 1)),
+    length=st.integers(1, 800),
+    parts=st.integers(-3, 60),
+)
+def test_slices_of_a_span_cover_it_day_by_day_as_evenly_as_days_allow(first, length, parts):
+    span = (first, first + dt.timedelta(days=length - 1))
+    cut = chunks(span, parts)
+    assert len(cut) == max(1, min(parts, length))
+    assert cut[0][0] == span[0] and cut[-1][1] == span[1]
+    for (_, last), (next_first, _) in itertools.pairwise(cut):
+        assert next_first == last + dt.timedelta(days=1)  # no gap, no overlap
+    sizes = [(b - a).days + 1 for a, b in cut]
+    assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+
+
+def test_a_snapshot_entity_has_no_window_and_a_windowed_one_ends_on_the_date(tmp_path):
+    settings = _settings(tmp_path)
+    assert window("customers", D, settings) is None
+    assert window("transactions", D, settings) == (D - dt.timedelta(days=179), D)
+    assert window("campaign_responses", D, settings) == (D - dt.timedelta(days=364), D)
+
+
+def test_a_warehouse_that_holds_the_history_gets_the_day_and_its_late_arrivals(tmp_path):
+    settings = _settings(tmp_path)
+    first, _ = window("transactions", D, settings)
+    held = _days(first, D - dt.timedelta(days=1))
+    assert plan_window("transactions", D, held, settings) == (D - dt.timedelta(days=3), D)
+
+
+def test_an_empty_warehouse_gets_the_whole_window_and_a_gap_everything_from_its_first_day(tmp_path):
+    settings = _settings(tmp_path)
+    first, _ = window("transactions", D, settings)
+    assert plan_window("transactions", D, set(), settings) == (first, D)
+    gap = D - dt.timedelta(days=40)
+    held = _days(first, D) - {gap, gap + dt.timedelta(days=5)}
+    assert plan_window("transactions", D, held, settings) == (gap, D)
+    # a missing day inside the late-arrival days is fetched anyway: no history load for it
+    held = _days(first, D) - {D - dt.timedelta(days=2)}
+    assert plan_window("transactions", D, held, settings) == (D - dt.timedelta(days=3), D)
+    assert plan_window("customers", D, set(), settings) is None
+
+
+def test_a_plan_becomes_one_job_per_snapshot_and_slices_of_about_the_configured_records(tmp_path):
+    settings = _settings(tmp_path, extract_slice_records=1000)
+    plan = {
+        "customers": None,
+        "accounts": {"since": "2026-11-24"},
+        "transactions": ["2026-06-01", "2026-11-27"],
+        "campaign_responses": ["2026-11-24", "2026-11-27"],
+    }
+    asked = []
+
+    def count(endpoint: str, params: dict) -> int:
+        asked.append((endpoint, params))
+        return 4500 if endpoint == ENDPOINTS["transactions"] else 10
+
+    jobs = slices(plan, settings, count)
+    by_entity = {}
+    for job in jobs:
+        by_entity.setdefault(job["entity"], []).append(job)
+    assert [j["label"] for j in by_entity["customers"]] == ["customers snapshot"]
+    assert by_entity["accounts"] == [{"entity": "accounts", "span": None, "since": "2026-11-24", "chunk": None,
+                                      "label": "accounts changed since 2026-11-24"}]  # fmt: skip
+    # 4,500 records at 1,000 a slice: five slices of whole days, end to end over the planned span
+    tx = by_entity["transactions"]
+    assert len(tx) == 5 and all(j["span"] == plan["transactions"] for j in tx)
+    assert tx[0]["chunk"][0] == "2026-06-01" and tx[-1]["chunk"][1] == "2026-11-27"
+    assert len({j["label"] for j in jobs}) == len(jobs)  # each mapped task is told apart in the UI
+    # a small request is one job, without a chunk: its partition is landed whole
+    assert [(j["chunk"], j["label"]) for j in by_entity["campaign_responses"]] == [
+        (None, "campaign_responses 2026-11-24..2026-11-27")
+    ]
+    assert (ENDPOINTS["transactions"], {"date_from": "2026-06-01", "date_to": "2026-11-27"}) in asked
+    # without the API's count, one slice
+    assert len([j for j in slices(plan, settings) if j["entity"] == "transactions"]) == 1
