@@ -276,7 +276,8 @@ def failed_tasks(dag_id: str, run_id: str, settings: Settings) -> list[str]:
     for ti in json.loads(listed) if done.returncode == 0 else []:
         if ti.get("state") not in ("failed", "upstream_failed"):
             continue
-        task, index = ti["task_id"], int(ti.get("map_index", -1))
+        # the CLI gives a mapped task's index as a string, and "" for an unmapped task beside mapped ones
+        task, index = ti["task_id"], int(ti.get("map_index") or -1)
         label = task if index < 0 else f"{task}[{index}]"
         if ti["state"] == "upstream_failed":
             out.append(f"{label}: upstream failed")
@@ -296,8 +297,8 @@ def _log_cause(text: str) -> str:
         with contextlib.suppress(ValueError):
             record = json.loads(line)
             if isinstance(record, dict) and record.get("error_detail"):
-                last = record["error_detail"][-1]
-                return f"{last.get('exc_type')}: {last.get('exc_value')}"[:600]
+                raised = record["error_detail"][0]  # what the task raised; its causes follow it
+                return f"{raised.get('exc_type')}: {raised.get('exc_value')}"[:600]
     return _failure_cause(text)
 
 

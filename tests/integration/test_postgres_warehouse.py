@@ -236,6 +236,7 @@ def test_a_server_slow_to_answer_is_waited_for_never_started_twice(runs):
     cores a connection can take seconds; a task that then started a second server on the data
     directory failed ("lock file postmaster.pid already exists"). Here the server does not answer
     for 5 s (its postmaster stopped): the task waits for it, and goes on with the same server."""
+    import contextlib
     import os
     import signal
     import threading
@@ -246,13 +247,14 @@ def test_a_server_slow_to_answer_is_waited_for_never_started_twice(runs):
     ensure_postgres(settings)
     pid = _postgres_pid(settings)
     assert pid is not None
-    os.kill(pid, signal.SIGSTOP)
     resume = threading.Timer(5, os.kill, (pid, signal.SIGCONT))
-    resume.start()
     try:
+        os.kill(pid, signal.SIGSTOP)
+        resume.start()
         ensure_postgres(settings)
     finally:
         resume.cancel()
-        os.kill(pid, signal.SIGCONT)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
     assert _postgres_pid(settings) == pid
     assert _count(interface.warehouse(settings), D) > 0
