@@ -269,11 +269,12 @@ def _failure_cause(log_text: str) -> str:
 def failed_tasks(dag_id: str, run_id: str, settings: Settings) -> list[str]:
     """What failed in one run of ``dag_id``, as a data engineer reads it first: each failed task
     (``task[map index]``), the last exception of its last attempt's log, and the log's path."""
-    done = airflow(["tasks", "states-for-dag-run", dag_id, run_id, "-o", "json"], settings,
-                   capture_output=True, text=True)  # fmt: skip
-    listed = next((ln for ln in reversed(done.stdout.splitlines()) if ln.startswith("[")), "[]")
+    try:
+        listed = _listed(["tasks", "states-for-dag-run", dag_id, run_id], settings)
+    except RuntimeError:  # the report goes on without the tasks
+        listed = []
     out = []
-    for ti in json.loads(listed) if done.returncode == 0 else []:
+    for ti in listed:
         if ti.get("state") not in ("failed", "upstream_failed"):
             continue
         # the CLI gives a mapped task's index as a string, and "" for an unmapped task beside mapped ones
@@ -373,9 +374,15 @@ def stop_process(proc: subprocess.Popen) -> None:
 
 def dag_runs(dag_id: str, settings: Settings) -> list[dict]:
     """``dag_id``'s runs as Airflow lists them (``airflow dags list-runs -o json``)."""
-    done = airflow(["dags", "list-runs", dag_id, "-o", "json"], settings, capture_output=True, text=True)
+    return _listed(["dags", "list-runs", dag_id], settings)
+
+
+def _listed(command: list[str], settings: Settings) -> list[dict]:
+    """What an ``airflow`` listing command prints with ``-o json`` (the last JSON list it prints:
+    warnings may come before it)."""
+    done = airflow([*command, "-o", "json"], settings, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"airflow dags list-runs failed: {done.stderr[-1000:]}")
+        raise RuntimeError(f"airflow {' '.join(command[:2])} failed: {done.stderr[-1000:]}")
     return json.loads(next((ln for ln in reversed(done.stdout.splitlines()) if ln.startswith("[")), "[]"))
 
 

@@ -317,6 +317,19 @@ def _postgres_ready(pg) -> bool:
         engine.dispose()
 
 
+def _answers(pg, pid: int, seconds: float = 60) -> bool | None:
+    """Whether the server of process ``pid`` answers: True once it does, False when the process is
+    gone, None when it is still silent after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not _postgres_ready(pg):
+        if not _alive(pid):
+            return False
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.1)
+    return True
+
+
 def ensure_postgres(settings: Settings | None = None):
     """The embedded PostgreSQL server of the data directory, running (started, and created on first
     use, with a password of its own in ``<CRM_HOME>/run/postgres.pgpass``): its connection."""
@@ -352,13 +365,11 @@ def ensure_postgres(settings: Settings | None = None):
             # a running server is waited for, never started again beside itself: on two loaded cores
             # (a backfill's tasks, dbt) a connection took over 2 s, and a second postmaster on the
             # data directory failed the task ("lock file postmaster.pid already exists")
-            deadline = time.monotonic() + 60
-            while _alive(running) and not _postgres_ready(pg):
-                if time.monotonic() > deadline:
-                    raise ServiceError(f"the embedded PostgreSQL (pid {running}, port {pg.port}) runs but did not "
-                                       f"answer within 60 s; see {settings.run_dir / 'postgres.log'}")  # fmt: skip
-                time.sleep(0.5)
-            if _alive(running):
+            answered = _answers(pg, running)
+            if answered is None:
+                raise ServiceError(f"the embedded PostgreSQL (pid {running}, port {pg.port}) runs but did not "
+                                   f"answer within 60 s; see {settings.run_dir / 'postgres.log'}")  # fmt: skip
+            if answered:
                 _ensure_database(pg, analyst, analyst_password)
                 return pg
         programs = postgres_programs(settings)
@@ -385,16 +396,12 @@ def ensure_postgres(settings: Settings | None = None):
             "-c", "synchronous_commit=off",
         ])  # fmt: skip
         pid = _spawn(cmd, log_path)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if _postgres_ready(pg):
-                break
-            if not _alive(pid):
-                said = log_path.read_text(errors="replace").strip().splitlines()[-3:] if log_path.exists() else []
-                raise ServiceError(f"the embedded PostgreSQL did not start (port {pg.port}): {' / '.join(said)}; "
-                                   f"see {log_path}")  # fmt: skip
-            time.sleep(0.1)
-        else:
+        answered = _answers(pg, pid)
+        if answered is False:
+            said = log_path.read_text(errors="replace").strip().splitlines()[-3:] if log_path.exists() else []
+            raise ServiceError(f"the embedded PostgreSQL did not start (port {pg.port}): {' / '.join(said)}; "
+                               f"see {log_path}")  # fmt: skip
+        if answered is None:
             _terminate(pid)
             raise ServiceError(f"the embedded PostgreSQL did not answer within 60 s; see {log_path}")
         _ensure_database(pg, analyst, analyst_password)
