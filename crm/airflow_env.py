@@ -397,22 +397,3 @@ def unpause(dag_id: str, settings: Settings, wait_s: float = 180.0) -> bool:
             return False
         time.sleep(3)
     return True
-
-
-OPEN_BACKFILLS = (
-    "import sys\n"
-    "from sqlalchemy import func, select\n"
-    "from airflow.models.backfill import Backfill\n"
-    "from airflow.utils.session import create_session\n"
-    "with create_session() as s:\n"
-    "    print(s.scalar(select(func.count()).select_from(Backfill).where(Backfill.dag_id == sys.argv[1],"
-    " Backfill.completed_at.is_(None))))\n"
-)
-
-
-def open_backfills(dag_id: str, settings: Settings) -> int:
-    """``dag_id``'s backfills the scheduler has not marked completed (it does so a loop after their
-    last run ends; Airflow allows one open backfill per DAG), from Airflow's metadata database."""
-    done = subprocess.run([sys.executable, "-c", OPEN_BACKFILLS, dag_id], env=airflow_env(settings),
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    return int(done.stdout.strip().splitlines()[-1])

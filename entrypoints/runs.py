@@ -14,12 +14,12 @@ from crm.airflow_env import (
     api_server_up,
     dag_runs,
     failed_tasks,
-    open_backfills,
     prepare_airflow,
     run_dag_test,
     scheduler_healthy,
     unpause,
 )
+from crm.backfills import discard_backfills, open_backfills
 from crm.services import running_services, stop_services_started_since
 from crm.settings import Settings, get_settings
 from crm.warehouse import engine_name, fingerprint, warehouse
@@ -246,8 +246,9 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
         since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)  # the backfill's runs start after this
         conf = json.dumps({"customers": customers, "seed": seed, "force_publish": False})
         # the runs' logical dates are midnight in Lima (the DAG's timetable): the window is given so
-        create = ["backfill", "create", "--dag-id", "crm_daily", "--from-date", f"{first}T00:00:00-05:00",
-                  "--to-date", f"{last}T00:00:00-05:00", "--max-active-runs", str(max_active_runs),
+        window = [dt.datetime.fromisoformat(f"{d}T00:00:00-05:00") for d in (first, last)]
+        create = ["backfill", "create", "--dag-id", "crm_daily", "--from-date", window[0].isoformat(),
+                  "--to-date", window[1].isoformat(), "--max-active-runs", str(max_active_runs),
                   "--reprocess-behavior", "completed", "--dag-run-conf", conf]  # fmt: skip
         # the DAG is paused while Airflow creates the runs: on SQLite the scheduler picked up the
         # first runs of a 30-day creation, the creation then hit "database is locked" and deleted
@@ -256,11 +257,14 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
         try:
             for _attempt in range(5):
                 created = airflow(create, settings, capture_output=True, text=True)
-                # SQLite refused the writer at once (the lock was held as a transaction upgraded):
-                # Airflow removed what it had made; create again
                 if created.returncode == 0 or "database is locked" not in created.stdout + created.stderr:
                     break
+                # SQLite refused a writer (a read transaction upgraded while the scheduler wrote).
+                # The backfill's row was committed before its runs: Airflow cleans up after a lock
+                # error on PostgreSQL and MySQL, not after SQLite's, and the open backfill left
+                # refused every retry as "another backfill" (seen in CI). Ours is discarded first
                 time.sleep(5)
+                discard_backfills("crm_daily", since, *window, settings)
         finally:
             unpause("crm_daily", settings)
         if created.returncode != 0:
