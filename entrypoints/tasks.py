@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 from dataclasses import asdict
 from typing import Any
 
@@ -15,6 +16,8 @@ from crm import lineage
 from crm.settings import Settings, get_settings, private_files
 from crm.warehouse import warehouse
 from entrypoints.lineage import report
+
+log = logging.getLogger(__name__)
 
 # what scoring reads, besides the date's eligible pairs and features (ml.score)
 SCORING_READS = ("marts.campaign_eligibility", "marts.customer_features", "marts.fct_campaign_contacts",
@@ -107,10 +110,26 @@ def gate_marts(business_date: dt.date, params: dict | None = None) -> dict:
 
 
 def ensure_model(business_date: dt.date, params: dict | None = None) -> dict:
-    from ml.score import ensure_champion
+    """The champion to score with. A local installation with none trains its first here, as
+    ``crm_model_training`` would: the features its window lacks built, then the training."""
+    from ml.score import scoring_champion
 
-    ref = ensure_champion(business_date, run_settings(params))
-    return {"model_name": ref.name, "model_version": ref.version}
+    settings = run_settings(params)
+    ref = scoring_champion(settings)  # in production, none stops the run
+    if ref is not None:
+        return {"model_name": ref.name, "model_version": ref.version}
+    log.info("no %s model is the champion: training a first one as of %s", settings.model_name, business_date)
+    trained = train_first_model(business_date, settings, training_config(params))
+    return {"model_name": trained.model_name, "model_version": trained.version}
+
+
+def train_first_model(business_date: dt.date, settings: Settings, config):
+    """``crm_model_training``'s two steps in one process: the window's missing features, then the
+    training (``ml.train.TrainingResult``)."""
+    from ml.train import train_and_register
+
+    build_missing_features(business_date, settings, config)
+    return train_and_register(business_date, settings, config)
 
 
 def training_config(params: dict | None = None):
@@ -131,14 +150,65 @@ def training_config(params: dict | None = None):
 
 def backfill_features(business_date: dt.date, params: dict | None = None) -> dict:
     """The feature dates the training window lacks, built; what was built (rows per date)."""
-    from ml.training_set import TrainingWindow, feature_dates_missing
-    from ml.training_set import backfill_features as _backfill
-
     settings, config = run_settings(params), training_config(params)
+    return {
+        "business_date": business_date.isoformat(),
+        "backfilled": build_missing_features(business_date, settings, config),
+    }
+
+
+SNAPSHOT_ENTITIES = ("customers", "accounts")  # what the features read as of a date (the rest is kept history)
+
+
+def build_missing_features(business_date: dt.date, settings: Settings, config) -> dict[str, int]:
+    """``marts.customer_features`` as of each date the training window lacks (``ml.training_set``),
+    built the way ``crm_daily`` builds a day: customers and accounts extracted as of that date,
+    gated, loaded, then dbt up to ``customer_features``; rows per date. Transactions and past
+    contacts are in the warehouse already (the daily extraction keeps 180 and 365 days of them).
+    dbt's views render one date at a time: the latest loaded date's are put back at the end."""
+    from expectations.runner import gate_landing as gate
+    from ingestion.extract import extract_entity
+    from ingestion.load import load_business_date
+    from ml.training_set import TrainingWindow, feature_dates_missing
+
     window = TrainingWindow(business_date, config.window_days, config.feature_step_days)
-    with warehouse(settings).connect() as session:
-        missing = feature_dates_missing(session, window)
-    return {"business_date": business_date.isoformat(), "backfilled": _backfill(missing, settings)}
+    wh = warehouse(settings)
+    with wh.connect() as session:
+        dates = feature_dates_missing(session, window)
+    if not dates:
+        return {}
+    log.info("backfilling features as of %d dates: %s", len(dates), ", ".join(map(str, dates)))
+    target_path = settings.home / "dbt-target" / "feature-backfill"  # apart from the DAG's manifest
+    counts: dict[str, int] = {}
+    for day in dates:
+        for entity in SNAPSHOT_ENTITIES:
+            extract_entity(entity, day, settings)
+            gate(entity, day, settings)
+        load_business_date(day, settings, entities=SNAPSHOT_ENTITIES)
+        _dbt_features(day, settings, target_path, "+customer_features")
+        counts[day.isoformat()] = wh.scalar(
+            "select count(*) from marts.customer_features where as_of_date = :d", {"d": day}
+        )
+        log.info("features as of %s backfilled: %d customers", day, counts[day.isoformat()])
+    latest = wh.scalar("select max(_business_date) from raw.customers")
+    _dbt_features(latest, settings, target_path, "+customer_features", "--exclude", "customer_features")
+    return counts
+
+
+class FeatureBackfillError(RuntimeError):
+    pass
+
+
+def _dbt_features(day: dt.date, settings: Settings, target_path, *select: str) -> None:
+    from crm.warehouse import run_dbt_in_process
+
+    ok, error = run_dbt_in_process(
+        "run", "--select", *select,
+        duckdb_path=settings.duckdb_path, business_date=day, target=settings.dbt_target, target_path=target_path,
+        settings=settings,
+    )  # fmt: skip
+    if not ok:
+        raise FeatureBackfillError(f"dbt could not build customer_features as of {day}: {error}")
 
 
 def train_model(business_date: dt.date, params: dict | None = None) -> dict:

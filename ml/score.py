@@ -18,7 +18,6 @@ from crm.warehouse import Session, metadata, warehouse
 from ml.arbitrate import arbitrate, load_policy
 from ml.features import FEATURES, REASON_TEXT, scoring_batches
 from ml.registry import CHAMPION, ModelRef, champion, mlflow_client
-from ml.train import train_and_register
 from models.core_banking import CHANNELS
 
 log = logging.getLogger(__name__)
@@ -91,9 +90,9 @@ class ScoringResult:
     assignments: int
 
 
-def ensure_champion(business_date: dt.date, settings: Settings | None = None) -> ModelRef:
-    """The champion model; trains and registers one first when the registry has none (locally only:
-    in production a missing champion stops the task)."""
+def scoring_champion(settings: Settings | None = None) -> ModelRef | None:
+    """The champion model to score with; None when the registry has none (locally: crm_daily's
+    ``ensure_model`` then trains a first one). In production a missing champion stops the task."""
     settings = settings or get_settings()
     ref = champion(settings)
     if ref is None and settings.production:
@@ -102,10 +101,6 @@ def ensure_champion(business_date: dt.date, settings: Settings | None = None) ->
             f"{settings.mlflow_tracking_uri}: run crm_model_training (or move the alias to a version); "
             "production never scores with a model trained on the spot"
         )
-    if ref is None:
-        log.info("no %s model with alias %s: training one", settings.model_name, CHAMPION)
-        result = train_and_register(business_date, settings)
-        ref = ModelRef(result.model_name, result.version)
     return ref
 
 
@@ -253,7 +248,12 @@ def score_and_assign(business_date: dt.date, settings: Settings | None = None) -
             "select count(*) from marts.campaign_eligibility where as_of_date = :d", {"d": business_date}
         )
         assignment_gate(session, business_date, eligible)
-    ref = ensure_champion(business_date, settings)
+    ref = scoring_champion(settings)
+    if ref is None:
+        raise RuntimeError(
+            f"no {settings.model_name} model with alias {CHAMPION} in the registry {settings.mlflow_tracking_uri}: "
+            "crm_daily's ensure_model trains a first one before scoring"
+        )
     mlflow_client(settings)
     model_uri = f"models:/{ref.name}@{CHAMPION}"
     model = mlflow.sklearn.load_model(model_uri)

@@ -27,7 +27,7 @@ from crm.settings import Settings, get_settings
 from crm.warehouse import warehouse
 from ml.features import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES
 from ml.registry import CHALLENGER, CHAMPION, mlflow_client
-from ml.training_set import TrainingWindow, backfill_features, feature_dates_missing, training_frame
+from ml.training_set import TrainingWindow, feature_dates_missing, training_frame
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,8 @@ def _champion_on(holdout: pd.DataFrame, client, model_name: str) -> tuple[str | 
 def train_and_register(
     business_date: dt.date, settings: Settings | None = None, config: TrainingConfig | None = None
 ) -> TrainingResult:
-    """Backfill what the feature store lacks, train every candidate, register the best, decide its alias."""
+    """Train every candidate on the window (its features built: see ``feature_dates_missing``),
+    register the best, decide its alias."""
     import mlflow
     from mlflow.models import infer_signature
     from sklearn import __version__ as sklearn_version
@@ -231,9 +232,12 @@ def train_and_register(
     window = TrainingWindow(business_date, config.window_days, config.feature_step_days)
     with warehouse(settings).connect() as session:
         missing = feature_dates_missing(session, window)
-    if missing:
-        log.info("backfilling features as of %d dates: %s", len(missing), ", ".join(map(str, missing)))
-        backfill_features(missing, settings)
+    if missing:  # the contacts of those dates would be left out of the training set unsaid
+        raise TrainingError(
+            f"the feature store has no customer_features close enough before some contacts of the window: "
+            f"as of {', '.join(map(str, missing))} missing; crm_model_training's backfill_features task "
+            "builds them (crm_daily's ensure_model does, for a first model)"
+        )
     with warehouse(settings).connect() as session:
         df = training_frame(session, window)
     accepted = int(df["accepted"].sum()) if len(df) else 0

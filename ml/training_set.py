@@ -9,34 +9,23 @@ still may). The bank's response feed carries no response date: an ``ACCEPTED`` o
 for the contact is the acceptance within the window.
 
 The feature store fills up day by day as ``crm_daily`` runs. Where it has no row close enough
-before a contact (the first training of a new installation, or a gap), :func:`backfill_features`
-builds the features as of the missing dates, every ``feature_step_days`` days, the way the daily
-pipeline does: customers and accounts extracted as of that date through the integration API, then
-the dbt models up to ``customer_features`` for that date. Transactions and past contacts are
-already in the warehouse (the daily extraction keeps 180 and 365 days of them).
+before a contact (the first training of a new installation, or a gap), :func:`feature_dates_missing`
+says which as-of dates to build, every ``feature_step_days`` days. Building them is sequenced where
+stages are (``entrypoints/tasks.py``, the ``backfill_features`` task): the daily pipeline's own
+extraction, landing gate, raw load and dbt, for customers and accounts as of each date.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import math
 from dataclasses import dataclass
 
 import pandas as pd
 import sqlalchemy as sa
 
-from crm.settings import Settings, get_settings
-from crm.warehouse import Session, days_after, run_dbt_in_process, warehouse
+from crm.warehouse import Session, days_after
 from ml.features import FEATURES, cast_features, feature_columns
-
-log = logging.getLogger(__name__)
-
-SNAPSHOT_ENTITIES = ("customers", "accounts")
-
-
-class FeatureBackfillError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -97,46 +86,6 @@ def feature_dates_missing(session: Session, window: TrainingWindow) -> list[dt.d
 
 def _date(value) -> dt.date:
     return value.date() if isinstance(value, dt.datetime) else value
-
-
-def backfill_features(dates: list[dt.date], settings: Settings | None = None) -> dict[str, int]:
-    """Build ``marts.customer_features`` as of each of ``dates`` (rows per date).
-
-    The dbt views of the chain render one business date at a time; the latest loaded date's are
-    put back at the end, so the daily pipeline's models read what they read before."""
-    from expectations.runner import gate_landing
-    from ingestion.extract import extract_entity
-    from ingestion.load import load_business_date
-
-    settings = settings or get_settings()
-    if not dates:
-        return {}
-    target_path = settings.home / "dbt-target" / "feature-backfill"  # apart from the DAG's manifest
-    wh = warehouse(settings)
-    counts: dict[str, int] = {}
-    for day in sorted(dates):
-        for entity in SNAPSHOT_ENTITIES:
-            extract_entity(entity, day, settings)
-            gate_landing(entity, day, settings)
-        load_business_date(day, settings, entities=SNAPSHOT_ENTITIES)
-        _dbt_features(day, settings, target_path, "+customer_features")
-        counts[day.isoformat()] = wh.scalar(
-            "select count(*) from marts.customer_features where as_of_date = :d", {"d": day}
-        )
-        log.info("features as of %s backfilled: %d customers", day, counts[day.isoformat()])
-    latest = wh.scalar("select max(_business_date) from raw.customers")
-    _dbt_features(latest, settings, target_path, "+customer_features", "--exclude", "customer_features")
-    return counts
-
-
-def _dbt_features(day: dt.date, settings: Settings, target_path, *select: str) -> None:
-    ok, error = run_dbt_in_process(
-        "run", "--select", *select,
-        duckdb_path=settings.duckdb_path, business_date=day, target=settings.dbt_target, target_path=target_path,
-        settings=settings,
-    )  # fmt: skip
-    if not ok:
-        raise FeatureBackfillError(f"dbt could not build customer_features as of {day}: {error}")
 
 
 def training_frame(session: Session, window: TrainingWindow) -> pd.DataFrame:

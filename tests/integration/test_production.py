@@ -19,8 +19,8 @@ from waits import wait_until
 
 from crm.services import ensure_redis, free_port, read_sandbox, running_services
 from crm.settings import REPO_ROOT, Settings, SettingsError
+from entrypoints import tasks
 from ingestion.extract import extract_entity
-from ml.score import ensure_champion
 
 D = dt.date(2026, 11, 27)
 
@@ -54,11 +54,11 @@ def test_no_local_model_registry_and_no_model_trained_on_the_spot(production, mo
     with pytest.raises(SettingsError, match="CRM_MLFLOW_TRACKING_URI"):
         _ = production.mlflow_tracking_uri
     monkeypatch.setenv("CRM_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'registry.db'}")  # named, and empty
-    s = Settings(home=tmp_path)
+    monkeypatch.setenv("CRM_HOME", str(tmp_path))
     with pytest.raises(
         RuntimeError, match=r"no crm-campaign-propensity model with alias champion .* run crm_model_training"
     ):
-        ensure_champion(D, s)
+        tasks.ensure_model(D)  # crm_daily's task: locally it would train a first model
     assert not (tmp_path / "warehouse.duckdb").exists()  # it did not start building a training set
 
 
