@@ -108,7 +108,7 @@ bench-report: setup  ## write docs/benchmarks.md from .crm/bench/*.json (each fi
 	$(BIN)/python -m benchmarks.report $(if $(AREAS),--only $(AREAS))
 
 bench-extract: setup  ## extraction throughput against fetching alone, and its memory at 100,000 and 1,000,000 customers
-	$(BIN)/python -m benchmarks.extract
+	$(BIN)/python -m benchmarks.extraction
 
 bench-dbt: setup  ## the dbt build on 1,000,000 customers and ~30,000,000 transactions: full, one more day, features vs hand SQL
 	$(BIN)/python -m benchmarks.dbt

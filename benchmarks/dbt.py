@@ -31,8 +31,8 @@ import time
 import duckdb
 import yaml
 
-from benchmarks.bank import dbt_build, land, new_warehouse
 from benchmarks.report import report
+from benchmarks.warehouses import dbt_build, land, new_warehouse
 from crm.settings import DBT_PROJECT_DIR, get_settings
 from models.core_banking import MERCHANT_CATEGORIES, PRODUCTS
 

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import duckdb
 
-from benchmarks.bank import dbt_build, new_warehouse
 from benchmarks.report import report
+from benchmarks.warehouses import dbt_build, new_warehouse
 from crm.settings import REPO_ROOT, Settings, get_settings
 
 BUSINESS_DATE = dt.date(2026, 11, 27)

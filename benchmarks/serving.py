@@ -279,7 +279,7 @@ def run(customers: int, seconds: float) -> dict:
     from ml.registry import ModelRef
     from ml.score import write_assignments
     from serving.auth import sign_dev_token
-    from serving.load import publish_snapshot
+    from serving.publish import publish_snapshot
 
     base = get_settings()
     settings = dataclasses.replace(base, home=base.home / "bench" / "serving-home")

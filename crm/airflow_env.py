@@ -52,7 +52,7 @@ def airflow_env(settings: Settings, extra: dict[str, str] | None = None) -> dict
         "NO_PROXY": "*",
         "no_proxy": "*",
     }
-    # lineage (entrypoints/lineage.py): one JSON file per OpenLineage event, unless Airflow's own
+    # lineage (entrypoints/lineage_report.py): one JSON file per OpenLineage event, unless Airflow's own
     # configuration names a transport (the bank's lineage server)
     if not env.get("AIRFLOW__OPENLINEAGE__TRANSPORT") and not env.get("OPENLINEAGE_URL"):
         lineage_dir(settings).mkdir(parents=True, exist_ok=True, mode=0o700)

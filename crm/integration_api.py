@@ -1,6 +1,6 @@
 """The client of the bank's integration API: OAuth2 client credentials, retries, cursor pages.
 
-The extraction (``ingestion``) pages through it in bulk; the read API (``serving.bank``) calls it for
+The extraction (``ingestion``) pages through it in bulk; the read API (``serving.mobile_bank``) calls it for
 one customer's balances and transactions. Both get it from :func:`client_for`, which resolves where
 the API is from the settings (the embedded sandbox bank locally; refused in production when the
 bank's is not configured)."""

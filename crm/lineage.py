@@ -1,7 +1,7 @@
 """Where the platform's data lives, named as OpenLineage names datasets.
 
 The tasks of ``crm_daily`` report what they read and wrote to Airflow's hook lineage collector
-(``entrypoints.lineage``) as asset URIs; the OpenLineage provider turns each into an OpenLineage
+(``entrypoints.lineage_report``) as asset URIs; the OpenLineage provider turns each into an OpenLineage
 dataset with the converter this module registers for their schemes (the package is an Airflow
 provider for that alone: ``provider_info``, the entry point ``apache_airflow_provider`` in
 setup.cfg). The names follow OpenLineage's naming conventions, the ones its dbt integration gives

@@ -82,8 +82,9 @@ from cosmos.constants import InvocationMode
 from crm.settings import WAREHOUSE_POOL, get_settings
 from entrypoints.alerts import dag_alerting
 from entrypoints.assets import ASSIGNMENT, MARTS, SNAPSHOT, mark
+from entrypoints.dag_defaults import default_args
 from entrypoints.dbt_lineage import DbtBuildWithLineage
-from entrypoints.lineage import fresh_lineage
+from entrypoints.lineage_report import fresh_lineage
 
 settings = get_settings()
 DBT_DIR = settings.dbt_project_dir
@@ -156,13 +157,10 @@ def _dbt_build(task_id: str, **selection: str) -> DbtBuildWithLineage:
     **dag_alerting(settings, snapshot_deadline=True),  # a failed, overlong or late run e-mails CRM_ALERT_EMAILS
     max_active_runs=1,
     tags=["crm", "daily"],
-    default_args={
-        "owner": "crm-data",
-        "retries": settings.task_retries,
-        "retry_delay": dt.timedelta(seconds=settings.task_retry_delay_s),
-        "execution_timeout": dt.timedelta(minutes=settings.task_timeout_minutes),
-        "on_execute_callback": fresh_lineage,  # each task's lineage events name what it alone read and wrote
-    },
+    default_args=default_args(
+        settings,
+        on_execute_callback=fresh_lineage,  # each task's lineage events name what it alone read and wrote
+    ),
     params={
         "customers": Param(
             settings.sandbox_customers,

@@ -36,6 +36,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 from crm.settings import WAREHOUSE_POOL, get_settings
 from entrypoints.alerts import dag_alerting
 from entrypoints.assets import ASSIGNMENT
+from entrypoints.dag_defaults import default_args
 
 settings = get_settings()
 
@@ -49,12 +50,7 @@ settings = get_settings()
     **dag_alerting(settings),  # a failed or overlong run e-mails CRM_ALERT_EMAILS
     max_active_runs=1,
     tags=["crm", "training"],
-    default_args={
-        "owner": "crm-data",
-        "retries": settings.task_retries,
-        "retry_delay": dt.timedelta(minutes=5),
-        "execution_timeout": dt.timedelta(minutes=settings.task_timeout_minutes),
-    },
+    default_args=default_args(settings, retry_delay=dt.timedelta(minutes=5)),
     params={
         "business_date": Param(
             None, type=["null", "string"], format="date",

@@ -26,6 +26,7 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, get_curr
 from crm.settings import WAREHOUSE_POOL, get_settings
 from entrypoints.alerts import dag_alerting
 from entrypoints.assets import SNAPSHOT
+from entrypoints.dag_defaults import default_args
 
 settings = get_settings()
 
@@ -43,12 +44,7 @@ settings = get_settings()
     **dag_alerting(settings),  # a failed or overlong run e-mails CRM_ALERT_EMAILS
     max_active_runs=1,
     tags=["crm", "ops"],
-    default_args={
-        "owner": "crm-data",
-        "retries": settings.task_retries,
-        "retry_delay": dt.timedelta(minutes=5),
-        "execution_timeout": dt.timedelta(minutes=settings.task_timeout_minutes),
-    },
+    default_args=default_args(settings, retry_delay=dt.timedelta(minutes=5)),
 )
 def crm_retention():
     @task(pool=WAREHOUSE_POOL)

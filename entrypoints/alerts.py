@@ -70,7 +70,7 @@ def check_snapshot_deadline(context: dict, to: list[str]) -> str:
     from zoneinfo import ZoneInfo
 
     from crm.settings import get_settings
-    from serving.load import live_snapshot_meta
+    from serving.publish import live_snapshot_meta
 
     lima = ZoneInfo("America/Lima")
     run = context["dag_run"]

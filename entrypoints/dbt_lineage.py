@@ -1,4 +1,4 @@
-"""Cosmos's ``dbt build`` with one OpenLineage event per model (``entrypoints.lineage`` says where
+"""Cosmos's ``dbt build`` with one OpenLineage event per model (``entrypoints.lineage_report`` says where
 the events go)."""
 
 from __future__ import annotations

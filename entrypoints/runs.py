@@ -95,7 +95,7 @@ def summarize(business_date: dt.date, settings: Settings) -> dict:
 def demo(business_date: dt.date, customers: int, seed: int, force_publish: bool = False) -> int:
     """``make demo``: crm_daily through Airflow on the sandbox bank, then what it made and how to look."""
     from serving.auth import ensure_demo_keys
-    from serving.load import live_snapshot_meta
+    from serving.publish import live_snapshot_meta
 
     settings = sandbox_settings(customers, seed)
     before = running_services(settings)
@@ -302,7 +302,7 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
 
 
 def _report_backfill(days: list[dt.date], runs: dict[dt.date, dict], settings: Settings) -> int:
-    from serving.load import live_snapshot_meta
+    from serving.publish import live_snapshot_meta
 
     print("\nbackfill of crm_daily:")
     for day in days:

@@ -15,7 +15,7 @@ from typing import Any
 from crm import lineage
 from crm.settings import Settings, get_settings, private_files
 from crm.warehouse import warehouse
-from entrypoints.lineage import report
+from entrypoints.lineage_report import report
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ SCORING_READS = ("marts.campaign_eligibility", "marts.customer_features", "marts
                  "marts.campaign_exclusions", "staging.stg_campaigns__campaigns",
                  "staging.stg_campaigns__campaign_channels", "staging.stg_campaigns__contact_policies")  # fmt: skip
 ASSIGNMENTS = "marts.customer_campaign_assignments"
-# what the snapshot carries besides the assignments (serving.load): the console's figures and profiles
+# what the snapshot carries besides the assignments (serving.publish): the console's figures and profiles
 PUBLISHED_BESIDE = ("marts.campaign_performance", "marts.customer_360")
 
 
@@ -45,7 +45,7 @@ def run_settings(params: dict[str, Any] | None = None) -> Settings:
 
 
 def plan_extraction(business_date: dt.date, params: dict | None = None) -> list[dict]:
-    from ingestion.load import extraction_jobs
+    from ingestion.raw_load import extraction_jobs
 
     return extraction_jobs(business_date, run_settings(params))
 
@@ -78,7 +78,7 @@ def gate_landing(job: dict, business_date: dt.date, params: dict | None = None) 
 
 
 def load_raw(business_date: dt.date, params: dict | None = None) -> dict:
-    from ingestion.load import ENTITIES, load_business_date
+    from ingestion.raw_load import ENTITIES, load_business_date
 
     settings = run_settings(params)
     loaded = load_business_date(business_date, settings)
@@ -168,7 +168,7 @@ def build_missing_features(business_date: dt.date, settings: Settings, config) -
     dbt's views render one date at a time: the latest loaded date's are put back at the end."""
     from expectations.runner import gate_landing as gate
     from ingestion.extract import extract_entity
-    from ingestion.load import load_business_date
+    from ingestion.raw_load import load_business_date
     from ml.training_set import TrainingWindow, feature_dates_missing
 
     window = TrainingWindow(business_date, config.window_days, config.feature_step_days)
@@ -228,7 +228,7 @@ def score_and_assign(business_date: dt.date, params: dict | None = None) -> dict
 
 def publish(business_date: dt.date, params: dict | None = None) -> dict:
     from crm.services import ensure_redis
-    from serving.load import publish_snapshot
+    from serving.publish import publish_snapshot
 
     settings = run_settings(params)
     force = bool((params or {}).get("force_publish"))

@@ -163,7 +163,7 @@ def chunks(span: tuple[dt.date, dt.date], parts: int) -> list[tuple[dt.date, dt.
 
 
 def slices(plan: dict, settings: Settings, count: typing.Callable[[str, dict], int] | None = None) -> list[dict]:
-    """The extraction jobs of a plan (``ingestion.load.plan_extraction``), one mapped ``extract``
+    """The extraction jobs of a plan (``ingestion.raw_load.plan_extraction``), one mapped ``extract``
     task each: a snapshot whole or its changes; a windowed entity's planned days cut into slices of
     whole days of about ``CRM_EXTRACT_SLICE_RECORDS`` records, by the API's count of the planned
     request (``count(endpoint, params)``; without it, one slice). A 1,000,000-customer bank's

@@ -43,7 +43,7 @@ def purge_personal_data(business_date: dt.date, settings: Settings) -> dict:
     """Delete the clear personal data of business dates before ``business_date`` minus the
     retention window; what was removed, by count."""
     cutoff = business_date - dt.timedelta(days=settings.raw_retention_days)
-    from ingestion.load import raw_table
+    from ingestion.raw_load import raw_table
 
     rows = warehouse(settings).delete_before(raw_table("customers"), "_business_date", cutoff)
     landing = _old_partitions(settings.landing_dir, PERSONAL_ENTITIES, cutoff)

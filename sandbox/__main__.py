@@ -9,7 +9,7 @@ from pathlib import Path
 
 import uvicorn
 
-from sandbox.api import create_app
+from sandbox.app import create_app
 from sandbox.bank import Bank
 from sandbox.faults import Faults
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.core_banking import PRIMARY_KEYS
-from sandbox.api import record_stream
+from sandbox.app import record_stream
 from sandbox.bank import Bank
 from sandbox.faults import Faults, bad_kind
 

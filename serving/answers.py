@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
-from models.serving import Error
+from models.read_api import Error
 from serving.auth import API_KEY_SCHEME, BEARER_SCHEME
 
 

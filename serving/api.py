@@ -29,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from crm.settings import Settings, get_settings, today_in_lima
 from models.core_banking import Channel
-from models.serving import (
+from models.read_api import (
     BalancesAnswer,
     CampaignsAnswer,
     Error,
@@ -59,7 +59,6 @@ from serving.auth import (
     canonical_customer_id,
     for_roles,
 )
-from serving.bank import MAX_DAYS, BankUnavailable, CustomerBank, NotTheBanks
 from serving.hotpath import (
     MY_OFFERS_PATH,
     MeasureRequests,
@@ -70,6 +69,7 @@ from serving.hotpath import (
     make_offers_lookup,
 )
 from serving.keys import Keys
+from serving.mobile_bank import MAX_DAYS, BankUnavailable, CustomerBank, NotTheBanks
 from serving.quotas import SYNC_S, LookupQuota
 from serving.reader import SnapshotReader
 
@@ -177,7 +177,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
         return exc.answer()
 
     # the endpoints answer with JSONResponse directly (no response-model validation per call); the
-    # models in models.serving document the shapes, and the tests check answers against them
+    # models in models.read_api document the shapes, and the tests check answers against them
 
     offers_lookup = make_offers_lookup(app.state, reader)
 

@@ -114,7 +114,7 @@ HEAD = OFFER.size - PROPENSITY_PRIORITY.size
 
 
 class OffersJson:
-    """A snapshot's packed offers straight to their JSON (``models.serving.Offer``, or its
+    """A snapshot's packed offers straight to their JSON (``models.read_api.Offer``, or its
     ``MobileOffer`` fields for the app): the ids, validity and reasons behind an offer's six codes
     are encoded once per snapshot (bounded), the rank and the two figures per call; building dicts
     and serializing them cost the look-up hot path four times as much."""

@@ -176,7 +176,7 @@ class SnapshotReader:
     async def segment_csv(self, key: str, d: Dictionary, total: int, chunk: int = 10_000) -> AsyncIterator[str]:
         """The whole segment as CSV, in priority order, read from Redis a chunk at a time: the
         ``total`` rows it had when the export started. A snapshot replaced during the export stays
-        readable for a while (serving.load drains it); should it be gone before the end, the export
+        readable for a while (serving.publish drains it); should it be gone before the end, the export
         fails rather than end a 200 with a truncated file."""
         yield "position,customer_id,offer_id,channel,priority\n"
         size = SEGMENT.itemsize

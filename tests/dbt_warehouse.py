@@ -10,7 +10,7 @@ from pathlib import Path
 from benchmarks.backfill import content_hash  # noqa: F401 (the tests' fingerprint of a relation)
 from crm import warehouse
 from crm.settings import Settings
-from ingestion.load import create_raw_tables
+from ingestion.raw_load import create_raw_tables
 from ml.score import ASSIGNMENTS
 
 

@@ -124,7 +124,7 @@ def test_a_snapshot_live_by_the_deadline_or_a_backfills_date_tells_nobody(tmp_pa
     from entrypoints.alerts import check_snapshot_deadline
     from ml.registry import ModelRef
     from ml.score import write_assignments
-    from serving.load import publish_snapshot
+    from serving.publish import publish_snapshot
 
     monkeypatch.setenv("CRM_HOME", str(tmp_path))
     settings = Settings()

@@ -14,7 +14,7 @@ import pytest
 from dbt_warehouse import content_hash, empty_raw_warehouse, run_dbt
 
 from benchmarks.backfill import date_rows
-from benchmarks.bank import land
+from benchmarks.warehouses import land
 from sandbox.bank import Bank
 
 D1 = dt.date(2026, 11, 20)

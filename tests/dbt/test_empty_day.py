@@ -11,7 +11,7 @@ import duckdb
 import pytest
 from dbt_warehouse import empty_raw_warehouse, run_dbt
 
-from benchmarks.bank import land
+from benchmarks.warehouses import land
 from crm.settings import get_settings
 from crm.warehouse import warehouse
 from ml.score import NothingToAssign, assignment_gate, score_and_assign

@@ -10,7 +10,7 @@ import duckdb
 from dbt_warehouse import empty_raw_warehouse, run_dbt
 
 from benchmarks.backfill import fingerprints
-from benchmarks.bank import land
+from benchmarks.warehouses import land
 from crm.airflow_env import run_dag_test
 from sandbox.bank import Bank
 

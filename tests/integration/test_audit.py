@@ -30,7 +30,7 @@ from serving.api import create_app
 from serving.audit import LEDGER, key_id, load_keys, read_file, read_records
 from serving.audit_verify import seals_from_log, verify
 from serving.auth import issue_keys, sign_dev_token
-from serving.load import publish_snapshot
+from serving.publish import publish_snapshot
 
 D = dt.date(2026, 11, 5)
 

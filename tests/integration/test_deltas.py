@@ -13,7 +13,7 @@ import pytest
 from crm.warehouse import warehouse
 from expectations.runner import gate_job
 from ingestion.extract import extract_entity, extract_job, partition_files
-from ingestion.load import extraction_jobs, load_business_date
+from ingestion.raw_load import extraction_jobs, load_business_date
 from models.core_banking import ENTITIES
 
 FIRST = dt.date(2026, 10, 20)  # a Tuesday: no weekly full snapshot among the four days

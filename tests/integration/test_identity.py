@@ -28,7 +28,7 @@ from ml.registry import ModelRef
 from ml.score import write_assignments
 from serving.api import create_app
 from serving.auth import issue_key, issue_keys, revoke_key, sign_dev_token
-from serving.load import publish_snapshot
+from serving.publish import publish_snapshot
 
 D = dt.date(2026, 11, 4)
 

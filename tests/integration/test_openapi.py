@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import ignored_auth, negative_data_reject
 from ml.registry import ModelRef
 from ml.score import write_assignments
 from serving.auth import issue_keys, sign_dev_token
-from serving.load import publish_snapshot
+from serving.publish import publish_snapshot
 
 D = dt.date(2026, 11, 3)
 

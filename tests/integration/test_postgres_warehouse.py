@@ -139,7 +139,7 @@ def _tsql(statement: sa.Executable) -> str:
 
 
 def test_every_statement_the_stages_send_compiles_to_tsql(runs):
-    from ingestion.load import raw_table
+    from ingestion.raw_load import raw_table
     from ml.score import ASSIGNMENTS
 
     # PostgreSQL takes rows by COPY; SQL Server gets this insert, a batch of rows at a time

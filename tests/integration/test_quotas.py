@@ -19,7 +19,7 @@ from ml.score import write_assignments
 from serving.api import create_app
 from serving.audit import read_records
 from serving.auth import issue_keys, sign_dev_token
-from serving.load import publish_snapshot
+from serving.publish import publish_snapshot
 
 D = dt.date(2026, 11, 6)
 LOOKUPS, EXPORTS = 5, 2

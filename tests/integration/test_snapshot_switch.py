@@ -29,7 +29,7 @@ from ml.score import write_assignments
 from serving.auth import issue_keys
 from serving.codec import BUCKET
 from serving.keys import Keys
-from serving.load import publish_snapshot
+from serving.publish import publish_snapshot
 
 DA, DB = dt.date(2026, 10, 1), dt.date(2026, 10, 2)
 CUSTOMERS = 300
@@ -122,7 +122,7 @@ def test_a_load_killed_half_way_leaves_the_live_snapshot_serving(server, setting
     n = 300_000
     write_assignments(big, _assignments("CMP-C", "CMP-A", n), ModelRef("m", "3"), settings)
     live = r.get(keys.current)
-    code = f"import datetime as dt; from serving.load import publish_snapshot; publish_snapshot(dt.date({big:%Y, %-m, %-d}))"
+    code = f"import datetime as dt; from serving.publish import publish_snapshot; publish_snapshot(dt.date({big:%Y, %-m, %-d}))"
     env = {**os.environ, "CRM_HOME": str(settings.home)}
     loader = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO_ROOT)
     prefix = f"{settings.redis_prefix}:snap:{big:%Y%m%d}-"

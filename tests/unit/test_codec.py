@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
-from models.serving import MOBILE_FIELDS, MobileOffer, Offer
+from models.read_api import MOBILE_FIELDS, MobileOffer, Offer
 from serving.codec import NO_REASON, Dictionary, OffersJson, encode_offers
 
 D = Dictionary(

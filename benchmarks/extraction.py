@@ -112,7 +112,7 @@ def raw_fetch(customers: int, entities: tuple[str, ...], kind: str = "daily") ->
 def _in_process(kind: str, customers: int, entities: tuple[str, ...], request: str = "daily") -> dict:
     """Run one measurement in a fresh interpreter (its peak memory is its own)."""
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.extract", "--measure", kind, "--customers", str(customers),
+        [sys.executable, "-m", "benchmarks.extraction", "--measure", kind, "--customers", str(customers),
          "--entities", ",".join(entities), "--request", request],
         cwd=REPO_ROOT, env=os.environ, capture_output=True, text=True, check=True,
     )  # fmt: skip

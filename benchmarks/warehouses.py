@@ -24,7 +24,7 @@ def new_warehouse(
     for ``business_date``; the raw tables' row counts."""
     from crm.settings import Settings
     from crm.warehouse import warehouse
-    from ingestion.load import create_raw_tables
+    from ingestion.raw_load import create_raw_tables
     from ml.score import ASSIGNMENTS
 
     with warehouse(Settings(home=home)).begin() as session:
