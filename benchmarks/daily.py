@@ -158,7 +158,8 @@ def _day_counts(home: Path, day: dt.date, customers: int) -> tuple[int, int]:
 
     from crm.integration_api import IntegrationApiClient
     from crm.services import ensure_sandbox, stop_sandbox
-    from ingestion.extract import ENDPOINTS, landed_rows
+    from ingestion.landing import landed_rows
+    from ingestion.plan import ENDPOINTS
 
     settings = Settings(home=home)
     landed = sum(landed_rows(settings.landing_dir, e, day) or 0 for e in ENDPOINTS)

@@ -90,7 +90,7 @@ def extract(customers: int, entities: tuple[str, ...], kind: str = "daily") -> d
 
 def raw_fetch(customers: int, entities: tuple[str, ...], kind: str = "daily") -> dict:
     from crm.integration_api import client_for
-    from ingestion.extract import ENDPOINTS
+    from ingestion.plan import ENDPOINTS
 
     _warm_up()
     settings = bench_settings(customers)

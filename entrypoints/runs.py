@@ -59,7 +59,7 @@ def run_daily(
 def summarize(business_date: dt.date, settings: Settings) -> dict:
     """What the run produced, read back from each stage's output."""
 
-    from ingestion.extract import landed_rows
+    from ingestion.landing import landed_rows
     from models.core_banking import ENTITIES
 
     out: dict = {"landing": {}, "quarantine": {}, "raw": {}, "marts": {}}

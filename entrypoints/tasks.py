@@ -45,18 +45,26 @@ def run_settings(params: dict[str, Any] | None = None) -> Settings:
 
 
 def plan_extraction(business_date: dt.date, params: dict | None = None) -> list[dict]:
-    from ingestion.raw_load import extraction_jobs
+    """The day's extraction jobs (one mapped ``extract`` and ``gate_landing`` each); what an earlier
+    plan of the date left in the landing zone and this one does not make is removed first."""
+    from ingestion.landing import prepare_partitions
+    from ingestion.plan import extraction_jobs
 
-    return extraction_jobs(business_date, run_settings(params))
+    settings = run_settings(params)
+    jobs = extraction_jobs(business_date, settings)
+    for path in prepare_partitions(jobs, business_date, settings):
+        log.info("removed %s: an earlier plan's, not this one's", path)
+    return [job.as_xcom() for job in jobs]
 
 
 def extract(job: dict, business_date: dt.date, params: dict | None = None) -> dict:
     """One extraction job of the plan: an entity's snapshot (or its changes), or a slice of days."""
     from crm.integration_api import api_url
-    from ingestion.extract import ENDPOINTS, extract_job
+    from ingestion.extract import extract_job
+    from ingestion.plan import ENDPOINTS, ExtractionJob
 
     settings = run_settings(params)
-    result = {**asdict(extract_job(job, business_date, settings)), "job": job}
+    result = {**asdict(extract_job(ExtractionJob.from_xcom(job), business_date, settings)), "job": job}
     entity = job["entity"]
     report([lineage.api(api_url(settings), ENDPOINTS[entity])], [lineage.files(settings.landing_dir / entity)])
     return result
@@ -64,14 +72,16 @@ def extract(job: dict, business_date: dt.date, params: dict | None = None) -> di
 
 def gate_landing(job: dict, business_date: dt.date, params: dict | None = None) -> dict:
     """The landing gate of one extraction job's file."""
-    from expectations.runner import gate_job
+    from expectations.runner import gate_landing as gate
+    from ingestion.plan import ExtractionJob
 
     settings = run_settings(params)
-    report([lineage.files(settings.landing_dir / job["entity"])])  # also on a failed gate's event
-    outcomes = gate_job(job, business_date, settings)
+    planned = ExtractionJob.from_xcom(job)
+    report([lineage.files(settings.landing_dir / planned.entity)])  # also on a failed gate's event
+    outcomes = gate(planned.entity, business_date, settings, planned.chunk)
     return {
-        "entity": job["entity"],
-        "job": job.get("label"),
+        "entity": planned.entity,
+        "job": planned.label,
         "expectations": len(outcomes),
         "warnings": sum(not o.success for o in outcomes),
     }

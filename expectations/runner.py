@@ -185,7 +185,7 @@ def gate_landing(
     """Gate the landed partition of ``entity`` for ``business_date`` (with ``chunk``: the file of
     that slice of a history load only), every file of the job one batch."""
     from crm.settings import get_settings
-    from ingestion.extract import landed_rows, landed_since, landed_window, partition_files, partition_path
+    from ingestion.landing import landed_rows, landed_since, landed_window, partition_files, partition_path
 
     settings = settings or get_settings()
     if chunk is not None:
@@ -217,10 +217,3 @@ def gate_landing(
     batch = f"landing.{entity}" + (f".{chunk[0]}_{chunk[1]}" if chunk else "")
     keep = Keep(settings.home, business_date, batch)
     return gate(entity, where, validate_files(entity, files, context, settings.duckdb_memory_mb, keep))
-
-
-def gate_job(job: dict, business_date: dt.date, settings=None) -> list[Outcome]:
-    """Gate what one extraction job (``ingestion.extract.slices``) landed: a mapped ``gate_landing`` task."""
-    from ingestion.extract import job_dates
-
-    return gate_landing(job["entity"], business_date, settings, job_dates(job.get("chunk")))

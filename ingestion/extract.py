@@ -33,16 +33,11 @@ from pydantic import ValidationError
 from crm.integration_api import client_for
 from crm.settings import Settings, get_settings
 from ingestion.contract import arrow_schema, checker
+from ingestion.landing import delta_file, partition_path, staging_dir, window_file
+from ingestion.plan import ENDPOINTS, ExtractionJob, window
 from models.core_banking import ENTITIES, PRIMARY_KEYS
 
 log = logging.getLogger(__name__)
-
-ENDPOINTS = {
-    "customers": "/v1/customers",
-    "accounts": "/v1/accounts",
-    "transactions": "/v1/transactions",
-    "campaign_responses": "/v1/campaign-responses",
-}
 
 
 class QuarantineLimitExceeded(RuntimeError):
@@ -67,168 +62,9 @@ class ExtractResult:
     path: str
 
 
-def window(entity: str, business_date: dt.date, settings: Settings) -> tuple[dt.date, dt.date] | None:
-    """The date range of an entity the business date's marts need in ``raw`` (the longest feature
-    window; None: a snapshot as of the date). A full load extracts it whole; the daily delta only
-    what ``raw`` does not hold yet (``plan_window``)."""
-    days = {
-        "transactions": settings.transaction_lookback_days,
-        "campaign_responses": settings.response_lookback_days,
-    }
-    if entity not in days:
-        return None
-    return business_date - dt.timedelta(days=days[entity] - 1), business_date
-
-
-def plan_window(
-    entity: str, business_date: dt.date, covered: set[dt.date], settings: Settings
-) -> tuple[dt.date, dt.date] | None:
-    """What the daily extraction of a windowed entity fetches, given the days ``raw`` already holds
-    (``covered``): the day and the ``CRM_LATE_ARRIVAL_DAYS`` before it (late bookings: their days are
-    replaced whole), or, when any earlier day of the feature window is missing (the first run on an
-    empty warehouse, a gap), everything from the first missing day: the history load. One path."""
-    full = window(entity, business_date, settings)
-    if full is None:
-        return None
-    delta_start = max(full[0], business_date - dt.timedelta(days=settings.late_arrival_days))
-    day, missing = full[0], None
-    while day < delta_start:
-        if day not in covered:
-            missing = day
-            break
-        day += dt.timedelta(days=1)
-    return (missing or delta_start, business_date)
-
-
-def window_file(path: Path) -> Path:
-    """Beside a landed partition: the date range it holds (a windowed entity's)."""
-    return path.with_name("window.json")
-
-
-def delta_file(path: Path) -> Path:
-    """Beside a landed snapshot partition that holds only the records changed since a date."""
-    return path.with_name("delta.json")
-
-
-def landed_since(entity: str, business_date: dt.date, settings: Settings) -> dt.date | None:
-    """When the landed snapshot of ``entity`` for ``business_date`` is a delta: the records changed
-    on or after this date (the rest are the previous day's); None for a full snapshot."""
-    sidecar = delta_file(partition_path(settings.landing_dir, entity, business_date))
-    if window(entity, business_date, settings) is not None or not sidecar.exists():
-        return None
-    return dt.date.fromisoformat(json.loads(sidecar.read_text())["since"])
-
-
-def landed_window(entity: str, business_date: dt.date, settings: Settings) -> tuple[dt.date, dt.date] | None:
-    """The date range the landed partition of ``entity`` for ``business_date`` holds (None: a
-    snapshot); a partition landed before deltas holds the whole feature window."""
-    if window(entity, business_date, settings) is None:
-        return None
-    sidecar = window_file(partition_path(settings.landing_dir, entity, business_date))
-    if not sidecar.exists():
-        return window(entity, business_date, settings)
-    first, last = json.loads(sidecar.read_text())
-    return dt.date.fromisoformat(first), dt.date.fromisoformat(last)
-
-
-def partition_path(root: Path, entity: str, business_date: dt.date, part: dt.date | None = None) -> Path:
-    """A landed (or quarantined) file: ``data.parquet`` when one extraction lands the partition
-    whole, ``data-<first day>.parquet`` for each slice of a history load extracted in slices."""
-    name = "data.parquet" if part is None else f"data-{part.isoformat()}.parquet"
-    return root / entity / f"business_date={business_date.isoformat()}" / name
-
-
-def partition_files(root: Path, entity: str, business_date: dt.date) -> list[Path]:
-    """Every file of a landed (or quarantined) partition: one, or one per slice."""
-    return sorted(partition_path(root, entity, business_date).parent.glob("data*.parquet"))
-
-
-def landed_rows(root: Path, entity: str, business_date: dt.date) -> int | None:
-    """Rows of a partition, from its files' footers (None: nothing landed)."""
-    files = partition_files(root, entity, business_date)
-    return sum(pq.read_metadata(f).num_rows for f in files) if files else None
-
-
-def chunks(span: tuple[dt.date, dt.date], parts: int) -> list[tuple[dt.date, dt.date]]:
-    """``span`` cut into ``parts`` consecutive slices of whole days, as even as days allow."""
-    days = (span[1] - span[0]).days + 1
-    parts = max(1, min(parts, days))
-    out, first = [], span[0]
-    for i in range(parts):
-        size = days // parts + (1 if i < days % parts else 0)
-        last = first + dt.timedelta(days=size - 1)
-        out.append((first, last))
-        first = last + dt.timedelta(days=1)
-    return out
-
-
-def slices(plan: dict, settings: Settings, count: typing.Callable[[str, dict], int] | None = None) -> list[dict]:
-    """The extraction jobs of a plan (``ingestion.raw_load.plan_extraction``), one mapped ``extract``
-    task each: a snapshot whole or its changes; a windowed entity's planned days cut into slices of
-    whole days of about ``CRM_EXTRACT_SLICE_RECORDS`` records, by the API's count of the planned
-    request (``count(endpoint, params)``; without it, one slice). A 1,000,000-customer bank's
-    history of transactions is 27 slices; a small bank's, and an ordinary day's delta, one."""
-    jobs = []
-    for entity in ENTITIES:
-        planned = plan.get(entity)
-        if isinstance(planned, list):
-            span = (dt.date.fromisoformat(planned[0]), dt.date.fromisoformat(planned[1]))
-            records = count(ENDPOINTS[entity], {"date_from": planned[0], "date_to": planned[1]}) if count else 0
-            parts = chunks(span, -(-records // settings.extract_slice_records))
-            for first, last in parts:
-                jobs.append({"entity": entity, "span": planned, "since": None,
-                             "chunk": [first.isoformat(), last.isoformat()] if len(parts) > 1 else None,
-                             "label": f"{entity} {first.isoformat()}..{last.isoformat()}"})  # fmt: skip
-        else:
-            since = planned.get("since") if isinstance(planned, dict) else None
-            jobs.append({"entity": entity, "span": None, "since": since, "chunk": None,
-                         "label": f"{entity} changed since {since}" if since else f"{entity} snapshot"})  # fmt: skip
-    return jobs
-
-
-def job_file(job: dict, business_date: dt.date, root: Path) -> Path:
-    """The file an extraction job lands."""
-    part = dt.date.fromisoformat(job["chunk"][0]) if job.get("chunk") else None
-    return partition_path(root, job["entity"], business_date, part)
-
-
-def prepare_partitions(jobs: list[dict], business_date: dt.date, settings: Settings) -> list[Path]:
-    """Remove from the date's landing and quarantine what an earlier plan of the same date left
-    there and this one does not make (a history load's slices before a rerun that extracts only
-    the delta, or slices cut differently): a partition holds what this run's plan extracts, no
-    more. Interrupted work of this plan's own jobs stays, to resume from. The paths removed."""
-    removed = []
-    for root in (settings.landing_dir, settings.quarantine_dir):
-        wanted = {job_file(job, business_date, root) for job in jobs}
-        for entity in ENTITIES:
-            folder = partition_path(root, entity, business_date).parent
-            for stale in sorted(folder.glob("data*.parquet")):
-                if stale not in wanted:
-                    stale.unlink()
-                    removed.append(stale)
-            for staging in sorted(folder.glob("_staging*")):
-                if staging.is_dir() and not any(_staging_dir(p) == staging for p in wanted):
-                    shutil.rmtree(staging, ignore_errors=True)
-                    removed.append(staging)
-    return removed
-
-
-def job_dates(pair: list | None) -> tuple[dt.date, dt.date] | None:
-    return (dt.date.fromisoformat(pair[0]), dt.date.fromisoformat(pair[1])) if pair else None
-
-
-def extract_job(job: dict, business_date: dt.date, settings: Settings) -> ExtractResult:
-    """Run one job of :func:`slices` (what a mapped ``extract`` task of ``crm_daily`` does)."""
-    since = dt.date.fromisoformat(job["since"]) if job.get("since") else None
-    return extract_entity(
-        job["entity"], business_date, settings, job_dates(job.get("span")), since, job_dates(job.get("chunk"))
-    )
-
-
-def _staging_dir(path: Path) -> Path:
-    """Where the extraction of ``path`` keeps its work in progress (one per slice: slices of the
-    same partition may be extracted at once, on different workers)."""
-    return path.parent / ("_staging" if path.name == "data.parquet" else f"_staging-{path.stem}")
+def extract_job(job: ExtractionJob, business_date: dt.date, settings: Settings) -> ExtractResult:
+    """Run one job of the plan (what a mapped ``extract`` task of ``crm_daily`` does)."""
+    return extract_entity(job.entity, business_date, settings, job.span, job.since, job.chunk)
 
 
 def _write_text_atomically(path: Path, text: str) -> None:
@@ -284,7 +120,7 @@ class _Staging:
     records) and a checkpoint naming the cursor after the last page written."""
 
     def __init__(self, path: Path, request: dict):
-        self.dir = _staging_dir(path)
+        self.dir = staging_dir(path)
         self.request = request
         self.checkpoint_path = self.dir / "checkpoint.json"
 

@@ -2,7 +2,7 @@
 
 Snapshots (customers, accounts) are kept per business date; windowed entities (transactions,
 campaign responses) replace the rows of the days their landed range covers, and record those days
-in ``raw._coverage``, from which the next extraction plans its delta (``plan_extraction``).
+in ``raw._coverage``, from which the next extraction plans its delta (``ingestion.plan``).
 Everything for the date goes in one transaction, so a reader never sees half a load and a rerun
 gives the same rows.
 
@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from crm.settings import Settings, get_settings
 from crm.warehouse import Session, metadata, warehouse
-from ingestion.extract import landed_since, landed_window, partition_files, plan_window, window
+from ingestion.landing import landed_since, landed_window, partition_files
 from models.core_banking import ENTITIES, PRIMARY_KEYS
 
 log = logging.getLogger(__name__)
@@ -92,59 +92,10 @@ def covered_days(session: Session, entity: str, first: dt.date, last: dt.date) -
     return {r[0] if isinstance(r[0], dt.date) else dt.date.fromisoformat(str(r[0])) for r in found}
 
 
-FULL_SNAPSHOT_WEEKDAY = 6  # Sunday: customers and accounts are extracted whole once a week
-
-
-def _snapshot_plan(session: Session, entity: str, business_date: dt.date) -> dict | None:
-    """A snapshot entity's extraction: the records changed on the day, the rest carried from the
-    previous day's snapshot in ``raw``; whole on Sundays and whenever that snapshot is missing."""
-    if business_date.weekday() == FULL_SNAPSHOT_WEEKDAY:
-        return None
-    held = _holds_snapshot(session, entity, business_date - dt.timedelta(days=1))
-    return {"since": business_date.isoformat()} if held else None
-
-
-def _holds_snapshot(session: Session, entity: str, day: dt.date) -> bool:
+def holds_snapshot(session: Session, entity: str, day: dt.date) -> bool:
     """Whether ``raw`` holds ``entity``'s snapshot of ``day``."""
     table = raw_table(entity)
     return session.scalar(sa.select(sa.literal(1)).where(table.c._business_date == day).limit(1)) is not None
-
-
-def plan_extraction(business_date: dt.date, settings: Settings | None = None) -> dict[str, list[str] | dict | None]:
-    """What the day's extraction fetches of each entity: the delta of a windowed entity (its day and
-    the late-arrival days), or its history from the first day ``raw`` is missing; a snapshot's
-    changes since the day before (``{"since": D}``) or, None, the whole snapshot. Read from the
-    warehouse once per run, before the extraction (``crm_daily``'s ``plan_extraction`` task)."""
-    settings = settings or get_settings()
-    plan: dict[str, list[str] | dict | None] = {}
-    with warehouse(settings).begin() as session:
-        create_raw_tables(session)
-        for entity in ENTITIES:
-            full = window(entity, business_date, settings)
-            if full is None:
-                plan[entity] = _snapshot_plan(session, entity, business_date)
-                continue
-            covered = covered_days(session, entity, full[0], business_date)
-            span = plan_window(entity, business_date, covered, settings)
-            plan[entity] = [span[0].isoformat(), span[1].isoformat()]
-    log.info("extraction plan for %s: %s", business_date, plan)
-    return plan
-
-
-def extraction_jobs(business_date: dt.date, settings: Settings | None = None) -> list[dict]:
-    """The day's extraction jobs (``crm_daily``'s ``plan_extraction`` task: one mapped ``extract``
-    and ``gate_landing`` each), from its plan; what an earlier plan of the date left in the landing
-    area and this one does not make is removed first."""
-    from crm.integration_api import client_for
-    from ingestion.extract import prepare_partitions, slices
-
-    settings = settings or get_settings()
-    plan = plan_extraction(business_date, settings)
-    with client_for(settings) as client:  # the API's counts size the slices
-        jobs = slices(plan, settings, client.control_total)
-    for path in prepare_partitions(jobs, business_date, settings):
-        log.info("removed %s: an earlier plan's, not this one's", path)
-    return jobs
 
 
 def _carry(entity: str, columns: list[str], business_date: dt.date) -> sa.Insert:
@@ -197,7 +148,7 @@ def load_business_date(
             session.analyze(table)
             if span is None and landed_since(entity, business_date, settings) is not None:
                 # the day's changes: the rest of the snapshot is the previous day's, unchanged
-                if not _holds_snapshot(session, entity, business_date - dt.timedelta(days=1)):
+                if not holds_snapshot(session, entity, business_date - dt.timedelta(days=1)):
                     raise _missing_base(entity, business_date)
                 session.execute(_carry(entity, schema.names, business_date))
                 session.analyze(table)

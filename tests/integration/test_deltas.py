@@ -11,9 +11,11 @@ import datetime as dt
 import pytest
 
 from crm.warehouse import warehouse
-from expectations.runner import gate_job
-from ingestion.extract import extract_entity, extract_job, partition_files
-from ingestion.raw_load import extraction_jobs, load_business_date
+from expectations.runner import gate_landing
+from ingestion.extract import extract_entity, extract_job
+from ingestion.landing import partition_files, prepare_partitions
+from ingestion.plan import extraction_jobs
+from ingestion.raw_load import load_business_date
 from models.core_banking import ENTITIES
 
 FIRST = dt.date(2026, 10, 20)  # a Tuesday: no weekly full snapshot among the four days
@@ -41,16 +43,19 @@ def _run(day: dt.date, s, planned: bool) -> dict:
     received: dict = {}
     if planned:
         jobs = extraction_jobs(day, s)
+        prepare_partitions(jobs, day, s)
         for job in jobs:
             done = extract_job(job, day, s)
-            received[job["entity"]] = received.get(job["entity"], 0) + done.received
-            received[f"{job['entity']}_reported"] = received.get(f"{job['entity']}_reported", 0) + done.reported
+            received[job.entity] = received.get(job.entity, 0) + done.received
+            received[f"{job.entity}_reported"] = received.get(f"{job.entity}_reported", 0) + done.reported
         for job in jobs:
-            assert gate_job(job, day, s), job["label"]
+            assert gate_landing(job.entity, day, s, job.chunk), job.label
         plan = {}
-        for job in jobs:  # the plan as the jobs carry it: a windowed entity's span, a snapshot's since
+        for job in (
+            j.as_xcom() for j in jobs
+        ):  # the plan as the jobs carry it: a windowed entity's span, a snapshot's since
             plan[job["entity"]] = job["span"] or ({"since": job["since"]} if job["since"] else None)
-        received["slices"] = {e: sum(j["entity"] == e for j in jobs) for e in ENTITIES}
+        received["slices"] = {e: sum(j.entity == e for j in jobs) for e in ENTITIES}
     else:
         plan = {}
         for entity in ENTITIES:

@@ -19,13 +19,9 @@ import pytest
 from waits import wait_until
 
 from crm.settings import REPO_ROOT
-from ingestion.extract import (
-    QuarantineLimitExceeded,
-    ReconciliationError,
-    extract_entity,
-    partition_path,
-    window,
-)
+from ingestion.extract import QuarantineLimitExceeded, ReconciliationError, extract_entity
+from ingestion.landing import partition_path
+from ingestion.plan import window
 from sandbox.faults import Faults
 from sandbox.oracle import Oracle, id_checksum
 

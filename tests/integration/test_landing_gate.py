@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from expectations.runner import GateFailed, gate_landing
-from ingestion.extract import extract_entity, partition_path
+from ingestion.extract import extract_entity
+from ingestion.landing import partition_path
 
 D = dt.date(2026, 11, 20)
 

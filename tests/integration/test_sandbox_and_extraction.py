@@ -10,7 +10,8 @@ import pytest
 
 from crm.integration_api import IntegrationApiClient, IntegrationApiError
 from crm.services import ensure_sandbox
-from ingestion.extract import extract_entity, partition_path
+from ingestion.extract import extract_entity
+from ingestion.landing import partition_path
 from models.core_banking import ENTITIES
 from sandbox.oracle import Oracle
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from crm.settings import Settings
-from ingestion.extract import ENDPOINTS, chunks, plan_window, slices, window
+from ingestion.plan import ENDPOINTS, ExtractionJob, chunks, plan_window, slices, window
 
 D = dt.date(2026, 11, 27)
 
@@ -83,7 +84,7 @@ def test_a_plan_becomes_one_job_per_snapshot_and_slices_of_about_the_configured_
         asked.append((endpoint, params))
         return 4500 if endpoint == ENDPOINTS["transactions"] else 10
 
-    jobs = slices(plan, settings, count)
+    jobs = [job.as_xcom() for job in slices(plan, settings, count)]  # as the DAG maps them
     by_entity = {}
     for job in jobs:
         by_entity.setdefault(job["entity"], []).append(job)
@@ -101,4 +102,18 @@ def test_a_plan_becomes_one_job_per_snapshot_and_slices_of_about_the_configured_
     ]
     assert (ENDPOINTS["transactions"], {"date_from": "2026-06-01", "date_to": "2026-11-27"}) in asked
     # without the API's count, one slice
-    assert len([j for j in slices(plan, settings) if j["entity"] == "transactions"]) == 1
+    assert len([j for j in slices(plan, settings) if j.entity == "transactions"]) == 1
+
+
+def test_a_job_crosses_the_xcom_whole_and_a_malformed_one_is_named(tmp_path):
+    """The mapped tasks get each job back as the plan made it; a job that names no entity of the
+    contract, or a slice that ends before it starts, is refused with the job's label."""
+    plan = {"transactions": ["2026-06-01", "2026-11-27"], "accounts": {"since": "2026-11-24"}}
+    jobs = slices(plan, _settings(tmp_path, extract_slice_records=1000), lambda endpoint, params: 2500)
+    assert [ExtractionJob.from_xcom(job.as_xcom()) for job in jobs] == jobs
+    first = next(job for job in jobs if job.entity == "transactions")
+    assert first.part == dt.date(2026, 6, 1) and first.span == (dt.date(2026, 6, 1), dt.date(2026, 11, 27))
+    with pytest.raises(ValueError, match=r"job 'loans snapshot': entity 'loans' is not one of"):
+        ExtractionJob.from_xcom({"entity": "loans", "label": "loans snapshot"})
+    with pytest.raises(ValueError, match=r"job 'tx': chunk 2026-11-27..2026-11-01 ends before it starts"):
+        ExtractionJob("transactions", "tx", chunk=(dt.date(2026, 11, 27), dt.date(2026, 11, 1)))
