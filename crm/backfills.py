@@ -21,11 +21,12 @@ with create_session() as s:
         Backfill.dag_id == sys.argv[1], Backfill.completed_at.is_(None))))
 """
 
-# Airflow's own clean-up of a partly created backfill (backfill.py calls it after a lock error on
-# PostgreSQL and MySQL; on SQLite, "database is locked" is not one it recognises, so the backfill's
-# row, committed first, stays open, and every later creation is refused as AlreadyRunningBackfill).
-# It deletes the backfill, its rows and its runs (a date's earlier run it had taken over included:
-# the next creation runs that date again). The helper swallows its errors: what is left is counted.
+# Airflow's own clean-up of a partly created backfill. Airflow commits the backfill's row before
+# its runs, and calls this after a lock error while creating them; but the clean-up swallows its
+# own errors (under the same lock it can fail), and a lock on the session's final commit is outside
+# that handler: the row stays open, and every later creation is refused as AlreadyRunningBackfill
+# (seen in CI on SQLite). It deletes the backfill, its rows and its runs (a date's earlier run it had
+# taken over included: the next creation runs that date again). What is left is counted.
 DISCARD_BACKFILLS = """
 import datetime as dt, sys
 from sqlalchemy import func, select
@@ -65,10 +66,14 @@ def discard_backfills(dag_id: str, since: dt.datetime, first: dt.datetime, last:
     import time
 
     args = [dag_id, *(t.isoformat() for t in (since, first, last))]
-    found, left = _run(DISCARD_BACKFILLS, *args, settings=settings)
-    for _attempt in range(attempts - 1):
+    found, left = 0, 1
+    for _attempt in range(attempts):
+        try:  # the database may still be locked: tried again
+            counted, left = _run(DISCARD_BACKFILLS, *args, settings=settings)
+        except RuntimeError:
+            counted = 0
+        found = max(found, counted)
         if not left:
             break
         time.sleep(2)
-        left = _run(DISCARD_BACKFILLS, *args, settings=settings)[1]
     return found

@@ -260,9 +260,9 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
                 if created.returncode == 0 or "database is locked" not in created.stdout + created.stderr:
                     break
                 # SQLite refused a writer (a read transaction upgraded while the scheduler wrote).
-                # The backfill's row was committed before its runs: Airflow cleans up after a lock
-                # error on PostgreSQL and MySQL, not after SQLite's, and the open backfill left
-                # refused every retry as "another backfill" (seen in CI). Ours is discarded first
+                # The backfill's row was committed before its runs, and Airflow's clean-up can fail
+                # under the same lock: the open backfill left refused every retry as "another
+                # backfill" (seen in CI). Ours is discarded first (crm/backfills.py)
                 time.sleep(5)
                 discard_backfills("crm_daily", since, *window, settings)
         finally:

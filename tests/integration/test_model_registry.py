@@ -36,4 +36,4 @@ def test_a_failing_registry_raises_instead_of_training_a_model(registry):
     with pytest.raises(MlflowException, match="Database migration in unexpected state"):
         champion(registry)
     with pytest.raises(MlflowException):
-        scoring_champion(registry)  # not None (no champion), which would train one
+        scoring_champion(registry)  # an error, never None (None would have ensure_model train one)
