@@ -23,6 +23,7 @@ class NoSnapshot(Exception):
 
 NO_SNAPSHOT = "no live snapshot: the daily run has not published one"
 REDIS_DOWN = "the cache is unreachable"
+REDIS_ERRORS = (aioredis.ConnectionError, aioredis.TimeoutError, TimeoutError, OSError)  # Redis down or stalled
 
 ERRORS = {
     401: "Missing, invalid or expired credentials (bearer token or API key)",

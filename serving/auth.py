@@ -23,10 +23,8 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import jwt
-from fastapi import HTTPException, Request
 
 from crm.settings import Settings, SettingsError
 
@@ -379,24 +377,3 @@ class Gate:
                 raise Denied(403, "a customer token reads its own offers only (GET /v1/me/offers)", who)
             raise Denied(403, f"the {who.role} role may not call this endpoint", who)
         return who
-
-
-def authorize(request: Request, roles: tuple[str, ...]) -> Principal:
-    """``Gate.check`` for an endpoint: a plain call at its top rather than a FastAPI dependency
-    (resolving one costs more than the look-up it guards); ``for_roles`` documents it. The caller
-    goes in the request's scope, where the audit layer finds it."""
-    try:
-        who = request.app.state.gate.check(
-            request.headers.get("authorization"), request.headers.get("x-api-key"), roles
-        )
-    except Denied as denied:
-        request.scope["crm.principal"] = denied.who
-        raise HTTPException(denied.status, detail=denied.detail) from None
-    request.scope["crm.principal"] = who
-    return who
-
-
-def for_roles(*roles: str) -> dict[str, Any]:
-    """OpenAPI of an endpoint behind ``authorize``: the schemes it takes and the roles it admits."""
-    schemes = [{BEARER_SCHEME: []}] if roles == CUSTOMERS else [{BEARER_SCHEME: []}, {API_KEY_SCHEME: []}]
-    return {"security": schemes, "x-roles": list(roles)}

@@ -26,14 +26,24 @@ from urllib.parse import urlsplit
 
 import orjson
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Form, HTTPException, Query, Request
+from fastapi import Form, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from crm.settings import Settings
 from models.core_banking import Channel
 from serving import segments
+from serving.access import (
+    COOKIE,
+    LOOKUPS,
+    SEGMENT_ROWS,
+    Access,
+    AudienceRouter,
+    SignInNeeded,
+    caller,
+    signed_in,
+)
 from serving.answers import NoSnapshot, freshness
 from serving.auth import MARKETING, STAFF_ROLES, Denied, Principal, canonical_customer_id
 from serving.codec import BUCKET, decode_profile
@@ -41,7 +51,6 @@ from serving.reader import SnapshotReader
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
-COOKIE = "crm_console"
 PAGE_SIZE = 50
 SALES = ("sales",)
 SECURITY_HEADERS = {
@@ -74,11 +83,6 @@ def same_origin(request: Request) -> bool:
 
 
 templates = Jinja2Templates(directory=HERE / "templates")
-
-
-class SignInNeeded(Exception):
-    def __init__(self, why: str | None = None):
-        self.why = why
 
 
 def performance_chart(days: list[dict], width: int = 720, height: int = 220) -> dict[str, Any]:
@@ -127,207 +131,204 @@ def render(
     )
 
 
-def build_console(state, reader: SnapshotReader, settings: Settings, offers_lookup) -> APIRouter:
-    """The console's routes over the app's ``state`` (its credentials gate, its quotas) and the
-    snapshot ``reader``; customer look-ups go through the API's own ``offers_lookup``."""
-    router = APIRouter(prefix="/console", include_in_schema=False)
-    keys = reader.keys
+router = AudienceRouter(prefix="/console", include_in_schema=False)
+HOME = Access(public="sends to the sign-in page, or the signed-in person's own page: nothing is read")
+PAGE = Access(public="the sign-in page and the sign-in itself, which checks the token it is given")
+SIGN_OUT = Access(public="signs out whoever the cookie names, if anyone: nothing is read")
+CAMPAIGN_PAGES = Access(roles=MARKETING, console=True)
+SEGMENT_PAGES = Access(roles=MARKETING, console=True, quota=SEGMENT_ROWS)
+# every view of the page counts as a look-up, the search form's included: the page is for reading customers
+CUSTOMER_PAGE = Access(roles=SALES, console=True, quota=LOOKUPS)
 
-    def signed_in(request: Request, roles: tuple[str, ...]) -> tuple[Principal, str]:
-        token = request.cookies.get(COOKIE)
-        if not token:
-            raise SignInNeeded
+
+async def meta_of(reader: SnapshotReader, sid: str, *more: str) -> tuple[dict, list] | None:
+    """The snapshot's metadata and ``more`` of its JSON keys, read together; None if it is gone."""
+    raws = await reader.text.mget(reader.keys.meta(sid), *more)
+    if raws[0] is None:
+        return None
+    return json.loads(raws[0]), [json.loads(r) if r is not None else None for r in raws[1:]]
+
+
+@router.get("", access=HOME)
+@router.get("/", access=HOME)
+async def home(request: Request) -> Response:
+    try:
+        who = signed_in(request, STAFF_ROLES)
+    except SignInNeeded:
+        return RedirectResponse("/console/sign-in", status_code=303)
+    return RedirectResponse(HOME_OF[who.role], status_code=303)
+
+
+@router.get("/sign-in", access=PAGE)
+async def sign_in_form(request: Request) -> Response:
+    return render(request, "sign_in.html", None, None, None, development=not request.app.state.settings.production)
+
+
+@router.post("/sign-in", access=PAGE)
+async def sign_in(request: Request, token: Annotated[str, Form(max_length=8192)] = "") -> Response:
+    state = request.app.state
+    settings = state.settings
+    if not same_origin(request):
+        return render(request, "sign_in.html", None, None, None, 403, error=CROSS_SITE,
+                      development=not settings.production)  # fmt: skip
+    try:
+        who = state.gate.check(f"Bearer {token.strip()}", None, STAFF_ROLES)
+    except Denied as denied:
+        request.scope["crm.principal"] = denied.who
+        why = denied.detail
+        if denied.who is not None and denied.who.kind == "customer":
+            why = "customer tokens have no console: it is for the bank's marketing and sales staff"
+        return render(request, "sign_in.html", None, None, None, 401, error=why, development=not settings.production)
+    request.scope["crm.principal"] = who
+    response = RedirectResponse(HOME_OF[who.role], status_code=303)
+    max_age = int((who.expires_at or time.time()) - time.time())
+    response.set_cookie(
+        COOKIE,
+        token.strip(),
+        max_age=max(max_age, 0),
+        path="/console",
+        httponly=True,
+        samesite="strict",
+        # production is served over TLS whatever a header says (the router may end TLS)
+        secure=settings.production or request.url.scheme == "https",
+    )
+    return response
+
+
+@router.post("/sign-out", access=SIGN_OUT)
+async def sign_out(request: Request) -> Response:
+    state = request.app.state
+    if not same_origin(request):
+        raise HTTPException(403, detail=CROSS_SITE)
+    token = request.cookies.get(COOKIE)
+    if token:
         try:
             who = state.gate.check(f"Bearer {token}", None, STAFF_ROLES)
-        except Denied as denied:
-            request.scope["crm.principal"] = denied.who
-            raise SignInNeeded(denied.detail) from None
-        request.scope["crm.principal"] = who
-        if who.role not in roles:
-            raise HTTPException(403, detail=f"the {who.role} role has no access to this page")
-        return who, token
+        except Denied:
+            who = None  # expired or already signed out: nothing left to revoke
+        if who is not None:
+            request.scope["crm.principal"] = who
+            # the token is refused from now until it expires, by every API worker, cookie or bearer
+            async with asyncio.timeout(state.settings.redis_deadline_s):
+                await state.gate.revoked.revoke(state.reader.text, who)
+    response = RedirectResponse("/console/sign-in", status_code=303)
+    response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict",
+                           secure=state.settings.production or request.url.scheme == "https")  # fmt: skip
+    return response
 
-    async def meta_of(sid: str, *more: str) -> tuple[dict, list] | None:
-        """The snapshot's metadata and ``more`` of its JSON keys, read together; None if it is gone."""
-        raws = await reader.text.mget(keys.meta(sid), *more)
-        if raws[0] is None:
+
+@router.get("/campaigns", access=CAMPAIGN_PAGES)
+async def campaigns(request: Request) -> Response:
+    who, reader = caller(request), request.app.state.reader
+
+    async def read(sid: str):
+        return await meta_of(reader, sid, reader.keys.campaigns(sid))
+
+    sid, value = await reader.in_snapshot(read)
+    if value is None:
+        raise NoSnapshot
+    meta, (listed,) = value
+    channels = sorted({ch for c in listed for ch in c["channels"]})
+    return render(request, "campaigns.html", who, sid, meta, campaigns=listed, channels=channels)
+
+
+@router.get("/campaigns/{campaign_id}", access=SEGMENT_PAGES)
+async def campaign(
+    request: Request,
+    campaign_id: segments.CampaignId,
+    channel: Annotated[Channel | None, Query()] = None,
+    cursor: Annotated[str | None, Query(pattern=r"^\d{1,9}$")] = None,
+) -> Response:
+    who, reader, settings = caller(request), request.app.state.reader, request.app.state.settings
+    start = int(cursor or 0)
+    sid, segment = await segments.read_page(reader, settings, who, campaign_id, channel, start, PAGE_SIZE)
+    value = await meta_of(reader, sid, reader.keys.campaigns(sid), reader.keys.performance(sid))
+    if value is None:
+        raise NoSnapshot
+    meta, (listed, performance) = value
+    summary = next(c for c in listed if c["campaign_id"] == campaign_id)
+    days = (performance or {}).get(campaign_id, []) if meta.get("performance") else None
+    return render(
+        request,
+        "campaign.html",
+        who,
+        sid,
+        meta,
+        campaign=summary,
+        channel=channel,
+        segment=segment,
+        start=start,
+        previous=str(max(start - PAGE_SIZE, 0)) if start else None,
+        days=days,
+        chart=performance_chart(days) if days else None,
+        totals={k: sum(d[k] for d in days) for k in ("assigned", "contacted", "accepted", "value_pen")}
+        if days
+        else None,
+    )
+
+
+@router.get("/campaigns/{campaign_id}/segment.csv", access=SEGMENT_PAGES)
+async def campaign_csv(
+    request: Request,
+    campaign_id: segments.CampaignId,
+    channel: Annotated[Channel | None, Query()] = None,
+) -> Response:
+    state = request.app.state
+    return await segments.export_csv(state.reader, state.settings, caller(request), campaign_id, channel)
+
+
+@router.get("/customers", access=CUSTOMER_PAGE)
+async def customers(
+    request: Request,
+    customer_id: Annotated[str | None, Query(max_length=20)] = None,
+) -> Response:
+    who, reader = caller(request), request.app.state.reader
+    keys = reader.keys
+    if customer_id is None or not customer_id.strip():
+        sid, meta = await reader.json(keys.meta)
+        return render(request, "customers.html", who, sid, meta, customer_id=None)
+    wanted = customer_id.strip()
+    cid = canonical_customer_id(wanted)
+    if cid is None:
+        sid, meta = await reader.json(keys.meta)
+        error = "A customer id is a whole number, like 1042."
+        return render(request, "customers.html", who, sid, meta, customer_id=wanted, error=error, status_code=422)
+    # the API's own read (the route took the look-up quota); the audit layer records the view
+    request.scope["crm.customer_id"] = cid
+    status, body, _ = await request.app.state.read_offers(who, cid)
+    answer = orjson.loads(body)
+    if status not in (200, 404):
+        raise HTTPException(status, detail=answer.get("detail"))
+    offers = answer.get("offers", []) if status == 200 else []
+
+    async def read(sid: str):
+        value = await meta_of(reader, sid)
+        if value is None:
             return None
-        return json.loads(raws[0]), [json.loads(r) if r is not None else None for r in raws[1:]]
+        blob = await reader.raw.hget(keys.profile_bucket(sid, cid // BUCKET), str(cid))
+        return value[0], blob
 
-    @router.get("")
-    @router.get("/")
-    async def home(request: Request) -> Response:
-        try:
-            who, _ = signed_in(request, STAFF_ROLES)
-        except SignInNeeded:
-            return RedirectResponse("/console/sign-in", status_code=303)
-        return RedirectResponse(HOME_OF[who.role], status_code=303)
-
-    @router.get("/sign-in")
-    async def sign_in_form(request: Request) -> Response:
-        return render(request, "sign_in.html", None, None, None, development=not settings.production)
-
-    @router.post("/sign-in")
-    async def sign_in(request: Request, token: Annotated[str, Form(max_length=8192)] = "") -> Response:
-        if not same_origin(request):
-            return render(request, "sign_in.html", None, None, None, 403, error=CROSS_SITE,
-                          development=not settings.production)  # fmt: skip
-        try:
-            who = state.gate.check(f"Bearer {token.strip()}", None, STAFF_ROLES)
-        except Denied as denied:
-            request.scope["crm.principal"] = denied.who
-            why = denied.detail
-            if denied.who is not None and denied.who.kind == "customer":
-                why = "customer tokens have no console: it is for the bank's marketing and sales staff"
-            return render(
-                request, "sign_in.html", None, None, None, 401, error=why, development=not settings.production
-            )
-        request.scope["crm.principal"] = who
-        response = RedirectResponse(HOME_OF[who.role], status_code=303)
-        max_age = int((who.expires_at or time.time()) - time.time())
-        response.set_cookie(
-            COOKIE,
-            token.strip(),
-            max_age=max(max_age, 0),
-            path="/console",
-            httponly=True,
-            samesite="strict",
-            # production is served over TLS whatever a header says (the router may end TLS)
-            secure=settings.production or request.url.scheme == "https",
-        )
-        return response
-
-    @router.post("/sign-out")
-    async def sign_out(request: Request) -> Response:
-        if not same_origin(request):
-            raise HTTPException(403, detail=CROSS_SITE)
-        token = request.cookies.get(COOKIE)
-        if token:
-            try:
-                who = state.gate.check(f"Bearer {token}", None, STAFF_ROLES)
-            except Denied:
-                who = None  # expired or already signed out: nothing left to revoke
-            if who is not None:
-                request.scope["crm.principal"] = who
-                # the token is refused from now until it expires, by every API worker, cookie or bearer
-                async with asyncio.timeout(settings.redis_deadline_s):
-                    await state.gate.revoked.revoke(reader.text, who)
-        response = RedirectResponse("/console/sign-in", status_code=303)
-        response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict",
-                               secure=settings.production or request.url.scheme == "https")  # fmt: skip
-        return response
-
-    @router.get("/campaigns")
-    async def campaigns(request: Request) -> Response:
-        who, _ = signed_in(request, MARKETING)
-
-        async def read(sid: str):
-            return await meta_of(sid, keys.campaigns(sid))
-
-        sid, value = await reader.in_snapshot(read)
-        if value is None:
-            raise NoSnapshot
-        meta, (listed,) = value
-        channels = sorted({ch for c in listed for ch in c["channels"]})
-        return render(request, "campaigns.html", who, sid, meta, campaigns=listed, channels=channels)
-
-    @router.get("/campaigns/{campaign_id}")
-    async def campaign(
-        request: Request,
-        campaign_id: segments.CampaignId,
-        channel: Annotated[Channel | None, Query()] = None,
-        cursor: Annotated[str | None, Query(pattern=r"^\d{1,9}$")] = None,
-    ) -> Response:
-        who, _ = signed_in(request, MARKETING)
-        start = int(cursor or 0)
-        sid, segment = await segments.read_page(reader, settings, who, campaign_id, channel, start, PAGE_SIZE)
-        value = await meta_of(sid, keys.campaigns(sid), keys.performance(sid))
-        if value is None:
-            raise NoSnapshot
-        meta, (listed, performance) = value
-        summary = next(c for c in listed if c["campaign_id"] == campaign_id)
-        days = (performance or {}).get(campaign_id, []) if meta.get("performance") else None
-        return render(
-            request,
-            "campaign.html",
-            who,
-            sid,
-            meta,
-            campaign=summary,
-            channel=channel,
-            segment=segment,
-            start=start,
-            previous=str(max(start - PAGE_SIZE, 0)) if start else None,
-            days=days,
-            chart=performance_chart(days) if days else None,
-            totals={k: sum(d[k] for d in days) for k in ("assigned", "contacted", "accepted", "value_pen")}
-            if days
-            else None,
-        )
-
-    @router.get("/campaigns/{campaign_id}/segment.csv")
-    async def campaign_csv(
-        request: Request,
-        campaign_id: segments.CampaignId,
-        channel: Annotated[Channel | None, Query()] = None,
-    ) -> Response:
-        who, _ = signed_in(request, MARKETING)
-        return await segments.export_csv(reader, settings, who, campaign_id, channel)
-
-    @router.get("/customers")
-    async def customers(
-        request: Request,
-        customer_id: Annotated[str | None, Query(max_length=20)] = None,
-    ) -> Response:
-        who, token = signed_in(request, SALES)
-        if customer_id is None or not customer_id.strip():
-            sid, meta = await reader.json(keys.meta)
-            return render(request, "customers.html", who, sid, meta, customer_id=None)
-        wanted = customer_id.strip()
-        cid = canonical_customer_id(wanted)
-        if cid is None:
-            sid, meta = await reader.json(keys.meta)
-            error = "A customer id is a whole number, like 1042."
-            return render(request, "customers.html", who, sid, meta, customer_id=wanted, error=error, status_code=422)
-        # the API's own look-up: the same quota, the same answer; the audit layer records the view
-        status, body, _ = await offers_lookup(request.scope, f"Bearer {token}", None, cid)
-        answer = orjson.loads(body)
-        if status not in (200, 404):
-            raise HTTPException(status, detail=answer.get("detail"))
-        offers = answer.get("offers", []) if status == 200 else []
-
-        async def read(sid: str):
-            value = await meta_of(sid)
-            if value is None:
-                return None
-            blob = await reader.raw.hget(keys.profile_bucket(sid, cid // BUCKET), str(cid))
-            return value[0], blob
-
-        sid, value = await reader.in_snapshot(read)
-        if value is None:
-            raise NoSnapshot
-        meta, blob = value
-        profile = decode_profile(blob, meta["profile_segments"]) if blob and meta.get("profile_segments") else None
-        return render(
-            request,
-            "customers.html",
-            who,
-            sid,
-            meta,
-            customer_id=cid,
-            offers=offers,
-            profile=profile,
-            status_code=200 if offers or profile else 404,
-        )
-
-    return router
+    sid, value = await reader.in_snapshot(read)
+    if value is None:
+        raise NoSnapshot
+    meta, blob = value
+    profile = decode_profile(blob, meta["profile_segments"]) if blob and meta.get("profile_segments") else None
+    return render(
+        request,
+        "customers.html",
+        who,
+        sid,
+        meta,
+        customer_id=cid,
+        offers=offers,
+        profile=profile,
+        status_code=200 if offers or profile else 404,
+    )
 
 
-def install(app, reader: SnapshotReader, settings: Settings, offers_lookup) -> None:
+def install(app) -> None:
     """The console's routes, its static files, and its answers to what its routes raise."""
-    from fastapi.staticfiles import StaticFiles
-
-    app.include_router(build_console(app.state, reader, settings, offers_lookup))
+    app.include_router(router)
     app.mount("/console/static", StaticFiles(directory=STATIC_DIR), name="console-static")
 
     @app.exception_handler(SignInNeeded)

@@ -3,7 +3,6 @@ path of the calls sales and the mobile app make all day (see docs/decisions/0004
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import re
 import time
@@ -11,20 +10,20 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from serving.answers import NO_SNAPSHOT, REDIS_DOWN, NoSnapshot, raw_json, too_many
+from serving.access import LOOKUPS, Access, lookups_used_up, take_lookup
+from serving.answers import NO_SNAPSHOT, REDIS_DOWN, REDIS_ERRORS, NoSnapshot, raw_json, too_many
 from serving.audit import call_record, recorded, refuse_unaudited, send_json
-from serving.auth import CUSTOMERS, MARKETING_SALES, MAX_CUSTOMER_ID, Denied, canonical_customer_id
+from serving.auth import MAX_CUSTOMER_ID, Denied, Principal, canonical_customer_id
 from serving.codec import bucket_of
 from serving.reader import SnapshotReader
 
 OFFERS_PATH = re.compile(r"/v1/customers/([1-9][0-9]{0,12})/offers")
 MY_OFFERS_PATH = "/v1/me/offers"
 Answer = tuple[int, bytes, dict[str, str]]  # status, JSON body, headers
-Lookup = Callable[[dict, str | None, str | None, int | None], Awaitable[Answer]]
+ReadOffers = Callable[[Principal, int], Awaitable[Answer]]
 INTERNAL_ERROR = b'{"detail":"Internal Server Error"}'
 FAST_PATH_HEADERS = frozenset((b"authorization", b"x-api-key", b"accept", b"x-forwarded-for"))
 
@@ -141,20 +140,37 @@ class OffersFastPath:
     """``GET /v1/customers/{id}/offers`` and ``GET /v1/me/offers``, the look-ups sales and the mobile
     app make all day, answered ahead of every other layer and of FastAPI's per-request machinery
     (routing, parameter solving): they cost more CPU than the Redis read itself. This layer does
-    for its calls what the layers behind it do for the others: it records each call on the audit
+    for its calls what the layers behind it do for the others: it admits the caller by the
+    ``Access`` the two routes declare (roles, look-up quota), records each call on the audit
     ``trail`` and its answer in ``measure`` (the metrics), and leaves the metrics port to
-    ``MetricsPort``. Both this layer and the documented FastAPI routes call the same ``lookup``;
-    what this layer does not recognise as a valid call (a malformed or out-of-range id, another
-    method, a query string) goes on to FastAPI, which answers it (422, 405) as documented.
+    ``MetricsPort``. It and the FastAPI routes read offers with the same ``read_offers``; what this
+    layer does not recognise as a valid call (a malformed or out-of-range id, another method, a
+    query string) goes on to FastAPI, which answers it (422, 405) as documented.
     """
 
-    def __init__(self, app, lookup, route_path: str, trail, measure: MeasureRequests, metrics_port: int | None):
+    def __init__(
+        self,
+        app,
+        state,
+        read_offers: ReadOffers,
+        routes: dict[str, Access],
+        trail,
+        measure: MeasureRequests,
+        metrics_port: int | None,
+    ):
         self.app = app
-        self.lookup = lookup
+        self.state = state  # the credentials gate, the look-up quota, the snapshot reader
+        self.read_offers = read_offers
         self.trail = trail
         self.measure = measure
         self.metrics_port = metrics_port  # its requests are MetricsPort's to answer
-        self.route_path = route_path  # the metrics' label of its look-ups, as FastAPI's route names it
+        (self.route_path,) = (path for path in routes if path != MY_OFFERS_PATH)  # the metrics' label
+        for path, access in routes.items():
+            if access.quota != LOOKUPS or access.console or access.public:
+                raise ValueError(
+                    f"the offers fast path answers look-ups by header credential; {path} declares {access}"
+                )
+        self.staff, self.own = routes[self.route_path], routes[MY_OFFERS_PATH]
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "GET" or scope["query_string"]:
@@ -162,12 +178,12 @@ class OffersFastPath:
             return await self.app(scope, receive, send)
         path = scope["path"]
         if path == MY_OFFERS_PATH:
-            customer_id, endpoint = None, MY_OFFERS_PATH
+            customer_id, endpoint, access = None, MY_OFFERS_PATH, self.own
         else:
             match = OFFERS_PATH.fullmatch(path)
             if match is None or (customer_id := int(match[1])) > MAX_CUSTOMER_ID:
                 return await self.app(scope, receive, send)
-            endpoint = self.route_path
+            endpoint, access = self.route_path, self.staff
         if on_port(scope, self.metrics_port):
             return await self.app(scope, receive, send)
         start = time.perf_counter()
@@ -182,7 +198,7 @@ class OffersFastPath:
         status = 500  # the metrics count what was answered: 500 until an answer starts
         try:
             try:
-                answer, body, headers = await self.lookup(scope, authorization, api_key, customer_id)
+                answer, body, headers = await self.lookup(scope, authorization, api_key, customer_id, access)
             except Exception:  # on record as every call is, then as any unhandled error
                 if recorded(self.trail, call_record(scope, 500, None, read)):
                     await send_json(send, 500, INTERNAL_ERROR)
@@ -199,37 +215,37 @@ class OffersFastPath:
         finally:
             self.measure.note(endpoint, "GET", status, start)
 
-
-def make_offers_lookup(state, reader: SnapshotReader) -> Lookup:
-    """The look-up of one customer's offers, over the app's ``state`` (its credentials gate) and the
-    snapshot ``reader``."""
-
-    async def lookup(scope: dict, authorization: str | None, api_key: str | None, customer_id: int | None) -> Answer:
-        """A customer's offers as (status, JSON body, headers): the one implementation behind both
-        the FastAPI routes and ``OffersFastPath``. ``customer_id`` None: the calling customer's own
-        (``/v1/me/offers``, customer tokens only); else staff and integrations only. The caller goes
-        in ``scope``, where the audit layer finds it."""
+    async def lookup(
+        self, scope: dict, authorization: str | None, api_key: str | None, customer_id: int | None, access: Access
+    ) -> Answer:
+        """The caller admitted as ``access`` says (else 401, 403, 429), then the customer's offers
+        (``customer_id`` None: the calling customer's own). The caller and the customer go in
+        ``scope``, where the audit layer finds them."""
+        state = self.state
         scope["crm.customer_id"] = customer_id
         try:
-            if customer_id is None:
-                who = state.gate.check(authorization, api_key, CUSTOMERS)
-                customer_id = scope["crm.customer_id"] = canonical_customer_id(who.subject)
-            else:
-                who = state.gate.check(authorization, api_key, MARKETING_SALES)
+            who = state.gate.check(authorization, api_key, access.roles)
         except Denied as denied:
             scope["crm.principal"] = denied.who
             return raw_json(denied.status, {"detail": denied.detail})
         scope["crm.principal"] = who
-        wait = state.lookups.take_known(who)
-        if wait is False:  # a caller new to this worker this minute: its count is read from Redis
-            try:
-                async with asyncio.timeout(reader.deadline_s):
-                    wait = await state.lookups.take(reader.text, who)
-            except (aioredis.ConnectionError, aioredis.TimeoutError, TimeoutError, OSError):
-                return raw_json(503, {"detail": REDIS_DOWN})
+        if customer_id is None:
+            customer_id = scope["crm.customer_id"] = canonical_customer_id(who.subject)
+        try:
+            wait = await take_lookup(state, state.reader.text, state.reader.deadline_s, who)
+        except REDIS_ERRORS:
+            return raw_json(503, {"detail": REDIS_DOWN})
         if wait is not None:
-            return too_many(f"quota of {state.lookups.limit} look-ups a minute used up", wait)
+            return too_many(lookups_used_up(state.lookups.limit), wait)
+        return await self.read_offers(who, customer_id)
 
+
+def make_offers_reader(reader: SnapshotReader) -> ReadOffers:
+    """The read of one customer's offers from the live snapshot, for a caller already admitted."""
+
+    async def read_offers(who: Principal, customer_id: int) -> Answer:
+        """A customer's offers as (status, JSON body, headers): the one implementation behind the
+        FastAPI routes, ``OffersFastPath`` and the console's customer page."""
         mobile = who.kind == "customer"  # the app sees what to show, not the scores or the reasons
 
         async def read(sid: str):
@@ -251,7 +267,7 @@ def make_offers_lookup(state, reader: SnapshotReader) -> Lookup:
             sid, offers = await reader.in_snapshot(read)
         except NoSnapshot:
             return raw_json(503, {"detail": NO_SNAPSHOT})
-        except (aioredis.ConnectionError, aioredis.TimeoutError, TimeoutError, OSError):
+        except REDIS_ERRORS:
             return raw_json(503, {"detail": REDIS_DOWN})
         if offers is None:
             if mobile:  # the token proves the bank knows the customer: no offers today
@@ -261,4 +277,4 @@ def make_offers_lookup(state, reader: SnapshotReader) -> Lookup:
         body = b'{"snapshot_id":%b,"customer_id":%d,"offers":%b}' % (orjson.dumps(sid), customer_id, offers)
         return 200, body, {"X-Snapshot-Id": sid}
 
-    return lookup
+    return read_offers

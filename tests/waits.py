@@ -62,3 +62,13 @@ async def wait_until_async(
         if time.monotonic() >= deadline:
             raise _timed_out(message, timeout, value)
         await asyncio.sleep(interval)
+
+
+def fresh_minute() -> None:
+    """Start at the top of a minute's first 50 s, so no test straddles two windows of the look-up
+    quota (the UTC minute).
+
+    A sleep, not a wait on a condition: what it waits for is the wall clock itself, and a sleep
+    reaches the next minute exactly."""
+    if time.time() % 60 > 50:
+        time.sleep(61 - time.time() % 60)

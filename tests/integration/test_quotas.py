@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import time
 
 import pytest
 import redis
 from assignments import assignments
 from fastapi.testclient import TestClient
-from waits import wait_until, wait_until_async
+from waits import fresh_minute, wait_until, wait_until_async
 
 from crm.services import ensure_redis, stop_redis
 from ml.registry import ModelRef
@@ -37,21 +36,12 @@ def home_settings(settings):
     stop_redis(s)
 
 
-def _fresh_minute() -> None:
-    """Start at the top of a minute's first 50 s, so no test straddles two windows.
-
-    A sleep, not a wait on a condition: what it waits for is the wall clock itself (the look-up
-    quota's window is the UTC minute), and a sleep reaches the next minute exactly."""
-    if time.time() % 60 > 50:
-        time.sleep(61 - time.time() % 60)
-
-
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
 def test_a_burst_past_the_lookup_quota_gets_429_with_retry_after(home_settings):
-    _fresh_minute()
+    fresh_minute()
     agent = bearer(sign_dev_token(home_settings, "burst.agent", "sales"))
     other = bearer(sign_dev_token(home_settings, "calm.agent", "sales"))
     with TestClient(create_app(ensure_redis(home_settings), home_settings)) as client:
@@ -69,7 +59,7 @@ def test_a_burst_past_the_lookup_quota_gets_429_with_retry_after(home_settings):
 
 
 def test_api_workers_share_the_counts_through_redis(home_settings):
-    _fresh_minute()
+    fresh_minute()
     key = {"X-API-Key": issue_keys(home_settings.api_keys_path, ("sales",))["sales"]}
     url = ensure_redis(home_settings)
     with TestClient(create_app(url, home_settings)) as one, TestClient(create_app(url, home_settings)) as two:
@@ -120,7 +110,7 @@ def test_lookups_made_while_a_sync_is_under_way_are_counted_and_a_failed_sync_ke
     from serving.auth import Principal
     from serving.quotas import LookupQuota
 
-    _fresh_minute()
+    fresh_minute()
     url = ensure_redis(home_settings)
     who = Principal("staff", "slow.sync.agent", "sales", "jti-1")
 
