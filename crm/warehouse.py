@@ -503,7 +503,7 @@ def _duckdb_engine(settings: Settings) -> tuple[sa.Engine, Callable[[], Any]]:
 def _postgres_engine(settings: Settings) -> tuple[sa.Engine, Callable[[], Any]]:
     pg = settings.postgres
     if pg.embedded:
-        from crm.services import ensure_postgres
+        from crm.embedded_postgres import ensure_postgres
 
         pg = ensure_postgres(settings)
     return _with_creator(sa.create_engine(pg.url(), pool_size=2, max_overflow=2, pool_pre_ping=True))
@@ -568,7 +568,7 @@ def analysts_warehouse(settings: Settings) -> Warehouse:
     if name == "postgresql":
         pg = settings.postgres
         if pg.embedded:
-            from crm.services import ensure_postgres, passfile_password
+            from crm.embedded_postgres import ensure_postgres, passfile_password
 
             pg = ensure_postgres(settings)
             password = password or passfile_password(pg.passfile, analyst.role)
@@ -598,7 +598,7 @@ def dbt_env(settings: Settings) -> dict[str, str]:
     if engine_name(settings) == "postgresql":
         pg = settings.postgres
         if pg.embedded:
-            from crm.services import ensure_postgres
+            from crm.embedded_postgres import ensure_postgres
 
             pg = ensure_postgres(settings)
         env.update(pg.dbt_env())

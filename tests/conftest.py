@@ -33,7 +33,8 @@ def crm_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ.pop("CRM_DUCKDB_PATH", None)
     os.environ.pop("CRM_REDIS_URL", None)
     os.environ.pop("CRM_CORE_API_URL", None)
-    from crm.services import stop_postgres, stop_redis, stop_sandbox
+    from crm.embedded_postgres import stop_postgres
+    from crm.services import stop_redis, stop_sandbox
     from crm.settings import Settings
 
     yield home

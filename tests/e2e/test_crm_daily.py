@@ -714,7 +714,7 @@ def test_the_same_day_on_postgresql_through_airflow_gives_the_same_marts(first_r
     assert "is challenger" in trained.stdout  # trained on PostgreSQL's training set; never promoted at margin 0.5
 
     from crm.airflow_env import run_dag_test
-    from crm.services import stop_postgres
+    from crm.embedded_postgres import stop_postgres
     from crm.warehouse import dispose_engines, warehouse
 
     later = D + dt.timedelta(days=40)  # the retention window (35 days) has passed D's personal data

@@ -104,7 +104,8 @@ def runs(crm_home: Path) -> dict:
     with environment({"CRM_HOME": str(pg), "CRM_DBT_TARGET": "postgres"}):
         postgres_settings = Settings()
     yield {"duckdb": duckdb_settings, "postgres": postgres_settings, "sent": sent}
-    from crm.services import stop_postgres, stop_sandbox
+    from crm.embedded_postgres import stop_postgres
+    from crm.services import stop_sandbox
 
     interface.dispose_engines()
     stop_postgres(postgres_settings)
@@ -241,11 +242,11 @@ def test_a_server_slow_to_answer_is_waited_for_never_started_twice(runs):
     import signal
     import threading
 
-    from crm.services import _postgres_pid, ensure_postgres
+    from crm.embedded_postgres import ensure_postgres, postgres_pid
 
     settings = runs["postgres"]
     ensure_postgres(settings)
-    pid = _postgres_pid(settings)
+    pid = postgres_pid(settings)
     assert pid is not None
     resume = threading.Timer(5, os.kill, (pid, signal.SIGCONT))
     try:
@@ -256,5 +257,5 @@ def test_a_server_slow_to_answer_is_waited_for_never_started_twice(runs):
         resume.cancel()
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
-    assert _postgres_pid(settings) == pid
+    assert postgres_pid(settings) == pid
     assert _count(interface.warehouse(settings), D) > 0
