@@ -207,7 +207,8 @@ def sql(command: str | None, as_csv: bool, max_rows: int) -> None:
     server it connects as the analysts' role (CRM_ANALYST_ROLE), which reads marts, snapshots and
     campaigns only. An embedded PostgreSQL it starts stays up when it ends: a run may be using it
     (make demo WAREHOUSE=postgres stops the services it started)."""
-    from serving.analysts import AnalystsError, shell
+    from serving.analysts import AnalystsError
+    from serving.analysts_shell import shell
 
     try:
         _done(shell(get_settings(), command, as_csv, max_rows))

@@ -20,7 +20,7 @@ import pytest
 
 from crm.settings import REPO_ROOT, Settings
 from crm.warehouse import warehouse
-from serving import analysts
+from serving import analysts, analysts_shell
 
 D = dt.date(2026, 11, 26)
 
@@ -143,7 +143,7 @@ def test_a_session_reads_statements_as_they_come_and_goes_on_after_an_error(sett
     statements = (
         "select count(*) as n\n  from marts.customer_features;\nselect nope;\n\\d\nselect 1 as a; select 2 as b"
     )
-    code = analysts.shell(settings, stdin=io.StringIO(statements), stdout=out, stderr=err)
+    code = analysts_shell.shell(settings, stdin=io.StringIO(statements), stdout=out, stderr=err)
     assert code == 1  # a statement failed
     text = out.getvalue()
     assert text.startswith(" n\n 3\n(1 row)\n")
