@@ -181,7 +181,7 @@ def test_a_snapshot_takes_many_reason_combinations_made_of_few_reasons(settings)
     435 combinations of 31 reasons fit the snapshot, which stores each reason once."""
     from itertools import combinations
 
-    from serving.publish import read_assignments
+    from serving.snapshot_source import read_assignments
 
     texts = [f"reason {k}" for k in range(30)]
     combos = [json.dumps([a, b, "SMS: the campaign's preferred channel"]) for a, b in combinations(texts, 2)]
