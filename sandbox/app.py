@@ -23,7 +23,8 @@ from fastapi import Depends, FastAPI, Form, Header, HTTPException, Path, Query
 from fastapi.responses import Response
 
 from models.core_banking import PRIMARY_KEYS
-from sandbox.bank import Bank, day_number
+from sandbox.bank import Bank
+from sandbox.draws import day_number
 from sandbox.faults import FaultInjection, Faults, bad_kind, break_record, omitted, page_is_duplicated
 
 MAX_PAGE_SIZE = 5000

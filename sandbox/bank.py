@@ -9,53 +9,18 @@ the customer's latent profile and the campaign's product, so a model can learn r
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-from dataclasses import dataclass
-from functools import cached_property
-from pathlib import Path
 
 import numpy as np
 
-from models.core_banking import CHANNELS, INCOME_BANDS, MERCHANT_CATEGORIES
+from models.core_banking import INCOME_BANDS, MERCHANT_CATEGORIES
+from sandbox.catalogue import FIRST_NAMES, LAST_NAMES, REGIONS, Campaign, load_campaigns
+from sandbox.draws import day_number, from_day_number, iso_dates, normal, uniform
+from sandbox.responses import CampaignResponses
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_EPOCH = dt.date(1970, 1, 1)
 HISTORY_ANCHOR = dt.date(2024, 1, 1)  # most customers joined over the ten years before this date
 JOIN_UNTIL = dt.date(2027, 12, 31)  # ... and the rest join day by day from the anchor to this date
 JOINING_SHARE = 0.15
-SEEDS_DIR = Path(__file__).resolve().parent.parent / "dbt_project" / "seeds"
-
-REGIONS = {
-    "LIMA": (
-        0.46,
-        [
-            "MIRAFLORES",
-            "SAN ISIDRO",
-            "SURCO",
-            "SAN JUAN DE LURIGANCHO",
-            "LOS OLIVOS",
-            "ATE",
-            "COMAS",
-        ],
-    ),
-    "AREQUIPA": (0.09, ["CERCADO", "CAYMA", "YANAHUARA"]),
-    "LA LIBERTAD": (0.08, ["TRUJILLO", "VICTOR LARCO"]),
-    "PIURA": (0.07, ["PIURA", "CASTILLA", "SULLANA"]),
-    "CALLAO": (0.07, ["BELLAVISTA", "LA PERLA", "VENTANILLA"]),
-    "LAMBAYEQUE": (0.06, ["CHICLAYO", "LAMBAYEQUE"]),
-    "CUSCO": (0.06, ["CUSCO", "WANCHAQ", "SANTIAGO"]),
-    "JUNIN": (0.06, ["HUANCAYO", "EL TAMBO"]),
-    "ICA": (0.05, ["ICA", "CHINCHA ALTA"]),
-}
-FIRST_NAMES = [
-    "JOSE", "LUIS", "CARLOS", "JUAN", "JORGE", "MIGUEL", "CESAR", "VICTOR", "ROSA", "MARIA",
-    "ANA", "CARMEN", "LUCIA", "JULIA", "SOFIA", "VALERIA", "DIEGO", "ALONSO", "CAMILA", "FIORELLA",
-]  # fmt: skip
-LAST_NAMES = [
-    "QUISPE", "FLORES", "SANCHEZ", "RODRIGUEZ", "GARCIA", "ROJAS", "MAMANI", "HUAMAN", "CHAVEZ",
-    "TORRES", "RAMOS", "VARGAS", "CASTILLO", "MENDOZA", "DIAZ", "RIOS", "GUTIERREZ", "PAREDES",
-]  # fmt: skip
 
 # account slots: slot k of customer c has account id c*10+k
 SLOT_PRODUCTS = [
@@ -71,81 +36,9 @@ SLOT_PRODUCTS = [
 _BALANCE_SCALE = {"SAVINGS": 1.0, "CHECKING": 2.0, "CTS": 1.5, "TERM_DEPOSIT": 4.0, "CREDIT_CARD": -0.4,
                   "PERSONAL_LOAN": -2.5, "MORTGAGE": -30.0, "INSURANCE": 0.0}  # fmt: skip
 MAX_TX_PER_DAY = 4
-CONTACT_RATE = 0.02  # chance that a customer is contacted by some campaign on a given day (about 7 a year)
-
-# hidden propensity: product -> (intercept, weights on the latent profile)
-# profile columns: income_z, age_z, digital, activity, has_card, balance_z, young_family
-_PROPENSITY = {
-    "CREDIT_CARD": (-2.6, [0.6, -0.2, 0.5, 0.7, 0.3, 0.1, 0.0]),
-    "PERSONAL_LOAN": (-2.9, [-0.3, -0.1, 0.2, 0.6, 0.4, -0.6, 0.4]),
-    "CTS": (-2.7, [0.2, -0.4, 0.1, 0.2, 0.0, 0.2, 0.3]),
-    "TERM_DEPOSIT": (-3.2, [0.5, 0.7, -0.3, -0.2, 0.0, 0.9, 0.0]),
-    "MORTGAGE": (-3.8, [0.8, -0.3, 0.1, 0.1, 0.2, 0.5, 1.2]),
-    "INSURANCE": (-3.0, [0.3, 0.5, 0.0, 0.0, 0.5, 0.2, 0.6]),
-    "SAVINGS": (-2.4, [-0.1, -0.6, 0.9, 0.3, 0.0, 0.0, 0.0]),
-}
 
 
-def day_number(day: dt.date) -> int:
-    return (day - _EPOCH).days
-
-
-def from_day_number(n: int) -> dt.date:
-    return _EPOCH + dt.timedelta(days=int(n))
-
-
-def _iso(day_numbers: np.ndarray) -> list[str]:
-    """ISO dates of day numbers, vectorized."""
-    return np.datetime_as_string(np.asarray(day_numbers, dtype="datetime64[D]")).tolist()
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def uniform(seed: int, *keys: np.ndarray | int) -> np.ndarray:
-    """Uniform [0, 1) numbers, one per element of the broadcast ``keys``, a pure function of them."""
-    with np.errstate(over="ignore"):
-        h = _mix(np.asarray(seed, dtype=np.uint64) + _GOLDEN)
-        for k in keys:
-            h = _mix(h ^ (np.asarray(k).astype(np.uint64) * _GOLDEN + np.uint64(0x632BE59BD9B4E019)))
-    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
-
-
-def normal(seed: int, *keys: np.ndarray | int) -> np.ndarray:
-    u1 = uniform(seed, *keys, 1)
-    u2 = uniform(seed, *keys, 2)
-    return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2 * np.pi * u2)
-
-
-@dataclass(frozen=True)
-class Campaign:
-    campaign_id: str
-    product: str
-    channels: tuple[str, ...]
-
-
-def load_campaigns(seeds_dir: Path = SEEDS_DIR) -> list[Campaign]:
-    """The campaigns database as the bank's systems know it (the dbt seeds)."""
-    with open(seeds_dir / "campaign_channels.csv") as fh:
-        rows = sorted(csv.DictReader(fh), key=lambda r: (r["campaign_id"], int(r["preference"])))
-    channels: dict[str, list[str]] = {}
-    for row in rows:
-        channels.setdefault(row["campaign_id"], []).append(row["channel"])
-    with open(seeds_dir / "campaigns.csv") as fh:
-        return [
-            Campaign(
-                r["campaign_id"],
-                r["product"],
-                tuple(channels.get(r["campaign_id"], ())),
-            )
-            for r in csv.DictReader(fh)
-        ]
-
-
-class Bank:
+class Bank(CampaignResponses):
     """The synthetic bank of ``size`` customers for ``seed``."""
 
     def __init__(self, size: int, seed: int, campaigns: list[Campaign] | None = None):
@@ -273,14 +166,14 @@ class Bank:
             "document_type": np.where(is_ruc, "RUC", "DNI").tolist(),
             "document_number": doc,
             "full_name": names.tolist(),
-            "birth_date": _iso(birth),
+            "birth_date": iso_dates(birth),
             "region": np.array(region_names)[region_idx].tolist(),
             "district": district,
             "segment": segment.tolist(),
             "income_band": np.array(INCOME_BANDS)[band].tolist(),
             **{k: v.tolist() for k, v in consent.items()},
-            "created_on": _iso(created),
-            "updated_on": _iso(updated),
+            "created_on": iso_dates(created),
+            "updated_on": iso_dates(updated),
         }
         names_ = list(columns)
         return [dict(zip(names_, values, strict=True)) for values in zip(*columns.values(), strict=True)]
@@ -440,69 +333,3 @@ class Bank:
         ]
 
     # ---- campaign contacts and responses ---------------------------------------------------
-    def true_propensity(self, ids: np.ndarray, campaign_id: str) -> np.ndarray:
-        """The hidden probability that customers ``ids`` accept ``campaign_id`` when contacted."""
-        ids = np.asarray(ids, dtype=np.int64)
-        p = self.profile(ids)
-        campaign = self.campaigns[self._campaign_index[campaign_id]]
-        intercept, w = _PROPENSITY.get(campaign.product, (-3.0, [0.2] * 7))
-        age_z = (p["age"] - 45) / 15
-        x = np.column_stack(
-            [
-                p["income_z"],
-                age_z,
-                p["digital"],
-                p["activity"],
-                p["has_card"],
-                p["balance_z"],
-                p["young_family"],
-            ]
-        )
-        # each campaign has its own twist on its product's propensity
-        twist = (uniform(self.seed, self._campaign_index[campaign_id], 80) - 0.5) * 0.6
-        return 1 / (1 + np.exp(-(intercept + twist + x @ np.asarray(w))))
-
-    def _contacted(self, ids: np.ndarray, dn: int) -> np.ndarray:
-        """The customers a campaign contacted on day number ``dn``."""
-        contacted = ids[self._u(ids, dn, 90) < CONTACT_RATE]
-        if len(contacted) == 0 or not self.campaigns:
-            return contacted[:0]
-        return contacted[self.created(contacted) <= dn]
-
-    def count_campaign_responses(self, ids: np.ndarray, days: list[dt.date]) -> int:
-        ids = np.asarray(ids, dtype=np.int64)
-        return sum(len(self._contacted(ids, day_number(d))) for d in days)
-
-    def campaign_responses(self, ids: np.ndarray, day: dt.date) -> list[dict]:
-        ids = np.asarray(ids, dtype=np.int64)
-        dn = day_number(day)
-        contacted = self._contacted(ids, dn)
-        pick = (self._u(contacted, dn, 91) * len(self.campaigns)).astype(int)
-        if len(contacted) == 0:
-            return []
-        consents = {c["customer_id"]: c for c in self.customers(contacted, day)}
-        prob = np.empty(len(contacted))
-        for k in np.unique(pick).tolist():
-            prob[pick == k] = self.true_propensity(contacted[pick == k], self.campaigns[k].campaign_id)
-        u = self._u(contacted, dn, 92)
-        out = []
-        for i, (cid, k) in enumerate(zip(contacted.tolist(), pick.tolist(), strict=True)):
-            campaign = self.campaigns[k]
-            consented = [ch for ch in campaign.channels if consents[cid][f"consent_{ch.lower()}"]]
-            channel = consented[0] if consented else (campaign.channels[0] if campaign.channels else CHANNELS[0])
-            response = "ACCEPTED" if u[i] < prob[i] else ("DECLINED" if u[i] < prob[i] + 0.35 else "NO_ANSWER")
-            out.append(
-                {
-                    "response_id": f"R{dn:06d}{cid:09d}",
-                    "customer_id": cid,
-                    "campaign_id": campaign.campaign_id,
-                    "channel": channel,
-                    "contact_date": day.isoformat(),
-                    "response": response,
-                }
-            )
-        return out
-
-    @cached_property
-    def campaign_ids(self) -> list[str]:
-        return [c.campaign_id for c in self.campaigns]

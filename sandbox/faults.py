@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from sandbox.bank import uniform
+from sandbox.draws import uniform
 
 TRANSPORT = ("server_error", "throttle", "slow", "drop")
 
