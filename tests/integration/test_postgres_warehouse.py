@@ -26,6 +26,7 @@ from tsql import duckdb_only_constructs
 
 from crm import warehouse as interface
 from crm.settings import Settings, environment
+from crm.warehouse import engines
 from entrypoints.runs import DAY_COLUMNS
 
 D = dt.date(2026, 11, 27)
@@ -41,7 +42,7 @@ def _daily(home: Path, target: str, mlflow: Path) -> list[sa.Executable]:
     sent: list[sa.Executable] = []
 
     def capture(conn, clauseelement, multiparams, params, execution_options):
-        if conn.engine not in [engine for engine, _ in interface._engines.values()]:
+        if conn.engine not in [engine for engine, _ in engines._engines.values()]:
             return  # MLflow's own store
         if isinstance(clauseelement, sa.sql.ClauseElement):
             native = str(clauseelement.compile(dialect=conn.dialect))
