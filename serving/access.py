@@ -21,7 +21,17 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.routing import APIRoute
 
-from serving.auth import API_KEY_SCHEME, BEARER_SCHEME, CUSTOMERS, STAFF_ROLES, Denied, Principal, canonical_customer_id
+from serving.answers import REDIS_DOWN, REDIS_ERRORS
+from serving.auth import (
+    API_KEY_SCHEME,
+    BEARER_SCHEME,
+    CUSTOMERS,
+    MAX_CUSTOMER_ID,
+    STAFF_ROLES,
+    Denied,
+    Principal,
+    canonical_customer_id,
+)
 
 LOOKUPS = "lookups"  # a read of one customer: the per-minute look-up quota (CRM_QUOTA_LOOKUPS_PER_MINUTE)
 SEGMENT_ROWS = "segment_rows"  # a campaign's customers: the rows (and exports) of the day, counted as read
@@ -115,6 +125,16 @@ async def take_lookup(state, client, deadline_s: float, who: Principal) -> float
     return wait
 
 
+def as_customer_id(text: str) -> int | None:
+    """The customer id a request names, as FastAPI will read it (``" 3"``, ``"0003"``: 3), for the
+    audit trail; None when it names none."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        return None
+    return value if 0 < value <= MAX_CUSTOMER_ID else None
+
+
 def lookups_used_up(limit: int) -> str:
     return f"quota of {limit} look-ups a minute used up"
 
@@ -136,14 +156,19 @@ class GuardedRoute(APIRoute):
             return handler
 
         async def guarded(request: Request):
-            if (customer_id := request.path_params.get("customer_id")) is not None:  # on record, refused or not
-                request.scope["crm.customer_id"] = canonical_customer_id(customer_id)
+            # whose data the call asks for is on record, refused or not (the route records the id it read)
+            asked = request.path_params.get("customer_id") or request.query_params.get("customer_id")
+            if asked is not None:
+                request.scope["crm.customer_id"] = as_customer_id(asked)
             who = signed_in(request, access.roles) if access.console else authorize(request, access.roles)
             if access.roles == CUSTOMERS:  # a customer reads their own
                 request.scope["crm.customer_id"] = canonical_customer_id(who.subject)
             if access.quota == LOOKUPS:
                 state = request.app.state
-                wait = await take_lookup(state, state.reader.text, state.reader.deadline_s, who)
+                try:
+                    wait = await take_lookup(state, state.reader.text, state.reader.deadline_s, who)
+                except REDIS_ERRORS:  # the quota cannot be counted: refused, as every read is meanwhile
+                    raise HTTPException(503, detail=REDIS_DOWN) from None
                 if wait is not None:
                     raise HTTPException(
                         429,

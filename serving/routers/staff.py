@@ -31,5 +31,6 @@ async def customer_offers(request: Request, customer_id: CustomerId) -> Response
     today and 404 for a customer the snapshot does not know; marketing gets 404 for any id
     without offers (it is not told who is a customer). Every call is written to the audit trail (who, role,
     what, outcome, source, time)."""
+    request.scope["crm.customer_id"] = customer_id  # the id read, however the path spelled it
     status, body, headers = await request.app.state.read_offers(caller(request), customer_id)
     return Response(body, status_code=status, headers=headers, media_type="application/json")
