@@ -13,8 +13,10 @@ Measured, in a child process that does only this (its own peak resident memory i
 whole ``score_and_assign`` of D: load the champion, score every eligible pair in chunks,
 arbitrate, write ``customer_campaign_assignments``, log the scoring run. Figures:
 ``pairs_per_s``, ``score_arbitrate_s``, ``peak_rss_mb``, and from ``ml.evaluate`` against the
-sandbox's oracle: ``oracle_capture`` (our expected acceptances over the oracle's assignment's,
-under the same constraints) and ``random_capture`` (a random assignment's over the oracle's).
+sandbox's oracle: ``oracle_capture`` (our expected value, the arbitration's objective of true
+probability x offer value x campaign weight, over that of the oracle's assignment, which is the
+same arbitration fed the true probabilities), ``random_capture`` (a random assignment's over the
+oracle's) and ``acceptance_capture`` (our expected acceptances over the oracle assignment's).
 
 The generated warehouses are kept in ``<CRM_HOME>/bench/scoring-*`` and reused by the next run
 with the same sizes (``--fresh`` builds them again); the scoring is measured every run.
@@ -144,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         "score_arbitrate_s": round(measured["seconds"], 2),
         "peak_rss_mb": round(measured["peak_rss_mb"]),
         "expected_acceptances": {"ours": result.ours, "oracle": result.oracle, "random": result.random},
+        "expected_value": {"ours": result.ours_value, "oracle": result.oracle_value, "random": result.random_value},
         "oracle_capture": result.oracle_capture,
+        "acceptance_capture": result.acceptance_capture,
         "random_capture": result.random_capture,
         "capture_over_random": round(result.oracle_capture / max(result.random_capture, 1e-9), 2),
     }

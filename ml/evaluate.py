@@ -2,12 +2,18 @@
 
 For the eligible customer x campaign pairs of the date (``marts.campaign_eligibility``), the
 sandbox's oracle gives each pair's true probability of acceptance. Three assignments, all under
-the same constraints (offers per customer, campaign and channel capacities), are compared by their
-expected acceptances (the sum of the true probabilities of the pairs they assign):
+the same constraints (offers per customer, campaign and channel capacities, consents, contact
+caps), are compared by their expected value, the arbitration's own objective (the sum over the
+pairs they assign of true probability x offer value x campaign weight), and by their expected
+acceptances (the sum of the true probabilities):
 
 - ours: what ``crm_daily`` wrote to ``marts.customer_campaign_assignments``;
-- the oracle's: the greedy assignment by true probability (the best a perfect model could do);
+- the oracle's: the same arbitration fed the true probabilities (what a perfect model would
+  assign, by the same objective: value-consistent);
 - a random one: eligible offers in a random order (seeded).
+
+``oracle_capture`` is our expected value over the oracle's; ``random_capture`` a random
+assignment's; ``acceptance_capture`` our expected acceptances over the oracle assignment's.
 
 Evaluation only: the pipeline never sees the oracle.
 """
@@ -36,18 +42,23 @@ class Evaluation:
     business_date: str
     eligible_pairs: int
     assigned_pairs: int
-    ours: float
+    ours: float  # expected acceptances
     oracle: float
     random: float
-    oracle_capture: float  # ours / oracle
-    random_capture: float  # random / oracle
+    ours_value: float  # expected value: sum of true p x value_pen x priority_weight (the objective)
+    oracle_value: float
+    random_value: float
+    oracle_capture: float  # ours_value / oracle_value
+    random_capture: float  # random_value / oracle_value
+    acceptance_capture: float  # ours / oracle
 
 
-def _expected(assigned: pd.DataFrame, truth: pd.DataFrame) -> float:
+def _expected(assigned: pd.DataFrame, truth: pd.DataFrame) -> tuple[float, float]:
+    """(expected acceptances, expected value) of an assignment under the true probabilities."""
     got = assigned[["customer_id", "campaign_id"]].merge(truth, on=["customer_id", "campaign_id"], how="left")
     if got["true_p"].isna().any():
         raise ValueError("an assigned pair is not among the eligible pairs of the date")
-    return float(got["true_p"].sum())
+    return float(got["true_p"].sum()), float((got["true_p"] * got["worth"]).sum())
 
 
 def evaluate(business_date: dt.date, customers: int, seed: int, settings: Settings | None = None) -> Evaluation:
@@ -78,38 +89,46 @@ def compare(
     for campaign, rows in pairs.groupby("campaign_id").groups.items():
         ids = pairs.loc[rows, "customer_id"].to_numpy()
         pairs.loc[rows, "true_p"] = oracle.true_propensity(ids, campaign)
-    truth = pairs[["customer_id", "campaign_id", "true_p"]]
+    pairs["worth"] = pairs["value_pen"].astype(float) * pairs["priority_weight"].astype(float)
+    truth = pairs[["customer_id", "campaign_id", "true_p", "worth"]]
 
-    def assign(order_by: np.ndarray) -> pd.DataFrame:
-        # expected acceptances are what is compared: the oracle ranks by true probability alone
-        return arbitrate(pairs.assign(propensity=order_by, value_pen=1.0, priority_weight=1.0), policy)
-
-    best = _expected(assign(pairs["true_p"].to_numpy()), truth)
+    # the oracle: the arbitration itself, fed the true probabilities (the same objective and rules)
+    best = _expected(arbitrate(pairs.assign(propensity=pairs["true_p"]), policy), truth)
     rng = np.random.default_rng(seed)
-    random = _expected(assign(rng.random(len(pairs))), truth)
+    shuffled = pairs.assign(propensity=rng.random(len(pairs)), value_pen=1.0, priority_weight=1.0)
+    random = _expected(arbitrate(shuffled, policy), truth)
     mine = _expected(ours, truth)
+
+    def share(part: float, whole: float) -> float:
+        return round(part / whole, 4) if whole else 0.0
+
     return Evaluation(
         business_date=business_date.isoformat(),
         eligible_pairs=len(pairs),
         assigned_pairs=len(ours),
-        ours=round(mine, 2),
-        oracle=round(best, 2),
-        random=round(random, 2),
-        oracle_capture=round(mine / best, 4) if best else 0.0,
-        random_capture=round(random / best, 4) if best else 0.0,
+        ours=round(mine[0], 2),
+        oracle=round(best[0], 2),
+        random=round(random[0], 2),
+        ours_value=round(mine[1], 2),
+        oracle_value=round(best[1], 2),
+        random_value=round(random[1], 2),
+        oracle_capture=share(mine[1], best[1]),
+        random_capture=share(random[1], best[1]),
+        acceptance_capture=share(mine[0], best[0]),
     )
 
 
 def report(result: Evaluation) -> str:
     return "\n".join(
         [
-            f"expected acceptances for {result.business_date} "
-            f"({result.assigned_pairs} offers assigned of {result.eligible_pairs} eligible pairs):",
-            f"  our assignment     {result.ours:10.2f}",
-            f"  oracle's (best)    {result.oracle:10.2f}",
-            f"  random             {result.random:10.2f}",
-            f"  oracle_capture     {result.oracle_capture:10.3f}   (ours / oracle's)",
-            f"  random_capture     {result.random_capture:10.3f}   (random / oracle's)",
+            f"{result.business_date}: {result.assigned_pairs} offers assigned of {result.eligible_pairs} eligible pairs",
+            "                    expected value   expected acceptances",
+            f"  our assignment    {result.ours_value:14.2f}   {result.ours:20.2f}",
+            f"  oracle's (best)   {result.oracle_value:14.2f}   {result.oracle:20.2f}",
+            f"  random            {result.random_value:14.2f}   {result.random:20.2f}",
+            f"  oracle_capture     {result.oracle_capture:10.3f}   (our expected value / the oracle's)",
+            f"  random_capture     {result.random_capture:10.3f}   (a random assignment's / the oracle's)",
+            f"  acceptance_capture {result.acceptance_capture:10.3f}   (our expected acceptances / the oracle's)",
             json.dumps(asdict(result)),
         ]
     )
