@@ -99,8 +99,9 @@ def _measure(home: Path) -> dict:
     code = (
         "import json, time, datetime as dt, logging; logging.basicConfig(level=logging.WARNING); "
         "from ml.score import score_and_assign; from benchmarks.report import own_peak_rss_mb; "
+        "from crm.settings import get_settings; "
         "t = time.perf_counter(); "
-        f"r = score_and_assign(dt.date.fromisoformat({BUSINESS_DATE.isoformat()!r})); "
+        f"r = score_and_assign(dt.date.fromisoformat({BUSINESS_DATE.isoformat()!r}), get_settings()); "
         "print(json.dumps({'seconds': time.perf_counter() - t, 'pairs': r.pairs_scored, "
         "'assignments': r.assignments, 'customers_assigned': r.customers_assigned, "
         "'peak_rss_mb': own_peak_rss_mb()}))"

@@ -14,11 +14,14 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 
 from expectations.suites import SUITES
+
+if TYPE_CHECKING:
+    from crm.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -180,14 +183,12 @@ def _days_in(span: tuple[dt.date, dt.date]) -> int:
 
 
 def gate_landing(
-    entity: str, business_date: dt.date, settings=None, chunk: tuple[dt.date, dt.date] | None = None
+    entity: str, business_date: dt.date, settings: Settings, chunk: tuple[dt.date, dt.date] | None = None
 ) -> list[Outcome]:
     """Gate the landed partition of ``entity`` for ``business_date`` (with ``chunk``: the file of
     that slice of a history load only), every file of the job one batch."""
-    from crm.settings import get_settings
     from ingestion.landing import landed_rows, landed_since, landed_window, partition_files, partition_path
 
-    settings = settings or get_settings()
     if chunk is not None:
         files = [partition_path(settings.landing_dir, entity, business_date, chunk[0])]
     else:

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from crm.integration_api import client_for
-from crm.settings import Settings, get_settings
+from crm.settings import Settings
 from ingestion.contract import arrow_schema, checker
 from ingestion.landing import delta_file, partition_path, staging_dir, window_file
 from ingestion.plan import ENDPOINTS, ExtractionJob, window
@@ -234,7 +234,7 @@ def _slice_name(chunk: tuple[dt.date, dt.date] | None) -> str:
 def extract_entity(
     entity: str,
     business_date: dt.date,
-    settings: Settings | None = None,
+    settings: Settings,
     span: tuple[dt.date, dt.date] | None = None,
     since: dt.date | None = None,
     chunk: tuple[dt.date, dt.date] | None = None,
@@ -244,7 +244,6 @@ def extract_entity(
     not given), or of it only the slice ``chunk`` (one of a history load's slices, landed in a file
     of its own beside the others); a snapshot as of the date (with ``since``: only the records
     changed on or after it). Reconciled with the API's control total of the request it made."""
-    settings = settings or get_settings()
     if entity not in ENTITIES:
         raise ValueError(f"unknown entity {entity!r}; expected one of {sorted(ENTITIES)}")
     _ = settings.core_api  # where to extract from, resolved (or refused) before the landing area is touched

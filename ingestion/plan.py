@@ -16,7 +16,7 @@ import logging
 import typing
 from dataclasses import dataclass
 
-from crm.settings import Settings, get_settings
+from crm.settings import Settings
 from crm.warehouse import Session, warehouse
 from models.core_banking import ENTITIES
 
@@ -168,14 +168,13 @@ def _snapshot_plan(session: Session, entity: str, business_date: dt.date) -> dic
     return {"since": business_date.isoformat()} if held else None
 
 
-def plan_extraction(business_date: dt.date, settings: Settings | None = None) -> dict[str, list[str] | dict | None]:
+def plan_extraction(business_date: dt.date, settings: Settings) -> dict[str, list[str] | dict | None]:
     """What the day's extraction fetches of each entity: the delta of a windowed entity (its day and
     the late-arrival days), or its history from the first day ``raw`` is missing; a snapshot's
     changes since the day before (``{"since": D}``) or, None, the whole snapshot. Read from the
     warehouse once per run, before the extraction (``crm_daily``'s ``plan_extraction`` task)."""
     from ingestion.raw_load import covered_days, create_raw_tables  # the raw tables' coverage
 
-    settings = settings or get_settings()
     plan: dict[str, list[str] | dict | None] = {}
     with warehouse(settings).begin() as session:
         create_raw_tables(session)
@@ -191,12 +190,11 @@ def plan_extraction(business_date: dt.date, settings: Settings | None = None) ->
     return plan
 
 
-def extraction_jobs(business_date: dt.date, settings: Settings | None = None) -> list[ExtractionJob]:
+def extraction_jobs(business_date: dt.date, settings: Settings) -> list[ExtractionJob]:
     """The day's extraction jobs (``crm_daily``'s ``plan_extraction`` task: one mapped ``extract``
     and ``gate_landing`` each), from its plan, sliced by the API's counts."""
     from crm.integration_api import client_for
 
-    settings = settings or get_settings()
     plan = plan_extraction(business_date, settings)
     with client_for(settings) as client:  # the API's counts size the slices
         return slices(plan, settings, client.control_total)

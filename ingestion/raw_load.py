@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from crm.settings import Settings, get_settings
+from crm.settings import Settings
 from crm.warehouse import Session, metadata, warehouse
 from ingestion.landing import landed_since, landed_window, partition_files
 from models.core_banking import ENTITIES, PRIMARY_KEYS
@@ -119,11 +119,10 @@ def _missing_base(entity: str, business_date: dt.date) -> RuntimeError:
 
 
 def load_business_date(
-    business_date: dt.date, settings: Settings | None = None, entities: Sequence[str] = tuple(ENTITIES)
+    business_date: dt.date, settings: Settings, entities: Sequence[str] = tuple(ENTITIES)
 ) -> dict[str, int]:
     """Load the ``entities`` (all by default) landed for ``business_date`` into the warehouse, in
     one transaction; rows per table. The feature backfill of model training loads only the snapshots."""
-    settings = settings or get_settings()
     paths = _landed(business_date, settings, entities)
     counts: dict[str, int] = {}
     with warehouse(settings).begin() as session:

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from crm.settings import Settings, get_settings
+from crm.settings import Settings
 from crm.warehouse import warehouse
 from ml.arbitrate import Policy, arbitrate, load_policy
 from ml.features import scoring_batches
@@ -61,11 +61,10 @@ def _expected(assigned: pd.DataFrame, truth: pd.DataFrame) -> tuple[float, float
     return float(got["true_p"].sum()), float((got["true_p"] * got["worth"]).sum())
 
 
-def evaluate(business_date: dt.date, customers: int, seed: int, settings: Settings | None = None) -> Evaluation:
+def evaluate(business_date: dt.date, customers: int, seed: int, settings: Settings) -> Evaluation:
     """Expected acceptances of ours, the oracle's and a random assignment for ``business_date``."""
     from sandbox.oracle import Oracle
 
-    settings = settings or get_settings()
     with warehouse(settings).connect() as session:
         batches = [b[PAIR_COLUMNS] for b in scoring_batches(session, business_date)]
         ours = session.frame(

@@ -6,7 +6,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 
-from crm.settings import Settings, get_settings
+from crm.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,8 @@ class ModelRef:
         return f"models:/{self.name}/{self.version}"
 
 
-def mlflow_client(settings: Settings | None = None):
+def mlflow_client(settings: Settings):
     """Point MLflow at the configured store and return a client (creates the local store)."""
-    settings = settings or get_settings()
     logging.getLogger("alembic").setLevel(logging.WARNING)
     import mlflow
 
@@ -48,11 +47,10 @@ def mlflow_client(settings: Settings | None = None):
     return mlflow.MlflowClient()
 
 
-def champion(settings: Settings | None = None) -> ModelRef | None:
+def champion(settings: Settings) -> ModelRef | None:
     """The registered model version holding the ``champion`` alias, or None when the registry has
     no such model or the model no such alias. Any other failure (the registry unreachable, refused,
     failing) raises: the caller must never take it for "no champion" and train one in its place."""
-    settings = settings or get_settings()
     client = mlflow_client(settings)
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode

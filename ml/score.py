@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from crm.settings import Settings, get_settings
+from crm.settings import Settings
 from crm.warehouse import Session, metadata, warehouse
 from ml.arbitrate import arbitrate, load_policy
 from ml.features import FEATURES, REASON_TEXT, scoring_batches
@@ -90,10 +90,9 @@ class ScoringResult:
     assignments: int
 
 
-def scoring_champion(settings: Settings | None = None) -> ModelRef | None:
+def scoring_champion(settings: Settings) -> ModelRef | None:
     """The champion model to score with; None when the registry has none (locally: crm_daily's
     ``ensure_model`` then trains a first one). In production a missing champion stops the task."""
-    settings = settings or get_settings()
     ref = champion(settings)
     if ref is None and settings.production:
         raise RuntimeError(
@@ -237,11 +236,10 @@ def _reason_texts(session: Session, business_date: dt.date, assigned: pd.DataFra
     return [json.dumps([*t, ch]) for t, ch in zip(texts, assigned["channel_reason"], strict=True)]
 
 
-def score_and_assign(business_date: dt.date, settings: Settings | None = None) -> ScoringResult:
+def score_and_assign(business_date: dt.date, settings: Settings) -> ScoringResult:
     """Score every eligible pair of ``business_date`` with the champion, arbitrate, write the result."""
     import mlflow
 
-    settings = settings or get_settings()
     wh = warehouse(settings)
     with wh.connect() as session:
         eligible = session.scalar(

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from crm.settings import Settings, get_settings
+from crm.settings import Settings
 from crm.warehouse import warehouse
 from ml.features import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES
 from ml.registry import CHALLENGER, CHAMPION, mlflow_client
@@ -219,7 +219,7 @@ def _champion_on(holdout: pd.DataFrame, client, model_name: str) -> tuple[str | 
 
 
 def train_and_register(
-    business_date: dt.date, settings: Settings | None = None, config: TrainingConfig | None = None
+    business_date: dt.date, settings: Settings, config: TrainingConfig | None = None
 ) -> TrainingResult:
     """Train every candidate on the window (its features built: see ``feature_dates_missing``),
     register the best, decide its alias."""
@@ -227,7 +227,6 @@ def train_and_register(
     from mlflow.models import infer_signature
     from sklearn import __version__ as sklearn_version
 
-    settings = settings or get_settings()
     config = config or TrainingConfig()
     window = TrainingWindow(business_date, config.window_days, config.feature_step_days)
     with warehouse(settings).connect() as session:

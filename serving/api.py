@@ -19,7 +19,7 @@ import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
-from crm.settings import Settings, get_settings
+from crm.settings import Settings
 from serving import console, segments
 from serving.access import access_of
 from serving.answers import REDIS_ERRORS, answer_unavailable_with_503, openapi_with_security
@@ -65,8 +65,7 @@ async def _seal_audit_trail(trail: AuditTrail, every_s: float) -> None:
             log.error("audit trail: the seal could not be written", error=str(exc))
 
 
-def create_app(redis_url: str, settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+def create_app(redis_url: str, settings: Settings) -> FastAPI:
     keys = Keys(settings.redis_prefix)
     reader = SnapshotReader(keys, settings.redis_deadline_s)
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from crm import cache
 from crm.services import ensure_redis
-from crm.settings import Settings, get_settings
+from crm.settings import Settings
 from serving.codec import (
     OFFER,
     PROFILE,
@@ -89,7 +89,7 @@ class PublishResult:
 
 def publish_snapshot(
     business_date: dt.date,
-    settings: Settings | None = None,
+    settings: Settings,
     *,
     now: dt.datetime | None = None,
     force: bool = False,
@@ -99,7 +99,6 @@ def publish_snapshot(
     result says why (``published`` False); ``force`` publishes anyway, and overrides the publish
     guard."""
 
-    settings = settings or get_settings()
     a = read_assignments(business_date, settings)
     if a is None:
         raise PublishError(

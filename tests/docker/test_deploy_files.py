@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import yaml
 
-from crm.settings import REPO_ROOT
+from crm.settings import REPO_ROOT, get_settings
 
 DOCKER = REPO_ROOT / "docker"
 KUBERNETES_VERSION = "1.33"  # OpenShift 4.20's
@@ -167,7 +167,7 @@ def test_the_read_api_replaces_airflows_entrypoint_and_listens_where_the_image_e
 def _routes() -> set[str]:
     from serving.api import create_app
 
-    return {route.path for route in create_app("redis://unused:6379/0").routes}
+    return {route.path for route in create_app("redis://unused:6379/0", get_settings()).routes}
 
 
 def _airflow_parses(argv: list[str]) -> None:
@@ -375,7 +375,6 @@ def test_the_alert_rules_watch_metrics_the_read_api_exports():
     from a metric (and label) the API's /metrics really exports: a renamed metric would silence it."""
     from prometheus_client import generate_latest
 
-    from crm.settings import get_settings
     from serving.hotpath import Metrics
 
     (rule_file,) = yaml.safe_load_all((DOCKER / "openshift" / "alerts.yaml").read_text())

@@ -122,7 +122,10 @@ def test_a_load_killed_half_way_leaves_the_live_snapshot_serving(server, setting
     n = 300_000
     write_assignments(big, _assignments("CMP-C", "CMP-A", n), ModelRef("m", "3"), settings)
     live = r.get(keys.current)
-    code = f"import datetime as dt; from serving.publish import publish_snapshot; publish_snapshot(dt.date({big:%Y, %-m, %-d}))"
+    code = (
+        "import datetime as dt; from crm.settings import get_settings; from serving.publish import publish_snapshot; "
+        f"publish_snapshot(dt.date({big:%Y, %-m, %-d}), get_settings())"
+    )
     env = {**os.environ, "CRM_HOME": str(settings.home)}
     loader = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO_ROOT)
     prefix = f"{settings.redis_prefix}:snap:{big:%Y%m%d}-"
