@@ -9,7 +9,8 @@ acceptances (the sum of the true probabilities):
 
 - ours: what ``crm_daily`` wrote to ``marts.customer_campaign_assignments``;
 - the oracle's: the same arbitration fed the true probabilities (what a perfect model would
-  assign, by the same objective: value-consistent);
+  assign, by the same objective and the same greedy rules: value-consistent; not an exact
+  optimum, so a lucky assignment can exceed it);
 - a random one: eligible offers in a random order (seeded).
 
 ``oracle_capture`` is our expected value over the oracle's; ``random_capture`` a random
@@ -62,7 +63,7 @@ def _expected(assigned: pd.DataFrame, truth: pd.DataFrame) -> tuple[float, float
 
 
 def evaluate(business_date: dt.date, customers: int, seed: int, settings: Settings) -> Evaluation:
-    """Expected acceptances of ours, the oracle's and a random assignment for ``business_date``."""
+    """Expected value and acceptances of ours, the oracle's and a random assignment for ``business_date``."""
     from sandbox.oracle import Oracle
 
     with warehouse(settings).connect() as session:
@@ -123,7 +124,7 @@ def report(result: Evaluation) -> str:
             f"{result.business_date}: {result.assigned_pairs} offers assigned of {result.eligible_pairs} eligible pairs",
             "                    expected value   expected acceptances",
             f"  our assignment    {result.ours_value:14.2f}   {result.ours:20.2f}",
-            f"  oracle's (best)   {result.oracle_value:14.2f}   {result.oracle:20.2f}",
+            f"  oracle's          {result.oracle_value:14.2f}   {result.oracle:20.2f}",
             f"  random            {result.random_value:14.2f}   {result.random:20.2f}",
             f"  oracle_capture     {result.oracle_capture:10.3f}   (our expected value / the oracle's)",
             f"  random_capture     {result.random_capture:10.3f}   (a random assignment's / the oracle's)",

@@ -10,7 +10,7 @@ the old ones the same way. A table with a date column (:data:`DATE_COLUMNS`) is 
 per date, and a run writes only the dates it changed: its own, the window a mart rewrites each run
 (the contacts' ``contact_refresh_days``), and any date whose rows the warehouse counts differently
 from the manifest (a backfill's older days); other tables are written whole, views kept as their
-SQL over the copy's tables. A file the manifest stops listing is deleted an hour later (a query
+SQL over the copy's tables. A file the manifest stops listing is deleted six hours later (a query
 that began before the switch finishes on it).
 
 ``crm sql`` (``serving.analysts_shell``) opens a DuckDB database in memory whose views read the files the

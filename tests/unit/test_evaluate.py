@@ -32,7 +32,7 @@ def case():
     # offers of very different worth: a loan is worth more than a card, whatever their odds
     worth = dict(zip(campaigns, (50.0, 400.0, 120.0, 900.0), strict=True))
     pairs["value_pen"] = pairs["campaign_id"].map(worth)
-    pairs["priority_weight"] = 1.0
+    pairs["priority_weight"] = pairs["campaign_id"].map(dict(zip(campaigns, (1.5, 0.5, 1.0, 0.8), strict=True)))
     for column in PAIR_COLUMNS:
         if column not in pairs:
             pairs[column] = 1 if column.startswith("consent_") else 0
@@ -55,8 +55,12 @@ def test_a_perfect_model_captures_all_of_the_oracles_value(case):
 
 def test_ranking_by_probability_alone_loses_value_and_is_told_so(case):
     oracle, policy, pairs, truth = case
-    by_odds = arbitrate(truth.assign(propensity=truth["true_p"], value_pen=1.0), policy)
+    by_odds = arbitrate(truth.assign(propensity=truth["true_p"], value_pen=1.0, priority_weight=1.0), policy)
     result = compare(pairs, by_odds, oracle, policy, D, seed=1)
     assert result.oracle_capture < 0.9  # the scarce contacts went to likely but cheap offers
     assert result.acceptance_capture > 1.0  # it does win more acceptances than the value-optimal assignment
-    assert result.ours == pytest.approx(truth.merge(by_odds[["customer_id", "campaign_id"]])["true_p"].sum(), abs=0.01)
+    assigned = truth.merge(by_odds[["customer_id", "campaign_id"]])
+    assert result.ours == pytest.approx(assigned["true_p"].sum(), abs=0.01)
+    # the value is the arbitration's objective: probability x offer value x campaign weight
+    objective = assigned["true_p"] * assigned["value_pen"] * assigned["priority_weight"]
+    assert result.ours_value == pytest.approx(objective.sum(), abs=0.01)
