@@ -44,7 +44,8 @@ from crm.settings import REPO_ROOT, Settings, get_settings
 
 BUSINESS_DATE = dt.date(2026, 11, 27)
 AT_MOST = {"score_arbitrate_s": 60, "peak_rss_mb": 3072}
-AT_LEAST = {"oracle_capture": 0.8, "capture_over_random": 2.0}
+# issue 24's targets, of the value-consistent oracle (ml.evaluate): not met yet
+AT_LEAST = {"oracle_capture": 0.95, "capture_over_random": 2.5}
 
 
 def _prepare(home: Path, customers: int, transaction_days: int, fresh: bool) -> None:
