@@ -114,14 +114,14 @@ def caller(request: Request) -> Principal:
     return request.scope["crm.principal"]
 
 
-async def take_lookup(state, client, deadline_s: float, who: Principal) -> float | None:
+async def take_lookup(state, who: Principal) -> float | None:
     """Count one look-up of ``who`` (the app's ``state.lookups``); None when it fits, else the
     seconds until the quota's minute ends. A caller new to this worker this minute is read from
-    Redis (``client``) first, within ``deadline_s``."""
+    Redis (through ``state.reader``) first, within the reader's deadline."""
     wait = state.lookups.take_known(who)
     if wait is False:
-        async with asyncio.timeout(deadline_s):
-            wait = await state.lookups.take(client, who)
+        async with asyncio.timeout(state.reader.deadline_s):
+            wait = await state.lookups.take(state.reader.text, who)
     return wait
 
 
@@ -166,7 +166,7 @@ class GuardedRoute(APIRoute):
             if access.quota == LOOKUPS:
                 state = request.app.state
                 try:
-                    wait = await take_lookup(state, state.reader.text, state.reader.deadline_s, who)
+                    wait = await take_lookup(state, who)
                 except REDIS_ERRORS:  # the quota cannot be counted: refused, as every read is meanwhile
                     raise HTTPException(503, detail=REDIS_DOWN) from None
                 if wait is not None:

@@ -232,7 +232,7 @@ class OffersFastPath:
         if customer_id is None:
             customer_id = scope["crm.customer_id"] = canonical_customer_id(who.subject)
         try:
-            wait = await take_lookup(state, state.reader.text, state.reader.deadline_s, who)
+            wait = await take_lookup(state, who)
         except REDIS_ERRORS:
             return raw_json(503, {"detail": REDIS_DOWN})
         if wait is not None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import json
+from collections.abc import Iterator
 
 import pandas as pd
 
@@ -29,3 +32,22 @@ def assignments(customers: int, plan: list[tuple[str, str]], offset: int = 0) ->
             for rank, (campaign, channel) in enumerate(plan, start=1)
         ]
     )
+
+
+@contextlib.contextmanager
+def published_home(settings, name: str, day: dt.date, plan: list[tuple[str, str]], **changes) -> Iterator:
+    """Settings of a data directory of its own, ``settings.home / name`` (with ``changes``), whose
+    live snapshot holds 20 customers' offers of ``plan`` for ``day``; its Redis is stopped after."""
+    from crm.services import stop_redis
+    from ml.registry import ModelRef
+    from ml.score import write_assignments
+    from serving.publish import publish_snapshot
+
+    home = dataclasses.replace(settings, home=settings.home / name, **changes)
+    home.ensure_dirs()
+    write_assignments(day, assignments(20, plan), ModelRef("m", "1"), home)
+    publish_snapshot(day, home)
+    try:
+        yield home
+    finally:
+        stop_redis(home)

@@ -19,30 +19,23 @@ import sys
 
 import orjson
 import pytest
-from assignments import assignments
+from assignments import published_home
 from fastapi.testclient import TestClient
 
-from crm.services import ensure_redis, stop_redis
+from crm.services import ensure_redis
 from crm.settings import REPO_ROOT, SettingsError
-from ml.registry import ModelRef
-from ml.score import write_assignments
 from serving.api import create_app
 from serving.audit import LEDGER, key_id, load_keys, read_file, read_records
 from serving.audit_verify import seals_from_log, verify
 from serving.auth import issue_keys, sign_dev_token
-from serving.publish import publish_snapshot
 
 D = dt.date(2026, 11, 5)
 
 
 @pytest.fixture(scope="module")
 def home_settings(settings):
-    s = dataclasses.replace(settings, home=settings.home / "audit-home")
-    s.ensure_dirs()
-    write_assignments(D, assignments(20, [("CMP-A", "SMS")]), ModelRef("m", "1"), s)
-    publish_snapshot(D, s)
-    yield s
-    stop_redis(s)
+    with published_home(settings, "audit-home", D, [("CMP-A", "SMS")]) as home:
+        yield home
 
 
 @pytest.fixture(scope="module")

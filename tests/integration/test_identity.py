@@ -4,7 +4,6 @@ without a restart, and every refusal says why."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -15,32 +14,25 @@ import time
 import httpx
 import jwt
 import pytest
-from assignments import assignments
+from assignments import published_home
 from conftest import running_read_api
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 from waits import wait_until
 
-from crm.services import ensure_redis, stop_redis
+from crm.services import ensure_redis
 from crm.settings import REPO_ROOT
-from ml.registry import ModelRef
-from ml.score import write_assignments
 from serving.api import create_app
 from serving.auth import issue_key, issue_keys, revoke_key, sign_dev_token
-from serving.publish import publish_snapshot
 
 D = dt.date(2026, 11, 4)
 
 
 @pytest.fixture(scope="module")
 def home_settings(settings):
-    s = dataclasses.replace(settings, home=settings.home / "identity", api_key_reload_s=0.2)
-    s.ensure_dirs()
-    write_assignments(D, assignments(20, [("CMP-A", "SMS"), ("CMP-B", "PHONE")]), ModelRef("m", "1"), s)
-    publish_snapshot(D, s)
-    yield s
-    stop_redis(s)
+    with published_home(settings, "identity", D, [("CMP-A", "SMS"), ("CMP-B", "PHONE")], api_key_reload_s=0.2) as home:
+        yield home
 
 
 @pytest.fixture(scope="module")

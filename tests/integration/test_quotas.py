@@ -3,22 +3,18 @@ Retry-After, exports past the day's too, and two API workers share the counts.""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import pytest
 import redis
-from assignments import assignments
+from assignments import published_home
 from fastapi.testclient import TestClient
 from waits import fresh_minute, wait_until, wait_until_async
 
-from crm.services import ensure_redis, stop_redis
-from ml.registry import ModelRef
-from ml.score import write_assignments
+from crm.services import ensure_redis
 from serving.api import create_app
 from serving.audit import read_records
 from serving.auth import issue_keys, sign_dev_token
-from serving.publish import publish_snapshot
 
 D = dt.date(2026, 11, 6)
 LOOKUPS, EXPORTS = 5, 2
@@ -27,13 +23,10 @@ CALLER = "integration:sales-integration"  # whom the sales key stands for (servi
 
 @pytest.fixture(scope="module")
 def home_settings(settings):
-    s = dataclasses.replace(settings, home=settings.home / "quota-home", quota_lookups_per_minute=LOOKUPS,
-                            quota_exports_per_day=EXPORTS)  # fmt: skip
-    s.ensure_dirs()
-    write_assignments(D, assignments(20, [("CMP-A", "SMS")]), ModelRef("m", "1"), s)
-    publish_snapshot(D, s)
-    yield s
-    stop_redis(s)
+    with published_home(
+        settings, "quota-home", D, [("CMP-A", "SMS")], quota_lookups_per_minute=LOOKUPS, quota_exports_per_day=EXPORTS
+    ) as home:
+        yield home
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -5,25 +5,21 @@ that, or a declaration the route does not keep, fails here."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import re
 import time
 
 import pytest
-from assignments import assignments
+from assignments import published_home
 from fastapi.testclient import TestClient
 from starlette.routing import Mount, Route
 from waits import fresh_minute
 
-from crm.services import ensure_redis, stop_redis
-from ml.registry import ModelRef
-from ml.score import write_assignments
+from crm.services import ensure_redis
 from serving.access import COOKIE, LOOKUPS, SEGMENT_ROWS, GuardedRoute, access_of
 from serving.api import create_app
 from serving.audit import read_records
 from serving.auth import CUSTOMERS, STAFF_ROLES, sign_dev_token
-from serving.publish import publish_snapshot
 
 D = dt.date(2026, 11, 8)
 LOOKUP_QUOTA, ROWS_QUOTA = 3, 25  # a segment page of this test reads 10 rows
@@ -45,13 +41,15 @@ PUBLIC = {
 
 @pytest.fixture(scope="module")
 def home_settings(settings):
-    s = dataclasses.replace(settings, home=settings.home / "routes-home", quota_lookups_per_minute=LOOKUP_QUOTA,
-                            quota_segment_rows_per_day=ROWS_QUOTA)  # fmt: skip
-    s.ensure_dirs()
-    write_assignments(D, assignments(20, [("CMP-A", "SMS")]), ModelRef("m", "1"), s)
-    publish_snapshot(D, s)
-    yield s
-    stop_redis(s)
+    with published_home(
+        settings,
+        "routes-home",
+        D,
+        [("CMP-A", "SMS")],
+        quota_lookups_per_minute=LOOKUP_QUOTA,
+        quota_segment_rows_per_day=ROWS_QUOTA,
+    ) as home:
+        yield home
 
 
 @pytest.fixture(scope="module")
