@@ -19,7 +19,6 @@ Writes ``<CRM_HOME>/bench/extract.json``; works in ``<CRM_HOME>/bench/extract-ho
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -39,12 +38,11 @@ AT_LEAST = {"records_per_s": 50_000, "ratio": 0.5}
 
 def bench_settings(customers: int) -> Settings:
     base = get_settings()
-    return dataclasses.replace(
-        base,
+    return base.replace(
         home=base.home / "bench" / "extract-home",
-        sandbox_customers=customers,
-        sandbox_seed=42,
-        sandbox_faults="",
+        customers=customers,
+        seed=42,
+        faults="",
         page_size=5000,
     )
 
@@ -104,7 +102,7 @@ def raw_fetch(customers: int, entities: tuple[str, ...], kind: str = "daily") ->
                 if span is None
                 else {"date_from": span[0].isoformat(), "date_to": span[1].isoformat()}
             )
-            for page in client.pages(ENDPOINTS[entity], params, settings.page_size):
+            for page in client.pages(ENDPOINTS[entity], params, settings.extraction.page_size):
                 records += len(page)
     return {"records": records, "seconds": time.perf_counter() - start}
 
@@ -128,7 +126,7 @@ def run(customers: int) -> dict:
             s = bench_settings(size)
             s.ensure_dirs()
             print(f"starting a sandbox bank of {size:,} customers ...", flush=True)
-            ensure_sandbox(size, s.sandbox_seed, s, "")
+            ensure_sandbox(size, s.sandbox.seed, s, "")
             if size == customers:
                 print(
                     "raw fetch of a day's delta (customers and accounts changed, 4 days of transactions and responses) ...",

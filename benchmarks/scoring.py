@@ -26,7 +26,6 @@ Writes ``<CRM_HOME>/bench/scoring.json``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -71,7 +70,7 @@ def _settings(home: Path, customers: int, mlflow_dir: Path) -> Settings:
     os.environ["CRM_MLFLOW_TRACKING_URI"] = f"sqlite:///{mlflow_dir / 'mlflow.db'}"
     os.environ["CRM_MLFLOW_ARTIFACT_ROOT"] = (mlflow_dir / "artifacts").as_uri()
     mlflow_dir.mkdir(parents=True, exist_ok=True)
-    return dataclasses.replace(get_settings(), home=home, sandbox_customers=customers, sandbox_seed=42)
+    return get_settings().replace(home=home, customers=customers, seed=42)
 
 
 def _train(settings: Settings) -> dict:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -258,7 +257,7 @@ def serve(kind: str, port: int) -> None:
 
     settings = get_settings()
     url = ensure_redis(settings)
-    app = create_app(url, settings) if kind == "api" else _baseline_app(url, settings.redis_prefix)
+    app = create_app(url, settings) if kind == "api" else _baseline_app(url, settings.serving.redis_prefix)
     uvicorn.run(
         app,
         host="127.0.0.1",
@@ -282,7 +281,7 @@ def run(customers: int, seconds: float) -> dict:
     from serving.publish import publish_snapshot
 
     base = get_settings()
-    settings = dataclasses.replace(base, home=base.home / "bench" / "serving-home")
+    settings = base.replace(home=base.home / "bench" / "serving-home")
     settings.ensure_dirs()
     os.environ["CRM_HOME"] = str(settings.home)
     settings.duckdb_path.unlink(missing_ok=True)

@@ -151,7 +151,7 @@ class IntegrationApiClient:
 def _endpoint(settings: Settings) -> tuple[str, str, str]:
     api = settings.core_api
     if api.url is None:
-        sandbox = ensure_sandbox(settings.sandbox_customers, settings.sandbox_seed, settings, settings.sandbox_faults)
+        sandbox = ensure_sandbox(settings.sandbox.customers, settings.sandbox.seed, settings, settings.sandbox.faults)
         return sandbox.url, sandbox.client_id, sandbox.client_secret
     return api.url, api.client_id, api.client_secret
 
@@ -166,9 +166,9 @@ def client_for(settings: Settings, **overrides: Any) -> IntegrationApiClient:
     production); ``overrides`` (timeout_s, max_retries, ...) on top of the settings'."""
     url, client_id, secret = _endpoint(settings)
     options = {
-        "max_retries": settings.api_max_retries,
-        "timeout_s": settings.api_timeout_s,
-        "max_retry_after_s": settings.api_max_retry_after_s,
+        "max_retries": settings.extraction.api_max_retries,
+        "timeout_s": settings.extraction.api_timeout_s,
+        "max_retry_after_s": settings.extraction.api_max_retry_after_s,
         **overrides,
     }
     return IntegrationApiClient(url, client_id, secret, **options)

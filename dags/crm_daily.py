@@ -163,12 +163,12 @@ def _dbt_build(task_id: str, **selection: str) -> DbtBuildWithLineage:
     ),
     params={
         "customers": Param(
-            settings.sandbox_customers,
+            settings.sandbox.customers,
             type="integer",
             minimum=1,
             description="sandbox bank size",
         ),
-        "seed": Param(settings.sandbox_seed, type="integer", description="sandbox bank seed"),
+        "seed": Param(settings.sandbox.seed, type="integer", description="sandbox bank seed"),
         "force_publish": Param(
             False, type="boolean", description="publish even when the served audience shrank past the guard"
         ),

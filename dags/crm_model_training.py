@@ -72,8 +72,8 @@ settings = get_settings()
             0.005, type="number", minimum=0, maximum=0.5,
             description="holdout ROC AUC a new version must gain over the champion to replace it",
         ),
-        "customers": Param(settings.sandbox_customers, type="integer", minimum=1, description="sandbox bank size"),
-        "seed": Param(settings.sandbox_seed, type="integer", description="sandbox bank seed"),
+        "customers": Param(settings.sandbox.customers, type="integer", minimum=1, description="sandbox bank size"),
+        "seed": Param(settings.sandbox.seed, type="integer", description="sandbox bank seed"),
     },
 )  # fmt: skip
 def crm_model_training():
@@ -84,7 +84,7 @@ def crm_model_training():
 
         from entrypoints.assets import training_as_of
 
-        day, why = training_as_of(get_current_context(), params or {}, ds, settings.training_weekday)
+        day, why = training_as_of(get_current_context(), params or {}, ds, settings.orchestration.training_weekday)
         logging.getLogger(__name__).info("training as of %s: %s", day, why)
         return day.isoformat() if day else None
 

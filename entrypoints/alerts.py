@@ -31,7 +31,7 @@ BODY = (
 def dag_alerting(settings: Settings, snapshot_deadline: bool = False) -> dict:
     """``dagrun_timeout`` and, when someone is to be told, ``on_failure_callback`` (an e-mail) and,
     for the DAG that publishes the snapshot, the deadline by which it must be live."""
-    arguments: dict = {"dagrun_timeout": dt.timedelta(hours=settings.dagrun_timeout_hours)}
+    arguments: dict = {"dagrun_timeout": dt.timedelta(hours=settings.orchestration.dagrun_timeout_hours)}
     if settings.alert_emails:
         arguments["on_failure_callback"] = partial(email_failure, to=tuple(settings.alert_emails))
         if snapshot_deadline:
@@ -45,7 +45,7 @@ def snapshot_deadline_alert(settings: Settings):
     from airflow.sdk.definitions.callback import AsyncCallback
     from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
-    by = settings.snapshot_deadline_lima
+    by = settings.orchestration.snapshot_deadline_lima
     return DeadlineAlert(
         reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
         interval=dt.timedelta(days=1, hours=by.hour, minutes=by.minute),

@@ -147,7 +147,7 @@ def serve(host: str, port: int) -> None:
         keys = "" if settings.production else f"; keys: {settings.demo_api_keys_path}"
         click.echo(f"read API on http://{host}:{port}{docs}{keys}")
         # X-Forwarded-For and -Proto are believed from the configured router only (none by default)
-        proxies = [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]
+        proxies = [p.strip() for p in settings.serving.trusted_proxies.split(",") if p.strip()]
         config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False,
                                 proxy_headers=bool(proxies), forwarded_allow_ips=proxies or "")  # fmt: skip
         sockets = [config.bind_socket()]

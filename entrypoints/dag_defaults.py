@@ -16,8 +16,8 @@ def default_args(settings: Settings, retry_delay: dt.timedelta | None = None, **
     gives its own; ``extra`` adds what only that DAG sets (a callback, say)."""
     return {
         "owner": OWNER,
-        "retries": settings.task_retries,
-        "retry_delay": retry_delay or dt.timedelta(seconds=settings.task_retry_delay_s),
-        "execution_timeout": dt.timedelta(minutes=settings.task_timeout_minutes),
+        "retries": settings.orchestration.task_retries,
+        "retry_delay": retry_delay or dt.timedelta(seconds=settings.orchestration.task_retry_delay_s),
+        "execution_timeout": dt.timedelta(minutes=settings.orchestration.task_timeout_minutes),
         **extra,
     }

@@ -165,7 +165,7 @@ def train(business_date: dt.date, customers: int, seed: int, overrides: dict) ->
     if rc:
         return rc
     latest = latest_version(settings)
-    print(f"\ncrm_model_training succeeded as of {business_date}: {settings.model_name} v{latest.version} "
+    print(f"\ncrm_model_training succeeded as of {business_date}: {settings.model.model_name} v{latest.version} "
           f"({latest.tags.get('candidate')}) is {latest.tags.get('promotion.decision')}")  # fmt: skip
     print(f"  {latest.tags.get('promotion.reason')}")
     print(f"runs, metrics and plots: MLflow experiment crm-campaign-propensity in {settings.mlflow_tracking_uri}")

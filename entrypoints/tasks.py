@@ -6,7 +6,6 @@ owns it, and returns a small JSON-able summary that Airflow keeps as the task's 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 from dataclasses import asdict
@@ -36,10 +35,10 @@ def run_settings(params: dict[str, Any] | None = None) -> Settings:
     params = params or {}
     changes = {}
     if params.get("customers"):
-        changes["sandbox_customers"] = int(params["customers"])
+        changes["customers"] = int(params["customers"])
     if params.get("seed") is not None:
-        changes["sandbox_seed"] = int(params["seed"])
-    settings = dataclasses.replace(settings, **changes) if changes else settings
+        changes["seed"] = int(params["seed"])
+    settings = settings.replace(**changes) if changes else settings
     settings.ensure_dirs()
     return settings
 
@@ -128,7 +127,7 @@ def ensure_model(business_date: dt.date, params: dict | None = None) -> dict:
     ref = scoring_champion(settings)  # in production, none stops the run
     if ref is not None:
         return {"model_name": ref.name, "model_version": ref.version}
-    log.info("no %s model is the champion: training a first one as of %s", settings.model_name, business_date)
+    log.info("no %s model is the champion: training a first one as of %s", settings.model.model_name, business_date)
     trained = train_first_model(business_date, settings, training_config(params))
     return {"model_name": trained.model_name, "model_version": trained.version}
 
@@ -243,7 +242,7 @@ def publish(business_date: dt.date, params: dict | None = None) -> dict:
     settings = run_settings(params)
     force = bool((params or {}).get("force_publish"))
     result = asdict(publish_snapshot(business_date, settings, force=force))
-    snapshot = lineage.snapshot(ensure_redis(settings), settings.redis_prefix)
+    snapshot = lineage.snapshot(ensure_redis(settings), settings.serving.redis_prefix)
     report(lineage.tables(settings, [ASSIGNMENTS, *PUBLISHED_BESIDE]), [snapshot] if result["published"] else [])
     return result
 

@@ -197,7 +197,7 @@ def build(settings: Settings) -> Path:
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     context(home, site).build_data_docs()
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "crm-platform" / "npm"
-    _vendor(site, cache, settings.npm_registry)
+    _vendor(site, cache, settings.platform.npm_registry)
     return site / "index.html"
 
 

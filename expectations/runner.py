@@ -211,10 +211,10 @@ def gate_landing(
         "adult_born_by": business_date.replace(year=business_date.year - 18, day=min(business_date.day, 28)),
         "previous_rows": previous_rows,
         "changes_only": changes_only,
-        "max_volume_change": settings.max_volume_change,
+        "max_volume_change": settings.extraction.max_volume_change,
     }
 
     where = str(files[0]) if len(files) == 1 else f"{files[0].parent} ({len(files)} files)"
     batch = f"landing.{entity}" + (f".{chunk[0]}_{chunk[1]}" if chunk else "")
     keep = Keep(settings.home, business_date, batch)
-    return gate(entity, where, validate_files(entity, files, context, settings.duckdb_memory_mb, keep))
+    return gate(entity, where, validate_files(entity, files, context, settings.warehouse.duckdb_memory_mb, keep))

@@ -270,7 +270,7 @@ def extract_entity(
     part = chunk[0] if chunk else None
     path = partition_path(settings.landing_dir, entity, business_date, part)
     qpath = partition_path(settings.quarantine_dir, entity, business_date, part)
-    staging = _Staging(path, {"entity": entity, "params": params, "page_size": settings.page_size})
+    staging = _Staging(path, {"entity": entity, "params": params, "page_size": settings.extraction.page_size})
     state = staging.resume()
     resumed_from = state["pages"]
     if resumed_from:
@@ -278,7 +278,7 @@ def extract_entity(
     with client_for(settings) as client:
         reported = client.control_total(ENDPOINTS[entity], params)
         if not state["done"]:
-            pages = client.pages_from(ENDPOINTS[entity], params, settings.page_size, state["cursor"])
+            pages = client.pages_from(ENDPOINTS[entity], params, settings.extraction.page_size, state["cursor"])
             for page, next_cursor in _prefetch(pages):
                 page_no = state["pages"]
                 checked = check(page)
@@ -292,7 +292,7 @@ def extract_entity(
                     pa.Table.from_pylist(bad, schema=QUARANTINE_SCHEMA),
                     state,
                 )
-    memory_mb = settings.extract_memory_mb
+    memory_mb = settings.extraction.memory_mb
     # first, so that a landed partition never goes without what it holds (every slice of a
     # history load writes the same: the whole span, which load_raw replaces)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -332,11 +332,11 @@ def extract_entity(
             f"{landed} landed + {quarantined} quarantined = {landed + quarantined} "
             f"({received} received, {result.duplicates} duplicates dropped)"
         )
-    if received and quarantined / reported > settings.max_quarantine_share:
+    if received and quarantined / reported > settings.extraction.max_quarantine_share:
         first = pq.read_table(qpath).slice(0, 1).to_pylist()[0]
         raise QuarantineLimitExceeded(
             f"{entity} for {business_date}{_slice_name(chunk)}: {quarantined} of {reported} records broke the contract "
-            f"({quarantined / reported:.1%} > CRM_MAX_QUARANTINE_SHARE={settings.max_quarantine_share:.1%}); "
+            f"({quarantined / reported:.1%} > CRM_MAX_QUARANTINE_SHARE={settings.extraction.max_quarantine_share:.1%}); "
             f"first: field {first['field']!r} of record {first['record_key']}: {first['reason']}; "
             f"all of them are in {qpath}"
         )

@@ -86,8 +86,8 @@ def window(entity: str, business_date: dt.date, settings: Settings) -> tuple[dt.
     window; None: a snapshot as of the date). A full load extracts it whole; the daily delta only
     what ``raw`` does not hold yet (``plan_window``)."""
     days = {
-        "transactions": settings.transaction_lookback_days,
-        "campaign_responses": settings.response_lookback_days,
+        "transactions": settings.extraction.transaction_lookback_days,
+        "campaign_responses": settings.extraction.response_lookback_days,
     }
     if entity not in days:
         return None
@@ -104,7 +104,7 @@ def plan_window(
     full = window(entity, business_date, settings)
     if full is None:
         return None
-    delta_start = max(full[0], business_date - dt.timedelta(days=settings.late_arrival_days))
+    delta_start = max(full[0], business_date - dt.timedelta(days=settings.extraction.late_arrival_days))
     day, missing = full[0], None
     while day < delta_start:
         if day not in covered:
@@ -141,7 +141,7 @@ def slices(
         if isinstance(planned, list):
             span = (dt.date.fromisoformat(planned[0]), dt.date.fromisoformat(planned[1]))
             records = count(ENDPOINTS[entity], {"date_from": planned[0], "date_to": planned[1]}) if count else 0
-            parts = chunks(span, -(-records // settings.extract_slice_records))
+            parts = chunks(span, -(-records // settings.extraction.slice_records))
             for first, last in parts:
                 jobs.append(ExtractionJob(entity, f"{entity} {first.isoformat()}..{last.isoformat()}", span=span,
                                           chunk=(first, last) if len(parts) > 1 else None))  # fmt: skip

@@ -42,7 +42,7 @@ def _old_partitions(root: Path, entities: tuple[str, ...] | None, cutoff: dt.dat
 def purge_personal_data(business_date: dt.date, settings: Settings) -> dict:
     """Delete the clear personal data of business dates before ``business_date`` minus the
     retention window; what was removed, by count."""
-    cutoff = business_date - dt.timedelta(days=settings.raw_retention_days)
+    cutoff = business_date - dt.timedelta(days=settings.extraction.raw_retention_days)
     from ingestion.raw_load import raw_table
 
     rows = warehouse(settings).delete_before(raw_table("customers"), "_business_date", cutoff)

@@ -72,7 +72,7 @@ def evaluate(business_date: dt.date, customers: int, seed: int, settings: Settin
             "select customer_id, campaign_id from marts.customer_campaign_assignments where business_date = :d",
             {"d": business_date},
         )
-        policy = load_policy(session, settings.max_offers_per_customer)
+        policy = load_policy(session, settings.model.max_offers_per_customer)
     pairs = pd.concat(batches, ignore_index=True) if batches else pd.DataFrame(columns=PAIR_COLUMNS)
     if pairs.empty or ours.empty:
         raise ValueError(f"no eligible pairs or no assignment for {business_date}: run make demo DATE={business_date}")

@@ -56,16 +56,16 @@ def champion(settings: Settings) -> ModelRef | None:
     from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
     try:
-        model = client.get_registered_model(settings.model_name)
+        model = client.get_registered_model(settings.model.model_name)
     except MlflowException as error:
         if error.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
             return None
         raise
     version = (model.aliases or {}).get(CHAMPION)
-    return None if version is None else ModelRef(settings.model_name, str(version))
+    return None if version is None else ModelRef(settings.model.model_name, str(version))
 
 
 def latest_version(settings: Settings):
     """The newest registered version of the propensity model, with its tags (candidate, promotion)."""
     client = mlflow_client(settings)
-    return max(client.search_model_versions(f"name = '{settings.model_name}'"), key=lambda v: int(v.version))
+    return max(client.search_model_versions(f"name = '{settings.model.model_name}'"), key=lambda v: int(v.version))

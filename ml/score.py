@@ -96,7 +96,7 @@ def scoring_champion(settings: Settings) -> ModelRef | None:
     ref = champion(settings)
     if ref is None and settings.production:
         raise RuntimeError(
-            f"no {settings.model_name} model with alias {CHAMPION} in the registry "
+            f"no {settings.model.model_name} model with alias {CHAMPION} in the registry "
             f"{settings.mlflow_tracking_uri}: run crm_model_training (or move the alias to a version); "
             "production never scores with a model trained on the spot"
         )
@@ -249,14 +249,14 @@ def score_and_assign(business_date: dt.date, settings: Settings) -> ScoringResul
     ref = scoring_champion(settings)
     if ref is None:
         raise RuntimeError(
-            f"no {settings.model_name} model with alias {CHAMPION} in the registry {settings.mlflow_tracking_uri}: "
+            f"no {settings.model.model_name} model with alias {CHAMPION} in the registry {settings.mlflow_tracking_uri}: "
             "crm_daily's ensure_model trains a first one before scoring"
         )
     mlflow_client(settings)
     model_uri = f"models:/{ref.name}@{CHAMPION}"
     model = mlflow.sklearn.load_model(model_uri)
     with wh.connect() as session:
-        policy = load_policy(session, settings.max_offers_per_customer)
+        policy = load_policy(session, settings.model.max_offers_per_customer)
         coder = ReasonCoder(_reference(session, business_date), sorted(policy.campaign_capacity))
         pairs, offers = score_pairs(model, scoring_batches(session, business_date), coder, model_uri)
         assigned = arbitrate(pairs, policy)

@@ -294,8 +294,8 @@ def train_and_register(
                 log.info("candidate %s (run %s): %s", name, child.info.run_id, _brief(metrics))
         best = max(results, key=lambda n: results[n][0][PROMOTION_METRIC])
         metrics, info = results[best]
-        version = str(mlflow.register_model(info.model_uri, settings.model_name).version)
-        champion_version, champion_score, why = _champion_on(holdout, client, settings.model_name)
+        version = str(mlflow.register_model(info.model_uri, settings.model.model_name).version)
+        champion_version, champion_score, why = _champion_on(holdout, client, settings.model.model_name)
         score = metrics[PROMOTION_METRIC]
         if champion_score is None:
             alias, reason = CHAMPION, f"{why}: v{version} ({best}, holdout ROC AUC {score:.4f}) becomes champion"
@@ -307,18 +307,18 @@ def train_and_register(
             alias = CHALLENGER
             reason = (f"v{version} ({best}) does not beat champion v{champion_version} by the margin "
                       f"{config.promotion_margin}: ROC AUC {score:.4f} vs {champion_score:.4f}; it is challenger")  # fmt: skip
-        client.set_registered_model_alias(settings.model_name, alias, version)
+        client.set_registered_model_alias(settings.model.model_name, alias, version)
         for key, value in (("promotion.decision", alias), ("promotion.reason", reason), ("candidate", best)):
-            client.set_model_version_tag(settings.model_name, version, key, value)
+            client.set_model_version_tag(settings.model.model_name, version, key, value)
         mlflow.set_tags({"promotion.decision": alias, "promotion.reason": reason, "promotion.version": version,
                          "best_candidate": best})  # fmt: skip
         if champion_score is not None:
             mlflow.log_metric("champion_holdout_roc_auc", champion_score)
         mlflow.log_metrics({f"best_{k}": v for k, v in metrics.items() if "." not in k})
-        log.info("promotion of %s v%s (run %s): %s", settings.model_name, version, parent.info.run_id, reason)
+        log.info("promotion of %s v%s (run %s): %s", settings.model.model_name, version, parent.info.run_id, reason)
     return TrainingResult(
         business_date=business_date.isoformat(),
-        model_name=settings.model_name,
+        model_name=settings.model.model_name,
         version=version,
         candidate=best,
         alias=alias,

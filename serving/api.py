@@ -66,8 +66,8 @@ async def _seal_audit_trail(trail: AuditTrail, every_s: float) -> None:
 
 
 def create_app(redis_url: str, settings: Settings) -> FastAPI:
-    keys = Keys(settings.redis_prefix)
-    reader = SnapshotReader(keys, settings.redis_deadline_s)
+    keys = Keys(settings.serving.redis_prefix)
+    reader = SnapshotReader(keys, settings.serving.redis_deadline_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -75,7 +75,7 @@ def create_app(redis_url: str, settings: Settings) -> FastAPI:
         with contextlib.suppress(*REDIS_ERRORS):  # the sessions signed out before this worker started
             await app.state.gate.revoked.sync(reader.text)
         syncing = asyncio.create_task(_sync_with_redis(app.state, reader))
-        sealing = asyncio.create_task(_seal_audit_trail(trail, settings.audit_seal_s))
+        sealing = asyncio.create_task(_seal_audit_trail(trail, settings.identity.audit_seal_s))
         # everything alive after start-up (modules, the app) lives as long as the process: keep it
         # out of the collector's full passes, which otherwise stall look-ups for tens of ms
         gc.collect()
@@ -109,7 +109,7 @@ def create_app(redis_url: str, settings: Settings) -> FastAPI:
         _ = settings.core_api
     audit_keys = load_keys(settings.audit_key_path, create=not settings.production)
     trail = app.state.trail = AuditTrail(settings.audit_dir, audit_keys)
-    app.state.lookups = LookupQuota(settings.redis_prefix, settings.quota_lookups_per_minute)
+    app.state.lookups = LookupQuota(settings.serving.redis_prefix, settings.quotas.lookups_per_minute)
     app.state.reader = reader
     answer_unavailable_with_503(app)
 

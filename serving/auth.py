@@ -237,10 +237,10 @@ def sign_dev_token(settings: Settings, subject: str, role: str, minutes: int = 6
         raise SettingsError("crm token signs development tokens only; in production the bank's identity provider does")
     now = int(time.time())
     claims = {
-        "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
+        "iss": settings.identity.jwt_issuer,
+        "aud": settings.identity.jwt_audience,
         "sub": subject,
-        settings.jwt_role_claim: role,
+        settings.identity.jwt_role_claim: role,
         "iat": now,
         "exp": now + minutes * 60,
         "jti": secrets.token_hex(8),
@@ -284,17 +284,19 @@ class TokenVerifier:
         s = self.settings
         try:
             key = self.jwks.get_signing_key_from_jwt(token).key if self.jwks else self.key
-            claims = jwt.decode(token, key, algorithms=ALGORITHMS, audience=s.jwt_audience, issuer=s.jwt_issuer,
+            claims = jwt.decode(token, key, algorithms=ALGORITHMS, audience=s.identity.jwt_audience, issuer=s.identity.jwt_issuer,
                                 leeway=TOKEN_LEEWAY_S, options={"require": ["exp", "iss", "aud", "sub"]})  # fmt: skip
         except jwt.ExpiredSignatureError:
             raise Denied(401, "the bearer token has expired") from None
         except jwt.InvalidAudienceError:
-            raise Denied(401, f"the bearer token is not for this API (audience must be {s.jwt_audience})") from None
+            raise Denied(
+                401, f"the bearer token is not for this API (audience must be {s.identity.jwt_audience})"
+            ) from None
         except jwt.InvalidIssuerError:
             raise Denied(401, "the bearer token is not from the bank's identity provider (issuer)") from None
         except jwt.PyJWTError as exc:
             raise Denied(401, f"invalid bearer token: {exc}") from None
-        role, subject = claims.get(s.jwt_role_claim), str(claims["sub"])
+        role, subject = claims.get(s.identity.jwt_role_claim), str(claims["sub"])
         if role == CUSTOMER:
             if canonical_customer_id(subject) is None:
                 raise Denied(403, "a customer token's subject must be a customer id (digits 0-9, no leading zero)")
@@ -302,7 +304,7 @@ class TokenVerifier:
         elif role in STAFF_ROLES:
             kind = "staff"
         else:
-            raise Denied(403, f"the bearer token has no role this API knows (claim {s.jwt_role_claim})")
+            raise Denied(403, f"the bearer token has no role this API knows (claim {s.identity.jwt_role_claim})")
         # the token's id: its jti, else its hash (what a sign-out revokes; never the token itself)
         credential = str(claims["jti"]) if claims.get("jti") else "sha256:" + hash_key(token)[:32]
         return Principal(kind, subject, role, credential, float(claims["exp"]))
@@ -353,8 +355,8 @@ class Gate:
                 f"CRM_API_KEYS_FILE: the API key store {settings.api_keys_path} does not exist; production never "
                 "makes keys (issue them with crm keys issue --file ...)"
             )
-        self.keys = KeyStore(settings.api_keys_path, settings.api_key_reload_s)
-        self.revoked = Revocations(settings.redis_prefix)
+        self.keys = KeyStore(settings.api_keys_path, settings.identity.api_key_reload_s)
+        self.revoked = Revocations(settings.serving.redis_prefix)
 
     def principal(self, authorization: str | None, api_key: str | None) -> Principal:
         if authorization:

@@ -209,7 +209,7 @@ async def sign_out(request: Request) -> Response:
         if who is not None:
             request.scope["crm.principal"] = who
             # the token is refused from now until it expires, by every API worker, cookie or bearer
-            async with asyncio.timeout(state.settings.redis_deadline_s):
+            async with asyncio.timeout(state.settings.serving.redis_deadline_s):
                 await state.gate.revoked.revoke(state.reader.text, who)
     response = RedirectResponse("/console/sign-in", status_code=303)
     response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict",

@@ -66,8 +66,8 @@ class CustomerBank:
         self._lock = threading.Lock()
         self._opened = _OpenedAt()
         self.breaker = pybreaker.CircuitBreaker(
-            fail_max=settings.bank_breaker_failures,
-            reset_timeout=settings.bank_breaker_reset_s,
+            fail_max=settings.serving.bank_breaker_failures,
+            reset_timeout=settings.serving.bank_breaker_reset_s,
             exclude=[_answer_from_the_client],
             listeners=[self._opened],
             name="integration-api",
@@ -78,15 +78,15 @@ class CustomerBank:
             if self._client is None:
                 self._client = client_for(
                     self.settings,
-                    timeout_s=self.settings.bank_timeout_s,
-                    max_retries=self.settings.bank_max_retries,
+                    timeout_s=self.settings.serving.bank_timeout_s,
+                    max_retries=self.settings.serving.bank_max_retries,
                     backoff_s=0.1,
                     max_retry_after_s=1.0,
                 )
         return self._client.get_json(path, params)
 
     def retry_after(self) -> float:
-        return self.settings.bank_breaker_reset_s - (time.monotonic() - self._opened.at)
+        return self.settings.serving.bank_breaker_reset_s - (time.monotonic() - self._opened.at)
 
     async def get(self, path: str, params: dict[str, Any]) -> dict:
         if self.breaker.current_state == pybreaker.STATE_OPEN and self.retry_after() > 0:
@@ -100,7 +100,7 @@ class CustomerBank:
                 raise NotTheBanks from None
             if _answer_from_the_client(exc):
                 raise  # a request the bank refused: our fault, a 500 in the logs
-            raise BankUnavailable("the bank's API did not answer", self.settings.bank_timeout_s) from None
+            raise BankUnavailable("the bank's API did not answer", self.settings.serving.bank_timeout_s) from None
 
     async def balances(self, customer_id: int, as_of: dt.date) -> dict:
         body = await self.get(f"/v1/customers/{customer_id}/accounts", {"as_of": as_of.isoformat()})

@@ -104,14 +104,14 @@ def publish_snapshot(
         raise PublishError(
             f"no assignments for {business_date} in marts.customer_campaign_assignments: nothing to publish"
         )
-    keys = Keys(settings.redis_prefix)
+    keys = Keys(settings.serving.redis_prefix)
     client = cache.connect(ensure_redis(settings))
     newer = _newer_live_snapshot(client, keys, business_date)
     if newer is not None and not force:
         return _not_published(business_date, a, newer)
     created = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
-    expires = created + dt.timedelta(hours=settings.snapshot_ttl_hours)
-    gone_at = int((expires + dt.timedelta(hours=settings.snapshot_grace_hours)).timestamp())
+    expires = created + dt.timedelta(hours=settings.serving.snapshot_ttl_hours)
+    gone_at = int((expires + dt.timedelta(hours=settings.serving.snapshot_grace_hours)).timestamp())
     sid = f"{business_date:%Y%m%d}-{created:%H%M%S}"
     previous = client.get(keys.current)
     previous = previous.decode() if previous else None
@@ -205,14 +205,14 @@ def publish_snapshot(
     live_meta = client.get(keys.meta(previous)) if previous else None
     if live_meta and not force:
         live = json.loads(live_meta)
-        floor = live["customers"] * (1 - settings.max_audience_shrink)
+        floor = live["customers"] * (1 - settings.serving.max_audience_shrink)
         if meta["customers"] < floor:
             _drop(client, keys, sid)
             raise PublishRefused(
                 f"publish guard: snapshot for {business_date} serves {meta['customers']} customers, "
                 f"{1 - meta['customers'] / live['customers']:.0%} fewer than the live snapshot {previous} "
                 f"({live['customers']} customers for {live['business_date']}); the bound is "
-                f"CRM_MAX_AUDIENCE_SHRINK={settings.max_audience_shrink:.0%}. The live snapshot keeps serving; "
+                f"CRM_MAX_AUDIENCE_SHRINK={settings.serving.max_audience_shrink:.0%}. The live snapshot keeps serving; "
                 "rerun with the DAG param force_publish=true (make demo FORCE_PUBLISH=1) to publish anyway"
             )
     client.set(keys.meta(sid), json.dumps(meta), exat=gone_at)
@@ -222,7 +222,7 @@ def publish_snapshot(
         live = json.loads(client.get(keys.meta(refused.decode())) or "{}")
         return _not_published(business_date, a, live or {"snapshot_id": refused.decode()})
     if previous:
-        _drain(client, keys, previous, settings.snapshot_drain_seconds)
+        _drain(client, keys, previous, settings.serving.snapshot_drain_seconds)
     result = PublishResult(
         **{k: meta[k] for k in meta if k not in ("snapshot_id", "dictionary", "performance", "profile_segments")},
         snapshot_id=sid,
@@ -304,7 +304,7 @@ def _drop(client, keys: Keys, snapshot_id: str) -> None:
 
 def live_snapshot_meta(settings: Settings) -> dict | None:
     """The live snapshot's metadata (id, business date, counts, expiry), or None when none is live."""
-    keys = Keys(settings.redis_prefix)
+    keys = Keys(settings.serving.redis_prefix)
     with cache.connect(ensure_redis(settings), decode_responses=True) as client:
         sid = client.get(keys.current)
         meta = client.get(keys.meta(sid)) if sid else None

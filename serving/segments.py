@@ -62,7 +62,7 @@ async def read_page(
     total = length // size
     customers = decode_segment(blob, d, start + 1)
     if customers:
-        await _take(reader, settings, who, {ROWS: (len(customers), settings.quota_segment_rows_per_day)})
+        await _take(reader, settings, who, {ROWS: (len(customers), settings.quotas.segment_rows_per_day)})
     nxt = start + len(customers)
     page = {
         "campaign_id": campaign_id,
@@ -83,8 +83,8 @@ async def export_csv(
     sid, (d, key, length) = await _in_segment(reader, campaign_id, channel_name, reader.raw.strlen)
     rows = length // SEGMENT.itemsize
     await _take(reader, settings, who, {
-        EXPORTS: (1, settings.quota_exports_per_day),
-        ROWS: (rows, settings.quota_segment_rows_per_day),
+        EXPORTS: (1, settings.quotas.exports_per_day),
+        ROWS: (rows, settings.quotas.segment_rows_per_day),
     })  # fmt: skip
     return StreamingResponse(
         reader.segment_csv(key, d, rows),
@@ -114,7 +114,7 @@ class QuotaUsedUp(Exception):
 
 
 async def _take(reader: SnapshotReader, settings: Settings, who: Principal, counts: dict[str, tuple[int, int]]):
-    async with asyncio.timeout(settings.redis_deadline_s):  # a stalled Redis: 503, as every read
-        over = await take_daily(reader.text, settings.redis_prefix, who, counts)
+    async with asyncio.timeout(settings.serving.redis_deadline_s):  # a stalled Redis: 503, as every read
+        over = await take_daily(reader.text, settings.serving.redis_prefix, who, counts)
     if over is not None:
         raise QuotaUsedUp(USED_UP[over].format(limit=counts[over][1]))

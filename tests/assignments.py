@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterator
@@ -43,7 +42,7 @@ def published_home(settings, name: str, day: dt.date, plan: list[tuple[str, str]
     from ml.score import write_assignments
     from serving.publish import publish_snapshot
 
-    home = dataclasses.replace(settings, home=settings.home / name, **changes)
+    home = settings.replace(home=settings.home / name, **changes)
     home.ensure_dirs()
     write_assignments(day, assignments(20, plan), ModelRef("m", "1"), home)
     publish_snapshot(day, home)

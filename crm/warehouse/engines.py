@@ -104,7 +104,7 @@ def _duckdb_connector(database: str, memory_mb: int) -> Callable[[], Any]:
 
 
 def _duckdb_engine(settings: Settings) -> tuple[sa.Engine, Callable[[], Any]]:
-    connect = _duckdb_connector(str(settings.duckdb_path), settings.duckdb_memory_mb)
+    connect = _duckdb_connector(str(settings.duckdb_path), settings.warehouse.duckdb_memory_mb)
     # no pool: a connection closed is the file released for the next task's process
     return sa.create_engine("duckdb://", creator=connect, poolclass=sa.NullPool), connect
 
@@ -150,7 +150,7 @@ def _stages_sqlserver_engine(settings: Settings) -> tuple[sa.Engine, Callable[[]
 def warehouse(settings: Settings) -> Warehouse:
     """The warehouse of ``settings`` (one engine per warehouse and process)."""
     name = engine_name(settings)
-    key = (name, str(settings.duckdb_path), settings.duckdb_memory_mb, repr(settings.postgres) if name == "postgresql"
+    key = (name, str(settings.duckdb_path), settings.warehouse.duckdb_memory_mb, repr(settings.postgres) if name == "postgresql"
            else "", settings.azure_sql.server if name == "mssql" else "")  # fmt: skip
     with _engines_lock:
         built = _engines.get(key)
@@ -169,7 +169,7 @@ def analysts_warehouse(settings: Settings) -> Warehouse:
     name = engine_name(settings)
     analyst = settings.analyst
     if name == "duckdb":
-        connect = _duckdb_connector(":memory:", settings.duckdb_memory_mb)
+        connect = _duckdb_connector(":memory:", settings.warehouse.duckdb_memory_mb)
         return Warehouse(sa.create_engine("duckdb://", creator=connect, poolclass=sa.StaticPool), name, connect)
     import dataclasses
 

@@ -4,7 +4,6 @@ counts and the campaigns' state, before anything is written or published."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import duckdb
@@ -28,7 +27,7 @@ def settings(tmp_path_factory):
     done = run_dbt(directory, "build", "--exclude", "test_type:unit", "tag:after_scoring",
                    business_date=AFTER_EVERY_CAMPAIGN)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:]
-    return dataclasses.replace(get_settings(), home=directory)
+    return get_settings().replace(home=directory)
 
 
 def test_a_day_with_no_eligible_pair_stops_at_the_assignment_gate(settings):

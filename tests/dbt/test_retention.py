@@ -3,7 +3,6 @@ window leaves raw, landing and quarantine; the marts keep their history, unchang
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import duckdb
@@ -30,7 +29,7 @@ def _partition(root, entity: str, day: dt.date):
 
 
 def test_retention_removes_old_clear_personal_data_and_keeps_the_marts_history(settings, tmp_path):
-    s = dataclasses.replace(settings, home=tmp_path)
+    s = settings.replace(home=tmp_path)
     empty_raw_warehouse(tmp_path)
     bank = Bank(200, seed=3)
     for day in (OLD, RECENT):

@@ -4,7 +4,6 @@ builds them, before anything is logged or registered (it used to extract and run
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import duckdb
@@ -28,7 +27,7 @@ def test_a_window_without_its_features_stops_naming_the_dates_and_the_task(tmp_p
     assert done.returncode == 0, done.stdout[-3000:]
     mlflow = tmp_path / "mlflow"
     monkeypatch.setenv("CRM_MLFLOW_TRACKING_URI", f"sqlite:///{mlflow / 'mlflow.db'}")
-    settings = dataclasses.replace(get_settings(), home=tmp_path)
+    settings = get_settings().replace(home=tmp_path)
     with warehouse(settings).connect() as session:
         missing = feature_dates_missing(session, TrainingWindow(D))
     assert missing, "the warehouse holds features as of D only: the window's earlier dates are missing"

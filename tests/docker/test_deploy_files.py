@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import yaml
 
-from crm.settings import REPO_ROOT, get_settings
+from crm.settings import REPO_ROOT, VARIABLES, get_settings
 
 DOCKER = REPO_ROOT / "docker"
 KUBERNETES_VERSION = "1.33"  # OpenShift 4.20's
@@ -35,8 +35,7 @@ def _dockerfile() -> list[tuple[str, str]]:
 
 
 def _settings_variables() -> set[str]:
-    names = set(re.findall(r"\"(CRM_[A-Z_]+)\"", (REPO_ROOT / "crm" / "settings.py").read_text()))
-    return names | set(
+    return set(VARIABLES) | set(
         re.findall(r"env_var\('(CRM_[A-Z_]+)'", (REPO_ROOT / "dbt_project" / "profiles.yml").read_text())
     )
 
@@ -100,12 +99,12 @@ def test_the_build_sends_what_the_image_copies_and_no_personal_data_or_secret(tm
     for path in [".crm/landing/customers/business_date=2026-11-27/part-0.parquet", ".crm/keys/signing.pem",
                  ".venv/bin/python", ".git/config", "docker/secrets/redis_password", "dbt_project/target/manifest.json",
                  "dbt_project/logs/dbt.log", "crm/__pycache__/settings.cpython-311.pyc", "tests/conftest.py",
-                 "crm/settings.py", "dbt_project/models/marts/customer_360.sql", "requirements.lock",
+                 "crm/settings/__init__.py", "dbt_project/models/marts/customer_360.sql", "requirements.lock",
                  "setup.cfg", "pyproject.toml", "dags/crm_daily.py"]:  # fmt: skip
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text("x")
     sent = set(exclude_paths(str(tmp_path), patterns, dockerfile="docker/Dockerfile"))
-    assert {"crm/settings.py", "dbt_project/models/marts/customer_360.sql", "requirements.lock", "setup.cfg",
+    assert {"crm/settings/__init__.py", "dbt_project/models/marts/customer_360.sql", "requirements.lock", "setup.cfg",
             "pyproject.toml", "dags/crm_daily.py"} <= sent  # fmt: skip
     leaked = {p for p in sent if p.startswith((".crm", ".venv", ".git", "docker/secrets", "dbt_project/target",
                                                "dbt_project/logs", "tests")) or p.endswith(".pyc")}  # fmt: skip
@@ -402,7 +401,9 @@ def test_the_alert_rules_watch_metrics_the_read_api_exports():
             assert all(e.get("honorLabels") for e in monitor["spec"]["endpoints"]), alert
     # stale: later than a day's run can be late, yet before the snapshot's TTL runs out twice
     stale = re.search(r"> (\d+) \* 3600", rules["CrmSnapshotStale"]["expr"])
-    assert get_settings().snapshot_ttl_hours < int(stale.group(1)) < 2 * get_settings().snapshot_ttl_hours
+    assert (
+        get_settings().serving.snapshot_ttl_hours < int(stale.group(1)) < 2 * get_settings().serving.snapshot_ttl_hours
+    )
 
 
 def _pod_specs():
@@ -510,7 +511,8 @@ def test_airflow_values_run_the_image_with_connections_from_a_secret():
     assert isinstance(values["extraEnvFrom"], str) and "secretRef" in values["extraEnvFrom"]  # the chart's type
     text = (DOCKER / "openshift" / "airflow-values.yaml").read_text()
     # the connection ids the settings module reads are the ones the secret is told to hold
-    for conn_id in re.findall(r"_airflow_connection\(\"([a-z_]+)\"\)", (REPO_ROOT / "crm" / "settings.py").read_text()):
+    systems = (REPO_ROOT / "crm" / "settings" / "systems.py").read_text()
+    for conn_id in re.findall(r"airflow_connection\(\"([a-z_]+)\"\)", systems):
         assert f"AIRFLOW_CONN_{conn_id.upper()}=" in text
     assert all(not SECRET_WORDS.search(str(v)) for v in env.values())
     # the warehouse pool is made at deploy time, after the migration, by the job that has the env

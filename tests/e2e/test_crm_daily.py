@@ -564,7 +564,7 @@ def test_a_failing_stage_stops_the_run_names_it_and_publishes_nothing(first_run,
     from serving.keys import Keys
 
     with redis.Redis.from_url(ensure_redis(settings), decode_responses=True) as r:
-        live = r.get(Keys(settings.redis_prefix).current)
+        live = r.get(Keys(settings.serving.redis_prefix).current)
     stop_services_started_since(set(), settings)
     broken = _demo(
         e2e_home,
@@ -583,7 +583,7 @@ def test_a_failing_stage_stops_the_run_names_it_and_publishes_nothing(first_run,
     assert "nothing was published" in broken.stdout
     try:
         with redis.Redis.from_url(ensure_redis(settings), decode_responses=True) as r:
-            assert r.get(Keys(settings.redis_prefix).current) == live
+            assert r.get(Keys(settings.serving.redis_prefix).current) == live
     finally:
         stop_services_started_since(set(), settings)
 
@@ -622,7 +622,7 @@ def test_model_training_dag_logs_candidates_and_promotes_only_by_the_margin(firs
     from ml.registry import mlflow_client
 
     client = mlflow_client(settings)
-    name = settings.model_name
+    name = settings.model.model_name
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     challenger = client.get_model_version_by_alias(name, "challenger")
     assert challenger.tags["promotion.decision"] == "challenger"

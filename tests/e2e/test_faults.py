@@ -164,7 +164,7 @@ def test_redis_killed_mid_publish_is_retried_and_readers_never_see_half_a_snapsh
     from serving.keys import Keys
 
     settings, env, _, rows = faulty
-    keys, url = Keys(settings.redis_prefix), embedded_redis_url(settings)
+    keys, url = Keys(settings.serving.redis_prefix), embedded_redis_url(settings)
     seen: list[tuple[str, int, int]] = []
     stop = threading.Event()
 
@@ -178,7 +178,7 @@ def test_redis_killed_mid_publish_is_retried_and_readers_never_see_half_a_snapsh
                     sid = (r.get(keys.current) or b"").decode()
                     if sid:
                         meta = json.loads(r.get(keys.meta(sid)) or "{}")
-                        found = sum(r.hlen(k) for k in r.scan_iter(f"{settings.redis_prefix}:snap:{sid}:cb:*"))
+                        found = sum(r.hlen(k) for k in r.scan_iter(f"{settings.serving.redis_prefix}:snap:{sid}:cb:*"))
                         seen.append((sid, meta.get("customers", -1), found))
                     time.sleep(0.1)
             time.sleep(0.2)

@@ -5,7 +5,6 @@ removed (against the copy the API shipped off the host)."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
 import hmac
@@ -23,7 +22,7 @@ from assignments import published_home
 from fastapi.testclient import TestClient
 
 from crm.services import ensure_redis
-from crm.settings import REPO_ROOT, SettingsError
+from crm.settings import REPO_ROOT, Settings, SettingsError
 from serving.api import create_app
 from serving.audit import LEDGER, key_id, load_keys, read_file, read_records
 from serving.audit_verify import seals_from_log, verify
@@ -93,7 +92,7 @@ def test_a_header_sent_twice_is_on_record_by_its_first_value_on_every_path(api, 
 def test_a_call_that_cannot_be_recorded_is_refused_with_503(home_settings, tmp_path):
     """The disk under the audit trail is full (its file is /dev/full): look-ups, segment reads and
     exports answer 503 instead of answering unaudited; the API itself stays up."""
-    s = dataclasses.replace(home_settings, home=tmp_path)
+    s = home_settings.replace(home=tmp_path)
     s.audit_dir.mkdir(mode=0o700)
     keys = issue_keys(s.api_keys_path)
     app = create_app(ensure_redis(home_settings), s)
@@ -119,7 +118,7 @@ def _crm(home, *args: str) -> subprocess.CompletedProcess:
 def sealed_trail(home_settings, tmp_path_factory):
     """A trail of two API processes one after the other, each stopped (its file sealed for good):
     the trail, and the seals its processes logged (the off-host copy)."""
-    s = dataclasses.replace(home_settings, home=tmp_path_factory.mktemp("trail-home"))
+    s = home_settings.replace(home=tmp_path_factory.mktemp("trail-home"))
     s.audit_dir.mkdir(mode=0o700)
     keys = issue_keys(s.api_keys_path)
     url = ensure_redis(home_settings)
@@ -269,7 +268,7 @@ def test_seals_removed_from_the_ledger_are_caught_by_the_chain_or_the_copy_off_t
 def test_the_key_never_lies_beside_the_trail(home_settings, monkeypatch):
     monkeypatch.setenv("CRM_AUDIT_KEY_FILE", str(home_settings.audit_dir / "key"))
     with pytest.raises(SettingsError, match="inside the audit directory"):
-        _ = dataclasses.replace(home_settings).audit_key_path
+        _ = Settings(home=home_settings.home).audit_key_path
 
 
 def test_after_a_key_rotation_old_files_still_verify_and_new_ones_use_the_new_key(
@@ -279,7 +278,7 @@ def test_after_a_key_rotation_old_files_still_verify_and_new_ones_use_the_new_ke
     s, _ = sealed_trail
     home = tmp_path / "rotated"
     shutil.copytree(s.home, home, ignore=shutil.ignore_patterns("redis", "run"))
-    rotated = dataclasses.replace(s, home=home)
+    rotated = s.replace(home=home)
     old = rotated.audit_key_path.read_text().strip()
     new = secrets.token_hex(32)
     rotated.audit_key_path.write_text(f"{new}\n{old}\n")

@@ -4,7 +4,6 @@ scripts or sent cross-site, every page names its snapshot and is audited, and er
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import pytest
@@ -24,7 +23,7 @@ D = dt.date(2026, 11, 6)
 
 @pytest.fixture(scope="module")
 def console(settings):
-    s = dataclasses.replace(settings, home=settings.home / "console")
+    s = settings.replace(home=settings.home / "console")
     s.ensure_dirs()
     with TestClient(create_app(ensure_redis(s), s)) as client:
         yield client, s

@@ -5,7 +5,6 @@ DAG's own jobs: a history load extracted and gated in slices of about ``CRM_EXTR
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import pytest
@@ -24,14 +23,13 @@ GAP_DATE = DATES[-1] + dt.timedelta(days=8)  # six days never run in between
 
 
 def _home(settings, name):
-    s = dataclasses.replace(
-        settings,
+    s = settings.replace(
         home=settings.home / name,
-        sandbox_customers=300,
-        sandbox_seed=9,
+        customers=300,
+        seed=9,
         transaction_lookback_days=45,
         response_lookback_days=60,
-        extract_slice_records=1000,  # about 10,000 transactions of 45 days: about ten slices
+        slice_records=1000,  # about 10,000 transactions of 45 days: about ten slices
     )
     s.ensure_dirs()
     return s

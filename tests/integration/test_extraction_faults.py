@@ -5,7 +5,6 @@ must be quarantined."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import logging
@@ -36,12 +35,11 @@ ENTITY_KEYS = {"customers": "customer_id", "accounts": "account_id", "transactio
 
 
 def _settings(settings, name: str, faults: str, **extra):
-    return dataclasses.replace(
-        settings,
+    return settings.replace(
         home=settings.home / name,
-        sandbox_customers=CUSTOMERS,
-        sandbox_seed=SEED,
-        sandbox_faults=faults,
+        customers=CUSTOMERS,
+        seed=SEED,
+        faults=faults,
         page_size=100,
         transaction_lookback_days=20,
         response_lookback_days=120,
@@ -137,10 +135,10 @@ def test_an_extraction_killed_half_way_resumes_and_lands_the_same(faulty):
     checkpoint = path.parent / "_staging" / "checkpoint.json"
     env = {**os.environ, "CRM_HOME": str(faulty.home)}
     code = (
-        "import dataclasses, datetime as dt, sys; from crm.settings import get_settings; "
+        "import datetime as dt, sys; from crm.settings import get_settings; "
         "from ingestion.extract import extract_entity; "
-        f"s = dataclasses.replace(get_settings(), sandbox_customers={CUSTOMERS}, sandbox_seed={SEED}, "
-        f"sandbox_faults={EVERY_FAULT!r}, page_size=100, transaction_lookback_days=20, api_max_retries=8); "
+        f"s = get_settings().replace(customers={CUSTOMERS}, seed={SEED}, "
+        f"faults={EVERY_FAULT!r}, page_size=100, transaction_lookback_days=20, api_max_retries=8); "
         f"extract_entity({entity!r}, dt.date.fromisoformat({D.isoformat()!r}), s)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO_ROOT)
@@ -181,7 +179,7 @@ def test_records_the_api_loses_fail_the_reconciliation_with_the_numbers(settings
 
 
 def test_too_many_broken_records_fail_the_run_naming_the_field(settings):
-    s = dataclasses.replace(_settings(settings, "broken", "bad_record=0.2"), max_quarantine_share=0.01)
+    s = _settings(settings, "broken", "bad_record=0.2").replace(max_quarantine_share=0.01)
     s.ensure_dirs()
     try:
         with pytest.raises(
@@ -203,8 +201,7 @@ def test_a_retry_after_of_an_hour_is_capped_and_the_extraction_fails_instead_of_
 
     from crm.integration_api import IntegrationApiError
 
-    s = dataclasses.replace(_settings(settings, "throttled", "throttle=1.0,retry_after_s=3600"),
-                            api_max_retries=2, api_max_retry_after_s=0.2)  # fmt: skip
+    s = _settings(settings, "throttled", "throttle=1.0,retry_after_s=3600").replace(api_max_retries=2, api_max_retry_after_s=0.2)  # fmt: skip
     s.ensure_dirs()
     outcome: list[BaseException] = []
 

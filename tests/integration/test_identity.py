@@ -95,7 +95,7 @@ def test_expired_wrongly_signed_and_foreign_tokens_get_401(client, home_settings
     from serving.auth import _dev_private_key
 
     now = int(time.time())
-    claims = {"iss": home_settings.jwt_issuer, "aud": home_settings.jwt_audience, "sub": "7", "crm_role": "customer",
+    claims = {"iss": home_settings.identity.jwt_issuer, "aud": home_settings.identity.jwt_audience, "sub": "7", "crm_role": "customer",
               "iat": now - 7200, "exp": now - 3600}  # fmt: skip
     ours = _dev_private_key(home_settings, create=True)
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)

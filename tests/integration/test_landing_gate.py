@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import pyarrow as pa
@@ -19,7 +18,7 @@ D = dt.date(2026, 11, 20)
 
 @pytest.fixture(scope="module")
 def landed(settings):
-    s = dataclasses.replace(settings, home=settings.home / "gate", sandbox_customers=300, sandbox_seed=7)
+    s = settings.replace(home=settings.home / "gate", customers=300, seed=7)
     s.ensure_dirs()
     for day in (D - dt.timedelta(days=1), D):
         extract_entity("customers", day, s)

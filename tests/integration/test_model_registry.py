@@ -4,7 +4,6 @@ broken or refusing registry never gets a freshly trained model promoted in its p
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 
 import pytest
@@ -18,14 +17,14 @@ from ml.score import scoring_champion
 @pytest.fixture
 def registry(tmp_path):
     """An MLflow store of its own (SQLite, as the local default)."""
-    s = dataclasses.replace(get_settings(), home=tmp_path)
+    s = get_settings().replace(home=tmp_path)
     mlflow_client(s)
     return s
 
 
 def test_no_model_and_no_alias_mean_no_champion(registry):
     assert champion(registry) is None
-    mlflow_client(registry).create_registered_model(registry.model_name)  # a model with no version yet
+    mlflow_client(registry).create_registered_model(registry.model.model_name)  # a model with no version yet
     assert champion(registry) is None
 
 

@@ -8,7 +8,6 @@ and calls without a key must get 401.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import pytest
@@ -30,7 +29,7 @@ D = dt.date(2026, 11, 3)
 @pytest.fixture(scope="module")
 def served(settings):
     home = settings.home / "openapi"
-    s = dataclasses.replace(settings, home=home)
+    s = settings.replace(home=home)
     s.ensure_dirs()
     write_assignments(
         D, assignments(30, [("CMP-CARD", "SMS"), ("CMP-LOAN", "EMAIL")]), ModelRef("crm-campaign-propensity", "1"), s

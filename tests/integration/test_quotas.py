@@ -24,7 +24,7 @@ CALLER = "integration:sales-integration"  # whom the sales key stands for (servi
 @pytest.fixture(scope="module")
 def home_settings(settings):
     with published_home(
-        settings, "quota-home", D, [("CMP-A", "SMS")], quota_lookups_per_minute=LOOKUPS, quota_exports_per_day=EXPORTS
+        settings, "quota-home", D, [("CMP-A", "SMS")], lookups_per_minute=LOOKUPS, exports_per_day=EXPORTS
     ) as home:
         yield home
 
@@ -108,7 +108,7 @@ def test_lookups_made_while_a_sync_is_under_way_are_counted_and_a_failed_sync_ke
     who = Principal("staff", "slow.sync.agent", "sales", "jti-1")
 
     async def scenario() -> tuple[list, int, int]:
-        quota = LookupQuota(home_settings.redis_prefix, LOOKUPS)
+        quota = LookupQuota(home_settings.serving.redis_prefix, LOOKUPS)
         client = aioredis.Redis.from_url(url)
         gone = aioredis.Redis.from_url("redis://127.0.0.1:9/0")  # nothing listens there
         try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 import ssl
 import subprocess
@@ -31,6 +30,7 @@ from waits import wait_until
 
 from crm import cache
 from crm.services import free_port
+from crm.settings import get_settings
 from ml.registry import ModelRef
 from ml.score import write_assignments
 from serving.api import create_app
@@ -123,7 +123,7 @@ def cluster(tmp_path_factory):
 
 def _home(settings, name: str, redis_url: str, monkeypatch):
     monkeypatch.setenv("CRM_REDIS_URL", redis_url)
-    s = dataclasses.replace(settings, home=settings.home / name)
+    s = get_settings().replace(home=settings.home / name)  # built after the environment names the server
     s.ensure_dirs()
     assert s.redis_url == redis_url
     write_assignments(D1, _assignments(CUSTOMERS), ModelRef("crm-campaign-propensity", "1"), s)
@@ -166,7 +166,7 @@ def test_a_redis_cluster_holds_and_serves_snapshots_spread_over_its_nodes(settin
     assert second.previous_snapshot_id == first.snapshot_id
     drained = [(n, k) for n in nodes for k in n.scan_iter(match=f"*:snap:{first.snapshot_id}:*", count=1000)]
     assert len({id(n) for n, _ in drained}) >= 2  # the previous snapshot drains on every node holding it
-    assert all(0 < n.ttl(k) <= s.snapshot_drain_seconds for n, k in drained)
+    assert all(0 < n.ttl(k) <= s.serving.snapshot_drain_seconds for n, k in drained)
     _check_answers(_read_back(s, url), second.snapshot_id)
 
 

@@ -46,8 +46,8 @@ def home_settings(settings):
         "routes-home",
         D,
         [("CMP-A", "SMS")],
-        quota_lookups_per_minute=LOOKUP_QUOTA,
-        quota_segment_rows_per_day=ROWS_QUOTA,
+        lookups_per_minute=LOOKUP_QUOTA,
+        segment_rows_per_day=ROWS_QUOTA,
     ) as home:
         yield home
 

@@ -4,7 +4,6 @@ sessions that end, and the quotas on every read of customers."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import httpx
@@ -28,7 +27,7 @@ ROWS = 100  # the day's segment rows a caller may read (pages and exports togeth
 
 @pytest.fixture(scope="module")
 def review(settings):
-    s = dataclasses.replace(settings, home=settings.home / "review", quota_segment_rows_per_day=ROWS)
+    s = settings.replace(home=settings.home / "review", segment_rows_per_day=ROWS)
     s.ensure_dirs()
     write_assignments(D, assignments(60, [("CMP-A", "SMS")]), ModelRef("m", "1"), s)
     publish_snapshot(D, s)
@@ -199,7 +198,7 @@ def test_a_call_that_ends_in_500_is_on_record_too(review):
 
     url, s, keys = review
     client = redis.Redis.from_url(ensure_redis(s))
-    k = Keys(s.redis_prefix)
+    k = Keys(s.serving.redis_prefix)
     sid = client.get(k.current).decode()
     client.hset(k.customer_bucket(sid, 59 // BUCKET), "59", bytes([200, 200, 200, 255, 255, 255, 0, 0, 0, 0, 0, 0]))
     sales = {"X-API-Key": keys["sales"]}

@@ -122,14 +122,14 @@ def test_customer_lookups_are_audited_without_other_personal_data(api, settings)
 
 def test_a_new_business_date_switches_the_snapshot_and_drains_the_previous(api, settings, published):
     r = redis.Redis.from_url(ensure_redis(settings), decode_responses=True)
-    keys = Keys(settings.redis_prefix)
+    keys = Keys(settings.serving.redis_prefix)
     second = publish_snapshot(D2, settings)
     assert second.snapshot_id != published.snapshot_id
     assert second.previous_snapshot_id == published.snapshot_id
     assert r.get(keys.current) == second.snapshot_id
     # the previous snapshot expires within the drain period (an export that started on it finishes)
     previous = list(r.scan_iter(match=keys.snapshot_pattern(published.snapshot_id)))
-    assert previous and all(0 < r.ttl(k) <= settings.snapshot_drain_seconds for k in previous)
+    assert previous and all(0 < r.ttl(k) <= settings.serving.snapshot_drain_seconds for k in previous)
     # the API re-reads the live snapshot id within a fraction of a second
     body = wait_until(
         lambda: get(api, "/v1/customers/45/offers", "sales").json(),
@@ -149,7 +149,7 @@ def test_readyz_answers_503_without_a_live_snapshot(api, settings):
     client, _ = api
     assert client.get("/readyz").status_code == 200
     r = redis.Redis.from_url(ensure_redis(settings), decode_responses=True)
-    keys = Keys(settings.redis_prefix)
+    keys = Keys(settings.serving.redis_prefix)
     current = r.get(keys.current)
     r.delete(keys.current)
     try:
@@ -170,10 +170,10 @@ def test_publishing_a_date_without_assignments_fails_and_keeps_the_live_snapshot
     from serving.publish import PublishError
 
     r = redis.Redis.from_url(ensure_redis(settings), decode_responses=True)
-    before = r.get(Keys(settings.redis_prefix).current)
+    before = r.get(Keys(settings.serving.redis_prefix).current)
     with pytest.raises(PublishError, match="no assignments for 2020-01-01"):
         publish_snapshot(dt.date(2020, 1, 1), settings)
-    assert r.get(Keys(settings.redis_prefix).current) == before
+    assert r.get(Keys(settings.serving.redis_prefix).current) == before
 
 
 def test_a_snapshot_takes_many_reason_combinations_made_of_few_reasons(settings):
@@ -209,13 +209,13 @@ def test_the_publish_guard_refuses_a_shrunken_audience_unless_forced(api, settin
     d3 = dt.date(2026, 11, 3)
     write_assignments(d3, _assignments(10), ModelRef("crm-campaign-propensity", "4"), settings)
     r = redis.Redis.from_url(ensure_redis(settings), decode_responses=True)
-    keys = Keys(settings.redis_prefix)
+    keys = Keys(settings.serving.redis_prefix)
     live = r.get(keys.current)
     with pytest.raises(PublishRefused, match=r"serves 10 customers, 75% fewer than the live snapshot"):
         publish_snapshot(d3, settings)
     assert r.get(keys.current) == live
     assert get(api, "/v1/customers/45/offers", "sales").json()["snapshot_id"] == live
-    assert not list(r.scan_iter(match=f"{settings.redis_prefix}:snap:20261103-*"))  # the refused one is gone
+    assert not list(r.scan_iter(match=f"{settings.serving.redis_prefix}:snap:20261103-*"))  # the refused one is gone
     forced = publish_snapshot(d3, settings, force=True)
     assert r.get(keys.current) == forced.snapshot_id
 
@@ -276,7 +276,7 @@ def test_a_snapshot_past_its_ttl_keeps_serving_flagged_stale_until_its_grace_end
     client, _ = api
     assert client.get("/readyz").json() == {"ready": True, "snapshot_id": late.snapshot_id, "fresh": False}
     r = redis.Redis.from_url(ensure_redis(settings), decode_responses=True)
-    assert 4 * 3600 < r.ttl(Keys(settings.redis_prefix).current) <= 5 * 3600  # 24 h + 6 h grace - 25 h
+    assert 4 * 3600 < r.ttl(Keys(settings.serving.redis_prefix).current) <= 5 * 3600  # 24 h + 6 h grace - 25 h
 
 
 def test_readyz_and_reads_answer_503_while_redis_is_unreachable(settings, tmp_path):
@@ -293,16 +293,18 @@ def test_an_older_date_leaves_the_newer_live_snapshot_serving_unless_forced(api,
     """A backfill publishes a past date: its assignment stays in the warehouse, the live snapshot of a
     newer date keeps serving, and the result says why; force_publish moves the cache back on purpose."""
     r = redis.Redis.from_url(ensure_redis(settings), decode_responses=True)
-    keys = Keys(settings.redis_prefix)
+    keys = Keys(settings.serving.redis_prefix)
     live = r.get(keys.current)
     assert live > "20261101"  # a snapshot of a date after D1 is live
-    d1_snapshots = set(r.scan_iter(match=f"{settings.redis_prefix}:snap:20261101-*:meta"))
+    d1_snapshots = set(r.scan_iter(match=f"{settings.serving.redis_prefix}:snap:20261101-*:meta"))
     backfilled = publish_snapshot(D1, settings)
     assert not backfilled.published and backfilled.previous_snapshot_id == live
     assert f"the live snapshot {live} is for 2026-11-0" in backfilled.reason and "force_publish" in backfilled.reason
     assert r.get(keys.current) == live
     assert get(api, "/v1/customers/3/offers", "sales").json()["snapshot_id"] == live
-    assert set(r.scan_iter(match=f"{settings.redis_prefix}:snap:20261101-*:meta")) == d1_snapshots  # none written
+    assert (
+        set(r.scan_iter(match=f"{settings.serving.redis_prefix}:snap:20261101-*:meta")) == d1_snapshots
+    )  # none written
     forced = publish_snapshot(D1, settings, force=True)
     assert forced.published and r.get(keys.current) == forced.snapshot_id
 
@@ -310,12 +312,11 @@ def test_an_older_date_leaves_the_newer_live_snapshot_serving_unless_forced(api,
 def test_a_stalled_redis_gives_503_within_the_deadline_not_a_hung_request(settings, tmp_path):
     """Redis stops answering (the process frozen, its connections open): every read gives 503 after
     CRM_REDIS_DEADLINE_S instead of waiting for ever, and reads recover when Redis does."""
-    import dataclasses
     import os
     import signal
     import threading
 
-    s = dataclasses.replace(settings, home=tmp_path, redis_deadline_s=0.5)
+    s = settings.replace(home=tmp_path, redis_deadline_s=0.5)
     s.ensure_dirs()
     url = ensure_redis(s)
     write_assignments(D1, _assignments(20), ModelRef("crm-campaign-propensity", "3"), s)

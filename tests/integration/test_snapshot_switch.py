@@ -94,7 +94,7 @@ def test_readers_never_see_a_mix_of_two_snapshots(server, settings):
     dates = {}
     try:
         r = redis.Redis.from_url(ensure_redis(settings), decode_responses=True)
-        readers_answer_from(r.get(Keys(settings.redis_prefix).current), 0)  # the readers are under way
+        readers_answer_from(r.get(Keys(settings.serving.redis_prefix).current), 0)  # the readers are under way
         for date in (DB, DA, DB):  # back and forth on purpose, each switch seen by the readers before the next
             since = len(seen)
             switched = publish_snapshot(date, settings, force=True).snapshot_id
@@ -117,7 +117,7 @@ def test_readers_never_see_a_mix_of_two_snapshots(server, settings):
 def test_a_load_killed_half_way_leaves_the_live_snapshot_serving(server, settings):
     url, key = server
     r = redis.Redis.from_url(ensure_redis(settings), decode_responses=True)
-    keys = Keys(settings.redis_prefix)
+    keys = Keys(settings.serving.redis_prefix)
     big = dt.date(2026, 10, 3)
     n = 300_000
     write_assignments(big, _assignments("CMP-C", "CMP-A", n), ModelRef("m", "3"), settings)
@@ -128,7 +128,7 @@ def test_a_load_killed_half_way_leaves_the_live_snapshot_serving(server, setting
     )
     env = {**os.environ, "CRM_HOME": str(settings.home)}
     loader = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO_ROOT)
-    prefix = f"{settings.redis_prefix}:snap:{big:%Y%m%d}-"
+    prefix = f"{settings.serving.redis_prefix}:snap:{big:%Y%m%d}-"
     wait_until(
         lambda: next(r.scan_iter(match=prefix + "*", count=1000), None),
         timeout=120,

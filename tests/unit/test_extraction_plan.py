@@ -19,8 +19,8 @@ D = dt.date(2026, 11, 27)
 
 def _settings(tmp_path, **given_values) -> Settings:
     values = {"transaction_lookback_days": 180, "response_lookback_days": 365, "late_arrival_days": 3,
-              "extract_slice_records": 1000, **given_values}  # fmt: skip
-    return Settings(home=tmp_path, **values)
+              "slice_records": 1000, **given_values}  # fmt: skip
+    return Settings(home=tmp_path).replace(**values)
 
 
 def _days(first: dt.date, last: dt.date) -> set[dt.date]:
@@ -71,7 +71,7 @@ def test_an_empty_warehouse_gets_the_whole_window_and_a_gap_everything_from_its_
 
 
 def test_a_plan_becomes_one_job_per_snapshot_and_slices_of_about_the_configured_records(tmp_path):
-    settings = _settings(tmp_path, extract_slice_records=1000)
+    settings = _settings(tmp_path, slice_records=1000)
     plan = {
         "customers": None,
         "accounts": {"since": "2026-11-24"},
@@ -109,7 +109,7 @@ def test_a_job_crosses_the_xcom_whole_and_a_malformed_one_is_named(tmp_path):
     """The mapped tasks get each job back as the plan made it; a job that names no entity of the
     contract, or a slice that ends before it starts, is refused with the job's label."""
     plan = {"transactions": ["2026-06-01", "2026-11-27"], "accounts": {"since": "2026-11-24"}}
-    jobs = slices(plan, _settings(tmp_path, extract_slice_records=1000), lambda endpoint, params: 2500)
+    jobs = slices(plan, _settings(tmp_path, slice_records=1000), lambda endpoint, params: 2500)
     assert [ExtractionJob.from_xcom(job.as_xcom()) for job in jobs] == jobs
     first = next(job for job in jobs if job.entity == "transactions")
     assert first.part == dt.date(2026, 6, 1) and first.span == (dt.date(2026, 6, 1), dt.date(2026, 11, 27))

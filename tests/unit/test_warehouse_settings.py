@@ -30,7 +30,7 @@ def test_without_an_odbc_driver_the_azure_warehouse_says_what_to_install(monkeyp
 
 def test_an_unknown_target_is_named(monkeypatch, tmp_path):
     monkeypatch.setenv("CRM_DBT_TARGET", "oracle")
-    with pytest.raises(SettingsError, match="CRM_DBT_TARGET must be one of local, postgres, azure, got 'oracle'"):
+    with pytest.raises(SettingsError, match="CRM_DBT_TARGET='oracle': Input should be 'local', 'postgres' or 'azure'"):
         engine_name(Settings(home=tmp_path))
 
 
