@@ -30,19 +30,16 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from crm.settings import systems
 from crm.settings.groups import (
-    GROUPS,
     WEEKDAYS,
     Concern,
     Extraction,
-    Identity,
     Model,
     Orchestration,
     Platform,
-    Quotas,
     Sandbox,
-    Serving,
     Warehouse,
 )
+from crm.settings.read_api import Identity, Quotas, Serving
 from crm.settings.systems import (
     Analyst,
     AzureSql,
@@ -53,6 +50,7 @@ from crm.settings.systems import (
     embedded_postgres_port,
 )
 from crm.settings.table import (
+    GROUPS,
     SECRETS,
     VARIABLES,
     Variable,

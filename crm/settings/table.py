@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 from pydantic_core import PydanticUndefined
 
-from crm.settings.groups import GROUPS
+from crm.settings.groups import Concern, Extraction, Model, Orchestration, Platform, Sandbox, Warehouse
+from crm.settings.read_api import Identity, Quotas, Serving
+
+# the groups, as Settings' attributes (crm.settings), in the README table's order
+GROUPS: dict[str, type[Concern]] = {
+    "platform": Platform, "extraction": Extraction, "sandbox": Sandbox, "orchestration": Orchestration,
+    "warehouse": Warehouse, "model": Model, "serving": Serving, "identity": Identity, "quotas": Quotas,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -195,5 +195,6 @@ def test_every_dag_tells_someone_and_production_loads_none_that_tells_nobody(tmp
     assert all("CRM_ALERT_EMAILS" in error for error in silent["errors"].values())
     wrong = _dagbag(tmp_path, CRM_ENVIRONMENT="production", CRM_ALERT_EMAILS="oncall.bank.example")
     assert all(
-        "CRM_ALERT_EMAILS: 'oncall.bank.example' is not an e-mail address" in e for e in wrong["errors"].values()
+        "CRM_ALERT_EMAILS='oncall.bank.example': 'oncall.bank.example' is not an e-mail address" in e
+        for e in wrong["errors"].values()
     )

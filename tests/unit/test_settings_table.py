@@ -11,8 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from crm.settings import REPO_ROOT, VARIABLES, Settings, SettingsError, config_table, config_table_section
-from crm.settings.groups import GROUPS
-from crm.settings.table import SECRETS
+from crm.settings.table import GROUPS, SECRETS
 from entrypoints.cli import cli
 
 
@@ -65,7 +64,7 @@ def _another_value(field_name: str, current: object) -> str:
     """A valid value of the variable other than ``current``."""
     special = {"environment": "production", "target": "postgres", "azure_sql_auth": "ServicePrincipal",
                "training_weekday": "Monday", "snapshot_deadline_lima": "06:30", "alert_emails": "ops@bank.pe, dq@bank.pe",
-               "max_quarantine_share": "0.2", "max_audience_shrink": "0.5"}  # fmt: skip
+               "max_quarantine_share": "0.2", "max_audience_shrink": "0.5", "redis_url": "rediss://cache:6380/1"}  # fmt: skip
     if field_name in special:
         return special[field_name]
     if current is None and field_name.endswith("port"):
@@ -90,6 +89,11 @@ def test_a_malformed_value_is_named_with_its_variable_and_value_and_a_secret_is_
             Settings(home=tmp_path)
         assert str(stopped.value).startswith(fault), str(stopped.value)
         monkeypatch.delenv(name)
+    monkeypatch.setenv("CRM_REDIS_URL", "https://:s3cret@cache.bank.pe:6380")  # a secret is named, never shown
+    with pytest.raises(SettingsError) as stopped:
+        Settings(home=tmp_path)
+    assert str(stopped.value) == "CRM_REDIS_URL=(a secret, not shown): must be a redis://, rediss:// or unix:// URL"
+    monkeypatch.delenv("CRM_REDIS_URL")
     monkeypatch.setenv("CRM_POSTGRES_PASSWORD", "s3cret")
     monkeypatch.setenv("CRM_POSTGRES_PORT", "not-a-port")
     with pytest.raises(SettingsError, match="CRM_POSTGRES_PORT='not-a-port'") as stopped:
