@@ -195,7 +195,7 @@ def _dedup_into(
     room for the blocks a spill itself pins: at 24 MB the aggregate of 7,000,000 keys failed
     instead of spilling (issue 15).
     """
-    import duckdb
+    from crm.warehouse import scratch_duckdb
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".tmp-{os.getpid()}")
@@ -204,9 +204,7 @@ def _dedup_into(
         os.replace(tmp, target)
         return 0
     spill = spill or target.parent / "_staging" / "duckdb-spill"
-    config = {"memory_limit": f"{memory_mb}MB", "threads": 1, "temp_directory": str(spill),
-              "preserve_insertion_order": True}  # fmt: skip
-    with duckdb.connect(config=config) as con:
+    with scratch_duckdb(memory_mb, spill) as con:
         files = ", ".join("'{}'".format(str(p).replace("'", "''")) for p in parts)
         con.execute(
             f"create view parts as select * from read_parquet([{files}], filename = true, hive_partitioning = false)"

@@ -39,7 +39,7 @@ from crm.settings.groups import (
     Sandbox,
     Warehouse,
 )
-from crm.settings.read_api import Identity, Quotas, Serving
+from crm.settings.read_api_groups import Identity, Quotas, Serving
 from crm.settings.systems import (
     Analyst,
     AzureSql,

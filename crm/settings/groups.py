@@ -3,9 +3,9 @@
 Each field is one ``CRM_*`` variable (its ``validation_alias``), with its default and, as its
 description, what it sets: the README's configuration table is generated from these declarations
 (``crm config-table --write``), in the order of :data:`crm.settings.table.GROUPS` and of each
-model's fields (the read API's models are in :mod:`crm.settings.read_api`). A value is read from
-the environment, else from a file of the variable's name in the secrets directory (a
-mounted Kubernetes Secret, ``CRM_SECRETS_DIR``), else the default. A malformed value stops the
+model's fields (the read API's are in :mod:`crm.settings.read_api_groups`). A value is read from
+the environment, else from a file of the variable's name in the secrets directory (a mounted
+Kubernetes Secret, ``CRM_SECRETS_DIR``), else the default. A malformed value stops the
 settings with an error naming the variable and the value (a secret's value is never shown).
 
 What depends on the data directory or on ``CRM_ENVIRONMENT`` (paths, production's refusals, the

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 from pydantic_core import PydanticUndefined
 
 from crm.settings.groups import Concern, Extraction, Model, Orchestration, Platform, Sandbox, Warehouse
-from crm.settings.read_api import Identity, Quotas, Serving
+from crm.settings.read_api_groups import Identity, Quotas, Serving
 
 # the groups, as Settings' attributes (crm.settings), in the README table's order
 GROUPS: dict[str, type[Concern]] = {

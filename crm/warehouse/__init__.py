@@ -23,7 +23,7 @@ the same warehouse).
 """
 
 from crm.warehouse.dbt_runs import dbt_command, dbt_docs, dbt_env, run_dbt, run_dbt_in_process
-from crm.warehouse.engines import analysts_warehouse, dispose_engines, parquet_view, warehouse
+from crm.warehouse.engines import analysts_warehouse, dispose_engines, parquet_view, scratch_duckdb, warehouse
 from crm.warehouse.session import ENGINES, Session, Warehouse, WarehouseError, engine_name, fingerprint
 from crm.warehouse.sql import Analyze, Statement, days_after, insert_statement, metadata, stddev_pop
 
@@ -47,6 +47,7 @@ __all__ = [
     "parquet_view",
     "run_dbt",
     "run_dbt_in_process",
+    "scratch_duckdb",
     "stddev_pop",
     "warehouse",
 ]

@@ -85,6 +85,19 @@ def parquet_view(files: list[Path], memory_mb: int, name: str = "landed") -> Ite
         shutil.rmtree(spill, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def scratch_duckdb(memory_mb: int, spill: Path) -> Iterator[Any]:
+    """A DuckDB connection of its own, in memory, for work on files that is no warehouse's (the
+    extraction's dedup of its landed pages): one thread, the rows' order kept, bounded by
+    ``memory_mb`` and spilling past it to ``spill``; closed on exit."""
+    import duckdb
+
+    config = {"memory_limit": f"{int(memory_mb)}MB", "threads": 1, "temp_directory": str(spill),
+              "preserve_insertion_order": True}  # fmt: skip
+    with duckdb.connect(config=config) as con:
+        yield con
+
+
 def _duckdb_connector(database: str, memory_mb: int) -> Callable[[], Any]:
     """A factory of duckdb-engine connections to ``database`` (a file, or ``:memory:``)."""
     import duckdb

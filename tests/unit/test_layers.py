@@ -35,7 +35,7 @@ def tree(tmp_path: Path) -> Path:
 def test_the_contracts_hold_on_the_project(tree):
     done = _lint(tree)
     assert done.returncode == 0, done.stdout
-    assert "3 kept, 0 broken" in done.stdout
+    assert "4 kept, 0 broken" in done.stdout
 
 
 @pytest.mark.parametrize(
@@ -49,6 +49,7 @@ def test_the_contracts_hold_on_the_project(tree):
         ("serving/publish.py", "import psycopg2", "One way into the warehouse"),
         ("ml/score.py", "import duckdb", "One way into the warehouse"),
         ("ingestion/retention.py", "import pyodbc", "One way into the warehouse"),
+        ("ingestion/extract.py", "import duckdb", "One way into the warehouse"),  # its dedup: crm.warehouse's
     ],
 )
 def test_an_upward_import_inside_a_function_breaks_the_build(tree, module, upward, contract):
