@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from crm.processes import ServiceError, alive, lock, reap, spawn, terminate
-from crm.settings import Settings, get_settings
+from crm.settings import Settings
 
 
 def postgres_programs(settings: Settings) -> Path:
@@ -85,12 +85,11 @@ def _answers(pg, pid: int, seconds: float = 60) -> bool | None:
     return True
 
 
-def ensure_postgres(settings: Settings | None = None):
+def ensure_postgres(settings: Settings):
     """The embedded PostgreSQL server of the data directory, running (started, and created on first
     use, with a password of its own in ``<CRM_HOME>/run/postgres.pgpass``): its connection."""
     import dataclasses
 
-    settings = settings or get_settings()
     pg = settings.postgres
     if not pg.embedded:
         return pg
@@ -195,9 +194,8 @@ def _ensure_database(pg, analyst: str, analyst_password: str) -> None:
         admin.dispose()
 
 
-def stop_postgres(settings: Settings | None = None) -> None:
+def stop_postgres(settings: Settings) -> None:
     """Stop the embedded PostgreSQL server (a fast shutdown: open sessions are ended)."""
-    settings = settings or get_settings()
     pid = postgres_pid(settings)
     if pid is None:
         return

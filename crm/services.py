@@ -23,7 +23,7 @@ from pathlib import Path
 
 from crm.embedded_postgres import postgres_pid, stop_postgres
 from crm.processes import ServiceError, alive, lock, spawn, terminate
-from crm.settings import Settings, get_settings
+from crm.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,8 @@ def _redis_ping(url: str) -> bool:
         return False
 
 
-def ensure_redis(settings: Settings | None = None) -> str:
+def ensure_redis(settings: Settings) -> str:
     """The Redis URL to use; starts the embedded server when no Redis URL is configured."""
-    settings = settings or get_settings()
     if settings.redis_url:
         return settings.redis_url
     url = embedded_redis_url(settings)
@@ -100,8 +99,7 @@ def ensure_redis(settings: Settings | None = None) -> str:
         raise ServiceError(f"the embedded Redis server did not start; see {settings.run_dir / 'redis.log'}")
 
 
-def stop_redis(settings: Settings | None = None) -> None:
-    settings = settings or get_settings()
+def stop_redis(settings: Settings) -> None:
     pidfile = _redis_pidfile(settings)
     if not pidfile.exists():
         return
@@ -138,8 +136,7 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def read_sandbox(settings: Settings | None = None) -> SandboxInfo | None:
-    settings = settings or get_settings()
+def read_sandbox(settings: Settings) -> SandboxInfo | None:
     state = _sandbox_state(settings)
     if not state.exists():
         return None
@@ -147,10 +144,9 @@ def read_sandbox(settings: Settings | None = None) -> SandboxInfo | None:
     return info if alive(info.pid) else None
 
 
-def ensure_sandbox(customers: int, seed: int, settings: Settings | None = None, faults: str = "") -> SandboxInfo:
+def ensure_sandbox(customers: int, seed: int, settings: Settings, faults: str = "") -> SandboxInfo:
     """A running sandbox bank of ``customers`` customers for ``seed`` with ``faults`` (see
     :mod:`sandbox.faults`); starts one, or replaces one that differs."""
-    settings = settings or get_settings()
     with lock(settings, "sandbox"):
         info = read_sandbox(settings)
         wanted = (customers, seed, faults)
@@ -183,8 +179,7 @@ def ensure_sandbox(customers: int, seed: int, settings: Settings | None = None, 
         raise ServiceError(f"the sandbox bank did not start; see {settings.run_dir / 'sandbox.log'}")
 
 
-def stop_sandbox(settings: Settings | None = None) -> None:
-    settings = settings or get_settings()
+def stop_sandbox(settings: Settings) -> None:
     info = read_sandbox(settings)
     if info:
         terminate(info.pid)
@@ -194,8 +189,7 @@ def stop_sandbox(settings: Settings | None = None) -> None:
 # ---- bookkeeping for the demo and the tests ------------------------------------------------
 
 
-def running_services(settings: Settings | None = None) -> set[str]:
-    settings = settings or get_settings()
+def running_services(settings: Settings) -> set[str]:
     running = set()
     if read_sandbox(settings):
         running.add("sandbox")
@@ -221,12 +215,11 @@ def _redis_clients(settings: Settings) -> int:
         return 0
 
 
-def stop_services_started_since(before: set[str], settings: Settings | None = None) -> list[str]:
+def stop_services_started_since(before: set[str], settings: Settings) -> list[str]:
     """Stop the embedded services that run now but did not in ``before``; returns their names.
 
     Redis stays up while another process (a ``make serve`` started meanwhile) is connected to it.
     """
-    settings = settings or get_settings()
     started = sorted(running_services(settings) - before)
     if "sandbox" in started:
         stop_sandbox(settings)

@@ -38,9 +38,9 @@ def crm_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from crm.settings import Settings
 
     yield home
-    stop_sandbox()
-    stop_redis()
-    stop_postgres()
+    stop_sandbox(Settings(home=home))
+    stop_redis(Settings(home=home))
+    stop_postgres(Settings(home=home))
     # tests that work in a home of their own (home / "<name>") may leave its services: stop them too
     for run_dir in home.rglob("run"):
         if run_dir.is_dir() and run_dir.parent != home:
