@@ -163,7 +163,8 @@ class Settings(BaseModel):
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes``: each names a field of the settings (``home``) or of one group
-        (``customers``, ``redis_deadline_s``); nothing resolved before is carried over."""
+        (``customers``, ``redis_deadline_s``), validated as the environment's values are; nothing
+        resolved before is carried over."""
         values = {name: getattr(self, name) for name in type(self).model_fields}
         by_group: dict[str, dict[str, Any]] = {}
         for name, value in changes.items():
@@ -174,8 +175,16 @@ class Settings(BaseModel):
             else:
                 raise TypeError(f"{name} is not a setting")
         for group, update in by_group.items():
-            values[group] = getattr(self, group).model_copy(update=update)
-        return type(self).model_construct(**values)
+            try:
+                values[group] = GROUPS[group].validated(getattr(self, group), update)
+            except ValidationError as error:
+                raise _named(error) from None
+        values["home"] = Path(values["home"])
+        if values["environment"] not in ("local", "production"):
+            raise SettingsError(f"environment={values['environment']!r}: must be 'local' or 'production'")
+        changed = type(self).model_construct(**values)
+        changed._check_target()
+        return changed
 
     # ---- what the environment decides ------------------------------------------------------
     @property
@@ -364,5 +373,6 @@ def yesterday_in_lima() -> dt.date:
 
 
 def get_settings() -> Settings:
-    """Settings as the environment says now (cheap; call it where needed, do not cache globally)."""
+    """Settings as the environment and the mounted secrets say now (a few milliseconds: the entry
+    points build them once and pass them down)."""
     return Settings()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -34,11 +34,31 @@ def var(name: str, default: Any, what: str, *, shown: str | None = None, **const
 class Concern(BaseSettings):
     """One concern's settings: its ``area`` is the heading its variables have in the README."""
 
+    # read by alias only (the CRM_* name), never by the bare field name
     model_config = SettingsConfigDict(
-        frozen=True, case_sensitive=True, env_ignore_empty=True, extra="ignore", validate_default=True,
-        validate_by_name=True, validate_by_alias=True,
-    )  # fmt: skip
+        frozen=True, case_sensitive=True, env_ignore_empty=True, extra="ignore", validate_default=True
+    )
     area: ClassVar[str]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, values: Any) -> Any:
+        """An empty value is no value, wherever it comes from: ``env_ignore_empty`` covers the
+        environment, this the secrets directory (a Secret's empty key is not a configured secret,
+        and production must still refuse what it lacks)."""
+        if isinstance(values, dict):
+            return {k: v for k, v in values.items() if not (isinstance(v, str) and not v.strip())}
+        return values
+
+    @classmethod
+    def validated(cls, current: Concern, changes: dict[str, Any]) -> Concern:
+        """``current`` with ``changes`` (by field name), validated as a value from the environment is;
+        what was set stays set (production tells a default from a configured value)."""
+        data = {field.validation_alias: getattr(current, name) for name, field in cls.model_fields.items()}
+        data.update({cls.model_fields[name].validation_alias: value for name, value in changes.items()})
+        changed = cls.model_validate(data)
+        object.__setattr__(changed, "__pydantic_fields_set__", current.model_fields_set | set(changes))
+        return changed
 
 
 def _weekday(value: object) -> object:
@@ -48,6 +68,11 @@ def _weekday(value: object) -> object:
             raise ValueError(f"must be a day of the week ({', '.join(WEEKDAYS)})")
         return names.index(value.strip().lower())
     return value
+
+
+def _authentication(value: object) -> object:
+    spelled = {"sql": "sql", "serviceprincipal": "ServicePrincipal"}  # as dbt-sqlserver spells them
+    return spelled.get(value.strip().lower(), value) if isinstance(value, str) else value
 
 
 def _comma_separated(value: object) -> object:
@@ -260,7 +285,7 @@ class Warehouse(Concern):
         "CRM_AZURE_SQL_SERVER", None, "the Azure SQL server (`<name>.database.windows.net`) for `CRM_DBT_TARGET=azure`"
     )
     azure_sql_database: str = var("CRM_AZURE_SQL_DATABASE", "crm", "the Azure SQL database")
-    azure_sql_auth: Literal["sql", "ServicePrincipal"] = var(
+    azure_sql_auth: Annotated[Literal["sql", "ServicePrincipal"], BeforeValidator(_authentication)] = var(
         "CRM_AZURE_SQL_AUTH", "sql", "`sql` (user and password) or `ServicePrincipal` (client id and secret)"
     )
     azure_sql_user: str | None = var("CRM_AZURE_SQL_USER", None, "the SQL user (`sql` authentication)")

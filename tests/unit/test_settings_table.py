@@ -118,6 +118,15 @@ def test_secrets_come_from_mounted_files_and_the_environment_wins(monkeypatch, t
     assert settings.warehouse.postgres_password.get_secret_value() == "from-file"
     monkeypatch.setenv("CRM_REDIS_URL", "redis://from-env:6379/0")
     assert Settings(home=tmp_path).redis_url == "redis://from-env:6379/0"
+    # an empty key of the Secret is no secret: production still refuses what it lacks
+    (mounted / "CRM_MLFLOW_TRACKING_URI").write_text("\n")
+    (mounted / "CRM_PAGE_SIZE").write_text("")
+    monkeypatch.setenv("CRM_ENVIRONMENT", "production")
+    monkeypatch.setenv("CRM_DBT_TARGET", "postgres")
+    production = Settings(home=tmp_path)
+    assert production.extraction.page_size == 2000
+    with pytest.raises(SettingsError, match="no model registry is configured"):
+        _ = production.mlflow_tracking_uri
     monkeypatch.setenv("CRM_SECRETS_DIR", str(tmp_path / "not-mounted"))
     with pytest.raises(SettingsError, match=r"CRM_SECRETS_DIR=.*not-mounted.*not a directory"):
         Settings(home=tmp_path)
@@ -132,6 +141,24 @@ def test_replace_changes_a_group_field_by_name_and_forgets_what_was_resolved(tmp
     assert settings.sandbox.customers == Settings(home=tmp_path).sandbox.customers  # the original is unchanged
     with pytest.raises(TypeError, match="sandbox_customers is not a setting"):
         settings.replace(sandbox_customers=300)
+    # a change is validated as the environment's value is
+    assert settings.replace(alert_emails="a@bank.pe, b@bank.pe").orchestration.alert_emails == (
+        "a@bank.pe",
+        "b@bank.pe",
+    )
+    with pytest.raises(SettingsError, match="CRM_PAGE_SIZE=0: Input should be greater than or equal to 1"):
+        settings.replace(page_size=0)
+    with pytest.raises(SettingsError, match="CRM_DBT_TARGET=local: the embedded DuckDB warehouse is for development"):
+        settings.replace(environment="production", target="local")
+
+
+def test_only_the_crm_names_are_read(monkeypatch, tmp_path):
+    """A bare field name in the environment (``seed``, ``environment``) is someone else's variable."""
+    _clean(monkeypatch)
+    monkeypatch.setenv("environment", "production")
+    monkeypatch.setenv("seed", "7")
+    settings = Settings(home=tmp_path)
+    assert (settings.environment, settings.sandbox.seed) == ("local", 42)
 
 
 def test_config_table_write_puts_the_generated_table_between_the_markers(tmp_path):
