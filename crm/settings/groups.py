@@ -57,7 +57,9 @@ class Concern(BaseSettings):
         data = {field.validation_alias: getattr(current, name) for name, field in cls.model_fields.items()}
         data.update({cls.model_fields[name].validation_alias: value for name, value in changes.items()})
         changed = cls.model_validate(data)
-        object.__setattr__(changed, "__pydantic_fields_set__", current.model_fields_set | set(changes))
+        # a change to an empty value is no value: the field is back to its default, and unset
+        kept = (current.model_fields_set - set(changes)) | (changed.model_fields_set & set(changes))
+        object.__setattr__(changed, "__pydantic_fields_set__", kept)
         return changed
 
 

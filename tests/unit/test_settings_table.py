@@ -146,6 +146,9 @@ def test_replace_changes_a_group_field_by_name_and_forgets_what_was_resolved(tmp
         "a@bank.pe",
         "b@bank.pe",
     )
+    configured = settings.replace(jwt_issuer="https://login.bank.pe")
+    assert "jwt_issuer" in configured.identity.model_fields_set  # production tells it from the default
+    assert "jwt_issuer" not in configured.replace(jwt_issuer="").identity.model_fields_set  # empty: unset again
     with pytest.raises(SettingsError, match="CRM_PAGE_SIZE=0: Input should be greater than or equal to 1"):
         settings.replace(page_size=0)
     with pytest.raises(SettingsError, match="CRM_DBT_TARGET=local: the embedded DuckDB warehouse is for development"):
