@@ -93,7 +93,7 @@ def backfill(first: dt.date, last: dt.date, customers: int, seed: int, max_activ
 @_date_option("train as of this date")
 @_bank_options
 @click.option("--window", type=int, help="training_window_days (default 84)")
-@click.option("--candidates", help="comma-separated: logistic_regression,gradient_boosting")
+@click.option("--candidates", help="comma-separated: logistic_regression,gradient_boosting,per_campaign_logistic")
 @click.option("--margin", type=float, help="promotion_margin (default 0.005)")
 def train(business_date: dt.date, customers: int, seed: int, window, candidates, margin) -> None:
     """Run crm_model_training through Airflow on the demo's warehouse and say what it decided."""

@@ -14,6 +14,7 @@ NUMERIC_FEATURES = [
     "has_savings", "has_checking", "has_cts", "has_term_deposit", "has_credit_card",
     "has_personal_loan", "has_mortgage", "has_insurance",
     "tx_count_30d", "tx_count_90d", "spend_30d_pen", "spend_90d_pen", "salary_90d_pen",
+    "salary_180d_pen", "salary_count_180d", "balance_savings_pen",
     "pos_count_90d", "wallet_count_90d", "days_since_last_tx",
     "consent_sms", "consent_email", "consent_phone", "consent_push", "consent_social",
 ]  # fmt: skip
@@ -57,6 +58,8 @@ def cast_features(df: pd.DataFrame) -> pd.DataFrame:
     for col in NUMERIC_FEATURES:
         if df[col].dtype != "float64":
             df[col] = pd.to_numeric(df[col]).astype("float64")
+        if df[col].hasnans:  # a column added to the feature store after this date's rows: none, as dbt's coalesce
+            df[col] = df[col].fillna(0.0)
     for col in CATEGORICAL_FEATURES:
         df[col] = df[col].astype("string").astype(object)
     return df

@@ -31,7 +31,7 @@ from ml.training_set import TrainingWindow, feature_dates_missing, training_fram
 
 log = logging.getLogger(__name__)
 
-CANDIDATES = ("logistic_regression", "gradient_boosting")
+CANDIDATES = ("logistic_regression", "gradient_boosting", "per_campaign_logistic")
 PROMOTION_METRIC = "roc_auc"
 DEFAULT_MARGIN = 0.005
 MIN_CONTACTS = 200
@@ -97,6 +97,10 @@ def estimator(name: str):
             max_iter=100, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=40,
             l2_regularization=1.0, early_stopping=False, random_state=0,
         )  # fmt: skip
+    elif name == "per_campaign_logistic":  # its own features and one model per campaign (ml.estimators)
+        from ml.estimators import PerCampaign, logistic
+
+        return PerCampaign(logistic())
     else:
         raise ValueError(f"unknown candidate {name!r}; choose from {list(CANDIDATES)}")
     return Pipeline([("features", pre), ("model", model)])
@@ -338,7 +342,8 @@ def train_and_register(
 
 def _estimator_params(model) -> dict[str, object]:
     """The classifier's own hyper-parameters (those with a simple value), as MLflow parameters."""
-    inner = model.estimator.estimator.named_steps["model"]
+    inner = model.estimator.estimator
+    inner = (inner.base if hasattr(inner, "base") else inner).named_steps["model"]
     return {f"model.{k}": v for k, v in inner.get_params().items() if isinstance(v, int | float | str | bool)}
 
 

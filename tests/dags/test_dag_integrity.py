@@ -111,7 +111,9 @@ def test_model_training_is_weekly_with_the_parameters_a_data_engineer_sets(dagba
             assert task.pool == "crm_warehouse", task.task_id  # it writes the warehouse (feature backfill)
     params = dag.params.dump()
     assert params["training_window_days"] == 84 and params["promotion_margin"] == 0.005
-    assert params["candidates"] == ["logistic_regression", "gradient_boosting"]
+    from ml.train import CANDIDATES
+
+    assert params["candidates"] == list(CANDIDATES)
     assert params["business_date"] is None and params["feature_step_days"] == 7
 
 

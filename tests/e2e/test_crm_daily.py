@@ -637,7 +637,11 @@ def test_model_training_dag_logs_candidates_and_promotes_only_by_the_margin(firs
     children = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
-    assert {r.data.params["candidate"] for r in children} == {"logistic_regression", "gradient_boosting"}
+    assert {r.data.params["candidate"] for r in children} == {
+        "logistic_regression",
+        "gradient_boosting",
+        "per_campaign_logistic",
+    }
     for run in children:
         assert {"roc_auc", "pr_auc", "brier", "lift_top_decile"} <= set(run.data.metrics)
         assert any(k.startswith("auc.CMP-") for k in run.data.metrics)

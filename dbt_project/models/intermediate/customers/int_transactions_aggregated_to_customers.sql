@@ -26,6 +26,10 @@ aggregated as (
         sum(case when booking_date > {{ days_before(90) }} and transaction_type = 'SALARY_DEPOSIT' then amount else 0 end)
             as salary_90d_pen,
         sum(case when transaction_type = 'SALARY_DEPOSIT' then amount else 0 end) as salary_180d_pen,
+        -- how many deposits: their average is the salary itself (the sum alone mixes it with how often it comes)
+        cast(sum(case when booking_date > {{ days_before(90) }} and transaction_type = 'SALARY_DEPOSIT' then 1 else 0 end)
+            as integer) as salary_count_90d,
+        cast(sum(case when transaction_type = 'SALARY_DEPOSIT' then 1 else 0 end) as integer) as salary_count_180d,
         cast(sum(case when booking_date > {{ days_before(90) }} and transaction_type = 'POS_PURCHASE' then 1 else 0 end)
             as integer) as pos_count_90d,
         cast(sum(case when booking_date > {{ days_before(90) }} and transaction_type = 'WALLET_P2P' then 1 else 0 end)

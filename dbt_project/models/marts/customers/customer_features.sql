@@ -1,4 +1,4 @@
-{{ config(materialized='incremental', unique_key='as_of_date') }}
+{{ config(materialized='incremental', unique_key='as_of_date', on_schema_change='append_new_columns') }}
 -- One row per customer per as-of date: the features the propensity model reads.
 with customers as (
     select * from {{ ref('stg_core_banking__customers') }}
@@ -45,6 +45,9 @@ joined as (
         coalesce(a.has_personal_loan, 0) as has_personal_loan,
         coalesce(a.has_mortgage, 0) as has_mortgage,
         coalesce(a.has_insurance, 0) as has_insurance,
+        {% for p in var('products') | map('lower') %}
+        cast(coalesce(a.balance_{{ p }}_pen, 0) as decimal(18, 2)) as balance_{{ p }}_pen,
+        {% endfor %}
         -- transactions
         coalesce(t.tx_count_30d, 0) as tx_count_30d,
         coalesce(t.tx_count_90d, 0) as tx_count_90d,
@@ -54,6 +57,8 @@ joined as (
         coalesce(t.tx_count_180d, 0) as tx_count_180d,
         cast(coalesce(t.spend_180d_pen, 0) as decimal(18, 2)) as spend_180d_pen,
         cast(coalesce(t.salary_180d_pen, 0) as decimal(18, 2)) as salary_180d_pen,
+        coalesce(t.salary_count_90d, 0) as salary_count_90d,
+        coalesce(t.salary_count_180d, 0) as salary_count_180d,
         {% for c in var('merchant_categories') | map('lower') %}
         cast(coalesce(t.spend_180d_{{ c }}_pen, 0) as decimal(18, 2)) as spend_180d_{{ c }}_pen,
         {% endfor %}
