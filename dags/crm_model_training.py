@@ -17,10 +17,15 @@ run by date, the day before it.
    of the `candidates` (`logistic_regression`, `gradient_boosting`, `per_campaign_logistic`),
    calibrated, measured on the holdout and logged to the MLflow experiment `crm-campaign-propensity` (ROC AUC, PR AUC, Brier,
    top-decile lift, AUC per campaign; calibration plot, feature importance, training-data
-   profile; signature and input example). The best is registered as a new version of
-   `crm-campaign-propensity`; it becomes **champion** only when its holdout ROC AUC beats the
-   current champion's on the same holdout by `promotion_margin`, otherwise **challenger**. The
-   decision and its reason are in this task's log, the run's tags and the version's tags.
+   profile; signature and input example), with what the gate reads: **capture at capacity** (each
+   live campaign's acceptance rate in the top of its held-out contacts that its daily capacity
+   covers, weighted by capacity, offer value and campaign weight, over a perfect ranking's) and the
+   **calibration error**. The candidate that captures most is registered as a new version of
+   `crm-campaign-propensity`; it becomes **champion** only when its capture at capacity beats the
+   current champion's on the same holdout by `promotion_margin` and its calibration error is no
+   worse than the champion's by more than 0.01, otherwise **challenger**: a version that loses
+   capture is never promoted. The decision and its reason are in this task's log, the run's tags
+   and the version's tags.
 
 `crm_daily` scores with whatever holds `champion` the next morning. To go back to an earlier
 version, move the alias in MLflow (`MlflowClient().set_registered_model_alias`).
@@ -72,7 +77,7 @@ settings = get_settings()
         ),
         "promotion_margin": Param(
             0.005, type="number", minimum=0, maximum=0.5,
-            description="holdout ROC AUC a new version must gain over the champion to replace it",
+            description="capture at capacity (0-1) a new version must gain over the champion on the holdout to replace it",
         ),
         "customers": Param(settings.sandbox.customers, type="integer", minimum=1, description="sandbox bank size"),
         "seed": Param(settings.sandbox.seed, type="integer", description="sandbox bank seed"),

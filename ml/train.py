@@ -5,10 +5,13 @@ One model for every campaign (the campaign is a feature). The training set is po
 fit the estimator, the next ones calibrate its probabilities, the latest 20% are the holdout every
 candidate and the current champion are measured on.
 
-Promotion: the best candidate is registered as a new version of ``crm-campaign-propensity``. It
-takes the alias ``champion`` only when its holdout ROC AUC beats the champion's on the same
-holdout by ``promotion_margin``; otherwise it takes ``challenger``. The decision and its reason go
-to the MLflow run (tags ``promotion.*``), to the model version's tags and to the task log.
+Promotion (:mod:`ml.gate`): the candidate that captures most at the campaigns' capacities on the
+holdout is registered as a new version of ``crm-campaign-propensity``. It takes the alias
+``champion`` only when its ``capture_at_capacity`` beats the champion's on the same holdout by
+``promotion_margin`` and its calibration error is no worse than the champion's by more than
+``CALIBRATION_TOLERANCE``; otherwise it takes ``challenger``: a version that loses capture is never
+promoted. The decision and its reason go to the MLflow run (tags ``promotion.*``, both measures of
+both models), to the model version's tags and to the task log.
 """
 
 from __future__ import annotations
@@ -26,13 +29,15 @@ import pandas as pd
 from crm.settings import Settings
 from crm.warehouse import warehouse
 from ml.features import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES
+from ml.gate import Capacity, campaign_capacities, capture_metrics
 from ml.registry import CHALLENGER, CHAMPION, mlflow_client
 from ml.training_set import TrainingWindow, feature_dates_missing, training_frame
 
 log = logging.getLogger(__name__)
 
 CANDIDATES = ("logistic_regression", "gradient_boosting", "per_campaign_logistic")
-PROMOTION_METRIC = "roc_auc"
+PROMOTION_METRIC = "capture_at_capacity"
+CALIBRATION_TOLERANCE = 0.01  # calibration error a new champion may add to the champion's
 DEFAULT_MARGIN = 0.005
 MIN_CONTACTS = 200
 MIN_ACCEPTANCES = 20
@@ -132,7 +137,10 @@ def fit_calibrated(name: str, train: pd.DataFrame):
     return calibrated.fit(calibration[FEATURES], calibration["accepted"]), method
 
 
-def holdout_metrics(y: np.ndarray, p: np.ndarray, campaigns: pd.Series) -> dict[str, float]:
+def holdout_metrics(
+    y: np.ndarray, p: np.ndarray, campaigns: pd.Series, capacities: dict[str, Capacity]
+) -> dict[str, float]:
+    """What the gate compares (:func:`ml.gate.capture_metrics`) and the usual ranking measures."""
     from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
     order = np.argsort(-p, kind="stable")
@@ -142,6 +150,7 @@ def holdout_metrics(y: np.ndarray, p: np.ndarray, campaigns: pd.Series) -> dict[
         "pr_auc": float(average_precision_score(y, p)),
         "brier": float(brier_score_loss(y, p)),
         "lift_top_decile": float(y[top].mean() / max(y.mean(), 1e-9)),
+        **capture_metrics(y, p, campaigns, capacities),
     }
     for campaign, idx in campaigns.groupby(campaigns.to_numpy()).indices.items():
         if len(np.unique(y[idx])) == 2:
@@ -207,12 +216,13 @@ def _trusted_types(model) -> list[str]:
     return skops.io.get_untrusted_types(data=skops.io.dumps(model))
 
 
-def _champion_on(holdout: pd.DataFrame, client, model_name: str) -> tuple[str | None, float | None, str]:
-    """The current champion's version and ROC AUC on this holdout (None when there is none or it
+def _champion_on(
+    holdout: pd.DataFrame, client, model_name: str, capacities: dict[str, Capacity]
+) -> tuple[str | None, dict[str, float] | None, str]:
+    """The current champion's version and measures on this holdout (None when there is none or it
     cannot read today's features), with why."""
     import mlflow
     from mlflow.exceptions import MlflowException
-    from sklearn.metrics import roc_auc_score
 
     try:
         version = str(client.get_model_version_by_alias(model_name, CHAMPION).version)
@@ -224,7 +234,29 @@ def _champion_on(holdout: pd.DataFrame, client, model_name: str) -> tuple[str | 
     if missing:
         return version, None, f"champion v{version} cannot score today's features (missing {missing})"
     p = mlflow.sklearn.load_model(uri).predict_proba(holdout[names])[:, 1]
-    return version, float(roc_auc_score(holdout["accepted"], p)), ""
+    return version, holdout_metrics(holdout["accepted"].to_numpy(), p, holdout["campaign_id"], capacities), ""
+
+
+def promotion(
+    version: str, best: str, metrics: dict[str, float], champion: tuple[str | None, dict | None, str], margin: float
+) -> tuple[str, str]:
+    """The alias the new version takes, and why: champion only when it captures more at capacity
+    than the champion by ``margin`` and is calibrated about as well."""
+    champion_version, theirs, why = champion
+    score, error = metrics[PROMOTION_METRIC], metrics["calibration_error"]
+    mine = f"capture at capacity {score:.4f}, calibration error {error:.4f}"
+    if theirs is None:
+        return CHAMPION, f"{why}: v{version} ({best}, {mine}) becomes champion"
+    versus = (f"capture at capacity {score:.4f} vs {theirs[PROMOTION_METRIC]:.4f}, calibration error "
+              f"{error:.4f} vs {theirs['calibration_error']:.4f}")  # fmt: skip
+    if score < theirs[PROMOTION_METRIC] + margin:
+        return CHALLENGER, (f"v{version} ({best}) does not beat champion v{champion_version} by the margin {margin} "
+                            f"on the same holdout: {versus}; it is challenger")  # fmt: skip
+    if error > theirs["calibration_error"] + CALIBRATION_TOLERANCE:
+        return CHALLENGER, (f"v{version} ({best}) captures more than champion v{champion_version} but is worse "
+                            f"calibrated by more than {CALIBRATION_TOLERANCE}: {versus}; it is challenger")  # fmt: skip
+    return CHAMPION, (f"v{version} ({best}) beats champion v{champion_version} on the same holdout by at least "
+                      f"the margin {margin}: {versus}")  # fmt: skip
 
 
 def train_and_register(
@@ -248,6 +280,10 @@ def train_and_register(
         )
     with warehouse(settings).connect() as session:
         df = training_frame(session, window)
+        try:
+            capacity_date, capacities = campaign_capacities(session, business_date)
+        except LookupError as exc:
+            raise TrainingError(str(exc)) from None
     accepted = int(df["accepted"].sum()) if len(df) else 0
     if len(df) < MIN_CONTACTS or accepted < MIN_ACCEPTANCES or accepted == len(df):
         raise TrainingError(
@@ -269,6 +305,8 @@ def train_and_register(
                 "candidates": ",".join(config.candidates),
                 "promotion_margin": config.promotion_margin,
                 "promotion_metric": PROMOTION_METRIC,
+                "calibration_tolerance": CALIBRATION_TOLERANCE,
+                "capacities_as_of": capacity_date.isoformat(),
                 "split": "by contact date: fit 60%, calibration 20%, holdout the latest 20%",
                 "features": ",".join(FEATURES),
                 "backfilled_feature_dates": len(missing),
@@ -283,7 +321,7 @@ def train_and_register(
             with mlflow.start_run(run_name=name, nested=True) as child:
                 model, method = fit_calibrated(name, train)
                 p = model.predict_proba(holdout[FEATURES])[:, 1]
-                metrics = holdout_metrics(y, p, holdout["campaign_id"])
+                metrics = holdout_metrics(y, p, holdout["campaign_id"], capacities)
                 mlflow.log_params({"candidate": name, "calibration": method, **_estimator_params(model)})
                 mlflow.log_metrics(metrics)
                 cand = out / name
@@ -301,28 +339,20 @@ def train_and_register(
                 )
                 results[name] = (metrics, info)
                 log.info("candidate %s (run %s): %s", name, child.info.run_id, _brief(metrics))
-        best = max(results, key=lambda n: results[n][0][PROMOTION_METRIC])
+        best = max(results, key=lambda n: (results[n][0][PROMOTION_METRIC], results[n][0]["roc_auc"]))
         metrics, info = results[best]
         version = str(mlflow.register_model(info.model_uri, settings.model.model_name).version)
-        champion_version, champion_score, why = _champion_on(holdout, client, settings.model.model_name)
-        score = metrics[PROMOTION_METRIC]
-        if champion_score is None:
-            alias, reason = CHAMPION, f"{why}: v{version} ({best}, holdout ROC AUC {score:.4f}) becomes champion"
-        elif score >= champion_score + config.promotion_margin:
-            alias = CHAMPION
-            reason = (f"v{version} ({best}) beats champion v{champion_version} on the same holdout: ROC AUC "
-                      f"{score:.4f} vs {champion_score:.4f}, by at least the margin {config.promotion_margin}")  # fmt: skip
-        else:
-            alias = CHALLENGER
-            reason = (f"v{version} ({best}) does not beat champion v{champion_version} by the margin "
-                      f"{config.promotion_margin}: ROC AUC {score:.4f} vs {champion_score:.4f}; it is challenger")  # fmt: skip
+        champion = _champion_on(holdout, client, settings.model.model_name, capacities)
+        champion_version, champion_metrics = champion[0], champion[1]
+        alias, reason = promotion(version, best, metrics, champion, config.promotion_margin)
         client.set_registered_model_alias(settings.model.model_name, alias, version)
         for key, value in (("promotion.decision", alias), ("promotion.reason", reason), ("candidate", best)):
             client.set_model_version_tag(settings.model.model_name, version, key, value)
         mlflow.set_tags({"promotion.decision": alias, "promotion.reason": reason, "promotion.version": version,
                          "best_candidate": best})  # fmt: skip
-        if champion_score is not None:
-            mlflow.log_metric("champion_holdout_roc_auc", champion_score)
+        if champion_metrics is not None:
+            mlflow.log_metrics({f"champion_holdout_{k}": champion_metrics[k]
+                                for k in (PROMOTION_METRIC, "calibration_error", "roc_auc")})  # fmt: skip
         mlflow.log_metrics({f"best_{k}": v for k, v in metrics.items() if "." not in k})
         log.info("promotion of %s v%s (run %s): %s", settings.model.model_name, version, parent.info.run_id, reason)
     return TrainingResult(

@@ -1,0 +1,84 @@
+"""The promotion gate (issue 24, point 2): a version is measured where the capacities pick (the top of
+each campaign), and one that loses capture there is never promoted, whatever its ROC AUC."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from ml.gate import Capacity, calibration_error, capture_metrics
+from ml.registry import CHALLENGER, CHAMPION
+from ml.train import holdout_metrics, promotion
+
+CAPACITIES = {"CMP-A": Capacity(share=0.05, worth=600 * 400.0), "CMP-B": Capacity(share=0.2, worth=200 * 100.0)}
+
+
+def _holdout(n: int = 4000, seed: int = 3):
+    """Contacts of two campaigns whose acceptance rises with a latent score, and two rankings: one
+    right at the top and wrong below it, one right below the top and wrong at it."""
+    rng = np.random.default_rng(seed)
+    campaigns = pd.Series(np.where(np.arange(n) % 2 == 0, "CMP-A", "CMP-B"))
+    latent = rng.random(n)
+    y = (rng.random(n) < np.where(latent > 0.95, 0.8, 0.02 + 0.4 * latent)).astype(int)
+    noise = rng.normal(0, 0.01, n)
+    top_right = np.where(latent > 0.95, latent, 0.95 - latent) + noise  # the top is right, the rest reversed
+    bottom_right = np.where(latent > 0.95, 0.0, latent) + noise  # everything right but the top
+    return y, campaigns, np.clip(top_right, 0.001, 0.999), np.clip(bottom_right, 0.001, 0.999)
+
+
+def test_capture_at_capacity_sees_the_top_that_roc_auc_does_not():
+    y, campaigns, top_right, bottom_right = _holdout()
+    assert roc_auc_score(y, bottom_right) > roc_auc_score(y, top_right)  # AUC prefers the wrong model
+    good = capture_metrics(y, top_right, campaigns, CAPACITIES)
+    bad = capture_metrics(y, bottom_right, campaigns, CAPACITIES)
+    assert good["capture_at_capacity"] > 0.6 > 0.45 > bad["capture_at_capacity"]
+    assert good["precision_at_capacity.CMP-A"] > 1.5 * bad["precision_at_capacity.CMP-A"]
+    perfect = capture_metrics(y, y + 0.0, campaigns, CAPACITIES)
+    assert perfect["capture_at_capacity"] == 1.0
+    assert 0.1 < good["capture_random"] < 0.35  # a random ranking: the campaigns' acceptance rates
+
+
+def test_a_campaign_without_holdout_contacts_or_not_live_is_left_out():
+    y, campaigns, top_right, _ = _holdout()
+    only_a = capture_metrics(y, top_right, campaigns, {"CMP-A": CAPACITIES["CMP-A"], "CMP-Z": CAPACITIES["CMP-B"]})
+    assert "precision_at_capacity.CMP-B" not in only_a and "precision_at_capacity.CMP-Z" not in only_a
+    assert (
+        only_a["capture_at_capacity"]
+        == capture_metrics(y, top_right, campaigns, {"CMP-A": CAPACITIES["CMP-A"]})["capture_at_capacity"]
+    )
+
+
+def test_calibration_error_is_zero_for_true_rates_and_grows_when_scaled():
+    rng = np.random.default_rng(0)
+    p = rng.random(200_000) * 0.3
+    y = (rng.random(len(p)) < p).astype(int)
+    assert calibration_error(y, p) < 0.005
+    assert calibration_error(y, p * 2) > 0.1
+
+
+def test_a_version_that_loses_capture_is_challenger_even_with_a_better_roc_auc():
+    y, campaigns, top_right, bottom_right = _holdout()
+    champion_metrics = holdout_metrics(y, top_right, campaigns, CAPACITIES)
+    newcomer = holdout_metrics(y, bottom_right, campaigns, CAPACITIES)
+    assert newcomer["roc_auc"] > champion_metrics["roc_auc"]
+    alias, reason = promotion("2", "gradient_boosting", newcomer, ("1", champion_metrics, ""), 0.005)
+    assert alias == CHALLENGER and "does not beat champion v1 by the margin 0.005" in reason
+    as_well_calibrated = {**champion_metrics, "calibration_error": newcomer["calibration_error"]}
+    alias, reason = promotion("2", "per_campaign_logistic", as_well_calibrated, ("1", newcomer, ""), 0.005)
+    assert alias == CHAMPION and "beats champion v1" in reason
+
+
+def test_a_better_capture_badly_calibrated_is_challenger():
+    y, campaigns, top_right, bottom_right = _holdout()
+    champion_metrics = holdout_metrics(y, bottom_right, campaigns, CAPACITIES)
+    overconfident = holdout_metrics(
+        y, np.sqrt(top_right), campaigns, CAPACITIES
+    )  # same ranking, probabilities too high
+    assert overconfident["capture_at_capacity"] > champion_metrics["capture_at_capacity"]
+    alias, reason = promotion("2", "logistic_regression", overconfident, ("1", champion_metrics, ""), 0.005)
+    assert alias == CHALLENGER and "worse calibrated" in reason
+    alias, reason = promotion(
+        "1", "logistic_regression", overconfident, (None, None, "there is no champion yet"), 0.005
+    )
+    assert alias == CHAMPION and reason.startswith("there is no champion yet")
