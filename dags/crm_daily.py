@@ -32,7 +32,10 @@ Lima time after D ends):
    into `marts.customer_campaign_assignments`: priority = propensity x offer value x campaign
    weight; at most 3 offers per customer; each campaign's daily capacity; each offer on the first
    of the campaign's channels the customer consented to that has capacity left and is under the
-   contact policy's 30-day frequency cap; reasons with each offer. The run is logged to MLflow.
+   contact policy's 30-day frequency cap; reasons with each offer. Each customer is in one arm of
+   the day's experiment (a hash of id and date): the model's, exploration (a random eligible offer)
+   or control (the offer logged, never served); each row says its arm and the probability it was
+   picked with. The run is logged to MLflow.
    A date with no eligible pair, or none assigned, stops here at the assignment gate (the error
    gives the counts and which campaigns are live and why they reached no one).
 8. **dbt_reporting**: the marts built from the day's assignment, `campaign_performance` and

@@ -73,11 +73,15 @@ def summarize(business_date: dt.date, settings: Settings) -> dict:
             out["marts"][table] = session.scalar(
                 f"select count(*) from marts.{table} where {col} = :d", {"d": business_date}
             )
+        # a control customer's offer is logged, never served: "with offers" and the example are served ones
         row = session.rows(
             "select max(model_name), max(model_version), count(distinct customer_id), min(customer_id) "
-            "from marts.customer_campaign_assignments where business_date = :d",
+            "from marts.customer_campaign_assignments where business_date = :d and arm <> 'control'",
             {"d": business_date},
         )[0]
+        out["arms"] = dict(session.rows(
+            "select arm, count(distinct customer_id) from marts.customer_campaign_assignments "
+            "where business_date = :d group by arm order by arm", {"d": business_date}))  # fmt: skip
         # the content hash reads every row into this process: for a demo-sized bank, not a bank's day
         small = sum(out["marts"].values()) <= FINGERPRINT_MAX_ROWS
         out["fingerprints"] = {
@@ -113,6 +117,9 @@ def demo(business_date: dt.date, customers: int, seed: int, force_publish: bool 
     for stage in ("landing", "quarantine", "raw", "marts"):
         print(f"  {stage:<11}" + ", ".join(f"{k}={v}" for k, v in summary[stage].items()))
     print(f"customers with offers: {summary['customers_with_offers']}")
+    arms = summary["arms"]
+    print(f"the day's experiment (customers): model {arms.get('model', 0)}, exploration {arms.get('exploration', 0)} "
+          f"(an eligible offer at random), control {arms.get('control', 0)} (offer logged, not served)")  # fmt: skip
     print(f"the marts' rows of the date and their content hash (warehouse: {engine_name(settings)}; the same rows "
           "give the same hash on every engine):")  # fmt: skip
     for table, (rows, digest) in summary["fingerprints"].items():

@@ -7,7 +7,10 @@ caps), are compared by their expected value, the arbitration's own objective (th
 pairs they assign of true probability x offer value x campaign weight), and by their expected
 acceptances (the sum of the true probabilities):
 
-- ours: what ``crm_daily`` wrote to ``marts.customer_campaign_assignments``;
+- ours: what ``crm_daily`` wrote to ``marts.customer_campaign_assignments`` for the model's and
+  the control arm's customers (``ml.arms``: a control customer's row is the model's choice,
+  logged and not served). The exploration arm's customers, and its share of the capacities, are
+  left out of all three assignments: what is measured is the model's choice;
 - the oracle's: the same arbitration fed the true probabilities (what a perfect model would
   assign, by the same objective and the same greedy rules: value-consistent; not an exact
   optimum, so a lucky assignment can exceed it);
@@ -31,6 +34,7 @@ import pandas as pd
 from crm.settings import Settings
 from crm.warehouse import warehouse
 from ml.arbitrate import Policy, arbitrate, load_policy
+from ml.arms import EXPLORATION, Shares, arm_of, split_policy
 from ml.features import scoring_batches
 from models.core_banking import CHANNELS
 
@@ -69,13 +73,17 @@ def evaluate(business_date: dt.date, customers: int, seed: int, settings: Settin
     with warehouse(settings).connect() as session:
         batches = [b[PAIR_COLUMNS] for b in scoring_batches(session, business_date)]
         ours = session.frame(
-            "select customer_id, campaign_id from marts.customer_campaign_assignments where business_date = :d",
-            {"d": business_date},
+            "select customer_id, campaign_id from marts.customer_campaign_assignments where business_date = :d "
+            "and arm <> :exploration",
+            {"d": business_date, "exploration": EXPLORATION},
         )
         policy = load_policy(session, settings.model.max_offers_per_customer)
     pairs = pd.concat(batches, ignore_index=True) if batches else pd.DataFrame(columns=PAIR_COLUMNS)
     if pairs.empty or ours.empty:
         raise ValueError(f"no eligible pairs or no assignment for {business_date}: run make demo DATE={business_date}")
+    shares = Shares.of(settings)
+    pairs = pairs[arm_of(pairs["customer_id"].to_numpy(dtype="int64"), business_date, shares) != EXPLORATION]
+    policy = split_policy(policy, shares.exploration)[0]
     return compare(pairs, ours, Oracle(customers, seed), policy, business_date, seed)
 
 

@@ -15,7 +15,8 @@ import sqlalchemy as sa
 
 from crm.settings import Settings
 from crm.warehouse import Session, metadata, warehouse
-from ml.arbitrate import arbitrate, load_policy
+from ml.arbitrate import load_policy
+from ml.arms import EXPLORATION, EXPLORATION_REASON, MODEL, Shares, assign
 from ml.features import FEATURES, REASON_TEXT, scoring_batches
 from ml.registry import CHAMPION, ModelRef, champion, mlflow_client
 from models.core_banking import CHANNELS
@@ -33,8 +34,12 @@ ASSIGNMENTS = sa.Table(
     sa.Column("priority", sa.Double(), nullable=False), sa.Column("valid_until", sa.Date(), nullable=False),
     sa.Column("model_name", sa.Unicode(200), nullable=False), sa.Column("model_version", sa.Unicode(64), nullable=False),
     sa.Column("reasons", sa.UnicodeText(), nullable=False),
+    # the experiment (ml.arms): which arm chose the offer, and with what probability within it
+    sa.Column("arm", sa.Unicode(16)), sa.Column("selection_probability", sa.Double()),
     schema="marts",
 )  # fmt: skip
+# what the rows an older release wrote were: the model's picks
+_BEFORE_ARMS = {"arm": MODEL, "selection_probability": 1.0}
 
 
 class NothingToAssign(RuntimeError):
@@ -233,6 +238,9 @@ def _reason_texts(session: Session, business_date: dt.date, assigned: pd.DataFra
     features = features.set_index("customer_id").loc[assigned["customer_id"].to_numpy()]
     codes = pd.Categorical(assigned["campaign_id"], categories=coder.campaigns).codes
     texts = coder.reasons(features, codes)
+    # an exploration offer was drawn at random: the features did not choose it, so they are not its reasons
+    exploring = (assigned["arm"] == EXPLORATION).to_numpy()
+    texts = [[EXPLORATION_REASON] if e else t for t, e in zip(texts, exploring, strict=True)]
     return [json.dumps([*t, ch]) for t, ch in zip(texts, assigned["channel_reason"], strict=True)]
 
 
@@ -259,7 +267,8 @@ def score_and_assign(business_date: dt.date, settings: Settings) -> ScoringResul
         policy = load_policy(session, settings.model.max_offers_per_customer)
         coder = ReasonCoder(_reference(session, business_date), sorted(policy.campaign_capacity))
         pairs, offers = score_pairs(model, scoring_batches(session, business_date), coder, model_uri)
-        assigned = arbitrate(pairs, policy)
+        shares = Shares.of(settings)
+        assigned = assign(pairs, policy, business_date, shares)
         assignment_gate(session, business_date, len(pairs), len(assigned))
         assigned["campaign_id"] = assigned["campaign_id"].astype(str)
         assigned["offer_id"] = assigned["campaign_id"].map(lambda c: offers[c][0])
@@ -304,6 +313,11 @@ def log_scoring_run(business_date: dt.date, ref: ModelRef, pairs: pd.DataFrame, 
             **{f"assigned.{c}": int(n) for c, n in by_campaign.items()},
             **{f"coverage.{c}": float(v) for c, v in coverage["coverage"].items()},
             **{f"assigned_channel.{c}": int(n) for c, n in by_channel.items()},
+            **(
+                {f"assigned_arm.{a}": int(n) for a, n in assigned.groupby("arm").size().items()}
+                if len(assigned)
+                else {}
+            ),
         }
         mlflow.log_metrics(metrics)
         out = Path(tmp)
@@ -332,6 +346,8 @@ def write_assignments(business_date: dt.date, assigned: pd.DataFrame, ref: Model
             "model_name": ref.name,
             "model_version": ref.version,
             "reasons": assigned["reasons"].astype(str),
+            "arm": assigned["arm"].astype(str),
+            "selection_probability": np.round(assigned["selection_probability"].astype("float64"), 6),
         }
     )
-    warehouse(settings).replace_date(ASSIGNMENTS, "business_date", business_date, frame)
+    warehouse(settings).replace_date(ASSIGNMENTS, "business_date", business_date, frame, fill=_BEFORE_ARMS)

@@ -63,7 +63,7 @@ def read_assignments(business_date: dt.date, settings: Settings) -> Assignments 
         select customer_id, campaign_id, offer_id, channel, propensity, priority,
                cast(valid_until as varchar(10)) as valid_until, model_name, model_version, reasons
         from marts.customer_campaign_assignments
-        where business_date = :d
+        where business_date = :d and arm <> 'control'  -- the control arm is held out: never served
         order by customer_id, rank
         """,
         {"d": business_date},

@@ -26,6 +26,8 @@ def assignments(customers: int, plan: list[tuple[str, str]], offset: int = 0) ->
                 "priority": 100.0 / rank + c / 1000,
                 "valid_until": dt.date(2027, 1, 31),
                 "reasons": json.dumps(["holds a savings account", f"{channel} is consented"]),
+                "arm": "model",
+                "selection_probability": 1.0,
             }
             for c in range(1, customers + 1)
             for rank, (campaign, channel) in enumerate(plan, start=1)

@@ -330,3 +330,13 @@ class Model(Concern):
     )
     model_name: str = var("CRM_MODEL_NAME", "crm-campaign-propensity", "the registered model whose `champion` scores")
     max_offers_per_customer: int = var("CRM_MAX_OFFERS", 3, "offers per customer", ge=1)
+    exploration_share: float = var(
+        "CRM_EXPLORATION_SHARE", 0.05,
+        "customers, drawn each day by a hash of id and date, who get one of their eligible offers at "
+        "random (the exploration arm; its share of every capacity too)", ge=0, le=0.5,
+    )  # fmt: skip
+    control_share: float = var(
+        "CRM_CONTROL_SHARE", 0.05,
+        "customers held out each day as the control arm: their offer is logged, never served or contacted",
+        ge=0, le=0.5,
+    )  # fmt: skip

@@ -107,6 +107,19 @@ class Session:
     def has_table(self, table: str, schema: str) -> bool:
         return sa.inspect(self.connection).has_table(table, schema=schema)
 
+    def add_missing_columns(self, table: sa.Table, fill: Mapping[str, Any]) -> list[str]:
+        """Add the columns ``table`` declares that the warehouse's copy lacks (a table an older
+        release made), set to ``fill[column]`` on the rows already there; the columns added.
+        Read from ``information_schema``, which every engine has (duckdb-engine cannot reflect)."""
+        present = {str(r[0]).lower() for r in self.rows(
+            "select column_name from information_schema.columns where table_schema = :s and table_name = :t",
+            {"s": table.schema, "t": table.name})}  # fmt: skip
+        missing = [c for c in table.columns if c.name.lower() not in present]
+        for column in missing:
+            self.connection.execute(sa.text(add_column(column, self.connection.dialect)))
+            self.connection.execute(sa.update(table).values({column.name: fill[column.name]}))
+        return [c.name for c in missing]
+
     def insert_frame(self, table: sa.Table, frame: pd.DataFrame) -> int:
         """Insert a frame's rows (its columns by name) into ``table``; rows inserted."""
         if frame.empty:
@@ -213,6 +226,15 @@ class Session:
         return self.insert_frame(table, frame)
 
 
+def add_column(column: sa.Column, dialect: sa.Dialect) -> str:
+    """``ALTER TABLE`` adding ``column`` (nullable) to its table, in ``dialect``'s words (SQLAlchemy
+    has no construct for it; T-SQL says ``ADD c type``, the others ``ADD COLUMN c type``)."""
+    prepare = dialect.identifier_preparer
+    add = "add" if dialect.name == "mssql" else "add column"
+    return (f"alter table {prepare.format_table(column.table)} {add} {prepare.format_column(column)} "
+            f"{column.type.compile(dialect=dialect)}")  # fmt: skip
+
+
 class Warehouse:
     """The warehouse of a settings' dbt target: :meth:`connect` to read, :meth:`begin` to write in
     one transaction; the one-call forms (:meth:`rows`, :meth:`frame`, ...) read on a connection of
@@ -280,11 +302,16 @@ class Warehouse:
             return url, {"creator": connect}
         return url, {"creator": self._creator}
 
-    def replace_date(self, table: sa.Table, column: str, day: dt.date, frame: pd.DataFrame) -> int:
+    def replace_date(
+        self, table: sa.Table, column: str, day: dt.date, frame: pd.DataFrame, fill: Mapping[str, Any] | None = None
+    ) -> int:
         """``day``'s rows of ``table`` become ``frame``'s, in one transaction (the table made when
-        missing): a reader sees the old rows or the new, a rerun gives the same rows."""
+        missing): a reader sees the old rows or the new, a rerun gives the same rows. With ``fill``,
+        the columns an older release's table lacks are added first (:meth:`Session.add_missing_columns`)."""
         with self.begin() as s:
             s.create(table)
+            if fill is not None:
+                s.add_missing_columns(table, fill)
             return s.replace_date(table, column, day, frame)
 
     def delete_before(self, table: sa.Table, column: str, cutoff: dt.date) -> int:

@@ -59,10 +59,12 @@ def warehouse(tmp_path_factory) -> Path:
         )
         con.execute(
             "insert into marts.customer_campaign_assignments values "
-            "(?, 1, 1, 'CMP-PL-PREAPP', 'OFR-PL-PREAPP-15K', 'SMS', 0.3, 50.0, '2027-12-31', 'm', '1', 'r'), "
-            "(?, 2, 1, 'CMP-PL-PREAPP', 'OFR-PL-PREAPP-15K', 'SMS', 0.2, 40.0, '2027-12-31', 'm', '1', 'r'), "
-            "(?, 1, 1, 'CMP-PL-PREAPP', 'OFR-PL-PREAPP-15K', 'SMS', 0.3, 50.0, '2027-12-31', 'm', '1', 'r')",
-            [D1, D1, D2],
+            "(?, 1, 1, 'CMP-PL-PREAPP', 'OFR-PL-PREAPP-15K', 'SMS', 0.3, 50.0, '2027-12-31', 'm', '1', 'r', 'model', 1), "
+            "(?, 2, 1, 'CMP-PL-PREAPP', 'OFR-PL-PREAPP-15K', 'SMS', 0.2, 40.0, '2027-12-31', 'm', '1', 'r', 'model', 1), "
+            "(?, 1, 1, 'CMP-PL-PREAPP', 'OFR-PL-PREAPP-15K', 'SMS', 0.3, 50.0, '2027-12-31', 'm', '1', 'r', 'model', 1), "
+            # customer 2 is in the control arm on D2: the offer is logged, never offered
+            "(?, 2, 1, 'CMP-PL-PREAPP', 'OFR-PL-PREAPP-15K', 'SMS', 0.2, 40.0, '2027-12-31', 'm', '1', 'r', 'control', 1)",
+            [D1, D1, D2, D2],
         )
     _build(directory, D1)
     _build(directory, D2)
@@ -99,13 +101,13 @@ def test_no_mart_holds_a_name_or_document_number_in_clear(warehouse):
 
 
 def test_campaign_performance_and_customer_360_show_the_day(warehouse):
-    rows = _rows(warehouse, "select performance_date, assigned, contacted, accepted, conversion_rate, value_pen "
-                            "from marts.campaign_performance where campaign_id = 'CMP-PL-PREAPP' and channel = 'SMS' "
-                            "order by performance_date")  # fmt: skip
-    assert [(day, a, c, acc, float(rate), float(value)) for day, a, c, acc, rate, value in rows] == [
-        (OLD_CONTACT, 0, 1, 0, 0.0, 0.0),  # customer 2's contact of a year before, on its own day
-        (D1, 2, 2, 1, 0.5, 650.0),
-        (D2, 1, 1, 0, 0.0, 0.0),
+    rows = _rows(warehouse, "select performance_date, assigned, held_out, contacted, accepted, conversion_rate, "
+                            "value_pen from marts.campaign_performance where campaign_id = 'CMP-PL-PREAPP' "
+                            "and channel = 'SMS' order by performance_date")  # fmt: skip
+    assert [(day, a, h, c, acc, float(rate), float(value)) for day, a, h, c, acc, rate, value in rows] == [
+        (OLD_CONTACT, 0, 0, 1, 0, 0.0, 0.0),  # customer 2's contact of a year before, on its own day
+        (D1, 2, 0, 2, 1, 0.5, 650.0),
+        (D2, 1, 1, 1, 0, 0.0, 0.0),  # the control arm's offer is held out, not served
     ]
     offers = _rows(warehouse, "select as_of_date, customer_id, offers_today, top_campaign_id, last_contact_response, "
                               "balance_savings_pen, balance_credit_card_pen from marts.customer_360 "
@@ -115,7 +117,7 @@ def test_campaign_performance_and_customer_360_show_the_day(warehouse):
         (D1, 1, 1, "CMP-PL-PREAPP", "DECLINED", 2500.0, -375.0),  # a USD card debt, in PEN at the reference rate
         (D1, 2, 1, "CMP-PL-PREAPP", "NO_ANSWER", 0.0, 0.0),
         (D2, 1, 1, "CMP-PL-PREAPP", "NO_ANSWER", 2500.0, -375.0),
-        (D2, 2, 0, None, None, 0.0, 0.0),
+        (D2, 2, 0, None, None, 0.0, 0.0),  # in the control arm: no offer
     ]
 
 

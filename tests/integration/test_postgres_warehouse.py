@@ -130,14 +130,18 @@ def test_every_mart_holds_the_same_rows_on_postgresql_as_on_duckdb(runs):
     assert interface.warehouse(runs["postgres"]).scalar("select count(*) from raw.customers") == 0
 
 
-def _tsql(statement: sa.Executable) -> str:
+def _tsql_dialect() -> sa.Dialect:
     from sqlalchemy.dialects.mssql import pyodbc
 
     dialect = pyodbc.dialect(paramstyle="qmark")  # as pyodbc binds: ? placeholders
     dialect.server_version_info = (12, 0)  # Azure SQL Database
     dialect._setup_version_attributes()
     dialect._supports_nvarchar_max = True
-    return str(statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True}))
+    return dialect
+
+
+def _tsql(statement: sa.Executable) -> str:
+    return str(statement.compile(dialect=_tsql_dialect(), compile_kwargs={"render_postcompile": True}))
 
 
 def test_every_statement_the_stages_send_compiles_to_tsql(runs):
@@ -147,6 +151,10 @@ def test_every_statement_the_stages_send_compiles_to_tsql(runs):
     # PostgreSQL takes rows by COPY; SQL Server gets this insert, a batch of rows at a time
     inserts = [interface.insert_statement(table) for table in (raw_table("transactions"), ASSIGNMENTS)]
     compiled = [_tsql(statement) for statement in [*runs["sent"], *inserts]]
+    # a table an older release made gains its new columns (sent only to such a warehouse)
+    compiled += [
+        interface.add_column(c, _tsql_dialect()) for c in (ASSIGNMENTS.c.arm, ASSIGNMENTS.c.selection_probability)
+    ]
     unique = sorted(set(compiled))
     for sql in unique:
         assert sqlglot.parse(sql, read="tsql"), sql
@@ -162,6 +170,7 @@ def test_every_statement_the_stages_send_compiles_to_tsql(runs):
         "FROM marts.campaign_eligibility", "STDEVP(", "DATEADD(day, ", "DELETE FROM raw.customers WHERE",
         "FROM marts.customer_360", "FROM marts.campaign_performance", "FROM marts.customer_features",
         "UPDATE STATISTICS raw.transactions", "UPDATE STATISTICS raw.customers",
+        "alter table marts.customer_campaign_assignments add arm NVARCHAR(16)",
     ):  # fmt: skip
         assert expected.lower() in text, expected
     assert " date not null" in text and "datetime" not in text  # dates stay dates on Azure SQL
@@ -182,6 +191,30 @@ def test_a_date_is_written_in_one_transaction(runs, engine):
     assert sorted(r[0] for r in wh.rows(sa.select(table.c.n))) == [1, 2]
     assert wh.replace_date(table, "day", D, good) == 2
     assert sorted(r[0] for r in wh.rows(sa.select(table.c.n))) == [1, 2]
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "postgres"])
+def test_a_table_an_older_release_made_gains_the_new_columns_and_keeps_its_rows(runs, engine):
+    """The assignment table of a warehouse from before the experiment's arms has neither arm nor
+    selection_probability: the next date's write adds them, the older dates' rows read as the model's
+    picks, and no row is lost."""
+
+    def table(*extra: sa.Column) -> sa.Table:
+        return sa.Table("older_release", sa.MetaData(), sa.Column("day", sa.Date(), nullable=False),
+                        sa.Column("n", sa.Integer(), nullable=False), *extra, schema="marts")  # fmt: skip
+
+    old, new = table(), table(sa.Column("arm", sa.Unicode(16)), sa.Column("selection_probability", sa.Double()))
+    wh = interface.warehouse(runs[engine])
+    with wh.begin() as s:
+        s.execute("drop table if exists marts.older_release")
+    before = D - dt.timedelta(days=1)
+    wh.replace_date(old, "day", before, pd.DataFrame({"day": [before, before], "n": [1, 2]}))
+    fill = {"arm": "model", "selection_probability": 1.0}
+    today = pd.DataFrame({"day": [D], "n": [3], "arm": ["control"], "selection_probability": [0.5]})
+    assert wh.replace_date(new, "day", D, today, fill=fill) == 1
+    assert wh.replace_date(new, "day", D, today, fill=fill) == 1  # a rerun: nothing more to add
+    rows = sorted(tuple(r) for r in wh.rows(sa.select(new.c.day, new.c.n, new.c.arm, new.c.selection_probability)))
+    assert rows == [(before, 1, "model", 1.0), (before, 2, "model", 1.0), (D, 3, "control", 0.5)]
 
 
 def _count(wh, day: dt.date) -> int:

@@ -35,7 +35,10 @@ def _assignments(n_customers: int, offset: int = 0) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def published(settings):
-    write_assignments(D1, _assignments(50), ModelRef("crm-campaign-propensity", "3"), settings)
+    """D1: customers 1-50 with offers, 51-55 in the control arm (logged, never served); D2 newer."""
+    day_one = _assignments(55)
+    day_one.loc[day_one["customer_id"] > 50, "arm"] = "control"
+    write_assignments(D1, day_one, ModelRef("crm-campaign-propensity", "3"), settings)
     write_assignments(D2, _assignments(40, offset=5), ModelRef("crm-campaign-propensity", "4"), settings)
     return publish_snapshot(D1, settings)
 
@@ -60,6 +63,15 @@ def test_offers_are_served_best_first_with_the_snapshot_id(api, published):
     assert body["snapshot_id"] == published.snapshot_id == resp.headers["X-Snapshot-Id"]
     assert [o["campaign_id"] for o in body["offers"]] == ["CMP-A", "CMP-B"]
     assert {"propensity", "priority", "reasons"} <= set(body["offers"][0])
+
+
+def test_the_control_arm_is_held_out_of_every_read(api):
+    """A customer of the day's control arm has an offer logged in the warehouse and none served:
+    not to sales, not in a segment, not in a campaign's count."""
+    assert get(api, "/v1/customers/52/offers", "sales").status_code == 404
+    assert get(api, "/v1/customers/50/offers", "sales").status_code == 200
+    segment = get(api, "/v1/campaigns/CMP-A/customers", "marketing", limit=100).json()
+    assert max(c["customer_id"] for c in segment["customers"]) == 50 and segment["total"] == 50
 
 
 def test_keys_are_required_and_roles_enforced(api):
@@ -200,7 +212,7 @@ def test_warehouse_keeps_each_business_date(settings):
             "select business_date, count(*) from marts.customer_campaign_assignments group by business_date"
         )
     )
-    assert rows[D1] == 100 and rows[D2] == 80
+    assert rows[D1] == 110 and rows[D2] == 80  # the control arm's rows are kept in the warehouse
 
 
 def test_the_publish_guard_refuses_a_shrunken_audience_unless_forced(api, settings):

@@ -52,7 +52,7 @@ offers as (
         max(case when "rank" = 1 then offer_id end) as top_offer_id,
         max(case when "rank" = 1 then channel end) as top_offer_channel
     from {{ source('scoring', 'customer_campaign_assignments') }}
-    where business_date = {{ business_date() }}
+    where business_date = {{ business_date() }} and arm <> 'control'  -- the control arm is never offered anything
     group by customer_id
 ),
 
