@@ -143,6 +143,11 @@ class IntegrationApiClient:
         """One GET (retried like every call), its JSON body."""
         return orjson.loads(self._request("GET", path, params=params).content)
 
+    def put_json(self, path: str, body: Any) -> Any:
+        """One PUT of a JSON body (retried like every call: a PUT replaces, so a retry is harmless),
+        its JSON answer."""
+        return orjson.loads(self._request("PUT", path, json=body).content)
+
     def control_total(self, path: str, params: dict[str, Any]) -> int:
         """How many distinct records the list endpoint ``path`` holds for ``params``."""
         return int(self._request("GET", f"{path}/count", params=params).json()["records"])

@@ -144,6 +144,11 @@ def read_sandbox(settings: Settings) -> SandboxInfo | None:
     return info if alive(info.pid) else None
 
 
+def sandbox_executions_dir(customers: int, seed: int, settings: Settings) -> Path:
+    """Where the sandbox bank of ``customers`` and ``seed`` keeps the lists the platform hands it."""
+    return settings.home / "sandbox" / f"{customers}-{seed}" / "executions"
+
+
 def ensure_sandbox(customers: int, seed: int, settings: Settings, faults: str = "") -> SandboxInfo:
     """A running sandbox bank of ``customers`` customers for ``seed`` with ``faults`` (see
     :mod:`sandbox.faults`); starts one, or replaces one that differs."""
@@ -162,7 +167,7 @@ def ensure_sandbox(customers: int, seed: int, settings: Settings, faults: str = 
         cmd = [
             sys.executable, "-m", "sandbox", "--host", "127.0.0.1", "--port", str(port),
             "--customers", str(customers), "--seed", str(seed), "--credentials-file", str(creds),
-            "--faults", faults,
+            "--faults", faults, "--executions-dir", str(sandbox_executions_dir(customers, seed, settings)),
         ]  # fmt: skip
         pid = spawn(cmd, settings.run_dir / "sandbox.log")
         url = f"http://127.0.0.1:{port}"

@@ -44,7 +44,13 @@ Lima time after D ends):
    when none is set) as a new snapshot with a 24-hour TTL and switches to it atomically. With them
    go what the console shows beside them (each campaign's last 30 days from `campaign_performance`,
    each customer's masked profile from `customer_360`), so the console never queries the warehouse.
-10. **publish_analysts** (beside it): on DuckDB, the dates of `marts`, `snapshots` and `campaigns`
+10. **hand_off_executions** (after it): when the snapshot went live, hands the date's list to the
+   bank's campaign execution through the integration API (`PUT /v1/campaign-executions/{date}`):
+   the served offers to contact the next day, highest priority first, and the control arm to track
+   without contacting (so what each campaign added can be measured). The sandbox bank contacts that
+   list and reports the responses, some days later, in its feed: the loop is closed.
+   `CRM_HAND_OFF_EXECUTIONS=false` where the bank's marketing pulls the segments instead.
+11. **publish_analysts** (beside them): on DuckDB, the dates of `marts`, `snapshots` and `campaigns`
    this run changed, as Parquet files under `analysts/`, listed by a manifest replaced at once:
    what `crm sql` (`make sql`) reads, so an analyst never holds the file a run writes and sees a
    date whole or not at all. On a server it copies nothing: analysts read it as their role.
@@ -245,6 +251,12 @@ def crm_daily():
         return result
 
     @task(pool=WAREHOUSE_POOL)
+    def hand_off_executions(published: dict, ds: str | None = None, params: dict | None = None) -> dict:
+        from entrypoints.tasks import hand_off_executions as run
+
+        return run(_business_date(ds), published, params)
+
+    @task(pool=WAREHOUSE_POOL)
     def publish_analysts(ds: str | None = None, params: dict | None = None) -> dict:
         from entrypoints.tasks import publish_analysts as run
 
@@ -255,7 +267,9 @@ def crm_daily():
     gated = gate_landing.expand(job=jobs)
     extracted >> gated
     scored = gated >> load_raw() >> dbt >> gate_marts() >> ensure_model() >> score_and_assign()
-    scored >> dbt_reporting >> [publish_cache(), publish_analysts()]
+    published = publish_cache()
+    scored >> dbt_reporting >> [published, publish_analysts()]
+    hand_off_executions(published)
 
 
 crm_daily()

@@ -247,6 +247,12 @@ def publish(business_date: dt.date, params: dict | None = None) -> dict:
     return result
 
 
+def hand_off_executions(business_date: dt.date, published: dict, params: dict | None = None) -> dict:
+    from serving.handoff import hand_off
+
+    return hand_off(business_date, run_settings(params), bool(published.get("published")))
+
+
 def publish_analysts(business_date: dt.date, params: dict | None = None) -> dict:
     from serving.analysts import publish as copy
 

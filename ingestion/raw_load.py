@@ -77,8 +77,12 @@ COVERAGE = sa.Table(
 
 
 def create_raw_tables(session: Session) -> None:
-    """The ``raw`` tables (one per contract, and the coverage), when missing."""
+    """The ``raw`` tables (one per contract, and the coverage), when missing; a table an older
+    release made gains the fields its contract added since, its rows holding their defaults."""
     session.create(COVERAGE, *(raw_table(e) for e in ENTITIES))
+    for entity, contract in ENTITIES.items():
+        defaults = {name: field.default for name, field in contract.model_fields.items() if not field.is_required()}
+        session.add_missing_columns(raw_table(entity), defaults)
 
 
 def _days(span: tuple[dt.date, dt.date]) -> list[dt.date]:

@@ -101,12 +101,32 @@ class Transaction(_Record):
 
 
 class CampaignResponse(_Record):
+    """A member of a campaign's list on ``contact_date`` and what came of it. A member the bank did
+    not contact (``contacted`` false: the control of an experiment, tracked and left alone) is
+    ``ACCEPTED`` when they took the offer's product anyway, else ``NO_ANSWER``. A response arrives
+    some days after the contact: until then the record reads ``NO_ANSWER``. A feed without the
+    field (a bank that hands out no lists) is read as contacted."""
+
     response_id: str = Field(min_length=1)
     customer_id: PositiveId
     campaign_id: str = Field(min_length=1)
     channel: Channel
     contact_date: dt.date
     response: Response
+    contacted: bool | None = None
+
+
+class ExecutionMember(BaseModel):
+    """One member of the list the platform hands the bank's campaign execution for a business date
+    (``PUT /v1/campaign-executions/{business_date}``): contacted the next day on ``channel`` when
+    ``contact``, else tracked as the experiment's control and not contacted."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    customer_id: PositiveId
+    campaign_id: str = Field(min_length=1, max_length=64)
+    channel: Channel
+    contact: bool
 
 
 ENTITIES: dict[str, type[_Record]] = {

@@ -11,6 +11,7 @@ import uvicorn
 
 from sandbox.app import create_app
 from sandbox.bank import Bank
+from sandbox.executions import Executions
 from sandbox.faults import Faults
 
 
@@ -22,6 +23,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--faults", default="", help='fault rates, e.g. "server_error=0.05,bad_record=0.01", or "all"')
     parser.add_argument("--credentials-file", type=Path, help="JSON with client_id and client_secret")
+    parser.add_argument(
+        "--executions-dir", type=Path,
+        help="where the campaign lists the platform hands the bank are kept (without it, the bank's own "
+        "random campaigns are all it contacts)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.credentials_file:
         creds = json.loads(args.credentials_file.read_text())
@@ -32,7 +38,9 @@ def main(argv: list[str] | None = None) -> None:
         }
         print(f"OAuth2 client credentials for this run: {json.dumps(creds)}", flush=True)
     faults = Faults.parse(args.faults)
-    app = create_app(Bank(args.customers, args.seed), creds["client_id"], creds["client_secret"], faults)
+    executions = Executions(args.executions_dir) if args.executions_dir else None
+    bank = Bank(args.customers, args.seed, executions=executions)
+    app = create_app(bank, creds["client_id"], creds["client_secret"], faults)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

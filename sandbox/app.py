@@ -19,12 +19,14 @@ from typing import Annotated
 
 import numpy as np
 import orjson
+import pandas as pd
 from fastapi import Depends, FastAPI, Form, Header, HTTPException, Path, Query
 from fastapi.responses import Response
 
-from models.core_banking import PRIMARY_KEYS
+from models.core_banking import PRIMARY_KEYS, ExecutionMember
 from sandbox.bank import Bank
 from sandbox.draws import day_number
+from sandbox.executions import COLUMNS
 from sandbox.faults import FaultInjection, Faults, bad_kind, break_record, omitted, page_is_duplicated
 
 MAX_PAGE_SIZE = 5000
@@ -148,7 +150,10 @@ def record_stream(
             rows = []
             for day in days:
                 dn = day_number(day)
-                rows.extend(((r["customer_id"], dn, 0), r) for r in bank.campaign_responses(ids, day))
+                for r in bank.campaign_responses(ids, day, as_of=as_of):
+                    # a handed list's member: one record per campaign ("E...<campaign index>")
+                    rid = r["response_id"]
+                    rows.append(((r["customer_id"], dn, int(rid[-2:]) + 1 if rid[0] == "E" else 0), r))
             rows.sort(key=lambda kr: kr[0])
             return rows
 
@@ -250,7 +255,23 @@ def create_app(bank: Bank, client_id: str, client_secret: str, faults: Faults = 
     def campaign_responses(
         date_from: dt.date, date_to: dt.date, page_size: PageSize = 1000, cursor: str | None = None
     ) -> Response:
-        return listing("campaign_responses", page_size, cursor, days=_days(date_from, date_to))
+        """Each day's campaign contacts and tracked control members, as the bank knows them at the
+        end of ``date_to``: a response that has not arrived yet reads ``NO_ANSWER``."""
+        return listing("campaign_responses", page_size, cursor, days=_days(date_from, date_to), as_of=date_to)
+
+    @app.put("/v1/campaign-executions/{business_date}", dependencies=auth)
+    def campaign_execution(business_date: dt.date, members: list[ExecutionMember]) -> dict:
+        """The platform's list for ``business_date``: the bank contacts the ``contact`` members the
+        next day and tracks the others (the control) without contacting them. Handing a date's list
+        again replaces it."""
+        if bank.executions is None:
+            raise HTTPException(
+                501, detail="this sandbox keeps no campaign executions (start it with --executions-dir)"
+            )
+        frame = pd.DataFrame([m.model_dump() for m in members], columns=COLUMNS)
+        bank.executions.save(business_date, frame)
+        return {"business_date": business_date.isoformat(), "members": len(frame),
+                "to_contact": int(frame["contact"].sum())}  # fmt: skip
 
     # one customer's accounts and transactions, as the bank's channels (the mobile app) read them
     def one_customer(customer_id: int, as_of: dt.date) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 from models.core_banking import INCOME_BANDS, MERCHANT_CATEGORIES
 from sandbox.catalogue import FIRST_NAMES, LAST_NAMES, REGIONS, Campaign, load_campaigns
 from sandbox.draws import day_number, from_day_number, iso_dates, normal, uniform
+from sandbox.executions import Executions
 from sandbox.responses import CampaignResponses
 
 HISTORY_ANCHOR = dt.date(2024, 1, 1)  # most customers joined over the ten years before this date
@@ -41,13 +42,16 @@ MAX_TX_PER_DAY = 4
 class Bank(CampaignResponses):
     """The synthetic bank of ``size`` customers for ``seed``."""
 
-    def __init__(self, size: int, seed: int, campaigns: list[Campaign] | None = None):
+    def __init__(
+        self, size: int, seed: int, campaigns: list[Campaign] | None = None, executions: Executions | None = None
+    ):
         if size < 1:
             raise ValueError("size must be at least 1 customer")
         self.size = size
         self.seed = seed
         self.campaigns = campaigns if campaigns is not None else load_campaigns()
         self._campaign_index = {c.campaign_id: i for i, c in enumerate(self.campaigns)}
+        self.executions = executions  # the lists the platform handed the bank (None: it never does)
 
     # ---- customers -------------------------------------------------------------------------
     def _u(self, *keys) -> np.ndarray:

@@ -65,8 +65,10 @@ def test_crm_daily_runs_every_stage_in_order(dagbag):
     assert dag.get_task("publish_cache").priority_weight > dag.get_task("publish_analysts").priority_weight
     assert dag.get_task("dbt_build").exclude == dag.get_task("dbt_reporting").select == "tag:after_scoring"
     # every task that touches the warehouse shares the warehouse pool (one slot on DuckDB)
+    # the bank gets the list of a snapshot that went live: after the publish, with its answer
+    assert "publish_cache" in dag.get_task("hand_off_executions").upstream_task_ids
     for task_id in ("load_raw", "dbt_build", "gate_marts", "score_and_assign", "publish_cache", "dbt_reporting",
-                    "publish_analysts"):  # fmt: skip
+                    "publish_analysts", "hand_off_executions"):  # fmt: skip
         assert dag.get_task(task_id).pool == "crm_warehouse", task_id
 
 
@@ -143,7 +145,8 @@ def test_on_a_server_warehouse_the_pool_has_the_configured_slots_and_dbt_reaches
     assert pools == str(sorted([
         ("dbt_build", "crm_warehouse", 6), ("dbt_reporting", "crm_warehouse", 6), ("ensure_model", "crm_warehouse", 6),
         ("gate_marts", "crm_warehouse", 1), ("load_raw", "crm_warehouse", 6), ("plan_extraction", "crm_warehouse", 6),
-        ("publish_analysts", "crm_warehouse", 1), ("publish_cache", "crm_warehouse", 1),
+        ("hand_off_executions", "crm_warehouse", 1), ("publish_analysts", "crm_warehouse", 1),
+        ("publish_cache", "crm_warehouse", 1),
         ("score_and_assign", "crm_warehouse", 1),
     ]))  # fmt: skip
     # the server reaches dbt in the task's own process (a callback), never in the serialized DAG

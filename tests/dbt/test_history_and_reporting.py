@@ -14,7 +14,9 @@ from dbt_warehouse import empty_raw_warehouse, run_dbt
 D1 = dt.date(2026, 11, 26)
 D2 = D1 + dt.timedelta(days=1)
 NAME, DOCUMENT = "Rosa Quispe Mamani", "41235678"
-OLD_CONTACT = D1 - dt.timedelta(days=364)  # D2 - 365: outside the year a date's last contact looks back
+OLD_CONTACT = D1 - dt.timedelta(days=364)
+RESPONSE = "insert into raw.campaign_responses (response_id, customer_id, campaign_id, channel, contact_date, response, " \
+           "_business_date) values "  # fmt: skip  # D2 - 365: outside the year a date's last contact looks back
 
 
 def _customer(con, business_date: dt.date, customer_id: int, segment: str, updated_on: dt.date) -> None:
@@ -49,13 +51,19 @@ def warehouse(tmp_path_factory) -> Path:
                         "(11, 1, 'CREDIT_CARD', 'USD', -100.00, '2021-01-01', 'ACTIVE', ?, ?)", [day, day, day, day])  # fmt: skip
         for i, (day, response) in enumerate([(D1, "ACCEPTED"), (D1, "DECLINED"), (D2, "NO_ANSWER")]):
             con.execute(
-                "insert into raw.campaign_responses values (?, 1, 'CMP-PL-PREAPP', 'SMS', ?, ?, ?)",
+                RESPONSE + "(?, 1, 'CMP-PL-PREAPP', 'SMS', ?, ?, ?)",
                 [f"R{i}", day, response, day],
             )
         # customer 2's only contact: inside the 365 days D1's load reaches, one day too old for D2's
         con.execute(
-            "insert into raw.campaign_responses values ('R9', 2, 'CMP-PL-PREAPP', 'SMS', ?, 'NO_ANSWER', ?)",
+            RESPONSE + "('R9', 2, 'CMP-PL-PREAPP', 'SMS', ?, 'NO_ANSWER', ?)",
             [OLD_CONTACT, D1],
+        )
+        # customer 2 was in a list's control on D1: tracked, bought anyway, never contacted
+        con.execute(
+            "insert into raw.campaign_responses (response_id, customer_id, campaign_id, channel, contact_date, "
+            "response, contacted, _business_date) values ('E2', 2, 'CMP-PL-PREAPP', 'SMS', ?, 'ACCEPTED', false, ?)",
+            [D1, D1],
         )
         con.execute(
             "insert into marts.customer_campaign_assignments values "
@@ -138,7 +146,7 @@ def test_a_rerun_corrects_a_version_and_an_id_held_twice_stops_the_build(tmp_pat
     before customer_360 could show that customer twice."""
     with duckdb.connect(str(empty_raw_warehouse(tmp_path))) as con:
         _customer(con, D1, 3, "MASIVO", dt.date(2026, 6, 1))
-        con.execute("insert into raw.campaign_responses values ('R7', 3, 'CMP-PL-PREAPP', 'SMS', ?, 'DECLINED', ?)",
+        con.execute(RESPONSE + "('R7', 3, 'CMP-PL-PREAPP', 'SMS', ?, 'DECLINED', ?)",
                     [D1 - dt.timedelta(days=200), D1])  # fmt: skip
     _build(tmp_path, D1)
     with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
@@ -149,7 +157,7 @@ def test_a_rerun_corrects_a_version_and_an_id_held_twice_stops_the_build(tmp_pat
     ]
     with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
         _customer(con, D2, 3, "PREFERENTE", dt.date(2026, 6, 1))
-        con.execute("insert into raw.campaign_responses values ('R7', 3, 'CMP-PL-PREAPP', 'SMS', ?, 'ACCEPTED', ?)",
+        con.execute(RESPONSE + "('R7', 3, 'CMP-PL-PREAPP', 'SMS', ?, 'ACCEPTED', ?)",
                     [D2, D2])  # fmt: skip
     done = run_dbt(tmp_path, "build", "--exclude", "test_type:unit", business_date=D2)
     assert done.returncode != 0

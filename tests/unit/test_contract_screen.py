@@ -30,7 +30,8 @@ GOOD = {
                      "booking_date": "2026-11-26", "type": "POS_PURCHASE", "merchant_category": "GROCERY",
                      "amount": "-98.62", "currency": "PEN"},
     "campaign_responses": {"response_id": "R020783000000024", "customer_id": 12, "campaign_id": "CMP-CC-NEW",
-                           "channel": "SMS", "contact_date": "2026-11-26", "response": "DECLINED"},
+                           "channel": "SMS", "contact_date": "2026-11-26", "response": "DECLINED",
+                           "contacted": False},
 }  # fmt: skip
 MISSING = object()
 

@@ -69,6 +69,8 @@ def _another_value(field_name: str, current: object) -> str:
         return special[field_name]
     if current is None and field_name.endswith("port"):
         return "4321"
+    if isinstance(current, bool):
+        return str(not current).lower()
     if isinstance(current, int | float):
         return str(current + 1000 if isinstance(current, int) else current + 0.25)
     return "/elsewhere/value" if current != "/elsewhere/value" else "other"

@@ -6,7 +6,8 @@
 -- mart's first (a backfill of an older date); the days between stay as they are.
 with responses as (
     select * from {{ ref('stg_core_banking__campaign_responses') }}
-    where contact_date <= {{ business_date() }}
+    -- a control member the bank only tracked is not a contact
+    where contact_date <= {{ business_date() }} and is_contacted = 1
     {% if flags.INTROSPECT is not false and is_incremental() %}
         -- the refresh window, and any older day the mart lacks (a backfill reaching further back
         -- than the run that first built it)
