@@ -28,6 +28,8 @@ MAX_CODES = 255
 # a customer's masked profile (the console's sales view): segment, products held (bit i: PRODUCTS[i]),
 # tenure in days; one field of a hash bucket ``...:pb:<customer_id // BUCKET>``
 PROFILE = struct.Struct("<BHH")
+# each day of a campaign's results (the snapshot's performance) carries its experiment's counts
+EXPERIMENT = ("treated", "treated_accepted", "control", "control_accepted")
 PRODUCTS = ("savings", "checking", "cts", "term_deposit", "credit_card", "personal_loan", "mortgage", "insurance")
 
 

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from crm.settings import Settings
 from crm.warehouse import warehouse
-from serving.codec import MAX_CODES, NO_REASON, PRODUCTS, Dictionary
+from serving.codec import EXPERIMENT, MAX_CODES, NO_REASON, PRODUCTS, Dictionary
 
 PERFORMANCE_DAYS = 30  # the console's chart: each campaign's results over the 30 days to the date
 
@@ -112,7 +112,8 @@ def read_performance(business_date: dt.date, settings: Settings) -> dict[str, li
     rows = wh.rows(
         """
         select campaign_id, cast(performance_date as varchar(10)) as day, sum(assigned), sum(contacted),
-               sum(accepted), cast(sum(value_pen) as double precision)
+               sum(accepted), cast(sum(value_pen) as double precision),
+               sum(treated), sum(treated_accepted), sum(control), sum(control_accepted)
         from marts.campaign_performance
         where performance_date between :first and :last
         group by campaign_id, performance_date
@@ -121,7 +122,7 @@ def read_performance(business_date: dt.date, settings: Settings) -> dict[str, li
         {"first": first, "last": business_date},
     )
     out: dict[str, list[dict]] = {}
-    for campaign_id, day, assigned, contacted, accepted, value in rows:
+    for campaign_id, day, assigned, contacted, accepted, value, *experiment in rows:
         out.setdefault(campaign_id, []).append(
             {
                 "date": day,
@@ -130,6 +131,8 @@ def read_performance(business_date: dt.date, settings: Settings) -> dict[str, li
                 "accepted": int(accepted),
                 "acceptance_rate": round(accepted / contacted, 4) if contacted else None,
                 "value_pen": round(value or 0.0, 2),
+                # the day's experiment: the model arm's contacted members against the control's
+                **{k: int(v or 0) for k, v in zip(EXPERIMENT, experiment, strict=True)},
             }
         )
     return out

@@ -289,6 +289,13 @@ def test_every_customer_gets_at_most_three_consented_offers(first_run, e2e_home,
     assert df["customer_id"].nunique() > CUSTOMERS // 4
     assert df.groupby("customer_id")["rank"].max().max() <= 3
     assert not df.duplicated(["customer_id", "campaign_id"]).any()
+    # every row says which arm of the day's experiment chose it, and with what probability
+    by_arm = df.groupby("arm")
+    assert set(by_arm.groups) == {"model", "exploration", "control"}
+    assert by_arm["customer_id"].nunique()["model"] > 5 * by_arm["customer_id"].nunique()["control"]
+    assert (df.loc[df["arm"] != "exploration", "selection_probability"] == 1).all()
+    explored = df[df["arm"] == "exploration"]
+    assert explored["customer_id"].is_unique and explored["selection_probability"].between(0.01, 1).all()
     from crm.warehouse import warehouse
 
     consents = (
@@ -310,15 +317,18 @@ def test_the_api_serves_what_the_warehouse_assigned(first_run, e2e_home, monkeyp
     settings = _settings(e2e_home, monkeypatch)
     from crm.warehouse import warehouse
 
-    df = _assignments(settings)
+    everyone = _assignments(settings)
+    df = everyone[everyone["arm"] != "control"]  # what is served
     sample = sorted(df["customer_id"].unique())[:20]
+    held_out = sorted(everyone.loc[everyone["arm"] == "control", "customer_id"].unique())[:5]
+    assert held_out, "no customer in the control arm"
     known = {c for (c,) in warehouse(settings).rows("select customer_id from marts.customer_360 where as_of_date = :d",
                                                     {"d": D})}  # fmt: skip
     without_offers = sorted(known - set(df["customer_id"]))[:3]
     unknown = max(known) + 1000
     assert without_offers, "every customer of the bank got an offer: nobody to look up without one"
     try:
-        served, snapshot = _served(settings, [*sample, *without_offers, unknown])
+        served, snapshot = _served(settings, [*sample, *without_offers, *held_out, unknown])
         to_marketing, _ = _served(settings, [*without_offers, unknown], role="marketing")
     finally:
         from crm.services import stop_services_started_since
@@ -331,6 +341,9 @@ def test_the_api_serves_what_the_warehouse_assigned(first_run, e2e_home, monkeyp
     # a customer the bank knows with no offers today gets an empty list (as /v1/me/offers does);
     # only a customer the snapshot does not know is a 404
     for c in without_offers:
+        assert served[c] == {"snapshot_id": snapshot["snapshot"]["snapshot_id"], "customer_id": c, "offers": []}
+    # the control arm's offers are logged in the warehouse and never served: the same empty list
+    for c in held_out:
         assert served[c] == {"snapshot_id": snapshot["snapshot"]["snapshot_id"], "customer_id": c, "offers": []}
     assert served[unknown] == {"detail": f"customer {unknown} is not in the live snapshot"}
     # marketing is not told whether an id without offers is a customer: 404 either way
@@ -507,7 +520,9 @@ def test_evaluate_compares_the_assignment_with_the_oracles_and_a_random_one(firs
     assert 0 < figures["random_value"] < figures["oracle_value"] and figures["ours_value"] > 0
     # the capture is of the arbitration's objective (expected value), against an oracle that pursues it too
     assert figures["oracle_capture"] == pytest.approx(figures["ours_value"] / figures["oracle_value"], abs=1e-3)
-    assert figures["assigned_pairs"] == len(_assignments(Settings(home=e2e_home)))
+    # the model's choice is measured: its arm and the control's (the control's row is what it chose)
+    arms = _assignments(Settings(home=e2e_home))["arm"]
+    assert figures["assigned_pairs"] == (arms != "exploration").sum() < len(arms)
     assert "oracle_capture" in done.stdout and "random_capture" in done.stdout
 
 
@@ -556,6 +571,18 @@ def test_a_running_api_serves_each_new_run_without_a_restart(first_run, e2e_home
     # lock, and the analyst saw D's rows whole throughout and D+1's arrive whole, in every mart at once
     analyst.assert_saw_whole_dates_only(D + dt.timedelta(days=1))
     analyst.assert_the_date_arrived_in_every_mart_at_once(D + dt.timedelta(days=1))
+    # the loop is closed: D's list went to the bank when D's snapshot went live, and on D + 1 the
+    # bank contacted its served offers and tracked its control, which D + 1's run extracted
+    from crm.warehouse import warehouse
+
+    worked = warehouse(settings).frame(
+        "select customer_id, campaign_id, channel, is_contacted from staging.stg_core_banking__campaign_responses "
+        "where contact_date = :d", {"d": D + dt.timedelta(days=1)})  # fmt: skip
+    handed = before.assign(is_contacted=(before["arm"] != "control").astype(int))
+    columns = ["customer_id", "campaign_id", "channel", "is_contacted"]
+    assert sorted(map(tuple, worked[columns].astype(str).to_numpy())) == sorted(
+        map(tuple, handed[columns].astype(str).to_numpy())
+    )
 
 
 def test_a_failing_stage_stops_the_run_names_it_and_publishes_nothing(first_run, e2e_home, monkeypatch):

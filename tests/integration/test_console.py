@@ -101,3 +101,38 @@ def test_pages_name_their_snapshot_are_audited_and_refuse_other_roles(console):
     api = client.get("/v1/campaigns/CMP-A/customers", headers={"X-API-Key": keys["marketing"], "Accept": "text/csv"})
     assert csv.status_code == 200 and csv.text == api.text and csv.text.count("\n") == 61
     client.cookies.clear()
+
+
+def test_a_campaign_page_says_what_the_campaign_added_against_its_control(console):
+    """Over its 30 days the campaign page adds up the model arm's contacted members and the control's
+    (as marts.campaign_performance has them per day) into incremental acceptances with an interval;
+    a campaign with no control measured says so."""
+    from crm.warehouse import warehouse
+
+    client, s = console
+    day = D + dt.timedelta(days=1)
+    write_assignments(day, assignments(60, [("CMP-A", "SMS"), ("CMP-B", "EMAIL")]), ModelRef("m", "3"), s)
+    columns = ("performance_date date, campaign_id varchar(32), channel varchar(16), assigned integer, "
+               "held_out integer, contacted integer, accepted integer, conversion_rate decimal(9, 6), "
+               "value_pen decimal(18, 2), treated integer, treated_accepted integer, control integer, "
+               "control_accepted integer, incremental_acceptances decimal(18, 2), incremental_low decimal(18, 2), "
+               "incremental_high decimal(18, 2)")  # fmt: skip
+    with warehouse(s).begin() as session:
+        session.execute(f"create table marts.campaign_performance ({columns})")
+        for d in (day - dt.timedelta(days=1), day):  # each day: 600 contacted at 15%, 150 controls at 10%
+            session.execute(
+                "insert into marts.campaign_performance values (:d, 'CMP-A', 'SMS', 60, 3, 600, 90, 0.15, 1000, "
+                "600, 90, 150, 15, 30, 0, 60), (:d, 'CMP-B', 'EMAIL', 60, 0, 100, 5, 0.05, 100, 0, 0, 0, 0, "
+                "null, null, null)",
+                {"d": d},
+            )
+    publish_snapshot(day, s)
+    sign_in(client, s, "ana.torres", "marketing")
+    page = client.get("/console/campaigns/CMP-A")
+    assert page.status_code == 200
+    # 1,200 treated at 15% against 300 controls at 10%: 60 more, give or take 1.96 x 1,200 x 0.0202
+    assert "60 incremental acceptances" in page.text and "(95% interval 13 to 107)" in page.text
+    assert "1,200 customers of the model's arm" in page.text and "300 of the control" in page.text
+    other = client.get("/console/campaigns/CMP-B")
+    assert "No control measured in these 30 days yet" in other.text
+    client.cookies.clear()

@@ -1,8 +1,10 @@
 {{ config(tags=['after_scoring']) }}
 -- Per day x campaign x channel: how many offers we served (the model's and the exploration arm's),
 -- how many the control arm held out, how many the bank contacted, how many accepted, the conversion
--- rate and the value won. Built after the day's scoring, so the
--- business date's own assignment is in it.
+-- rate and the value won; and what the campaign added: the acceptances of the model arm's members
+-- the bank contacted that day against its control members (tracked, not contacted), from the same
+-- arbitration the day before, so the two differ only by the contact. Built after the day's
+-- scoring, so the business date's own assignment is in it.
 with assigned as (
     select
         business_date as performance_date,
@@ -12,7 +14,11 @@ with assigned as (
         sum(case when arm = 'control' then 1 else 0 end) as held_out,
         0 as contacted,
         0 as accepted,
-        cast(0 as decimal(18, 2)) as value_pen
+        cast(0 as decimal(18, 2)) as value_pen,
+        0 as treated,
+        0 as treated_accepted,
+        0 as control,
+        0 as control_accepted
     from {{ source('scoring', 'customer_campaign_assignments') }}
     group by business_date, campaign_id, channel
 ),
@@ -26,18 +32,51 @@ contacted as (
         0 as held_out,
         count(*) as contacted,
         sum(is_accepted) as accepted,
-        cast(sum(value_pen) as decimal(18, 2)) as value_pen
+        cast(sum(value_pen) as decimal(18, 2)) as value_pen,
+        0 as treated,
+        0 as treated_accepted,
+        0 as control,
+        0 as control_accepted
     from {{ ref('fct_campaign_contacts') }}
     group by contact_date, campaign_id, channel
+),
+
+-- the list the bank worked on a day is the previous business date's: each member with its arm
+experiment as (
+    select
+        r.contact_date as performance_date,
+        r.campaign_id,
+        r.channel,
+        0 as assigned,
+        0 as held_out,
+        0 as contacted,
+        0 as accepted,
+        cast(0 as decimal(18, 2)) as value_pen,
+        sum(case when a.arm = 'model' and r.is_contacted = 1 then 1 else 0 end) as treated,
+        sum(case when a.arm = 'model' and r.is_contacted = 1 and r.response = 'ACCEPTED' then 1 else 0 end)
+            as treated_accepted,
+        sum(case when a.arm = 'control' and r.is_contacted = 0 then 1 else 0 end) as control,
+        sum(case when a.arm = 'control' and r.is_contacted = 0 and r.response = 'ACCEPTED' then 1 else 0 end)
+            as control_accepted
+    from {{ ref('stg_core_banking__campaign_responses') }} as r
+    inner join {{ source('scoring', 'customer_campaign_assignments') }} as a
+        on
+            a.customer_id = r.customer_id
+            and a.campaign_id = r.campaign_id
+            and a.business_date = {{ dbt.dateadd('day', -1, 'r.contact_date') }}
+    where r.contact_date <= {{ business_date() }}
+    group by r.contact_date, r.campaign_id, r.channel
 ),
 
 combined as (
     select * from assigned
     union all
     select * from contacted
+    union all
+    select * from experiment
 ),
 
-final as (
+summed as (
     select
         performance_date,
         campaign_id,
@@ -46,10 +85,47 @@ final as (
         cast(sum(held_out) as integer) as held_out,
         cast(sum(contacted) as integer) as contacted,
         cast(sum(accepted) as integer) as accepted,
-        cast(cast(sum(accepted) as decimal(18, 6)) / nullif(sum(contacted), 0) as decimal(9, 6)) as conversion_rate,
-        cast(sum(value_pen) as decimal(18, 2)) as value_pen
+        cast(sum(value_pen) as decimal(18, 2)) as value_pen,
+        cast(sum(treated) as integer) as treated,
+        cast(sum(treated_accepted) as integer) as treated_accepted,
+        cast(sum(control) as integer) as control,
+        cast(sum(control_accepted) as integer) as control_accepted
     from combined
     group by performance_date, campaign_id, channel
+),
+
+rates as (
+    select
+        *,
+        cast(treated_accepted as double precision) / nullif(treated, 0) as treated_rate,
+        cast(control_accepted as double precision) / nullif(control, 0) as control_rate
+    from summed
+),
+
+final as (
+    select
+        performance_date,
+        campaign_id,
+        channel,
+        assigned,
+        held_out,
+        contacted,
+        accepted,
+        cast(cast(accepted as decimal(18, 6)) / nullif(contacted, 0) as decimal(9, 6)) as conversion_rate,
+        value_pen,
+        treated,
+        treated_accepted,
+        control,
+        control_accepted,
+        -- treated x (treated rate - control rate), and its 95% interval (normal approximation)
+        cast(treated * (treated_rate - control_rate) as decimal(18, 2)) as incremental_acceptances,
+        cast(treated * (treated_rate - control_rate - 1.96 * sqrt(
+            treated_rate * (1 - treated_rate) / nullif(treated, 0) + control_rate * (1 - control_rate) / nullif(control, 0)
+        )) as decimal(18, 2)) as incremental_low,
+        cast(treated * (treated_rate - control_rate + 1.96 * sqrt(
+            treated_rate * (1 - treated_rate) / nullif(treated, 0) + control_rate * (1 - control_rate) / nullif(control, 0)
+        )) as decimal(18, 2)) as incremental_high
+    from rates
 )
 
 select * from final
