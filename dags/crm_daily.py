@@ -49,7 +49,7 @@ Lima time after D ends):
    the served offers to contact the next day, highest priority first, and the control arm to track
    without contacting (so what each campaign added can be measured). The sandbox bank contacts that
    list and reports the responses, some days later, in its feed: the loop is closed.
-   `CRM_HAND_OFF_EXECUTIONS=false` where the bank's marketing pulls the segments instead.
+   On with the embedded sandbox bank; with a bank's API only when `CRM_HAND_OFF_EXECUTIONS=true`.
 11. **publish_analysts** (beside them): on DuckDB, the dates of `marts`, `snapshots` and `campaigns`
    this run changed, as Parquet files under `analysts/`, listed by a manifest replaced at once:
    what `crm sql` (`make sql`) reads, so an analyst never holds the file a run writes and sees a

@@ -6,8 +6,12 @@ takes the top ``share = capacity / eligible`` of them by expected value. Whole-p
 barely moves when the ranking at that top changes, and that top is where every offer is (issue
 24). So, for each live campaign, the held-out contacts of the campaign are ranked by the model and
 the acceptance rate of their top ``share`` is its **precision at capacity**. The held-out contacts
-stand for the eligible population because the bank picked them with known probabilities: the
-sandbox bank contacts customers uniformly at random, so every contact weighs the same.
+stand for the eligible population when nobody's model picked them: the bank's own campaigns
+contact customers uniformly at random, and the exploration arm draws one of a customer's eligible
+offers uniformly (:func:`ml.train.chosen_at_random` keeps those; the model arm's contacts are the
+champion's own top picks, on which every model would be judged where the champion already looked).
+Each weighs the same here; weighing the exploration's by its logged probability is issue 24's
+point 6.
 
 ``capture_at_capacity`` adds the campaigns up as the arbitration's objective does: each campaign's
 precision at capacity x its capacity x its offer's value x its weight, over the same sum for a

@@ -137,11 +137,25 @@ def fit_calibrated(name: str, train: pd.DataFrame):
     return calibrated.fit(calibration[FEATURES], calibration["accepted"]), method
 
 
+def chosen_at_random(contacts: pd.DataFrame) -> np.ndarray:
+    """The contacts nobody's model chose: the bank's own random campaigns' and the exploration arm's.
+    The model arm's contacts are the champion's top picks; measured on them, every model would be
+    judged where the champion already looked (the gate's capture reads these only)."""
+    return (contacts["arm"].isna() | (contacts["arm"] == "exploration")).to_numpy()
+
+
 def holdout_metrics(
-    y: np.ndarray, p: np.ndarray, campaigns: pd.Series, capacities: dict[str, Capacity]
+    y: np.ndarray,
+    p: np.ndarray,
+    campaigns: pd.Series,
+    capacities: dict[str, Capacity],
+    random: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """What the gate compares (:func:`ml.gate.capture_metrics`) and the usual ranking measures."""
+    """What the gate compares (:func:`ml.gate.capture_metrics`, on the contacts chosen at random:
+    ``random``, all when None) and the usual ranking measures."""
     from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+    random = np.ones(len(y), dtype=bool) if random is None else random
 
     order = np.argsort(-p, kind="stable")
     top = order[: max(1, len(p) // 10)]
@@ -150,7 +164,8 @@ def holdout_metrics(
         "pr_auc": float(average_precision_score(y, p)),
         "brier": float(brier_score_loss(y, p)),
         "lift_top_decile": float(y[top].mean() / max(y.mean(), 1e-9)),
-        **capture_metrics(y, p, campaigns, capacities),
+        **capture_metrics(y[random], p[random], campaigns[random], capacities),
+        "gate_contacts": float(random.sum()),
     }
     for campaign, idx in campaigns.groupby(campaigns.to_numpy()).indices.items():
         if len(np.unique(y[idx])) == 2:
@@ -234,7 +249,8 @@ def _champion_on(
     if missing:
         return version, None, f"champion v{version} cannot score today's features (missing {missing})"
     p = mlflow.sklearn.load_model(uri).predict_proba(holdout[names])[:, 1]
-    return version, holdout_metrics(holdout["accepted"].to_numpy(), p, holdout["campaign_id"], capacities), ""
+    y, campaigns = holdout["accepted"].to_numpy(), holdout["campaign_id"]
+    return version, holdout_metrics(y, p, campaigns, capacities, chosen_at_random(holdout)), ""
 
 
 def promotion(
@@ -321,7 +337,7 @@ def train_and_register(
             with mlflow.start_run(run_name=name, nested=True) as child:
                 model, method = fit_calibrated(name, train)
                 p = model.predict_proba(holdout[FEATURES])[:, 1]
-                metrics = holdout_metrics(y, p, holdout["campaign_id"], capacities)
+                metrics = holdout_metrics(y, p, holdout["campaign_id"], capacities, chosen_at_random(holdout))
                 mlflow.log_params({"candidate": name, "calibration": method, **_estimator_params(model)})
                 mlflow.log_metrics(metrics)
                 cand = out / name

@@ -88,12 +88,19 @@ def _date(value) -> dt.date:
     return value.date() if isinstance(value, dt.datetime) else value
 
 
+ASSIGNED = sa.table("customer_campaign_assignments", *map(sa.column, ("business_date", "customer_id", "campaign_id",
+                                                                      "arm")), schema="marts")  # fmt: skip
+
+
 def training_frame(session: Session, window: TrainingWindow) -> pd.DataFrame:
-    """Every final contact of the window with its label and its point-in-time features, by date."""
+    """Every final contact of the window with its label and its point-in-time features, by date, and
+    ``arm``: the arm of the platform's list the bank contacted it from (the list of the day before),
+    None for a contact of the bank's own campaigns."""
     contacts, usable = _usable_features(window)
     latest = sa.select(usable.c.contact_id, sa.func.max(usable.c.as_of_date).label("feature_date"))
     latest = latest.group_by(usable.c.contact_id).subquery("latest")
     f = FEATURE_ROWS.alias("f")
+    listed = session.has_table("customer_campaign_assignments", "marts")  # none before the first scoring
     query = (
         sa.select(
             contacts.c.contact_id,
@@ -102,12 +109,17 @@ def training_frame(session: Session, window: TrainingWindow) -> pd.DataFrame:
             contacts.c.customer_id,
             contacts.c.campaign_id,
             contacts.c.accepted,
+            (ASSIGNED.c.arm if listed else sa.cast(sa.null(), sa.Unicode(16))).label("arm"),
             *feature_columns(f),
         )
         .join_from(contacts, latest, latest.c.contact_id == contacts.c.contact_id)
         .join(f, sa.and_(f.c.customer_id == contacts.c.customer_id, f.c.as_of_date == latest.c.feature_date))
         .order_by(contacts.c.contact_date, contacts.c.contact_id)
     )
+    if listed:
+        query = query.outerjoin(ASSIGNED, sa.and_(
+            ASSIGNED.c.customer_id == contacts.c.customer_id, ASSIGNED.c.campaign_id == contacts.c.campaign_id,
+            ASSIGNED.c.business_date == days_after(contacts.c.contact_date, -1)))  # fmt: skip
     df = session.frame(query)
     for column in ("contact_date", "feature_date"):
         df[column] = pd.to_datetime(df[column])

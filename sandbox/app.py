@@ -151,9 +151,9 @@ def record_stream(
             for day in days:
                 dn = day_number(day)
                 for r in bank.campaign_responses(ids, day, as_of=as_of):
-                    # a handed list's member: one record per campaign ("E...<campaign index>")
+                    # a handed list's member: one record per campaign ("E...<campaign index, 3 digits>")
                     rid = r["response_id"]
-                    rows.append(((r["customer_id"], dn, int(rid[-2:]) + 1 if rid[0] == "E" else 0), r))
+                    rows.append(((r["customer_id"], dn, int(rid[-3:]) + 1 if rid[0] == "E" else 0), r))
             rows.sort(key=lambda kr: kr[0])
             return rows
 
@@ -269,7 +269,14 @@ def create_app(bank: Bank, client_id: str, client_secret: str, faults: Faults = 
                 501, detail="this sandbox keeps no campaign executions (start it with --executions-dir)"
             )
         frame = pd.DataFrame([m.model_dump() for m in members], columns=COLUMNS)
-        bank.executions.save(business_date, frame)
+        unknown = sorted(set(frame["campaign_id"]) - set(bank.campaign_ids))
+        strangers = frame.loc[frame["customer_id"] > bank.size, "customer_id"].head(3).tolist()
+        if unknown or strangers:
+            raise HTTPException(422, detail=f"campaigns the bank does not run: {unknown or 'none'}; "
+                                            f"customers it does not have: {strangers or 'none'}")  # fmt: skip
+        if not bank.executions.save(business_date, frame):
+            raise HTTPException(409, detail=f"the bank already worked {business_date + dt.timedelta(days=1)} "
+                                            "on the list it had then; a list for it can no longer change")  # fmt: skip
         return {"business_date": business_date.isoformat(), "members": len(frame),
                 "to_contact": int(frame["contact"].sum())}  # fmt: skip
 

@@ -164,7 +164,7 @@ class CampaignResponses:
         order = np.lexsort((k, cid))
         return [
             {
-                "response_id": f"E{dn:06d}{c:09d}{kk:02d}",
+                "response_id": f"E{dn:06d}{c:09d}{kk:03d}",
                 "customer_id": c,
                 "campaign_id": campaign,
                 "channel": channel,

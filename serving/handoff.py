@@ -5,8 +5,8 @@ to track without contacting (the control arm), through the integration API
 
 Only the list of the snapshot that went live is handed: an older date, not published, is not what
 the bank works on. Handing a date again replaces its list, so a rerun is harmless. Where the bank's
-marketing pulls the segments from the read API instead, ``CRM_HAND_OFF_EXECUTIONS=false`` turns it
-off.
+marketing pulls the segments from the read API instead, it is off: by default it is on with the
+embedded sandbox bank only, and ``CRM_HAND_OFF_EXECUTIONS=true`` turns it on for a bank's API.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from crm.integration_api import client_for
+from crm.integration_api import IntegrationApiError, client_for
 from crm.settings import Settings
 from crm.warehouse import warehouse
 from models.core_banking import ExecutionMember
@@ -39,14 +39,24 @@ def execution_list(business_date: dt.date, settings: Settings) -> list[dict]:
 
 def hand_off(business_date: dt.date, settings: Settings, published: bool) -> dict:
     """Hand ``business_date``'s list to the bank when its snapshot went live; what was done, and why."""
-    if not settings.model.hand_off_executions:
-        return {"handed_off": False, "why": "CRM_HAND_OFF_EXECUTIONS is false: marketing pulls the segments"}
+    enabled = settings.model.hand_off_executions
+    if enabled is None:  # unset: the embedded sandbox takes lists; a bank's API, only when it is said to
+        enabled = settings.core_api.url is None
+    if not enabled:
+        return {"handed_off": False, "why": "CRM_HAND_OFF_EXECUTIONS is off: marketing pulls the segments"}
     if not published:
         return {"handed_off": False, "why": f"the snapshot of {business_date} is not the live one: the bank works "
                                             "on the live snapshot's list"}  # fmt: skip
     members = execution_list(business_date, settings)
     with client_for(settings) as client:
-        answer = client.put_json(f"/v1/campaign-executions/{business_date.isoformat()}", members)
+        try:
+            answer = client.put_json(f"/v1/campaign-executions/{business_date.isoformat()}", members)
+        except IntegrationApiError as refused:
+            if refused.status != 409:
+                raise
+            # the bank worked the next day already (a rerun of a date whose list it used, with another)
+            log.warning("the bank refused %s's list: %s", business_date, refused)
+            return {"handed_off": False, "why": f"the bank refused it: {refused}"}
     log.info("handed %s members (%s to contact) of %s to the bank's campaign execution",
              answer["members"], answer["to_contact"], business_date)  # fmt: skip
     return {"handed_off": True, "members": answer["members"], "to_contact": answer["to_contact"]}

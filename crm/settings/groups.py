@@ -335,14 +335,15 @@ class Model(Concern):
         "customers, drawn each day by a hash of id and date, who get one of their eligible offers at "
         "random (the exploration arm; its share of every capacity too)", ge=0, le=0.5,
     )  # fmt: skip
-    hand_off_executions: bool = var(
-        "CRM_HAND_OFF_EXECUTIONS", True,
+    hand_off_executions: bool | None = var(
+        "CRM_HAND_OFF_EXECUTIONS", None,
         "after a date's snapshot goes live, hand its served offers and its control to the bank's campaign "
         "execution through the integration API (`PUT /v1/campaign-executions/{date}`); false where the bank's "
         "marketing pulls the segments from the read API instead",
+        shown="on with the embedded sandbox bank, off with a configured integration API",
     )  # fmt: skip
     control_share: float = var(
         "CRM_CONTROL_SHARE", 0.05,
         "customers held out each day as the control arm: their offer is logged, never served or contacted",
-        ge=0, le=0.5,
+        ge=0, lt=0.5,
     )  # fmt: skip

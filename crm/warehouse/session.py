@@ -115,9 +115,13 @@ class Session:
             "select column_name from information_schema.columns where table_schema = :s and table_name = :t",
             {"s": table.schema, "t": table.name})}  # fmt: skip
         missing = [c for c in table.columns if c.name.lower() not in present]
+        unfilled = [c.name for c in missing if c.name not in fill]
+        if unfilled:
+            raise WarehouseError(f"{table.schema}.{table.name} lacks {unfilled}, and nothing says what its rows hold")
         for column in missing:
             self.connection.execute(sa.text(add_column(column, self.connection.dialect)))
-            self.connection.execute(sa.update(table).values({column.name: fill[column.name]}))
+            if fill[column.name] is not None:  # a new column is empty already
+                self.connection.execute(sa.update(table).values({column.name: fill[column.name]}))
         return [c.name for c in missing]
 
     def insert_frame(self, table: sa.Table, frame: pd.DataFrame) -> int:

@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 from ml.gate import Capacity, calibration_error, capture_metrics
 from ml.registry import CHALLENGER, CHAMPION
-from ml.train import holdout_metrics, promotion
+from ml.train import chosen_at_random, holdout_metrics, promotion
 
 CAPACITIES = {"CMP-A": Capacity(share=0.05, worth=600 * 400.0), "CMP-B": Capacity(share=0.2, worth=200 * 100.0)}
 
@@ -82,3 +82,16 @@ def test_a_better_capture_badly_calibrated_is_challenger():
         "1", "logistic_regression", overconfident, (None, None, "there is no champion yet"), 0.005
     )
     assert alias == CHAMPION and reason.startswith("there is no champion yet")
+
+
+def test_the_gate_reads_only_the_contacts_no_model_chose():
+    """The model arm's contacts are the champion's own top picks: capture is measured on the bank's
+    random campaigns' and the exploration arm's contacts; the ranking measures on all."""
+    y, campaigns, top_right, _ = _holdout()
+    arms = pd.DataFrame({"arm": np.array(["model", None, "exploration"], dtype=object)[np.arange(len(y)) % 3]})
+    random = chosen_at_random(arms)
+    assert random.sum() == len(y) - (np.arange(len(y)) % 3 == 0).sum()
+    gate = holdout_metrics(y, top_right, campaigns, CAPACITIES, random)
+    alone = capture_metrics(y[random], top_right[random], campaigns[random], CAPACITIES)
+    assert gate["capture_at_capacity"] == alone["capture_at_capacity"] and gate["gate_contacts"] == random.sum()
+    assert gate["roc_auc"] == holdout_metrics(y, top_right, campaigns, CAPACITIES)["roc_auc"]

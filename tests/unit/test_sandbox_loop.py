@@ -53,9 +53,26 @@ def test_the_day_after_a_list_the_bank_contacts_its_members_and_tracks_its_contr
     # the control member bought or not, never declined: it was not asked
     assert got.loc[~got["contacted"], "response"].isin(["ACCEPTED", "NO_ANSWER"]).all()
     assert bank.count_campaign_responses(np.arange(1, 5001), [C]) == len(members)
-    # a list handed again for the same date replaces it
-    bank.executions.save(B, members.iloc[:2])
+    # the day is worked: its list is history. The same list again is a rerun; another is refused
+    assert bank.executions.save(B, members) is True
+    assert bank.executions.save(B, members.iloc[:2]) is False
+    assert len(_responses(bank, C, C)) == len(members)
+
+
+def test_a_list_replaces_the_one_handed_before_until_the_bank_works_its_day(tmp_path):
+    """A rerun of the live date hands its list again: replaced while its day is ahead. Once the feed
+    has served that day, or any later one, the list it had (or its absence) is history."""
+    bank = _bank(tmp_path, 5000)
+    members = pd.DataFrame({"customer_id": [10, 11, 12], "campaign_id": "CMP-PL-PREAPP", "channel": "SMS",
+                            "contact": [True, True, False]})  # fmt: skip
+    assert bank.executions.save(B, members) and bank.executions.save(B, members.iloc[:2])
     assert len(_responses(bank, C, C)) == 2
+    later = C + dt.timedelta(days=5)
+    bank.count_campaign_responses(np.arange(1, 5001), [later])  # a count serves the day too
+    assert bank.executions.served_until() == later
+    assert bank.executions.save(later - dt.timedelta(days=2), members) is False  # its day was worked without it
+    assert len(_responses(bank, later - dt.timedelta(days=1), later)) > len(members)  # the bank's own campaigns
+    assert bank.executions.save(later, members) is True  # tomorrow is still ahead
 
 
 def test_a_channel_contacts_no_more_than_its_daily_capacity_in_the_list_s_order(tmp_path):

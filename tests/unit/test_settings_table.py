@@ -64,7 +64,7 @@ def _another_value(field_name: str, current: object) -> str:
     """A valid value of the variable other than ``current``."""
     special = {"environment": "production", "target": "postgres", "azure_sql_auth": "ServicePrincipal",
                "training_weekday": "Monday", "snapshot_deadline_lima": "06:30", "alert_emails": "ops@bank.pe, dq@bank.pe",
-               "max_quarantine_share": "0.2", "max_audience_shrink": "0.5", "redis_url": "rediss://cache:6380/1"}  # fmt: skip
+               "max_quarantine_share": "0.2", "max_audience_shrink": "0.5", "hand_off_executions": "true", "redis_url": "rediss://cache:6380/1"}  # fmt: skip
     if field_name in special:
         return special[field_name]
     if current is None and field_name.endswith("port"):

@@ -29,8 +29,8 @@ campaigns as (
 ),
 
 past_responses as (
-    -- per customer and campaign: accepted in the year, declined within the channel's suppression
-    -- window. Only the contacts that still rule a pair out are kept (a decline older than its
+    -- per customer and campaign: accepted in the year (a control member who bought anyway too: the
+    -- customer has the product), declined within the channel's suppression window. Only the contacts that still rule a pair out are kept (a decline older than its
     -- channel's window rules nothing out): a fraction of the year's contacts to group and join
     select
         r.customer_id,

@@ -6,6 +6,7 @@ with responses as (
         {{ dbt.datediff('contact_date', business_date(), 'day') }} as days_ago
     from {{ ref('stg_core_banking__campaign_responses') }}
     where contact_date > {{ days_before(365) }} and contact_date <= {{ business_date() }}
+        and is_contacted = 1  -- a control member the bank only tracked was not contacted
 ),
 
 aggregated as (

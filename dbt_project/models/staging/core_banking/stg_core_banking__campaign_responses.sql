@@ -12,7 +12,7 @@ renamed as (
         channel,
         response,
         -- a member of a list the bank tracked without contacting (the experiment's control): 0 (1/0)
-        cast(coalesce(contacted, true) as integer) as is_contacted,
+        coalesce(cast(contacted as integer), 1) as is_contacted,
         -- dates
         contact_date,
         _business_date as loaded_for_date  -- the business date of the load that last wrote the row
