@@ -47,18 +47,38 @@ class TrainingWindow:
         return self.business_date - dt.timedelta(days=self.window_days)
 
 
-_CONTACT_COLUMNS = ("contact_id", "customer_id", "campaign_id", "contact_date", "is_accepted", "response_window_days")
+_CONTACT_COLUMNS = ("contact_id", "customer_id", "campaign_id", "contact_date", "is_accepted", "response_window_days",
+                    "list_date")  # fmt: skip
 CONTACTS = sa.table("fct_campaign_contacts", *map(sa.column, _CONTACT_COLUMNS), schema="marts")
 FEATURE_ROWS = sa.table("customer_features", *map(sa.column, ("as_of_date", "customer_id", *FEATURES)), schema="marts")
 
 
-def _usable_features(window: TrainingWindow) -> tuple[sa.CTE, sa.CTE]:
+def _lists_known(session: Session) -> bool:
+    """Whether contacts can be traced to the platform's lists: the assignments exist (not before
+    the first scoring) and the contacts carry ``list_date`` (a mart an older release built gains it
+    at the next dbt run). From ``information_schema``, fetched whole: an inspector's query left open
+    on DuckDB's connection would stop the Arrow read that follows."""
+    found = session.rows(
+        "select table_name, column_name from information_schema.columns where table_schema = 'marts' and "
+        "((table_name = 'customer_campaign_assignments' and column_name = 'arm') "
+        "or (table_name = 'fct_campaign_contacts' and column_name = 'list_date'))"
+    )
+    return len({str(r[0]).lower() for r in found}) == 2
+
+
+def _usable_features(window: TrainingWindow, listed: bool = False) -> tuple[sa.CTE, sa.CTE]:
     """What both queries start from: ``contacts``, the window's contacts whose outcome is final on
     the business date, and ``usable``: per contact, the stored feature dates close enough before
     it (at most ``feature_step_days``)."""
     c = CONTACTS.c
+    list_date = c.list_date if listed else sa.cast(sa.null(), sa.Date())
     contacts = sa.select(
-        c.contact_id, c.customer_id, c.campaign_id, c.contact_date, c.is_accepted.label("accepted")
+        c.contact_id,
+        c.customer_id,
+        c.campaign_id,
+        c.contact_date,
+        c.is_accepted.label("accepted"),
+        list_date.label("list_date"),
     ).where(
         c.contact_date >= window.first_contact,
         days_after(c.contact_date, c.response_window_days) <= window.business_date,
@@ -94,13 +114,13 @@ ASSIGNED = sa.table("customer_campaign_assignments", *map(sa.column, ("business_
 
 def training_frame(session: Session, window: TrainingWindow) -> pd.DataFrame:
     """Every final contact of the window with its label and its point-in-time features, by date, and
-    ``arm``: the arm of the platform's list the bank contacted it from (the list of the day before),
-    None for a contact of the bank's own campaigns."""
-    contacts, usable = _usable_features(window)
+    ``arm``: the arm of the platform's list the bank contacted it from, None for a contact of the
+    bank's own campaigns."""
+    listed = _lists_known(session)
+    contacts, usable = _usable_features(window, listed)
     latest = sa.select(usable.c.contact_id, sa.func.max(usable.c.as_of_date).label("feature_date"))
     latest = latest.group_by(usable.c.contact_id).subquery("latest")
     f = FEATURE_ROWS.alias("f")
-    listed = session.has_table("customer_campaign_assignments", "marts")  # none before the first scoring
     query = (
         sa.select(
             contacts.c.contact_id,
@@ -119,7 +139,7 @@ def training_frame(session: Session, window: TrainingWindow) -> pd.DataFrame:
     if listed:
         query = query.outerjoin(ASSIGNED, sa.and_(
             ASSIGNED.c.customer_id == contacts.c.customer_id, ASSIGNED.c.campaign_id == contacts.c.campaign_id,
-            ASSIGNED.c.business_date == days_after(contacts.c.contact_date, -1)))  # fmt: skip
+            ASSIGNED.c.business_date == contacts.c.list_date))  # fmt: skip
     df = session.frame(query)
     for column in ("contact_date", "feature_date"):
         df[column] = pd.to_datetime(df[column])

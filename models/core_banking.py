@@ -105,7 +105,8 @@ class CampaignResponse(_Record):
     not contact (``contacted`` false: the control of an experiment, tracked and left alone) is
     ``ACCEPTED`` when they took the offer's product anyway, else ``NO_ANSWER``. A response arrives
     some days after the contact: until then the record reads ``NO_ANSWER``. A feed without the
-    field (a bank that hands out no lists) is read as contacted."""
+    field (a bank that hands out no lists) is read as contacted. ``list_date`` says which of the
+    platform's lists the member was on (the bank's own campaigns: none)."""
 
     response_id: str = Field(min_length=1)
     customer_id: PositiveId
@@ -114,6 +115,7 @@ class CampaignResponse(_Record):
     contact_date: dt.date
     response: Response
     contacted: bool | None = None
+    list_date: dt.date | None = None  # the business date of the platform's list it was on; none: the bank's own
 
 
 class ExecutionMember(BaseModel):

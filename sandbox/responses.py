@@ -162,6 +162,7 @@ class CampaignResponses:
         response = np.where(arrived & (u < p), "ACCEPTED",
                             np.where(arrived & contact & (u < p + 0.35), "DECLINED", "NO_ANSWER"))  # fmt: skip
         order = np.lexsort((k, cid))
+        list_date = (day - dt.timedelta(days=1)).isoformat()
         return [
             {
                 "response_id": f"E{dn:06d}{c:09d}{kk:03d}",
@@ -171,6 +172,7 @@ class CampaignResponses:
                 "contact_date": day.isoformat(),
                 "response": r,
                 "contacted": bool(ct),
+                "list_date": list_date,
             }
             for c, kk, campaign, channel, r, ct in zip(
                 cid[order].tolist(), k[order].tolist(), members["campaign_id"].to_numpy()[order].tolist(),

@@ -31,7 +31,7 @@ GOOD = {
                      "amount": "-98.62", "currency": "PEN"},
     "campaign_responses": {"response_id": "R020783000000024", "customer_id": 12, "campaign_id": "CMP-CC-NEW",
                            "channel": "SMS", "contact_date": "2026-11-26", "response": "DECLINED",
-                           "contacted": False},
+                           "contacted": False, "list_date": "2026-11-25"},
 }  # fmt: skip
 MISSING = object()
 

@@ -41,7 +41,7 @@ contacted as (
     group by contact_date, campaign_id, channel
 ),
 
--- the list the bank worked on a day is the previous business date's: each member with its arm
+-- each member of a list the platform handed, with its arm (the bank's own campaigns are in no list)
 experiment as (
     select
         r.contact_date as performance_date,
@@ -63,7 +63,7 @@ experiment as (
         on
             a.customer_id = r.customer_id
             and a.campaign_id = r.campaign_id
-            and a.business_date = {{ dbt.dateadd('day', -1, 'r.contact_date') }}
+            and a.business_date = r.list_date
     where r.contact_date <= {{ business_date() }}
     group by r.contact_date, r.campaign_id, r.channel
 ),

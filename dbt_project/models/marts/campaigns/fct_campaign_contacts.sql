@@ -34,6 +34,7 @@ final as (
         -- the contact
         r.channel,
         r.contact_date,
+        r.list_date,
         r.response,
         case when r.response = 'ACCEPTED' then 1 else 0 end as is_accepted,
         case when r.response = 'DECLINED' then 1 else 0 end as is_declined,

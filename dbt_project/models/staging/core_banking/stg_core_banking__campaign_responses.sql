@@ -15,6 +15,7 @@ renamed as (
         coalesce(cast(contacted as integer), 1) as is_contacted,
         -- dates
         contact_date,
+        list_date,  -- the platform's list the member was on (none: the bank's own campaigns)
         _business_date as loaded_for_date  -- the business date of the load that last wrote the row
     from source
 )
