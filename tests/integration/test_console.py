@@ -9,6 +9,7 @@ import datetime as dt
 import pytest
 from assignments import assignments
 from fastapi.testclient import TestClient
+from waits import wait_until
 
 from crm.services import ensure_redis
 from ml.registry import ModelRef
@@ -126,9 +127,12 @@ def test_a_campaign_page_says_what_the_campaign_added_against_its_control(consol
                 "null, null, null)",
                 {"d": d},
             )
-    publish_snapshot(day, s)
+    live = publish_snapshot(day, s)
     sign_in(client, s, "ana.torres", "marketing")
-    page = client.get("/console/campaigns/CMP-A")
+    # the API re-reads the live snapshot's id within a fraction of a second
+    page = wait_until(lambda: client.get("/console/campaigns/CMP-A"),
+                      until=lambda page: page.headers.get("x-snapshot-id") == live.snapshot_id,
+                      message=f"the campaign page to show {live.snapshot_id}")  # fmt: skip
     assert page.status_code == 200
     # 1,200 treated at 15% against 300 controls at 10%: 60 more, give or take 1.96 x 1,200 x 0.0202
     assert "60 incremental acceptances" in page.text and "(95% interval 13 to 107)" in page.text
