@@ -103,8 +103,7 @@ class Transaction(_Record):
 class CampaignResponse(_Record):
     """A member of a campaign's list on ``contact_date`` and what came of it. A member the bank did
     not contact (``contacted`` false: the control of an experiment, tracked and left alone) is
-    ``ACCEPTED`` when they took the offer's product anyway, else ``NO_ANSWER``. A response arrives
-    some days after the contact: until then the record reads ``NO_ANSWER``. A feed without the
+    ``ACCEPTED`` when they took the offer's product anyway, else ``NO_ANSWER``. A feed without the
     field (a bank that hands out no lists) is read as contacted. ``list_date`` says which of the
     platform's lists the member was on (the bank's own campaigns: none)."""
 

@@ -255,9 +255,8 @@ def create_app(bank: Bank, client_id: str, client_secret: str, faults: Faults = 
     def campaign_responses(
         date_from: dt.date, date_to: dt.date, page_size: PageSize = 1000, cursor: str | None = None
     ) -> Response:
-        """Each day's campaign contacts and tracked control members, as the bank knows them at the
-        end of ``date_to``: a response that has not arrived yet reads ``NO_ANSWER``."""
-        return listing("campaign_responses", page_size, cursor, days=_days(date_from, date_to), as_of=date_to)
+        """Each day's campaign contacts and tracked control members, with their final responses."""
+        return listing("campaign_responses", page_size, cursor, days=_days(date_from, date_to))
 
     @app.put("/v1/campaign-executions/{business_date}", dependencies=auth)
     def campaign_execution(business_date: dt.date, members: list[ExecutionMember]) -> dict:

@@ -9,7 +9,11 @@ capacities) and tracks its control members without contacting them. A contacted 
 with the hidden propensity; anyone also buys the offer's product without a contact, at a lower
 organic rate (the propensity's log-odds less the campaign's contact lift), so a campaign adds
 ``true_uplift`` = propensity - organic rate. Responses to a list arrive 0 to
-``MAX_RESPONSE_DELAY_DAYS`` days after the contact; until then the feed reads ``NO_ANSWER``.
+``MAX_RESPONSE_DELAY_DAYS`` days after the contact (``campaign_responses(..., as_of=)`` says what
+had arrived by a day); the HTTP feed serves them final. Served as of the request's date, a day's
+records would change from one extraction to the next, and the platform's raw layer keeps one
+version of a day: a later date's run would leak what it knew into an earlier date's marts (a
+backfill beside the daily run then gives other rows than the date alone).
 """
 
 from __future__ import annotations
@@ -109,11 +113,12 @@ class CampaignResponses:
 
     def campaign_responses(self, ids: np.ndarray, day: dt.date, as_of: dt.date | None = None) -> list[dict]:
         """The feed's records of contacts made on ``day``, as the bank knows them at the end of
-        ``as_of`` (``day`` when not given)."""
+        ``as_of``; final (every response arrived) when not given, as the HTTP feed serves them."""
         ids = np.asarray(ids, dtype=np.int64)
         worked = self._worked_on(day)
         if worked is not None:
-            return self._list_responses(worked[np.isin(worked["customer_id"].to_numpy(), ids)], day, as_of or day)
+            final = day + dt.timedelta(days=MAX_RESPONSE_DELAY_DAYS)
+            return self._list_responses(worked[np.isin(worked["customer_id"].to_numpy(), ids)], day, as_of or final)
         dn = day_number(day)
         contacted = self._contacted(ids, dn)
         pick = (self._u(contacted, dn, 91) * len(self.campaigns)).astype(int)
