@@ -5,7 +5,12 @@ The arbitration gives each campaign its ``daily_capacity`` offers out of its eli
 takes the top ``share = capacity / eligible`` of them by expected value. Whole-population ROC AUC
 barely moves when the ranking at that top changes, and that top is where every offer is (issue
 24). So, for each live campaign, the held-out contacts of the campaign are ranked by the model and
-the acceptance rate of their top ``share`` is its **precision at capacity**. The held-out contacts
+the acceptance rate of their top ``share`` is its **precision at capacity**. That top is read over
+at least ``MIN_TOP`` contacts (or a quarter of the campaign's, when it has fewer than four times
+that): at a bank's capacities the top share of a campaign's held-out contacts is a few dozen, whose
+acceptance rate is noise (a standard error near 0.09 at 29 contacts). On ``make bench-scoring``'s
+bank it ranked a model that captured 0.83 of the oracle's value above one that captured 0.94 in 65
+of 100 resamples of the holdout; over 300 contacts, in none. The held-out contacts
 stand for the eligible population when nobody's model picked them: the bank's own campaigns
 contact customers uniformly at random, and the exploration arm draws one of a customer's eligible
 offers uniformly (:func:`ml.train.chosen_at_random` keeps those; the model arm's contacts are the
@@ -34,6 +39,7 @@ import pandas as pd
 from crm.warehouse import Session
 
 CALIBRATION_BINS = 10
+MIN_TOP = 300  # contacts a campaign's precision at capacity is read over, at least (module docstring)
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,7 @@ def capture_metrics(y: np.ndarray, p: np.ndarray, campaigns: pd.Series, capaciti
         idx = groups.get(campaign)
         if idx is None or len(idx) == 0:
             continue
-        top = max(1, round(capacity.share * len(idx)))
+        top = max(1, round(capacity.share * len(idx)), min(MIN_TOP, len(idx) // 4))
         ranked = y[idx][np.argsort(-p[idx], kind="stable")]
         precision = float(ranked[:top].mean())
         out[f"precision_at_capacity.{campaign}"] = round(precision, 6)

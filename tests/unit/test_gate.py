@@ -14,7 +14,7 @@ from ml.train import chosen_at_random, holdout_metrics, promotion
 CAPACITIES = {"CMP-A": Capacity(share=0.05, worth=600 * 400.0), "CMP-B": Capacity(share=0.2, worth=200 * 100.0)}
 
 
-def _holdout(n: int = 4000, seed: int = 3):
+def _holdout(n: int = 16_000, seed: int = 3):
     """Contacts of two campaigns whose acceptance rises with a latent score, and two rankings: one
     right at the top and wrong below it, one right below the top and wrong at it."""
     rng = np.random.default_rng(seed)
@@ -95,3 +95,21 @@ def test_the_gate_reads_only_the_contacts_no_model_chose():
     alone = capture_metrics(y[random], top_right[random], campaigns[random], CAPACITIES)
     assert gate["capture_at_capacity"] == alone["capture_at_capacity"] and gate["gate_contacts"] == random.sum()
     assert gate["roc_auc"] == holdout_metrics(y, top_right, campaigns, CAPACITIES)["roc_auc"]
+
+
+def test_a_campaign_top_of_a_few_dozen_contacts_is_read_over_min_top():
+    """At a bank's capacities a campaign's top share of its held-out contacts is a few dozen: a ranking
+    lucky on those alone must not beat one that is right over the wider top."""
+    rng = np.random.default_rng(5)
+    n = 8000
+    latent = rng.random(n)
+    y = (rng.random(n) < 0.03 + 0.6 * latent**8).astype(int)
+    campaigns = pd.Series(["CMP-A"] * n)
+    tiny = {"CMP-A": Capacity(share=0.005, worth=1.0)}  # a top of 40 contacts
+    right = latent + rng.normal(0, 0.02, n)
+    lucky = rng.random(n)
+    lucky[np.flatnonzero(y)[:40]] += 1.0  # exactly 40 acceptances first, random after
+    assert (
+        capture_metrics(y, right, campaigns, tiny)["capture_at_capacity"]
+        > capture_metrics(y, lucky, campaigns, tiny)["capture_at_capacity"]
+    )
