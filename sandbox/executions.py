@@ -35,8 +35,15 @@ def channel_capacities(seeds_dir: Path = SEEDS_DIR) -> dict[str, int]:
 
 
 @lru_cache(maxsize=64)
-def _read(path: str, mtime_ns: int, size: int) -> pd.DataFrame:
-    return pd.read_parquet(path)
+def _worked(path: str, mtime_ns: int, size: int, capacities: tuple[tuple[str, int], ...]) -> pd.DataFrame:
+    """The members of the list in ``path`` the bank works (``Executions.worked_on``): once per version
+    of the file, not once per block of customers the feed serves."""
+    members = pd.read_parquet(path)
+    contacted = members["contact"].to_numpy()
+    # each contacted member's place in its channel's queue, in the list's order
+    position = members[contacted].groupby("channel").cumcount().reindex(members.index).to_numpy()
+    capacity = members["channel"].map(dict(capacities)).fillna(len(members)).to_numpy()
+    return members[~contacted | (position < capacity)].reset_index(drop=True)
 
 
 class Executions:
@@ -95,11 +102,6 @@ class Executions:
         path = self._path(day - dt.timedelta(days=1))
         try:
             stat = path.stat()
-            members = _read(str(path), stat.st_mtime_ns, stat.st_size)
         except FileNotFoundError:
             return None
-        contacted = members["contact"].to_numpy()
-        # each contacted member's place in its channel's queue, in the list's order
-        position = members[contacted].groupby("channel").cumcount().reindex(members.index).to_numpy()
-        capacity = members["channel"].map(capacities).fillna(len(members)).to_numpy()
-        return members[~contacted | (position < capacity)].reset_index(drop=True)
+        return _worked(str(path), stat.st_mtime_ns, stat.st_size, tuple(sorted(capacities.items())))
