@@ -9,6 +9,12 @@ features are those from which the traits behind a propensity are recovered: the 
 deposit (the salary itself, where the 90- and 180-day sums mix it with how often it comes), the
 main savings account's balance (the total mixes in how many products a customer holds), the
 activity, the card, the digital consents, and the age band of young families.
+
+Then (:func:`customer_traits`, decision 0027): the declared income band of a customer we see no
+salary deposit of (a fifth of them, whose income the model otherwise did not know), the digital
+consents by age (a consent says more of a young customer than of an old one), and age as a smooth
+curve (a spline) rather than a line: life stages come and go with age. ``make bench-scoring``'s
+oracle capture 0.918 -> 0.936 with ``ml.train``'s cross-validated calibration and refit (decision 0027).
 """
 
 from __future__ import annotations
@@ -17,16 +23,31 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
+from models.core_banking import INCOME_BANDS
+
 # what the candidate reads of ml.features.FEATURES, and what it derives from them
-INPUTS = ["age", "salary_count_180d", "salary_180d_pen", "balance_savings_pen", "tx_count_90d", "has_credit_card",
-          "consent_push", "consent_social"]  # fmt: skip
+INPUTS = [
+    "age",
+    "salary_count_180d",
+    "salary_180d_pen",
+    "balance_savings_pen",
+    "tx_count_90d",
+    "has_credit_card",
+    "consent_push",
+    "consent_social",
+]  # fmt: skip (and income_band: customer_traits)
 DERIVED = ["age", "young_family_age", "has_salary", "log_average_salary", "log_savings_balance", "tx_count_90d",
            "has_credit_card", "consent_push", "consent_social"]  # fmt: skip
 MIN_OUTCOMES = 30  # acceptances and refusals a campaign needs for a model of its own
+AGE_KNOTS = 10  # of the age spline: fewer draw a line through the life stages, more chase noise
+CS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # the regularisations tried, each chosen by 3-fold log loss
 
 
 def derived_features(X: pd.DataFrame) -> pd.DataFrame:
-    """The candidate's features from the feature store's columns (missing values as none: 0)."""
+    """The candidate's features from the feature store's columns (missing values as none: 0).
+
+    Models registered before :func:`customer_traits` existed read exactly these columns: do not change
+    them (a pickled pipeline calls this function by name when it is loaded)."""
     X = X[INPUTS].apply(pd.to_numeric, errors="coerce").astype("float64").fillna(0.0)
     deposits = X["salary_count_180d"].to_numpy()
     salary = np.maximum(X["salary_180d_pen"].to_numpy(), 0.0)
@@ -47,17 +68,46 @@ def derived_features(X: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def logistic():
-    """Derived features, standardised, into a logistic regression."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+def customer_traits(X: pd.DataFrame) -> pd.DataFrame:
+    """:func:`derived_features`, and what else recovers a trait: the declared income band of a customer
+    with no salary deposit seen (``no_salary_<band>``, the lowest band the reference), and each digital
+    consent times age."""
+    d = derived_features(X)
+    no_salary = 1.0 - d["has_salary"].to_numpy()
+    band = X["income_band"].astype("string").fillna("").to_numpy() if "income_band" in X else np.full(len(X), "")
+    for b in INCOME_BANDS[1:]:
+        d[f"no_salary_{b}"] = no_salary * (band == b)
+    for consent in ("consent_push", "consent_social"):
+        d[f"age_x_{consent}"] = d["age"] * d[consent]
+    return d
 
+
+def logistic():
+    """:func:`customer_traits`, age as a cubic spline, standardised, into a logistic regression whose
+    regularisation the data choose (by cross-validated log loss): a campaign with a few hundred
+    contacts needs much of it (the demo bank), one with tens of thousands little."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer, SplineTransformer, StandardScaler
+
+    age = SplineTransformer(n_knots=AGE_KNOTS, degree=3, knots="uniform")
     return Pipeline(
         [
-            ("features", FunctionTransformer(derived_features)),
+            ("features", FunctionTransformer(customer_traits)),
+            ("age_curve", ColumnTransformer([("age", age, ["age"])], remainder="passthrough")),
             ("scale", StandardScaler()),
-            ("model", LogisticRegression(C=1.0, max_iter=3000)),
+            (
+                "model",
+                LogisticRegressionCV(
+                    Cs=list(CS),
+                    l1_ratios=(0.0,),
+                    cv=3,
+                    scoring="neg_log_loss",
+                    max_iter=5000,
+                    use_legacy_attributes=False,
+                ),
+            ),
         ]
     )
 

@@ -71,20 +71,27 @@ def evaluate(business_date: dt.date, customers: int, seed: int, settings: Settin
     from sandbox.oracle import Oracle
 
     with warehouse(settings).connect() as session:
-        batches = [b[PAIR_COLUMNS] for b in scoring_batches(session, business_date)]
         ours = session.frame(
             "select customer_id, campaign_id from marts.customer_campaign_assignments where business_date = :d "
             "and arm <> :exploration",
             {"d": business_date, "exploration": EXPLORATION},
         )
-        policy = load_policy(session, settings.model.max_offers_per_customer)
-    pairs = pd.concat(batches, ignore_index=True) if batches else pd.DataFrame(columns=PAIR_COLUMNS)
+    pairs, policy = measured_pairs(business_date, settings)
     if pairs.empty or ours.empty:
         raise ValueError(f"no eligible pairs or no assignment for {business_date}: run make demo DATE={business_date}")
+    return compare(pairs, ours, Oracle(customers, seed), policy, business_date, seed)
+
+
+def measured_pairs(business_date: dt.date, settings: Settings) -> tuple[pd.DataFrame, Policy]:
+    """The eligible pairs of ``business_date`` the model chooses among (not the exploration arm's
+    customers), and the policy with the capacities left to them."""
+    with warehouse(settings).connect() as session:
+        batches = [b[PAIR_COLUMNS] for b in scoring_batches(session, business_date)]
+        policy = load_policy(session, settings.model.max_offers_per_customer)
+    pairs = pd.concat(batches, ignore_index=True) if batches else pd.DataFrame(columns=PAIR_COLUMNS)
     shares = Shares.of(settings)
     pairs = pairs[arm_of(pairs["customer_id"].to_numpy(dtype="int64"), business_date, shares) != EXPLORATION]
-    policy = split_policy(policy, shares.exploration)[0]
-    return compare(pairs, ours, Oracle(customers, seed), policy, business_date, seed)
+    return pairs, split_policy(policy, shares.exploration)[0]
 
 
 def compare(

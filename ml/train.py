@@ -17,7 +17,6 @@ both models), to the model version's tags and to the task log.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import tempfile
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from crm.warehouse import warehouse
 from ml.features import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES
 from ml.gate import Capacity, campaign_capacities, capture_metrics
 from ml.registry import CHALLENGER, CHAMPION, mlflow_client
+from ml.reports import calibration_plot, data_profile, feature_importance
 from ml.training_set import TrainingWindow, feature_dates_missing, training_frame
 
 log = logging.getLogger(__name__)
@@ -118,23 +118,24 @@ def time_split(df: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFra
 
 
 def fit_calibrated(name: str, train: pd.DataFrame):
-    """Fit ``name`` on the older 75% of ``train`` and calibrate its probabilities on the rest.
+    """Fit ``name`` on every row of ``train``, its probabilities calibrated by a sigmoid fitted on
+    out-of-fold predictions (three folds of consecutive rows: ``train`` is in contact-date order).
 
-    The calibration is a sigmoid (Platt), whatever the bank's size: strictly increasing, it keeps the
-    estimator's ranking. Isotonic regression is a step function whose top step ties every pair above
-    its last threshold, and the arbitration's capacities pick from exactly there (the top 0.1-1% of
-    each campaign's eligible pairs): on ``make bench-scoring``'s bank it cost 2.5 points of the
-    oracle's expected value (issue 24)."""
+    Every row reaches the estimator (a held-back calibration slice cost a quarter of them). A sigmoid
+    (Platt) whatever the bank's size keeps the estimator's ranking; isotonic's top step tied the pairs
+    the capacities pick from (the top 0.1-1% of each campaign's): 2.5 points of oracle capture."""
     from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.frozen import FrozenEstimator
 
-    fit, calibration = time_split(train, 0.25)
-    if fit["accepted"].nunique() < 2 or calibration["accepted"].nunique() < 2:
-        raise TrainingError("the fit or the calibration slice has a single outcome: widen training_window_days")
-    model = estimator(name).fit(fit[FEATURES], fit["accepted"])
+    folds = 3
+    outcomes = train["accepted"].value_counts()
+    if len(outcomes) < 2 or int(outcomes.min()) < folds:
+        raise TrainingError(
+            f"the training slice has {int(outcomes.get(1, 0))} acceptances and {int(outcomes.get(0, 0))} refusals: "
+            f"calibration needs at least {folds} of each; widen training_window_days"
+        )
     method = "sigmoid"
-    calibrated = CalibratedClassifierCV(FrozenEstimator(model), method=method)
-    return calibrated.fit(calibration[FEATURES], calibration["accepted"]), method
+    calibrated = CalibratedClassifierCV(estimator(name), method=method, cv=folds, ensemble=False)
+    return calibrated.fit(train[FEATURES], train["accepted"]), method
 
 
 def chosen_at_random(contacts: pd.DataFrame) -> np.ndarray:
@@ -171,57 +172,6 @@ def holdout_metrics(
         if len(np.unique(y[idx])) == 2:
             out[f"auc.{campaign}"] = float(roc_auc_score(y[idx], p[idx]))
     return out
-
-
-def _calibration_plot(y: np.ndarray, p: np.ndarray, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.calibration import calibration_curve
-
-    true, predicted = calibration_curve(y, p, n_bins=10, strategy="quantile")
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot([0, max(predicted.max(), true.max())], [0, max(predicted.max(), true.max())], ":", color="grey")
-    ax.plot(predicted, true, "o-")
-    ax.set(xlabel="predicted propensity (deciles)", ylabel="acceptance rate in the holdout", title=title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def _feature_importance(model, holdout: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """Permutation importance on (a sample of) the holdout: the ROC AUC lost when a feature is shuffled."""
-    from sklearn.inspection import permutation_importance
-
-    sample = holdout.sample(min(len(holdout), 20_000), random_state=0) if len(holdout) > 20_000 else holdout
-    result = permutation_importance(
-        model, sample[FEATURES], sample["accepted"], scoring="roc_auc", n_repeats=3, random_state=0
-    )
-    table = pd.DataFrame(
-        {"feature": FEATURES, "auc_drop_mean": result.importances_mean, "auc_drop_std": result.importances_std}
-    ).sort_values("auc_drop_mean", ascending=False)
-    table.to_csv(path, index=False)
-    return table
-
-
-def _data_profile(df: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame, out: Path) -> dict:
-    """What the model learned from: rows, dates, acceptance by campaign, and every feature's spread."""
-    profile = {
-        "rows": len(df),
-        "contacts_from": str(df["contact_date"].min().date()),
-        "contacts_to": str(df["contact_date"].max().date()),
-        "training_rows": len(train),
-        "holdout_rows": len(holdout),
-        "holdout_from": str(holdout["contact_date"].min().date()),
-        "acceptance_rate": float(df["accepted"].mean()),
-        "feature_age_days_max": int((df["contact_date"] - df["feature_date"]).dt.days.max()),
-        "by_campaign": df.groupby("campaign_id")["accepted"].agg(["count", "mean"]).round(4).to_dict("index"),
-        "distinct_values": {col: int(df[col].nunique()) for col in CATEGORICAL_FEATURES},
-    }
-    (out / "training_profile.json").write_text(json.dumps(profile, indent=2, default=str))
-    df[NUMERIC_FEATURES].describe().T.round(3).to_csv(out / "training_features_summary.csv")
-    return profile
 
 
 def _trusted_types(model) -> list[str]:
@@ -323,16 +273,17 @@ def train_and_register(
                 "promotion_metric": PROMOTION_METRIC,
                 "calibration_tolerance": CALIBRATION_TOLERANCE,
                 "capacities_as_of": capacity_date.isoformat(),
-                "split": "by contact date: fit 60%, calibration 20%, holdout the latest 20%",
+                "split": "by contact date: fit 80% (sigmoid calibration out of 3 folds), holdout the latest 20%; "
+                "the chosen candidate refitted on all",
                 "features": ",".join(FEATURES),
                 "backfilled_feature_dates": len(missing),
             }
         )
-        profile = _data_profile(df, train, holdout, out)
+        profile = data_profile(df, train, holdout, out)
         mlflow.log_artifacts(str(out), artifact_path="data_profile")
         mlflow.log_metrics({"training_rows": len(train), "holdout_rows": len(holdout),
                             "acceptance_rate": profile["acceptance_rate"]})  # fmt: skip
-        results: dict[str, tuple[dict, object]] = {}
+        results: dict[str, tuple[dict, str]] = {}
         for name in config.candidates:
             with mlflow.start_run(run_name=name, nested=True) as child:
                 model, method = fit_calibrated(name, train)
@@ -342,21 +293,26 @@ def train_and_register(
                 mlflow.log_metrics(metrics)
                 cand = out / name
                 cand.mkdir()
-                _calibration_plot(y, p, cand / "calibration.png", f"{name}: holdout calibration")
-                _feature_importance(model, holdout, cand / "feature_importance.csv")
+                calibration_plot(y, p, cand / "calibration.png", f"{name}: holdout calibration")
+                feature_importance(model, holdout, cand / "feature_importance.csv")
                 mlflow.log_artifacts(str(cand), artifact_path="evaluation")
-                info = mlflow.sklearn.log_model(
-                    model,
-                    name="model",
-                    signature=infer_signature(example, model.predict_proba(example)[:, 1]),
-                    input_example=example,
-                    pip_requirements=[f"scikit-learn=={sklearn_version}", "pandas", "numpy"],
-                    skops_trusted_types=_trusted_types(model),
-                )
-                results[name] = (metrics, info)
+                results[name] = (metrics, child.info.run_id)
                 log.info("candidate %s (run %s): %s", name, child.info.run_id, _brief(metrics))
         best = max(results, key=lambda n: (results[n][0][PROMOTION_METRIC], results[n][0]["roc_auc"]))
-        metrics, info = results[best]
+        metrics, best_run = results[best]
+        # measured on the holdout, the chosen candidate is fitted again on the whole window: the holdout
+        # is the freshest fifth of what the bank knows (on the demo bank: 0.943 -> 0.950 of the oracle)
+        final, _ = fit_calibrated(best, df)
+        with mlflow.start_run(run_id=best_run, nested=True):
+            mlflow.log_param("registered", "refitted on the whole window (train and holdout)")
+            info = mlflow.sklearn.log_model(
+                final,
+                name="model",
+                signature=infer_signature(example, final.predict_proba(example)[:, 1]),
+                input_example=example,
+                pip_requirements=[f"scikit-learn=={sklearn_version}", "pandas", "numpy"],
+                skops_trusted_types=_trusted_types(final),
+            )
         version = str(mlflow.register_model(info.model_uri, settings.model.model_name).version)
         champion = _champion_on(holdout, client, settings.model.model_name, capacities)
         champion_version, champion_metrics = champion[0], champion[1]
@@ -388,7 +344,7 @@ def train_and_register(
 
 def _estimator_params(model) -> dict[str, object]:
     """The classifier's own hyper-parameters (those with a simple value), as MLflow parameters."""
-    inner = model.estimator.estimator
+    inner = model.estimator
     inner = (inner.base if hasattr(inner, "base") else inner).named_steps["model"]
     return {f"model.{k}": v for k, v in inner.get_params().items() if isinstance(v, int | float | str | bool)}
 

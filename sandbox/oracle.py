@@ -83,6 +83,10 @@ class Oracle:
     def true_propensity(self, customer_ids: np.ndarray, campaign_id: str) -> np.ndarray:
         return self.bank.true_propensity(customer_ids, campaign_id)
 
+    def traits(self, customer_ids: np.ndarray) -> dict[str, np.ndarray]:
+        """The hidden traits the true propensities are a function of (``make bench-scoring``'s ceilings)."""
+        return self.bank.profile(customer_ids)
+
     def true_uplift(self, customer_ids: np.ndarray, campaign_id: str) -> np.ndarray:
         """What a contact of ``campaign_id`` adds to the probability that the customers buy."""
         return self.bank.true_uplift(customer_ids, campaign_id)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ml.estimators import INPUTS, PerCampaign, derived_features, logistic
+from ml.estimators import INPUTS, PerCampaign, customer_traits, derived_features, logistic
 
 
 def _customers(n: int, seed: int) -> pd.DataFrame:
@@ -22,6 +22,7 @@ def _customers(n: int, seed: int) -> pd.DataFrame:
             "has_credit_card": rng.integers(0, 2, n),
             "consent_push": rng.integers(0, 2, n),
             "consent_social": rng.integers(0, 2, n),
+            "income_band": rng.choice(["B1", "B2", "B3", "B4", "B5"], n),
         }
     )
     return frame
@@ -69,3 +70,28 @@ def test_a_campaign_with_too_few_outcomes_has_no_model_of_its_own():
     train = pd.concat([f, g], ignore_index=True)
     model = PerCampaign(logistic()).fit(train, train["accepted"])
     assert set(model.campaigns_) == {"CMP-B"}
+
+
+def test_a_customer_without_a_salary_deposit_is_known_by_the_declared_income_band():
+    frame = _customers(4, 5)
+    frame["salary_count_180d"] = [3, 0, 0, 0]
+    frame["salary_180d_pen"] = [9000.0, 0.0, 0.0, 0.0]
+    frame["income_band"] = ["B5", "B5", "B1", None]
+    traits = customer_traits(frame)
+    bands = traits[[f"no_salary_B{k}" for k in range(2, 6)]]
+    assert bands.iloc[0].sum() == 0  # the salary says it: no band
+    assert bands.iloc[1].tolist() == [0, 0, 0, 1] and bands.iloc[2].sum() == 0 == bands.iloc[3].sum()
+
+
+def test_a_life_stage_in_the_middle_of_the_ages_is_ranked_first():
+    """Acceptance that peaks between 45 and 58: the age curve ranks those ages above the young and the
+    old (a line in age cannot: it puts one end first)."""
+    rng = np.random.default_rng(7)
+    train = _customers(12_000, 6).assign(campaign_id="CMP-FAMILY")
+    middle = (train["age"] >= 45) & (train["age"] <= 58)
+    train["accepted"] = (rng.random(len(train)) < np.where(middle, 0.35, 0.08)).astype(int)
+    model = PerCampaign(logistic()).fit(train, train["accepted"])
+    probe = pd.concat([_customers(1, 8)] * 3, ignore_index=True).assign(campaign_id="CMP-FAMILY")
+    probe["age"] = [25, 52, 75]
+    young, family, old = model.predict_proba(probe)[:, 1]
+    assert family > young + 0.15 and family > old + 0.15
