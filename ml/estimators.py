@@ -121,15 +121,16 @@ class PerCampaign(ClassifierMixin, BaseEstimator):
         self.base = base
         self.min_outcomes = min_outcomes
 
-    def fit(self, X: pd.DataFrame, y) -> PerCampaign:
+    def fit(self, X: pd.DataFrame, y, sample_weight=None) -> PerCampaign:
         y = np.asarray(y)
+        w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype="float64")
         self.classes_ = np.array([0, 1])
-        self.pooled_ = clone(self.base).fit(X, y)
+        self.pooled_ = clone(self.base).fit(X, y, **weighted(w))
         self.campaigns_ = {}
         for campaign, rows in X.groupby("campaign_id").indices.items():
             accepted = int(y[rows].sum())
             if accepted >= self.min_outcomes and len(rows) - accepted >= self.min_outcomes:
-                self.campaigns_[str(campaign)] = clone(self.base).fit(X.iloc[rows], y[rows])
+                self.campaigns_[str(campaign)] = clone(self.base).fit(X.iloc[rows], y[rows], **weighted(w[rows]))
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
@@ -140,3 +141,28 @@ class PerCampaign(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
+
+def weighted(sample_weight) -> dict:
+    """The fit parameters that give a pipeline's last step (``model``) each row's weight."""
+    return {} if sample_weight is None else {"model__sample_weight": np.asarray(sample_weight, dtype="float64")}
+
+
+class Weighted(ClassifierMixin, BaseEstimator):
+    """``base``, a pipeline whose last step is ``model``, fitted with each row's weight: a pipeline's
+    own ``fit`` does not say it takes ``sample_weight``, so the calibration would keep the weights to
+    itself (``ml.train.fit_calibrated``)."""
+
+    def __init__(self, base=None):
+        self.base = base
+
+    def fit(self, X: pd.DataFrame, y, sample_weight=None) -> Weighted:
+        self.fitted_ = clone(self.base).fit(X, y, **weighted(sample_weight))
+        self.classes_ = self.fitted_.classes_
+        return self
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        return self.fitted_.predict_proba(X)
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.fitted_.predict(X)

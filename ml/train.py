@@ -41,6 +41,7 @@ CALIBRATION_TOLERANCE = 0.01  # calibration error a new champion may add to the 
 DEFAULT_MARGIN = 0.005
 MIN_CONTACTS = 200
 MIN_ACCEPTANCES = 20
+MAX_WEIGHT = 20.0  # a contact's weight at most: one unlikely draw must not outweigh twenty contacts
 
 
 class TrainingError(RuntimeError):
@@ -108,7 +109,9 @@ def estimator(name: str):
         return PerCampaign(logistic())
     else:
         raise ValueError(f"unknown candidate {name!r}; choose from {list(CANDIDATES)}")
-    return Pipeline([("features", pre), ("model", model)])
+    from ml.estimators import Weighted
+
+    return Weighted(Pipeline([("features", pre), ("model", model)]))
 
 
 def time_split(df: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -135,7 +138,18 @@ def fit_calibrated(name: str, train: pd.DataFrame):
         )
     method = "sigmoid"
     calibrated = CalibratedClassifierCV(estimator(name), method=method, cv=folds, ensemble=False)
-    return calibrated.fit(train[FEATURES], train["accepted"]), method
+    return calibrated.fit(train[FEATURES], train["accepted"], sample_weight=contact_weights(train)), method
+
+
+def contact_weights(contacts: pd.DataFrame) -> np.ndarray:
+    """Each contact's weight in training: the inverse of the probability its offer was drawn with
+    (``selection_probability``: an exploration contact drawn among k eligible offers stands for the k),
+    at most ``MAX_WEIGHT``; 1 for the bank's own campaigns and the model's picks. Without it the
+    loop learns mostly from its own past picks and too little of the offers it did not make."""
+    if "selection_probability" not in contacts:
+        return np.ones(len(contacts))
+    p = pd.to_numeric(contacts["selection_probability"], errors="coerce").fillna(1.0).to_numpy(dtype="float64")
+    return np.minimum(1.0 / np.clip(p, 1e-9, 1.0), MAX_WEIGHT)
 
 
 def chosen_at_random(contacts: pd.DataFrame) -> np.ndarray:

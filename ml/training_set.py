@@ -109,13 +109,15 @@ def _date(value) -> dt.date:
 
 
 ASSIGNED = sa.table("customer_campaign_assignments", *map(sa.column, ("business_date", "customer_id", "campaign_id",
-                                                                      "arm")), schema="marts")  # fmt: skip
+                                                                      "arm", "selection_probability")),
+                    schema="marts")  # fmt: skip
 
 
 def training_frame(session: Session, window: TrainingWindow) -> pd.DataFrame:
-    """Every final contact of the window with its label and its point-in-time features, by date, and
+    """Every final contact of the window with its label and its point-in-time features, by date,
     ``arm``: the arm of the platform's list the bank contacted it from, None for a contact of the
-    bank's own campaigns."""
+    bank's own campaigns, and ``selection_probability``: the probability its offer was drawn with
+    in that arm (None for the bank's own)."""
     listed = _lists_known(session)
     contacts, usable = _usable_features(window, listed)
     latest = sa.select(usable.c.contact_id, sa.func.max(usable.c.as_of_date).label("feature_date"))
@@ -130,6 +132,9 @@ def training_frame(session: Session, window: TrainingWindow) -> pd.DataFrame:
             contacts.c.campaign_id,
             contacts.c.accepted,
             (ASSIGNED.c.arm if listed else sa.cast(sa.null(), sa.Unicode(16))).label("arm"),
+            (ASSIGNED.c.selection_probability if listed else sa.cast(sa.null(), sa.Double())).label(
+                "selection_probability"
+            ),
             *feature_columns(f),
         )
         .join_from(contacts, latest, latest.c.contact_id == contacts.c.contact_id)
