@@ -32,7 +32,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock setup.cfg | cksum | cu
 MANIFEST := dbt_project/target/manifest.json
 DBT_SOURCES := $(shell find dbt_project -type f \( -name '*.sql' -o -name '*.yml' -o -name '*.csv' \) -not -path '*/target/*' -not -path '*/logs/*' 2>/dev/null)
 
-.PHONY: postgres-programs help setup demo backfill serve sandbox airflow test test-unit lint format lock clean bench bench-report bench-serving bench-extract bench-dbt bench-scoring bench-backfill bench-daily bench-daily-postgres evaluate docs train sql
+.PHONY: postgres-programs help setup demo backfill serve sandbox airflow test test-unit lint format lock clean bench bench-report bench-serving bench-extract bench-dbt bench-scoring bench-backfill bench-daily bench-daily-postgres bench-loop evaluate docs train sql
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -97,7 +97,7 @@ docs: setup  ## dbt's docs of the warehouse and the data gates' results (Great E
 evaluate: setup  ## expected acceptances of the latest (or DATE's) assignment vs the oracle's and a random one (CUSTOMERS, SEED as for make demo)
 	$(BIN)/crm evaluate $(if $(DATE),--date $(DATE)) --customers $(CUSTOMERS) --seed $(SEED)
 
-BENCHES := extract dbt scoring serving backfill daily daily-postgres
+BENCHES := extract dbt scoring serving backfill daily daily-postgres loop
 
 bench: setup  ## every benchmark, each to its end; exits 1 when any missed a target (figures in .crm/bench/*.json), then make bench-report
 	@failed=""; for area in $(BENCHES); do $(MAKE) --no-print-directory bench-$$area || failed="$$failed bench-$$area"; done; \
@@ -124,6 +124,9 @@ bench-daily-postgres: setup postgres-programs  ## bench-daily on the embedded Po
 
 bench-scoring: setup  ## scoring and arbitration of 1,000,000 customers x 12 campaigns: time, memory, capture of the oracle's expected acceptances
 	$(BIN)/python -m benchmarks.scoring
+
+bench-loop: setup  ## 14 closed-loop days (make demo each day, make train each week) on 100,000 customers: capture per day, uplift estimated vs true (LOOP_CUSTOMERS, LOOP_DAYS)
+	$(BIN)/python -m benchmarks.loop --customers $(or $(LOOP_CUSTOMERS),100000) --days $(or $(LOOP_DAYS),14)
 
 bench-serving: setup  ## snapshot load, memory and API look-ups for 1,000,000 customers
 	$(BIN)/python -m benchmarks.serving

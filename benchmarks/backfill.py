@@ -108,6 +108,23 @@ def _crm(*args: str, env: dict | None = None) -> tuple[int, float]:
     return code, round(time.perf_counter() - start, 1)
 
 
+def fresh_bench_home(name: str, customers: int, seed: int) -> tuple[Path, Path, tuple[str, ...]]:
+    """(the bench results' home, ``<CRM_HOME>/bench/<name>`` emptied, the ``crm`` options of the bank):
+    the environment names the home and the bank, for every command the bench runs and the runs an
+    Airflow scheduler starts on its own."""
+    import os
+    import shutil
+
+    from crm.settings import get_settings
+
+    bench_home = get_settings().home
+    home = bench_home / "bench" / name
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    os.environ.update({"CRM_HOME": str(home), "CRM_SANDBOX_CUSTOMERS": str(customers), "CRM_SANDBOX_SEED": str(seed)})
+    return bench_home, home, ("--customers", str(customers), "--seed", str(seed))
+
+
 def empty_marts(prints: dict) -> dict[str, list[str]]:
     """The marts without a row, by date (an empty mart would hash the same on both sides)."""
     out = {str(day): sorted(m for m, (rows, _) in marts.items() if rows == 0) for day, marts in prints.items()}
@@ -123,7 +140,7 @@ def main() -> int:
     from benchmarks.report import report
     from crm.airflow_env import LocalAirflow, api_server_up, dag_runs, unpause
     from crm.services import stop_services_started_since
-    from crm.settings import Settings, get_settings, yesterday_in_lima
+    from crm.settings import Settings, yesterday_in_lima
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=30)
@@ -135,15 +152,8 @@ def main() -> int:
         print("an Airflow API server already answers on :8080 (make airflow?): stop it first, the bench starts its own")
         return 1
 
-    bench_home = get_settings().home
-    home = bench_home / "bench" / "backfill"
-    shutil.rmtree(home, ignore_errors=True)
-    home.mkdir(parents=True)
-    # the scheduler's own run of the live date sizes the sandbox from these
-    os.environ.update({"CRM_HOME": str(home), "CRM_SANDBOX_CUSTOMERS": str(args.customers),
-                       "CRM_SANDBOX_SEED": str(args.seed)})  # fmt: skip
+    bench_home, home, bank = fresh_bench_home("backfill", args.customers, args.seed)
     settings = Settings(home=home)
-    bank = ("--customers", str(args.customers), "--seed", str(args.seed))
     live = yesterday_in_lima()  # the date Airflow's scheduler runs once crm_daily is unpaused
     days = [live - dt.timedelta(days=k) for k in range(args.days, 0, -1)]
 
