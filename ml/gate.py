@@ -15,8 +15,8 @@ stand for the eligible population when nobody's model picked them: the bank's ow
 contact customers uniformly at random, and the exploration arm draws one of a customer's eligible
 offers uniformly (:func:`ml.train.chosen_at_random` keeps those; the model arm's contacts are the
 champion's own top picks, on which every model would be judged where the champion already looked).
-Each weighs the same here; weighing the exploration's by its logged probability is issue 24's
-point 6.
+Each weighs the same here (training weighs them by the inverse of their logged probability:
+decision 0028).
 
 ``capture_at_capacity`` adds the campaigns up as the arbitration's objective does: each campaign's
 precision at capacity x its capacity x its offer's value x its weight, over the same sum for a

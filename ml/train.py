@@ -1,9 +1,11 @@
 """Train the campaign-propensity candidates, log them to MLflow, register the best, promote it or not.
 
 One model for every campaign (the campaign is a feature). The training set is point in time
-(:mod:`ml.training_set`) and every split is by contact date, never at random: the oldest contacts
-fit the estimator, the next ones calibrate its probabilities, the latest 20% are the holdout every
-candidate and the current champion are measured on.
+(:mod:`ml.training_set`) and every split is by contact date, never at random: the oldest 80% fit
+each candidate (its probabilities calibrated on out-of-fold predictions), the latest 20% are the
+holdout every candidate and the current champion are measured on. The version registered is the
+one measured: refitted on the whole window, it would have seen the contacts the next week's holdout
+measures it on (decision 0027).
 
 Promotion (:mod:`ml.gate`): the candidate that captures most at the campaigns' capacities on the
 holdout is registered as a new version of ``crm-campaign-propensity``. It takes the alias
@@ -287,8 +289,7 @@ def train_and_register(
                 "promotion_metric": PROMOTION_METRIC,
                 "calibration_tolerance": CALIBRATION_TOLERANCE,
                 "capacities_as_of": capacity_date.isoformat(),
-                "split": "by contact date: fit 80% (sigmoid calibration out of 3 folds), holdout the latest 20%; "
-                "the chosen candidate refitted on all",
+                "split": "by contact date: fit 80% (sigmoid calibration out of 3 folds), holdout the latest 20%",
                 "features": ",".join(FEATURES),
                 "backfilled_feature_dates": len(missing),
             }
@@ -297,7 +298,7 @@ def train_and_register(
         mlflow.log_artifacts(str(out), artifact_path="data_profile")
         mlflow.log_metrics({"training_rows": len(train), "holdout_rows": len(holdout),
                             "acceptance_rate": profile["acceptance_rate"]})  # fmt: skip
-        results: dict[str, tuple[dict, str]] = {}
+        results: dict[str, tuple[dict, object]] = {}
         for name in config.candidates:
             with mlflow.start_run(run_name=name, nested=True) as child:
                 model, method = fit_calibrated(name, train)
@@ -310,23 +311,18 @@ def train_and_register(
                 calibration_plot(y, p, cand / "calibration.png", f"{name}: holdout calibration")
                 feature_importance(model, holdout, cand / "feature_importance.csv")
                 mlflow.log_artifacts(str(cand), artifact_path="evaluation")
-                results[name] = (metrics, child.info.run_id)
+                info = mlflow.sklearn.log_model(
+                    model,
+                    name="model",
+                    signature=infer_signature(example, model.predict_proba(example)[:, 1]),
+                    input_example=example,
+                    pip_requirements=[f"scikit-learn=={sklearn_version}", "pandas", "numpy"],
+                    skops_trusted_types=_trusted_types(model),
+                )
+                results[name] = (metrics, info)
                 log.info("candidate %s (run %s): %s", name, child.info.run_id, _brief(metrics))
         best = max(results, key=lambda n: (results[n][0][PROMOTION_METRIC], results[n][0]["roc_auc"]))
-        metrics, best_run = results[best]
-        # measured on the holdout, the chosen candidate is fitted again on the whole window: the holdout
-        # is the freshest fifth of what the bank knows (on the demo bank: 0.943 -> 0.950 of the oracle)
-        final, _ = fit_calibrated(best, df)
-        with mlflow.start_run(run_id=best_run, nested=True):
-            mlflow.log_param("registered", "refitted on the whole window (train and holdout)")
-            info = mlflow.sklearn.log_model(
-                final,
-                name="model",
-                signature=infer_signature(example, final.predict_proba(example)[:, 1]),
-                input_example=example,
-                pip_requirements=[f"scikit-learn=={sklearn_version}", "pandas", "numpy"],
-                skops_trusted_types=_trusted_types(final),
-            )
+        metrics, info = results[best]
         version = str(mlflow.register_model(info.model_uri, settings.model.model_name).version)
         champion = _champion_on(holdout, client, settings.model.model_name, capacities)
         champion_version, champion_metrics = champion[0], champion[1]

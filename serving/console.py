@@ -89,11 +89,13 @@ templates = Jinja2Templates(directory=HERE / "templates")
 def incremental(treated: int, treated_accepted: int, control: int, control_accepted: int) -> dict[str, float] | None:
     """What contacting the model arm's members added over the control's: treated x (treated rate -
     control rate) acceptances, with its 95% interval (the normal approximation of a difference of
-    two rates, as ``marts.campaign_performance`` has it per day); None without both arms."""
+    two rates, its variance from rates with one acceptance and one refusal added to each arm:
+    Agresti-Caffo, as ``marts.campaign_performance`` has it per day); None without both arms."""
     if not treated or not control:
         return None
     pt, pc = treated_accepted / treated, control_accepted / control
-    half = 1.96 * treated * math.sqrt(pt * (1 - pt) / treated + pc * (1 - pc) / control)
+    at, ac = (treated_accepted + 1) / (treated + 2), (control_accepted + 1) / (control + 2)
+    half = 1.96 * treated * math.sqrt(at * (1 - at) / (treated + 2) + ac * (1 - ac) / (control + 2))
     estimate = treated * (pt - pc)
     return {"estimate": estimate, "low": estimate - half, "high": estimate + half, "treated_rate": pt,
             "control_rate": pc, "treated": treated, "control": control}  # fmt: skip

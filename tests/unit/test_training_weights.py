@@ -33,11 +33,15 @@ def _contacts(rng: np.random.Generator) -> pd.DataFrame:
 def test_an_exploration_contact_stands_for_the_offers_it_was_drawn_among(candidate):
     contacts = _contacts(np.random.default_rng(2))
     model, _ = fit_calibrated(candidate, contacts)
-    predicted = model.predict_proba(_contacts(np.random.default_rng(9))[FEATURES])[:, 1].mean()  # unseen ones
+    unseen = _contacts(np.random.default_rng(9))[FEATURES]
     w = contact_weights(contacts)
     weighted_rate = float((w * contacts["accepted"]).sum() / w.sum())  # about (1200 + 10 x 15) / 6000
     unweighted_rate = float(contacts["accepted"].mean())  # about 0.37
+    predicted = model.predict_proba(unseen)[:, 1].mean()
     assert abs(predicted - weighted_rate) < 0.03 < abs(predicted - unweighted_rate)
+    # and the estimator under the calibration learned it, not only the calibration's sigmoid
+    inner = model.calibrated_classifiers_[0].estimator.predict_proba(unseen)[:, 1].mean()
+    assert abs(inner - weighted_rate) < 0.03
 
 
 @pytest.mark.parametrize("candidate", ["per_campaign_logistic", "gradient_boosting", "logistic_regression"])

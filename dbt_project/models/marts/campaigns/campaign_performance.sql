@@ -98,7 +98,11 @@ rates as (
     select
         *,
         cast(treated_accepted as double precision) / nullif(treated, 0) as treated_rate,
-        cast(control_accepted as double precision) / nullif(control, 0) as control_rate
+        cast(control_accepted as double precision) / nullif(control, 0) as control_rate,
+        -- the interval's variance from rates with one acceptance and one refusal added to each arm
+        -- (Agresti-Caffo): a day whose control accepted nothing would otherwise count as certain
+        cast(treated_accepted + 1 as double precision) / (treated + 2) as treated_rate_adjusted,
+        cast(control_accepted + 1 as double precision) / (control + 2) as control_rate_adjusted
     from summed
 ),
 
@@ -117,13 +121,16 @@ final as (
         treated_accepted,
         control,
         control_accepted,
-        -- treated x (treated rate - control rate), and its 95% interval (normal approximation)
+        -- treated x (treated rate - control rate), and its 95% interval (normal approximation,
+        -- Agresti-Caffo variance)
         cast(treated * (treated_rate - control_rate) as decimal(18, 2)) as incremental_acceptances,
         cast(treated * (treated_rate - control_rate - 1.96 * sqrt(
-            treated_rate * (1 - treated_rate) / nullif(treated, 0) + control_rate * (1 - control_rate) / nullif(control, 0)
+            treated_rate_adjusted * (1 - treated_rate_adjusted) / (treated + 2)
+            + control_rate_adjusted * (1 - control_rate_adjusted) / (control + 2)
         )) as decimal(18, 2)) as incremental_low,
         cast(treated * (treated_rate - control_rate + 1.96 * sqrt(
-            treated_rate * (1 - treated_rate) / nullif(treated, 0) + control_rate * (1 - control_rate) / nullif(control, 0)
+            treated_rate_adjusted * (1 - treated_rate_adjusted) / (treated + 2)
+            + control_rate_adjusted * (1 - control_rate_adjusted) / (control + 2)
         )) as decimal(18, 2)) as incremental_high
     from rates
 )
