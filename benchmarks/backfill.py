@@ -97,7 +97,7 @@ def served_snapshot(settings) -> dict:
         stop_services_started_since(before, settings)
 
 
-def _crm(*args: str, env: dict | None = None) -> tuple[int, float]:
+def run_crm(*args: str, env: dict | None = None) -> tuple[int, float]:
     """``crm <args>`` as a user types it (output to this terminal); its exit code and seconds."""
     import subprocess
     import sys
@@ -157,7 +157,7 @@ def main() -> int:
     live = yesterday_in_lima()  # the date Airflow's scheduler runs once crm_daily is unpaused
     days = [live - dt.timedelta(days=k) for k in range(args.days, 0, -1)]
 
-    code, demo_s = _crm("demo", "--date", str(live), *bank)
+    code, demo_s = run_crm("demo", "--date", str(live), *bank)
     if code:
         return code
     standalone = LocalAirflow(settings).start()
@@ -165,7 +165,7 @@ def main() -> int:
         if not unpause("crm_daily", settings):
             print("crm_daily never reached Airflow's metadata database")
             return 1
-        code, backfill_s = _crm("backfill", "--from", str(days[0]), "--to", str(days[-1]), *bank,
+        code, backfill_s = run_crm("backfill", "--from", str(days[0]), "--to", str(days[-1]), *bank,
                                 "--max-active-runs", str(args.max_active_runs))  # fmt: skip
         if code:
             print("make backfill failed: nothing to compare")
@@ -186,7 +186,7 @@ def main() -> int:
         fresh = home / "alone" / str(day)
         fresh.mkdir(parents=True)
         env = {**os.environ, "CRM_HOME": str(fresh), "CRM_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri}
-        code, seconds = _crm("demo", "--date", str(day), *bank, env=env)
+        code, seconds = run_crm("demo", "--date", str(day), *bank, env=env)
         alone_s += seconds
         if code:
             print(f"{day} alone failed (exit {code}): counted as a difference")

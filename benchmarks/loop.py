@@ -25,7 +25,7 @@ import sys
 
 import numpy as np
 
-from benchmarks.backfill import _crm, fresh_bench_home
+from benchmarks.backfill import fresh_bench_home, run_crm
 
 LAST = dt.date(2026, 11, 27)
 Z95 = 1.959964
@@ -94,12 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     days = [args.last - dt.timedelta(days=k) for k in range(args.days - 1, -1, -1)]
     seconds, retrained = {}, []
     for k, day in enumerate(days):
-        code, seconds[str(day)] = _crm("demo", "--date", str(day), *bank, *publish)
+        code, seconds[str(day)] = run_crm("demo", "--date", str(day), *bank, *publish)
         if code:
             print(f"make demo DATE={day} failed (exit {code}): the loop stops there", flush=True)
             return code
         if (k + 1) % args.retrain_every == 0 and day != days[-1]:
-            code, _ = _crm("train", "--date", str(day), *bank)
+            code, _ = run_crm("train", "--date", str(day), *bank)
             if code:
                 print(f"make train DATE={day} failed (exit {code})", flush=True)
                 return code

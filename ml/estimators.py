@@ -27,16 +27,9 @@ from sklearn.utils.metaestimators import available_if
 from models.core_banking import INCOME_BANDS
 
 # what the candidate reads of ml.features.FEATURES, and what it derives from them
-INPUTS = [
-    "age",
-    "salary_count_180d",
-    "salary_180d_pen",
-    "balance_savings_pen",
-    "tx_count_90d",
-    "has_credit_card",
-    "consent_push",
-    "consent_social",
-]  # fmt: skip (and income_band: customer_traits)
+# (and income_band: customer_traits)
+INPUTS = ["age", "salary_count_180d", "salary_180d_pen", "balance_savings_pen", "tx_count_90d", "has_credit_card",
+          "consent_push", "consent_social"]  # fmt: skip
 DERIVED = ["age", "young_family_age", "has_salary", "log_average_salary", "log_savings_balance", "tx_count_90d",
            "has_credit_card", "consent_push", "consent_social"]  # fmt: skip
 MIN_OUTCOMES = 30  # acceptances and refusals a campaign needs for a model of its own
@@ -124,14 +117,16 @@ class PerCampaign(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: pd.DataFrame, y, sample_weight=None) -> PerCampaign:
         y = np.asarray(y)
-        w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype="float64")
+        w = None if sample_weight is None else np.asarray(sample_weight, dtype="float64")
         self.classes_ = np.array([0, 1])
         self.pooled_ = clone(self.base).fit(X, y, **weighted(w))
         self.campaigns_ = {}
         for campaign, rows in X.groupby("campaign_id").indices.items():
             accepted = int(y[rows].sum())
             if accepted >= self.min_outcomes and len(rows) - accepted >= self.min_outcomes:
-                self.campaigns_[str(campaign)] = clone(self.base).fit(X.iloc[rows], y[rows], **weighted(w[rows]))
+                self.campaigns_[str(campaign)] = clone(self.base).fit(
+                    X.iloc[rows], y[rows], **weighted(None if w is None else w[rows])
+                )
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
