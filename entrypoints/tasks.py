@@ -178,9 +178,9 @@ def build_missing_features(business_date: dt.date, settings: Settings, config) -
     from expectations.runner import gate_landing as gate
     from ingestion.extract import extract_entity
     from ingestion.raw_load import load_business_date
-    from ml.training_set import TrainingWindow, feature_dates_missing
+    from ml.training_set import feature_dates_missing
 
-    window = TrainingWindow(business_date, config.window_days, config.feature_step_days)
+    window = config.window(business_date, settings)
     wh = warehouse(settings)
     with wh.connect() as session:
         dates = feature_dates_missing(session, window)

@@ -15,8 +15,11 @@ stand for the eligible population when nobody's model picked them: the bank's ow
 contact customers uniformly at random, and the exploration arm draws one of a customer's eligible
 offers uniformly (:func:`ml.train.chosen_at_random` keeps those; the model arm's contacts are the
 champion's own top picks, on which every model would be judged where the champion already looked).
-Each weighs the same here (training weighs them by the inverse of their logged probability:
-decision 0028).
+Each counts with the weight training gives it, the inverse of the probability its offer was
+drawn with (decision 0028): an exploration contact drawn among k eligible offers stands for the k.
+Measured unweighted, a model trained on the weighted contacts is judged on another population than
+the one it was fitted to: the closed loop's first retrain was refused for a calibration error of
+0.025 read that way (``make bench-loop``).
 
 ``capture_at_capacity`` adds the campaigns up as the arbitration's objective does: each campaign's
 precision at capacity x its capacity x its offer's value x its weight, over the same sum for a
@@ -24,7 +27,7 @@ ranking that knew the outcomes (every acceptance first). 1.0 is a perfect rankin
 scores about the campaigns' acceptance rates over that ceiling (``capture_random``).
 
 ``calibration_error`` is the expected calibration error over ten quantile bins: the
-contact-weighted mean of |mean predicted - acceptance rate| per bin. The arbitration compares
+weighted mean of |mean predicted - acceptance rate| per bin. The arbitration compares
 propensity x value across campaigns, so probabilities that are off shift offers between them.
 """
 
@@ -77,19 +80,36 @@ def campaign_capacities(session: Session, business_date: dt.date) -> tuple[dt.da
     return as_of, capacities
 
 
-def calibration_error(y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
-    """Expected calibration error over ``bins`` quantile bins of ``p``."""
+def calibration_error(
+    y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS, weights: np.ndarray | None = None
+) -> float:
+    """Expected calibration error over ``bins`` quantile bins of ``p``, each contact counting its
+    weight (``weights``; all 1 when None): the bins hold equal weight, and each adds
+    |weighted mean predicted - weighted acceptance rate| x its weight."""
+    w = np.ones(len(p)) if weights is None else np.asarray(weights, dtype="float64")
     order = np.argsort(p, kind="stable")
-    total = 0.0
-    for part in np.array_split(order, bins):
-        if len(part):
-            total += len(part) * abs(float(p[part].mean()) - float(y[part].mean()))
-    return total / max(len(p), 1)
+    w, p, y = w[order], np.asarray(p, dtype="float64")[order], np.asarray(y, dtype="float64")[order]
+    total = w.sum()
+    if not total:
+        return 0.0
+    start = np.cumsum(w) - w  # the weight before each contact
+    which = np.minimum((start / total * bins).astype(int), bins - 1)
+    gap = np.bincount(which, weights=w * p, minlength=bins) - np.bincount(which, weights=w * y, minlength=bins)
+    return float(np.abs(gap).sum() / total)
 
 
-def capture_metrics(y: np.ndarray, p: np.ndarray, campaigns: pd.Series, capacities: dict[str, Capacity]) -> dict:
+def capture_metrics(
+    y: np.ndarray,
+    p: np.ndarray,
+    campaigns: pd.Series,
+    capacities: dict[str, Capacity],
+    weights: np.ndarray | None = None,
+) -> dict:
     """``capture_at_capacity``, ``capture_random``, ``calibration_error`` and each live campaign's
-    ``precision_at_capacity.<campaign>`` on held-out contacts (outcomes ``y``, probabilities ``p``)."""
+    ``precision_at_capacity.<campaign>`` on held-out contacts (outcomes ``y``, probabilities ``p``),
+    each contact counting its ``weights`` (all 1 when None): an exploration contact drawn among k
+    offers stands for the k eligible pairs (decision 0028), as it does in training."""
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype="float64")
     out: dict[str, float] = {}
     ours = best = random = 0.0
     groups = campaigns.groupby(campaigns.to_numpy()).indices
@@ -97,14 +117,17 @@ def capture_metrics(y: np.ndarray, p: np.ndarray, campaigns: pd.Series, capaciti
         idx = groups.get(campaign)
         if idx is None or len(idx) == 0:
             continue
-        top = max(1, round(capacity.share * len(idx)), min(MIN_TOP, len(idx) // 4))
-        ranked = y[idx][np.argsort(-p[idx], kind="stable")]
-        precision = float(ranked[:top].mean())
+        order = idx[np.argsort(-p[idx], kind="stable")]
+        ranked, mass = y[order].astype("float64"), w[order]
+        per_contact = mass.sum() / len(idx)
+        top = max(1, round(capacity.share * len(idx)), min(MIN_TOP, len(idx) // 4))  # in contacts of mean weight
+        count = int(np.searchsorted(np.cumsum(mass), top * per_contact * (1 - 1e-9))) + 1  # those holding that weight
+        precision = float((ranked[:count] * mass[:count]).sum() / mass[:count].sum())
         out[f"precision_at_capacity.{campaign}"] = round(precision, 6)
         ours += capacity.worth * precision
-        best += capacity.worth * min(1.0, float(ranked.sum()) / top)
-        random += capacity.worth * float(ranked.mean())
+        best += capacity.worth * min(1.0, float((ranked * mass).sum()) / (top * per_contact))
+        random += capacity.worth * float((ranked * mass).sum() / mass.sum())
     out["capture_at_capacity"] = ours / best if best else 0.0
     out["capture_random"] = random / best if best else 0.0
-    out["calibration_error"] = calibration_error(y, p)
+    out["calibration_error"] = calibration_error(y, p, weights=w)
     return out

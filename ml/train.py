@@ -66,6 +66,12 @@ class TrainingConfig:
         if not 0 <= self.promotion_margin < 1:
             raise ValueError(f"promotion_margin must be in [0, 1) (got {self.promotion_margin})")
 
+    def window(self, business_date: dt.date, settings: Settings) -> TrainingWindow:
+        """The contacts a training for ``business_date`` learns from: a contact's outcome is final
+        once the daily delta no longer re-reads its day (``CRM_LATE_ARRIVAL_DAYS`` + 1; decision 0029)."""
+        settled = settings.extraction.late_arrival_days + 1
+        return TrainingWindow(business_date, self.window_days, self.feature_step_days, settled)
+
 
 @dataclass(frozen=True)
 class TrainingResult:
@@ -167,12 +173,15 @@ def holdout_metrics(
     campaigns: pd.Series,
     capacities: dict[str, Capacity],
     random: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> dict[str, float]:
     """What the gate compares (:func:`ml.gate.capture_metrics`, on the contacts chosen at random:
-    ``random``, all when None) and the usual ranking measures."""
+    ``random``, all when None, each counting its training weight: ``weights``, 1 when None) and the
+    usual ranking measures."""
     from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
     random = np.ones(len(y), dtype=bool) if random is None else random
+    weights = np.ones(len(y)) if weights is None else weights
 
     order = np.argsort(-p, kind="stable")
     top = order[: max(1, len(p) // 10)]
@@ -181,7 +190,7 @@ def holdout_metrics(
         "pr_auc": float(average_precision_score(y, p)),
         "brier": float(brier_score_loss(y, p)),
         "lift_top_decile": float(y[top].mean() / max(y.mean(), 1e-9)),
-        **capture_metrics(y[random], p[random], campaigns[random], capacities),
+        **capture_metrics(y[random], p[random], campaigns[random], capacities, weights[random]),
         "gate_contacts": float(random.sum()),
     }
     for campaign, idx in campaigns.groupby(campaigns.to_numpy()).indices.items():
@@ -216,7 +225,11 @@ def _champion_on(
         return version, None, f"champion v{version} cannot score today's features (missing {missing})"
     p = mlflow.sklearn.load_model(uri).predict_proba(holdout[names])[:, 1]
     y, campaigns = holdout["accepted"].to_numpy(), holdout["campaign_id"]
-    return version, holdout_metrics(y, p, campaigns, capacities, chosen_at_random(holdout)), ""
+    return (
+        version,
+        holdout_metrics(y, p, campaigns, capacities, chosen_at_random(holdout), contact_weights(holdout)),
+        "",
+    )
 
 
 def promotion(
@@ -251,7 +264,7 @@ def train_and_register(
     from sklearn import __version__ as sklearn_version
 
     config = config or TrainingConfig()
-    window = TrainingWindow(business_date, config.window_days, config.feature_step_days)
+    window = config.window(business_date, settings)
     with warehouse(settings).connect() as session:
         missing = feature_dates_missing(session, window)
     if missing:  # the contacts of those dates would be left out of the training set unsaid
@@ -274,7 +287,7 @@ def train_and_register(
             f"and {MIN_ACCEPTANCES} acceptances); widen training_window_days"
         )
     train, holdout = time_split(df, 0.2)
-    y = holdout["accepted"].to_numpy()
+    y, weights = holdout["accepted"].to_numpy(), contact_weights(holdout)
     client = mlflow_client(settings)
     example = df[FEATURES].head(5)
     with mlflow.start_run(run_name=f"train-{business_date}") as parent, tempfile.TemporaryDirectory() as tmp:
@@ -303,7 +316,7 @@ def train_and_register(
             with mlflow.start_run(run_name=name, nested=True) as child:
                 model, method = fit_calibrated(name, train)
                 p = model.predict_proba(holdout[FEATURES])[:, 1]
-                metrics = holdout_metrics(y, p, holdout["campaign_id"], capacities, chosen_at_random(holdout))
+                metrics = holdout_metrics(y, p, holdout["campaign_id"], capacities, chosen_at_random(holdout), weights)
                 mlflow.log_params({"candidate": name, "calibration": method, **_estimator_params(model)})
                 mlflow.log_metrics(metrics)
                 cand = out / name

@@ -3,10 +3,12 @@
 A contact made on day C is joined to the customer's row of ``marts.customer_features`` with the
 latest ``as_of_date`` before C (C - 1 when the daily pipeline ran that day), and never one older
 than ``feature_step_days``: the features are what the bank knew before it called, never after.
-The label is the contact's outcome, ``is_accepted``, and only contacts whose campaign's response
-window has closed by the training date are used (before that, a contact that has not accepted yet
-still may). The bank's response feed carries no response date: an ``ACCEPTED`` outcome recorded
-for the contact is the acceptance within the window.
+The label is the contact's outcome, ``is_accepted``, and only contacts whose outcome is final in
+the warehouse by the training date are used: those whose day the daily delta no longer re-reads
+(``settled_days``: ``CRM_LATE_ARRIVAL_DAYS`` + 1, decision 0029). A response that arrives later
+than the re-read is never extracted at all, so waiting longer learns nothing more; waiting for the
+campaign's response window (14 to 60 days) left out 37 % of an 84-day window's contacts, and every
+contact of a closed loop's first fortnight.
 
 The feature store fills up day by day as ``crm_daily`` runs. Where it has no row close enough
 before a contact (the first training of a new installation, or a gap), :func:`feature_dates_missing`
@@ -35,20 +37,22 @@ class TrainingWindow:
     business_date: dt.date
     window_days: int = 84  # contacts of the last 84 days (the 90-day features need 180 days of transactions)
     feature_step_days: int = 7  # features at most this many days before the contact
+    settled_days: int = 4  # a contact's outcome is final this many days on: CRM_LATE_ARRIVAL_DAYS + 1
 
     def __post_init__(self) -> None:
         if self.window_days < 14:
             raise ValueError(f"training_window_days must be at least 14 (got {self.window_days})")
         if not 1 <= self.feature_step_days <= 31:
             raise ValueError(f"feature_step_days must be between 1 and 31 (got {self.feature_step_days})")
+        if self.settled_days < 1:
+            raise ValueError(f"settled_days (CRM_LATE_ARRIVAL_DAYS + 1) must be at least 1 (got {self.settled_days})")
 
     @property
     def first_contact(self) -> dt.date:
         return self.business_date - dt.timedelta(days=self.window_days)
 
 
-_CONTACT_COLUMNS = ("contact_id", "customer_id", "campaign_id", "contact_date", "is_accepted", "response_window_days",
-                    "list_date")  # fmt: skip
+_CONTACT_COLUMNS = ("contact_id", "customer_id", "campaign_id", "contact_date", "is_accepted", "list_date")
 CONTACTS = sa.table("fct_campaign_contacts", *map(sa.column, _CONTACT_COLUMNS), schema="marts")
 FEATURE_ROWS = sa.table("customer_features", *map(sa.column, ("as_of_date", "customer_id", *FEATURES)), schema="marts")
 
@@ -68,7 +72,7 @@ def _lists_known(session: Session) -> bool:
 
 def _usable_features(window: TrainingWindow, listed: bool = False) -> tuple[sa.CTE, sa.CTE]:
     """What both queries start from: ``contacts``, the window's contacts whose outcome is final on
-    the business date, and ``usable``: per contact, the stored feature dates close enough before
+    the business date (``settled_days`` old), and ``usable``: per contact, the stored feature dates close enough before
     it (at most ``feature_step_days``)."""
     c = CONTACTS.c
     list_date = c.list_date if listed else sa.cast(sa.null(), sa.Date())
@@ -81,7 +85,7 @@ def _usable_features(window: TrainingWindow, listed: bool = False) -> tuple[sa.C
         list_date.label("list_date"),
     ).where(
         c.contact_date >= window.first_contact,
-        days_after(c.contact_date, c.response_window_days) <= window.business_date,
+        c.contact_date <= window.business_date - dt.timedelta(days=window.settled_days),
     )
     contacts = contacts.cte("contacts")
     stored = sa.select(FEATURE_ROWS.c.as_of_date).distinct().cte("stored")

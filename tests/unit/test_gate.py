@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 from ml.gate import Capacity, calibration_error, capture_metrics
 from ml.registry import CHALLENGER, CHAMPION
-from ml.train import chosen_at_random, holdout_metrics, promotion
+from ml.train import chosen_at_random, contact_weights, holdout_metrics, promotion
 
 CAPACITIES = {"CMP-A": Capacity(share=0.05, worth=600 * 400.0), "CMP-B": Capacity(share=0.2, worth=200 * 100.0)}
 
@@ -113,3 +113,40 @@ def test_a_campaign_top_of_a_few_dozen_contacts_is_read_over_min_top():
         capture_metrics(y, right, campaigns, tiny)["capture_at_capacity"]
         > capture_metrics(y, lucky, campaigns, tiny)["capture_at_capacity"]
     )
+
+
+def test_the_gate_measures_contacts_with_their_training_weights():
+    """An exploration contact drawn among k offers stands for k eligible pairs (decision 0028). A model
+    fitted on the weighted contacts predicts the rate of the pairs they stand for: the gate must find
+    it calibrated, not off by the gap between the logged contacts and those pairs."""
+    rng = np.random.default_rng(11)
+    n = 60_000
+    offers = rng.choice([1, 8], n, p=[0.8, 0.2])  # customers with 8 eligible offers are drawn 1/8 as often
+    y = (rng.random(n) < np.where(offers == 8, 0.10, 0.02)).astype(int)
+    contacts = pd.DataFrame({"arm": "exploration", "selection_probability": 1.0 / offers})
+    weights = contact_weights(contacts)
+    stands_for = float((weights * np.where(offers == 8, 0.10, 0.02)).sum() / weights.sum())  # 0.073
+    p = np.clip(stands_for + rng.normal(0, 0.002, n), 0.001, 0.999)
+    campaigns = pd.Series(["CMP-A"] * n)
+    weighted = holdout_metrics(y, p, campaigns, CAPACITIES, chosen_at_random(contacts), weights)
+    assert weighted["calibration_error"] < 0.01
+    assert holdout_metrics(y, p, campaigns, CAPACITIES)["calibration_error"] > 0.03  # the logged contacts' rate: 0.036
+    # weights of 1 measure exactly what no weights do
+    ones = capture_metrics(y, p, campaigns, CAPACITIES, np.ones(n))
+    assert ones == capture_metrics(y, p, campaigns, CAPACITIES)
+
+
+def test_precision_at_capacity_counts_each_contact_for_the_pairs_it_stands_for():
+    """Two contacts ranked first, one drawn among 8 offers: the top share of the campaign's eligible
+    pairs is mostly what that one stands for, so its outcome weighs 8 times the other's."""
+    p = np.linspace(0.9, 0.01, 1000)
+    y = np.zeros(1000, dtype=int)
+    y[0] = 1  # the first-ranked contact accepted, the second refused
+    w = np.ones(1000)
+    w[0] = 8.0
+    campaigns = pd.Series(["CMP-A"] * 1000)
+    one = {"CMP-A": Capacity(share=0.002, worth=1.0)}
+    m = capture_metrics(y, p, campaigns, one, w)
+    # the top is read over a quarter of the contacts: 250 of the mean weight 1.007, so the first 245
+    # contacts (8 + 244 of weight); unweighted it would be 1 acceptance in 250
+    assert m["precision_at_capacity.CMP-A"] == round(8 / 252, 6)

@@ -49,7 +49,7 @@ def _features(con, day: dt.date, customer: int = 1, age: float = 40):
 def test_missing_dates_sit_on_the_weekly_grid_just_before_each_uncovered_contact(con):
     _contact(con, 1, D - dt.timedelta(days=40))  # grid: D-1-7k just before it is D-43 (k=6)
     _contact(con, 2, D - dt.timedelta(days=36))  # D-36 -> k=6 as well: one date serves both
-    _contact(con, 3, D - dt.timedelta(days=10), window=30)  # outcome not final yet: needs nothing
+    _contact(con, 3, D - dt.timedelta(days=3), window=30)  # its day is still re-read: needs nothing
     _contact(con, 4, D - dt.timedelta(days=60))
     _features(con, D - dt.timedelta(days=61))  # the daily run of the day before contact 4
     assert feature_dates_missing(con, TrainingWindow(D)) == [D - dt.timedelta(days=43)]
@@ -74,3 +74,22 @@ def test_features_older_than_the_step_are_not_used(con):
     _features(con, day - dt.timedelta(days=8))
     assert training_frame(con, TrainingWindow(D)).empty
     assert feature_dates_missing(con, TrainingWindow(D)) == [D - dt.timedelta(days=1 + 7 * 8)]
+
+
+def test_a_contact_is_learnt_from_once_the_daily_delta_no_longer_rereads_its_day(con):
+    """The daily delta re-reads the last CRM_LATE_ARRIVAL_DAYS (3) days: a contact's outcome can change
+    until then and never after, whatever its campaign's response window (decision 0029)."""
+    for n, age in enumerate((3, 4, 10, 29), start=1):
+        day = D - dt.timedelta(days=age)
+        _contact(con, n, day, window=30, accepted=n % 2)
+        _features(con, day - dt.timedelta(days=1))
+    window = TrainingWindow(D, settled_days=4)
+    assert sorted(training_frame(con, window)["contact_id"]) == ["R2", "R3", "R4"]
+    assert sorted(training_frame(con, TrainingWindow(D, settled_days=11))["contact_id"]) == ["R4"]
+
+
+def test_the_settled_days_follow_the_late_arrival_setting(monkeypatch):
+    from ml.train import TrainingConfig
+
+    monkeypatch.setenv("CRM_LATE_ARRIVAL_DAYS", "6")
+    assert TrainingConfig().window(D, Settings()).settled_days == 7
