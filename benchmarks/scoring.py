@@ -176,40 +176,49 @@ def _traits(oracle, ids, family_seen: bool):
     return np.column_stack([t[k] for k in keys] + [family])
 
 
-def _ceilings(train: Settings, score: Settings) -> dict[str, float]:
-    """The oracle capture of per-campaign logistic regressions on the hidden traits (module docstring)."""
-    import numpy as np
+def trait_models(contacts, oracle, family_seen: bool) -> dict:
+    """Per campaign, a logistic regression of the ``contacts``' outcomes on their hidden traits."""
     from sklearn.linear_model import LogisticRegression
 
-    from crm.warehouse import warehouse
+    x, y = _traits(oracle, contacts["customer_id"], family_seen), contacts["accepted"].to_numpy()
+    return {
+        campaign: LogisticRegression(max_iter=3000).fit(x[rows], y[rows])
+        for campaign, rows in contacts.groupby("campaign_id").indices.items()
+    }
+
+
+def trait_capture(models: dict, family_seen: bool, pairs, policy, oracle, business_date, seed: int) -> float:
+    """The oracle capture of the arbitration fed ``trait_models``' probabilities for ``pairs``."""
+    import numpy as np
+
     from ml.arbitrate import arbitrate
-    from ml.evaluate import compare, measured_pairs
+    from ml.evaluate import compare
+
+    xs, p = _traits(oracle, pairs["customer_id"], family_seen), np.zeros(len(pairs))
+    for campaign, rows in pairs.groupby("campaign_id").indices.items():
+        if campaign in models:
+            p[rows] = models[campaign].predict_proba(xs[rows])[:, 1]
+    ours = arbitrate(pairs.assign(propensity=p), policy)
+    return compare(pairs, ours, oracle, policy, business_date, seed).oracle_capture
+
+
+def _ceilings(train: Settings, score: Settings) -> dict[str, float]:
+    """The oracle capture of per-campaign logistic regressions on the hidden traits (module docstring)."""
+    from crm.warehouse import warehouse
+    from ml.evaluate import measured_pairs
     from ml.train import TrainingConfig
-    from ml.training_set import TrainingWindow, training_frame
+    from ml.training_set import training_frame
     from sandbox.oracle import Oracle
 
-    config = TrainingConfig()
     with warehouse(train).connect() as session:
-        contacts = training_frame(session, TrainingWindow(BUSINESS_DATE, config.window_days, config.feature_step_days))
+        contacts = training_frame(session, TrainingConfig().window(BUSINESS_DATE, train))
     pairs, policy = measured_pairs(BUSINESS_DATE, score)
-    trained_on, scored = (
-        Oracle(train.sandbox.customers, train.sandbox.seed),
-        Oracle(score.sandbox.customers, score.sandbox.seed),
-    )
-    y, to_score = contacts["accepted"].to_numpy(), pairs.groupby("campaign_id").indices
+    trained_on = Oracle(train.sandbox.customers, train.sandbox.seed)
+    scored = Oracle(score.sandbox.customers, score.sandbox.seed)
     out = {}
     for label, family_seen in (("all_traits", True), ("family_unseen", False)):
-        x, xs = (
-            _traits(trained_on, contacts["customer_id"], family_seen),
-            _traits(scored, pairs["customer_id"], family_seen),
-        )
-        p = np.zeros(len(pairs))
-        for campaign, rows in contacts.groupby("campaign_id").indices.items():
-            if campaign in to_score:
-                fitted = LogisticRegression(max_iter=3000).fit(x[rows], y[rows])
-                p[to_score[campaign]] = fitted.predict_proba(xs[to_score[campaign]])[:, 1]
-        ours = arbitrate(pairs.assign(propensity=p), policy)
-        out[label] = compare(pairs, ours, scored, policy, BUSINESS_DATE, score.sandbox.seed).oracle_capture
+        models = trait_models(contacts, trained_on, family_seen)
+        out[label] = trait_capture(models, family_seen, pairs, policy, scored, BUSINESS_DATE, score.sandbox.seed)
     return out
 
 
