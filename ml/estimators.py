@@ -119,6 +119,7 @@ class PerCampaign(ClassifierMixin, BaseEstimator):
         y = np.asarray(y)
         w = None if sample_weight is None else np.asarray(sample_weight, dtype="float64")
         self.classes_ = np.array([0, 1])
+        self.log_odds_ = True  # see decision_function
         self.pooled_ = clone(self.base).fit(X, y, **weighted(w))
         self.campaigns_ = {}
         for campaign, rows in X.groupby("campaign_id").indices.items():
@@ -135,11 +136,17 @@ class PerCampaign(ClassifierMixin, BaseEstimator):
             p[rows] = self.campaigns_.get(str(campaign), self.pooled_).predict_proba(X.iloc[rows])[:, 1]
         return np.column_stack([1 - p, p])
 
+    def __setstate__(self, state: dict) -> None:
+        # fitted by an older release (no ``log_odds_``): its calibration was fitted on probabilities
+        super().__setstate__({"log_odds_": False, **state} if "pooled_" in state else state)
+
+    @available_if(lambda self: getattr(self, "log_odds_", True))
     def decision_function(self, X: pd.DataFrame) -> np.ndarray:
         """The log-odds, which the calibration's sigmoid is fitted on. Without them it is fitted on
         probabilities, and no sigmoid of a probability is the identity: the calibrated model
         was 0.03 too high on the least likely tenth and too low on the likeliest (``make bench-loop``'s
-        first retrain, refused for it)."""
+        first retrain, refused for it). A model fitted by an older release, unpickled, has none: its
+        sigmoid was fitted on probabilities, and its calibration keeps reading those."""
         p = np.clip(self.predict_proba(X)[:, 1], 1e-12, 1 - 1e-12)
         return np.log(p) - np.log1p(-p)
 

@@ -81,3 +81,28 @@ def test_a_calibrated_candidate_is_right_from_the_least_to_the_most_likely(candi
     unseen = contacts(5)
     p = model.predict_proba(unseen[FEATURES])[:, 1]
     assert calibration_error(unseen["accepted"].to_numpy(), p) < 0.015
+
+
+def test_a_per_campaign_model_registered_before_it_had_log_odds_scores_as_it_was_calibrated():
+    """A champion registered by an older release had its sigmoid fitted on probabilities: loaded by
+    this one, its calibration must keep reading probabilities, or its every score changes."""
+    contacts = _contacts(np.random.default_rng(2))
+    model, _ = fit_calibrated("per_campaign_logistic", contacts)
+    import pickle
+
+    import skops.io
+
+    def reloaded(m):
+        return skops.io.loads(skops.io.dumps(m), trusted=skops.io.get_untrusted_types(data=skops.io.dumps(m)))
+
+    unseen = _contacts(np.random.default_rng(9))[FEATURES]
+    assert hasattr(reloaded(model).calibrated_classifiers_[0].estimator, "decision_function")  # this release's
+    assert np.allclose(reloaded(model).predict_proba(unseen), model.predict_proba(unseen))
+    del model.calibrated_classifiers_[0].estimator.log_odds_  # as an older release fitted it
+    model = reloaded(model)
+    inner = model.calibrated_classifiers_[0].estimator
+    assert not hasattr(inner, "decision_function")
+    assert not hasattr(pickle.loads(pickle.dumps(inner)), "decision_function")
+    calibrator = model.calibrated_classifiers_[0].calibrators[0]
+    on_probabilities = calibrator.predict(inner.predict_proba(unseen)[:, 1])
+    assert np.allclose(model.predict_proba(unseen)[:, 1], on_probabilities)
