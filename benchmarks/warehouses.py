@@ -68,9 +68,16 @@ def land(con, bank, business_date: dt.date, transaction_days: int, response_days
             """,
             [business_date],
         )
-    for k in range(response_days):
-        day = business_date - dt.timedelta(days=k)
+    response_dates = [business_date - dt.timedelta(days=k) for k in range(response_days)]
+    for day in response_dates:
         _insert(con, "campaign_responses", bank.campaign_responses(ids, day), CampaignResponse, business_date)
+    # the days each windowed entity's load wrote, as raw._coverage records them (training reads it)
+    for entity, landed in (("transactions", days), ("campaign_responses", response_dates)):
+        if not landed:
+            continue
+        con.execute("delete from raw._coverage where entity = ? and day between ? and ?",
+                    [entity, min(landed), max(landed)])  # fmt: skip
+        con.executemany("insert into raw._coverage values (?, ?, ?)", [(entity, d, business_date) for d in landed])
     return {
         t: con.execute(f"select count(*) from raw.{t}").fetchone()[0]
         for t in ("customers", "accounts", "transactions", "campaign_responses")

@@ -68,9 +68,10 @@ class TrainingConfig:
 
     def window(self, business_date: dt.date, settings: Settings) -> TrainingWindow:
         """The contacts a training for ``business_date`` learns from: a contact's outcome is final
-        once the daily delta no longer re-reads its day (``CRM_LATE_ARRIVAL_DAYS`` + 1; decision 0029)."""
-        settled = settings.extraction.late_arrival_days + 1
-        return TrainingWindow(business_date, self.window_days, self.feature_step_days, settled)
+        once the run that re-reads its day for the last time (``CRM_LATE_ARRIVAL_DAYS`` on) loaded it
+        (decision 0029)."""
+        late = settings.extraction.late_arrival_days
+        return TrainingWindow(business_date, self.window_days, self.feature_step_days, late)
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,12 @@ A contact made on day C is joined to the customer's row of ``marts.customer_feat
 latest ``as_of_date`` before C (C - 1 when the daily pipeline ran that day), and never one older
 than ``feature_step_days``: the features are what the bank knew before it called, never after.
 The label is the contact's outcome, ``is_accepted``, and only contacts whose outcome is final in
-the warehouse by the training date are used: those whose day the daily delta no longer re-reads
-(``settled_days``: ``CRM_LATE_ARRIVAL_DAYS`` + 1, decision 0029). A response that arrives later
-than the re-read is never extracted at all, so waiting longer learns nothing more; waiting for the
+the warehouse are used (decision 0029): those whose day was loaded by the run that re-reads it for
+the last time, ``CRM_LATE_ARRIVAL_DAYS`` after it (``raw._coverage`` says which run last loaded each
+day). Under the daily schedule, a training as of D learns from the contacts up to D - 3. Read from
+what was loaded, not from D: after days without a successful ``crm_daily`` the unread days wait,
+instead of counting their late acceptances as refusals. A response that arrives later than the
+re-read is never extracted at all, so waiting longer learns nothing more; waiting for the
 campaign's response window (14 to 60 days) left out 37 % of an 84-day window's contacts, and every
 contact of a closed loop's first fortnight.
 
@@ -37,15 +40,15 @@ class TrainingWindow:
     business_date: dt.date
     window_days: int = 84  # contacts of the last 84 days (the 90-day features need 180 days of transactions)
     feature_step_days: int = 7  # features at most this many days before the contact
-    settled_days: int = 4  # a contact's outcome is final this many days on: CRM_LATE_ARRIVAL_DAYS + 1
+    late_arrival_days: int = 3  # CRM_LATE_ARRIVAL_DAYS: the run of this many days on reads a day for the last time
 
     def __post_init__(self) -> None:
         if self.window_days < 14:
             raise ValueError(f"training_window_days must be at least 14 (got {self.window_days})")
         if not 1 <= self.feature_step_days <= 31:
             raise ValueError(f"feature_step_days must be between 1 and 31 (got {self.feature_step_days})")
-        if self.settled_days < 1:
-            raise ValueError(f"settled_days (CRM_LATE_ARRIVAL_DAYS + 1) must be at least 1 (got {self.settled_days})")
+        if self.late_arrival_days < 0:
+            raise ValueError(f"CRM_LATE_ARRIVAL_DAYS must be at least 0 (got {self.late_arrival_days})")
 
     @property
     def first_contact(self) -> dt.date:
@@ -54,6 +57,8 @@ class TrainingWindow:
 
 _CONTACT_COLUMNS = ("contact_id", "customer_id", "campaign_id", "contact_date", "is_accepted", "list_date")
 CONTACTS = sa.table("fct_campaign_contacts", *map(sa.column, _CONTACT_COLUMNS), schema="marts")
+# the days raw holds, each with the business date whose run last loaded it (ingestion.raw_load.COVERAGE)
+COVERAGE = sa.table("_coverage", *map(sa.column, ("entity", "day", "_business_date")), schema="raw")
 FEATURE_ROWS = sa.table("customer_features", *map(sa.column, ("as_of_date", "customer_id", *FEATURES)), schema="marts")
 
 
@@ -71,9 +76,10 @@ def _lists_known(session: Session) -> bool:
 
 
 def _usable_features(window: TrainingWindow, listed: bool = False) -> tuple[sa.CTE, sa.CTE]:
-    """What both queries start from: ``contacts``, the window's contacts whose outcome is final on
-    the business date (``settled_days`` old), and ``usable``: per contact, the stored feature dates close enough before
-    it (at most ``feature_step_days``)."""
+    """What both queries start from: ``contacts``, the window's contacts before the business date
+    whose outcome is final (their day loaded by a run ``late_arrival_days`` or more after it), and
+    ``usable``: per contact, the stored feature dates close enough before it (at most
+    ``feature_step_days``)."""
     c = CONTACTS.c
     list_date = c.list_date if listed else sa.cast(sa.null(), sa.Date())
     contacts = sa.select(
@@ -85,7 +91,12 @@ def _usable_features(window: TrainingWindow, listed: bool = False) -> tuple[sa.C
         list_date.label("list_date"),
     ).where(
         c.contact_date >= window.first_contact,
-        c.contact_date <= window.business_date - dt.timedelta(days=window.settled_days),
+        c.contact_date < window.business_date,
+        sa.exists().where(
+            COVERAGE.c.entity == "campaign_responses",
+            COVERAGE.c.day == c.contact_date,
+            COVERAGE.c._business_date >= days_after(c.contact_date, window.late_arrival_days),
+        ),
     )
     contacts = contacts.cte("contacts")
     stored = sa.select(FEATURE_ROWS.c.as_of_date).distinct().cte("stored")

@@ -23,6 +23,8 @@ def con(tmp_path):
         "create table marts.fct_campaign_contacts (contact_id varchar(20), customer_id bigint, "
         "campaign_id varchar(20), contact_date date, is_accepted integer, response_window_days integer)"
     )
+    wh.execute("create schema raw")
+    wh.execute("create table raw._coverage (entity varchar(40), day date, _business_date date)")
     numeric = ", ".join(f"{c} double precision" for c in NUMERIC_FEATURES)
     wh.execute(
         f"create table marts.customer_features (as_of_date date, customer_id bigint, segment varchar(20), "
@@ -32,9 +34,14 @@ def con(tmp_path):
         yield session
 
 
-def _contact(con, n: int, day: dt.date, window: int = 30, accepted: int = 0, customer: int = 1):
+def _contact(con, n: int, day: dt.date, window: int = 30, accepted: int = 0, customer: int = 1, loaded_by=D):
+    """A contact on ``day``, whose day raw last loaded in the run of ``loaded_by`` (None: not loaded)."""
     con.execute("insert into marts.fct_campaign_contacts values (:id, :customer, 'CMP-A', :day, :accepted, :window)",
                 {"id": f"R{n}", "customer": customer, "day": day, "accepted": accepted, "window": window})  # fmt: skip
+    if loaded_by and not con.scalar("select count(*) from raw._coverage where day = :day", {"day": day}):
+        con.execute(
+            "insert into raw._coverage values ('campaign_responses', :day, :run)", {"day": day, "run": loaded_by}
+        )
 
 
 def _features(con, day: dt.date, customer: int = 1, age: float = 40):
@@ -49,7 +56,7 @@ def _features(con, day: dt.date, customer: int = 1, age: float = 40):
 def test_missing_dates_sit_on_the_weekly_grid_just_before_each_uncovered_contact(con):
     _contact(con, 1, D - dt.timedelta(days=40))  # grid: D-1-7k just before it is D-43 (k=6)
     _contact(con, 2, D - dt.timedelta(days=36))  # D-36 -> k=6 as well: one date serves both
-    _contact(con, 3, D - dt.timedelta(days=3), window=30)  # its day is still re-read: needs nothing
+    _contact(con, 3, D - dt.timedelta(days=2), window=30)  # its day is still re-read: needs nothing
     _contact(con, 4, D - dt.timedelta(days=60))
     _features(con, D - dt.timedelta(days=61))  # the daily run of the day before contact 4
     assert feature_dates_missing(con, TrainingWindow(D)) == [D - dt.timedelta(days=43)]
@@ -76,20 +83,33 @@ def test_features_older_than_the_step_are_not_used(con):
     assert feature_dates_missing(con, TrainingWindow(D)) == [D - dt.timedelta(days=1 + 7 * 8)]
 
 
-def test_a_contact_is_learnt_from_once_the_daily_delta_no_longer_rereads_its_day(con):
+def test_a_contact_is_learnt_from_once_the_run_that_last_rereads_its_day_loaded_it(con):
     """The daily delta re-reads the last CRM_LATE_ARRIVAL_DAYS (3) days: a contact's outcome can change
-    until then and never after, whatever its campaign's response window (decision 0029)."""
-    for n, age in enumerate((3, 4, 10, 29), start=1):
+    until the run 3 days after it and never after, whatever its campaign's response window (decision
+    0029)."""
+    for n, age in enumerate((2, 3, 10, 29), start=1):
         day = D - dt.timedelta(days=age)
         _contact(con, n, day, window=30, accepted=n % 2)
         _features(con, day - dt.timedelta(days=1))
-    window = TrainingWindow(D, settled_days=4)
-    assert sorted(training_frame(con, window)["contact_id"]) == ["R2", "R3", "R4"]
-    assert sorted(training_frame(con, TrainingWindow(D, settled_days=11))["contact_id"]) == ["R4"]
+    assert sorted(training_frame(con, TrainingWindow(D, late_arrival_days=3))["contact_id"]) == ["R2", "R3", "R4"]
+    assert sorted(training_frame(con, TrainingWindow(D, late_arrival_days=10))["contact_id"]) == ["R3", "R4"]
 
 
-def test_the_settled_days_follow_the_late_arrival_setting(monkeypatch):
+def test_after_days_without_a_run_the_days_not_read_for_the_last_time_wait(con):
+    """crm_daily last succeeded on D - 5: the days it read are final up to D - 8, whatever the date
+    asked for; a contact whose day raw never loaded is not a refusal either."""
+    last_run = D - dt.timedelta(days=5)
+    for n, age in enumerate((6, 7, 8, 9), start=1):
+        day = D - dt.timedelta(days=age)
+        _contact(con, n, day, accepted=0, loaded_by=last_run)
+        _features(con, day - dt.timedelta(days=1))
+    _contact(con, 5, D - dt.timedelta(days=20), loaded_by=None)
+    _features(con, D - dt.timedelta(days=21))
+    assert sorted(training_frame(con, TrainingWindow(D))["contact_id"]) == ["R3", "R4"]
+
+
+def test_the_late_arrival_days_follow_the_setting(monkeypatch):
     from ml.train import TrainingConfig
 
     monkeypatch.setenv("CRM_LATE_ARRIVAL_DAYS", "6")
-    assert TrainingConfig().window(D, Settings()).settled_days == 7
+    assert TrainingConfig().window(D, Settings()).late_arrival_days == 6
