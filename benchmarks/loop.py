@@ -79,7 +79,7 @@ def uplift(settings, oracle) -> dict[str, dict[str, float]]:
 def static_ceiling(settings, days: list[dt.date], oracle, seed: int) -> dict[str, float]:
     """Per day, the oracle capture of a model that knows every trait the bank could know (the
     sandbox's hidden traits but the young-family draw: ``make bench-scoring``'s ``family_unseen``),
-    fitted once on the contacts the first day's model was trained on and never again. The caps and
+    fitted once on the first day's training window (all of it: no holdout) and never again. The caps and
     exclusions take each day's chosen pairs out of the next days' pool, and what stays is what the
     choosing model ranked low; even this model's capture falls with it. Ours falling no faster is
     what says the loop does not collapse onto its own picks."""
