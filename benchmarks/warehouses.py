@@ -71,17 +71,23 @@ def land(con, bank, business_date: dt.date, transaction_days: int, response_days
     response_dates = [business_date - dt.timedelta(days=k) for k in range(response_days)]
     for day in response_dates:
         _insert(con, "campaign_responses", bank.campaign_responses(ids, day), CampaignResponse, business_date)
-    # the days each windowed entity's load wrote, as raw._coverage records them (training reads it)
-    for entity, landed in (("transactions", days), ("campaign_responses", response_dates)):
+    record_coverage(con, business_date, transaction_days, response_days)
+    return {
+        t: con.execute(f"select count(*) from raw.{t}").fetchone()[0]
+        for t in ("customers", "accounts", "transactions", "campaign_responses")
+    }
+
+
+def record_coverage(con, business_date: dt.date, transaction_days: int, response_days: int) -> None:
+    """The days :func:`land` wrote of each windowed entity, in ``raw._coverage`` as the daily load
+    records them (training reads which run last loaded a contact's day: decision 0029)."""
+    for entity, count in (("transactions", transaction_days), ("campaign_responses", response_days)):
+        landed = [business_date - dt.timedelta(days=k) for k in range(count)]
         if not landed:
             continue
         con.execute("delete from raw._coverage where entity = ? and day between ? and ?",
                     [entity, min(landed), max(landed)])  # fmt: skip
         con.executemany("insert into raw._coverage values (?, ?, ?)", [(entity, d, business_date) for d in landed])
-    return {
-        t: con.execute(f"select count(*) from raw.{t}").fetchone()[0]
-        for t in ("customers", "accounts", "transactions", "campaign_responses")
-    }
 
 
 def dbt_build(home: Path, business_date: dt.date) -> tuple[float, dict[str, float]]:
