@@ -14,7 +14,9 @@ variances added) against the true uplift of the customers the bank contacted fro
 (``Oracle.true_uplift``, summed). Writes ``<CRM_HOME>/bench/loop.json``.
 
 Beside it, per day, the capture of a model of every trait the bank could know, fitted once before
-the loop (``ceiling_by_day``, :func:`static_ceiling`): what the shrinking pool alone takes.
+the loop (``ceiling_by_day``, :func:`static_ceiling`): what the shrinking pool alone takes; and the
+capture the first day's champion would have had, never replaced (``frozen_by_day``,
+:func:`frozen_capture`): what the retrains added (``learning_gain_last_week``).
 
 Targets: capture must not fall (the last week's mean at least the first week's less 0.01), nor fall
 more than that static ceiling's (``capture_change_beyond_ceiling``), and the true uplift lies in the
@@ -99,6 +101,31 @@ def static_ceiling(settings, days: list[dt.date], oracle, seed: int) -> dict[str
     return out
 
 
+def frozen_capture(settings, days: list[dt.date], oracle, seed: int) -> dict[str, float]:
+    """Per day, the oracle capture the first day's champion would have had on that day's pool, had it
+    never been replaced (the same arbitration, fed its probabilities): the loop without its
+    retrains, beside the loop with them."""
+    import mlflow
+    import pandas as pd
+
+    from ml.arbitrate import arbitrate
+    from ml.evaluate import PAIR_COLUMNS, compare, measured_pairs
+    from ml.features import FEATURES
+    from ml.registry import mlflow_client
+
+    client = mlflow_client(settings)
+    first = min(int(v.version) for v in client.search_model_versions(f"name = '{settings.model.model_name}'"))
+    model = mlflow.sklearn.load_model(f"models:/{settings.model.model_name}/{first}")
+    columns = list(dict.fromkeys([*PAIR_COLUMNS, *FEATURES]))
+    out = {}
+    for day in days:
+        pairs, policy = measured_pairs(day, settings, columns)
+        scored = pairs.assign(propensity=model.predict_proba(pairs[FEATURES])[:, 1])
+        chosen = arbitrate(scored[PAIR_COLUMNS + ["propensity"]], policy)
+        out[str(day)] = compare(pd.DataFrame(pairs[PAIR_COLUMNS]), chosen, oracle, policy, day, seed).oracle_capture
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, default=100_000)
@@ -134,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(home=home)
     capture = {str(d): evaluate(d, args.customers, args.seed, settings).oracle_capture for d in days}
     ceiling = static_ceiling(settings, days, Oracle(args.customers, args.seed), args.seed)
+    frozen = frozen_capture(settings, days, Oracle(args.customers, args.seed), args.seed)
     per_campaign = uplift(settings, Oracle(args.customers, args.seed))
     values = list(capture.values())
     week = min(7, len(values) // 2) or 1  # the first and the last week, never overlapping
@@ -154,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         "ceiling_by_day": ceiling,
         "ceiling_change": change(ceiling),
         "capture_change_beyond_ceiling": round(change(capture) - change(ceiling), 4),
+        "frozen_by_day": frozen,
+        "learning_gain_last_week": round(float(np.mean(values[-week:]) - np.mean(list(frozen.values())[-week:])), 4),
         "uplift_by_campaign": per_campaign,
         "campaigns_measured": len(per_campaign),
         "uplift_covered_share": round(covered / max(len(per_campaign), 1), 3),

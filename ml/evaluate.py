@@ -82,13 +82,15 @@ def evaluate(business_date: dt.date, customers: int, seed: int, settings: Settin
     return compare(pairs, ours, Oracle(customers, seed), policy, business_date, seed)
 
 
-def measured_pairs(business_date: dt.date, settings: Settings) -> tuple[pd.DataFrame, Policy]:
+def measured_pairs(
+    business_date: dt.date, settings: Settings, columns: list[str] = PAIR_COLUMNS
+) -> tuple[pd.DataFrame, Policy]:
     """The eligible pairs of ``business_date`` the model chooses among (not the exploration arm's
-    customers), and the policy with the capacities left to them."""
+    customers), with ``columns`` of ``scoring_batches``, and the policy with the capacities left to them."""
     with warehouse(settings).connect() as session:
-        batches = [b[PAIR_COLUMNS] for b in scoring_batches(session, business_date)]
+        batches = [b[columns] for b in scoring_batches(session, business_date)]
         policy = load_policy(session, settings.model.max_offers_per_customer)
-    pairs = pd.concat(batches, ignore_index=True) if batches else pd.DataFrame(columns=PAIR_COLUMNS)
+    pairs = pd.concat(batches, ignore_index=True) if batches else pd.DataFrame(columns=columns)
     shares = Shares.of(settings)
     pairs = pairs[arm_of(pairs["customer_id"].to_numpy(dtype="int64"), business_date, shares) != EXPLORATION]
     return pairs, split_policy(policy, shares.exploration)[0]
