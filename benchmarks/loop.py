@@ -121,7 +121,7 @@ def frozen_capture(settings, days: list[dt.date], oracle, seed: int) -> dict[str
     for day in days:
         pairs, policy = measured_pairs(day, settings, columns)
         scored = pairs.assign(propensity=model.predict_proba(pairs[FEATURES])[:, 1])
-        chosen = arbitrate(scored[PAIR_COLUMNS + ["propensity"]], policy)
+        chosen = arbitrate(scored[[*PAIR_COLUMNS, "propensity"]], policy)
         out[str(day)] = compare(pd.DataFrame(pairs[PAIR_COLUMNS]), chosen, oracle, policy, day, seed).oracle_capture
     return out
 

@@ -79,6 +79,11 @@ settings = get_settings()
             0.005, type="number", minimum=0, maximum=0.5,
             description="capture at capacity (0-1) a new version must gain over the champion on the holdout to replace it",
         ),
+        "weight_contacts": Param(
+            False, type="boolean",
+            description="weigh each contact by the inverse of the probability its offer was drawn with (decision 0030: "
+            "off, it cost capture in the closed loop)",
+        ),
         "customers": Param(settings.sandbox.customers, type="integer", minimum=1, description="sandbox bank size"),
         "seed": Param(settings.sandbox.seed, type="integer", description="sandbox bank seed"),
     },

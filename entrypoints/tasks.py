@@ -154,6 +154,7 @@ def training_config(params: dict | None = None):
         promotion_margin=float(
             defaults.promotion_margin if params.get("promotion_margin") is None else params["promotion_margin"]
         ),
+        weight_contacts=bool(params.get("weight_contacts", defaults.weight_contacts)),
     )
 
 

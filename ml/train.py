@@ -58,6 +58,7 @@ class TrainingConfig:
     feature_step_days: int = 7
     candidates: tuple[str, ...] = CANDIDATES
     promotion_margin: float = DEFAULT_MARGIN
+    weight_contacts: bool = False  # each contact by the inverse of its selection probability (decision 0030)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.candidates) - set(CANDIDATES))
@@ -129,9 +130,10 @@ def time_split(df: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFra
     return df[df["contact_date"] < cut], df[df["contact_date"] >= cut]
 
 
-def fit_calibrated(name: str, train: pd.DataFrame):
+def fit_calibrated(name: str, train: pd.DataFrame, weighted: bool = False):
     """Fit ``name`` on every row of ``train``, its probabilities calibrated by a sigmoid fitted on
-    out-of-fold predictions (three folds of consecutive rows: ``train`` is in contact-date order).
+    out-of-fold predictions (three folds of consecutive rows: ``train`` is in contact-date order),
+    each row weighing its :func:`contact_weights` when ``weighted`` (estimator and sigmoid alike).
 
     Every row reaches the estimator (a held-back calibration slice cost a quarter of them). A sigmoid
     (Platt) whatever the bank's size keeps the estimator's ranking; isotonic's top step tied the pairs
@@ -147,7 +149,8 @@ def fit_calibrated(name: str, train: pd.DataFrame):
         )
     method = "sigmoid"
     calibrated = CalibratedClassifierCV(estimator(name), method=method, cv=folds, ensemble=False)
-    return calibrated.fit(train[FEATURES], train["accepted"], sample_weight=contact_weights(train)), method
+    weights = contact_weights(train) if weighted else None
+    return calibrated.fit(train[FEATURES], train["accepted"], sample_weight=weights), method
 
 
 def contact_weights(contacts: pd.DataFrame) -> np.ndarray:
@@ -300,6 +303,7 @@ def train_and_register(
                 "feature_step_days": config.feature_step_days,
                 "candidates": ",".join(config.candidates),
                 "promotion_margin": config.promotion_margin,
+                "weight_contacts": config.weight_contacts,
                 "promotion_metric": PROMOTION_METRIC,
                 "calibration_tolerance": CALIBRATION_TOLERANCE,
                 "capacities_as_of": capacity_date.isoformat(),
@@ -315,7 +319,7 @@ def train_and_register(
         results: dict[str, tuple[dict, object]] = {}
         for name in config.candidates:
             with mlflow.start_run(run_name=name, nested=True) as child:
-                model, method = fit_calibrated(name, train)
+                model, method = fit_calibrated(name, train, config.weight_contacts)
                 p = model.predict_proba(holdout[FEATURES])[:, 1]
                 metrics = holdout_metrics(y, p, holdout["campaign_id"], capacities, chosen_at_random(holdout), weights)
                 mlflow.log_params({"candidate": name, "calibration": method, **_estimator_params(model)})

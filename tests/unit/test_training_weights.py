@@ -32,7 +32,7 @@ def _contacts(rng: np.random.Generator) -> pd.DataFrame:
 @pytest.mark.parametrize("candidate", ["per_campaign_logistic", "gradient_boosting", "logistic_regression"])
 def test_an_exploration_contact_stands_for_the_offers_it_was_drawn_among(candidate):
     contacts = _contacts(np.random.default_rng(2))
-    model, _ = fit_calibrated(candidate, contacts)
+    model, _ = fit_calibrated(candidate, contacts, weighted=True)
     unseen = _contacts(np.random.default_rng(9))[FEATURES]
     w = contact_weights(contacts)
     weighted_rate = float((w * contacts["accepted"]).sum() / w.sum())  # about (1200 + 10 x 15) / 6000
@@ -77,7 +77,7 @@ def test_a_calibrated_candidate_is_right_from_the_least_to_the_most_likely(candi
         frame["accepted"] = (rng.random(len(frame)) < rate).astype(int)
         return frame
 
-    model, _ = fit_calibrated(candidate, contacts(4))
+    model, _ = fit_calibrated(candidate, contacts(4), weighted=True)
     unseen = contacts(5)
     p = model.predict_proba(unseen[FEATURES])[:, 1]
     assert calibration_error(unseen["accepted"].to_numpy(), p) < 0.015
@@ -87,7 +87,7 @@ def test_a_per_campaign_model_registered_before_it_had_log_odds_scores_as_it_was
     """A champion registered by an older release had its sigmoid fitted on probabilities: loaded by
     this one, its calibration must keep reading probabilities, or its every score changes."""
     contacts = _contacts(np.random.default_rng(2))
-    model, _ = fit_calibrated("per_campaign_logistic", contacts)
+    model, _ = fit_calibrated("per_campaign_logistic", contacts, weighted=True)
     import skops.io
 
     def reloaded(m):
@@ -103,3 +103,16 @@ def test_a_per_campaign_model_registered_before_it_had_log_odds_scores_as_it_was
     calibrator = model.calibrated_classifiers_[0].calibrators[0]
     on_probabilities = calibrator.predict(inner.predict_proba(unseen)[:, 1])
     assert np.allclose(model.predict_proba(unseen)[:, 1], on_probabilities)
+
+
+def test_the_weights_are_a_training_parameter_off_by_default():
+    """Decision 0030: weighing cost capture in the closed loop; the DAG's ``weight_contacts`` turns it on."""
+    from entrypoints.tasks import training_config
+
+    assert training_config({}).weight_contacts is False
+    assert training_config({"weight_contacts": True}).weight_contacts is True
+    contacts = _contacts(np.random.default_rng(2))
+    unweighted_rate = float(contacts["accepted"].mean())
+    model, _ = fit_calibrated("per_campaign_logistic", contacts)  # the default: every contact counts once
+    unseen = _contacts(np.random.default_rng(9))[FEATURES]
+    assert abs(model.predict_proba(unseen)[:, 1].mean() - unweighted_rate) < 0.03
