@@ -627,8 +627,12 @@ def test_the_training_set_is_point_in_time(first_run, e2e_home, monkeypatch):
     assert len(df) > 200 and 0 < df["accepted"].mean() < 1
     age = (df["contact_date"] - df["feature_date"]).dt.days
     assert age.min() >= 1 and age.max() <= 7
+    # decision 0029: a label once the run that re-reads its day for the last time (3 days on) loaded
+    # it, not once the campaign's response window (14-60 days) has closed
+    final = df["contact_date"] + pd.Timedelta(days=settings.extraction.late_arrival_days)
+    assert (final <= pd.Timestamp(D)).all()
     closes = df["contact_date"] + pd.to_timedelta(df["campaign_id"].map(windows), unit="D")
-    assert (closes <= pd.Timestamp(D)).all()  # a contact whose response window is still open is not a label yet
+    assert (closes > pd.Timestamp(D)).any()  # contacts the response-window wait used to leave out
 
 
 def test_model_training_dag_logs_candidates_and_promotes_only_by_the_margin(first_run, e2e_home, monkeypatch):
