@@ -77,7 +77,8 @@ def _lists_known(session: Session) -> bool:
 
 def _usable_features(window: TrainingWindow, listed: bool = False) -> tuple[sa.CTE, sa.CTE]:
     """What both queries start from: ``contacts``, the window's contacts before the business date
-    whose outcome is final (their day loaded by a run ``late_arrival_days`` or more after it), and
+    whose outcome was final on it (their day loaded by a run ``late_arrival_days`` or more after it,
+    and not after the business date), and
     ``usable``: per contact, the stored feature dates close enough before it (at most
     ``feature_step_days``)."""
     c = CONTACTS.c
@@ -96,6 +97,9 @@ def _usable_features(window: TrainingWindow, listed: bool = False) -> tuple[sa.C
             COVERAGE.c.entity == "campaign_responses",
             COVERAGE.c.day == c.contact_date,
             COVERAGE.c._business_date >= days_after(c.contact_date, window.late_arrival_days),
+            # as known on the business date: a run of a later date (training after it, a backfill)
+            # made a day final that was not yet final then
+            COVERAGE.c._business_date <= window.business_date,
         ),
     )
     contacts = contacts.cte("contacts")

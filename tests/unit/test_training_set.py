@@ -108,6 +108,18 @@ def test_after_days_without_a_run_the_days_not_read_for_the_last_time_wait(con):
     assert sorted(training_frame(con, TrainingWindow(D))["contact_id"]) == ["R3", "R4"]
 
 
+def test_a_day_made_final_by_a_later_run_is_not_known_to_an_earlier_training_date(con):
+    """Training as of D - 2 after the runs up to D: the day D - 4 was read for the last time by the run of
+    D - 1, so on D - 2 its outcome could still change and it is not learnt from; D - 6 (final by the
+    run of D - 3) is."""
+    for n, age in enumerate((4, 6), start=1):
+        day = D - dt.timedelta(days=age)
+        _contact(con, n, day, loaded_by=day + dt.timedelta(days=3))
+        _features(con, day - dt.timedelta(days=1))
+    assert sorted(training_frame(con, TrainingWindow(D))["contact_id"]) == ["R1", "R2"]
+    assert sorted(training_frame(con, TrainingWindow(D - dt.timedelta(days=2)))["contact_id"]) == ["R2"]
+
+
 def test_the_late_arrival_days_follow_the_setting(monkeypatch):
     from ml.train import TrainingConfig
 
