@@ -13,7 +13,8 @@ run by date, the day before it.
    the way `crm_daily` builds them: customers and accounts extracted as of that date from the
    integration API, then the dbt models up to `customer_features`.
 2. **train_and_promote**: the contacts of the last `training_window_days` whose outcome is final
-   (their day no longer re-read by the daily delta: `CRM_LATE_ARRIVAL_DAYS` + 1), split by contact date (fit, calibration, and the latest 20% as the holdout); each
+   (their day loaded by the run that reads it for the last time, `CRM_LATE_ARRIVAL_DAYS` after it:
+   decision 0029), split by contact date (fit, calibration, and the latest 20% as the holdout); each
    of the `candidates` (`logistic_regression`, `gradient_boosting`, `per_campaign_logistic`),
    calibrated, measured on the holdout and logged to the MLflow experiment `crm-campaign-propensity` (ROC AUC, PR AUC, Brier,
    top-decile lift, AUC per campaign; calibration plot, feature importance, training-data

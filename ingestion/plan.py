@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from crm.settings import Settings
@@ -95,19 +96,23 @@ def window(entity: str, business_date: dt.date, settings: Settings) -> tuple[dt.
 
 
 def plan_window(
-    entity: str, business_date: dt.date, covered: set[dt.date], settings: Settings
+    entity: str, business_date: dt.date, covered: Mapping[dt.date, dt.date], settings: Settings
 ) -> tuple[dt.date, dt.date] | None:
     """What the daily extraction of a windowed entity fetches, given the days ``raw`` already holds
-    (``covered``): the day and the ``CRM_LATE_ARRIVAL_DAYS`` before it (late bookings: their days are
-    replaced whole), or, when any earlier day of the feature window is missing (the first run on an
-    empty warehouse, a gap), everything from the first missing day: the history load. One path."""
+    (``covered``: each with the business date of the run that last loaded it): the day and the
+    ``CRM_LATE_ARRIVAL_DAYS`` before it (late bookings: their days are replaced whole), or, when an
+    earlier day of the feature window is missing (the first run on an empty warehouse, a gap) or was
+    never read for the last time (its last load less than ``CRM_LATE_ARRIVAL_DAYS`` after it: the
+    runs that would have re-read it failed or were skipped), everything from the first such day. One
+    path: the history load is the same plan."""
     full = window(entity, business_date, settings)
     if full is None:
         return None
-    delta_start = max(full[0], business_date - dt.timedelta(days=settings.extraction.late_arrival_days))
+    late = dt.timedelta(days=settings.extraction.late_arrival_days)
+    delta_start = max(full[0], business_date - late)
     day, missing = full[0], None
     while day < delta_start:
-        if day not in covered:
+        if day not in covered or covered[day] < day + late:
             missing = day
             break
         day += dt.timedelta(days=1)

@@ -2,7 +2,10 @@
 
 Snapshots (customers, accounts) are kept per business date; windowed entities (transactions,
 campaign responses) replace the rows of the days their landed range covers, and record those days
-in ``raw._coverage``, from which the next extraction plans its delta (``ingestion.plan``).
+in ``raw._coverage`` with the business date of the load, from which the next extraction plans its
+delta (``ingestion.plan``) and training reads which outcomes are final (decision 0029). A load of
+an earlier date than the one that last loaded a day (a backfill) leaves that day as the later run
+read it.
 Everything for the date goes in one transaction, so a reader never sees half a load and a rerun
 gives the same rows.
 
@@ -89,11 +92,18 @@ def _days(span: tuple[dt.date, dt.date]) -> list[dt.date]:
     return [span[0] + dt.timedelta(days=i) for i in range((span[1] - span[0]).days + 1)]
 
 
-def covered_days(session: Session, entity: str, first: dt.date, last: dt.date) -> set[dt.date]:
-    """The days between ``first`` and ``last`` whose ``entity`` records ``raw`` holds."""
+def covered_days(session: Session, entity: str, first: dt.date, last: dt.date) -> dict[dt.date, dt.date]:
+    """The days between ``first`` and ``last`` whose ``entity`` records ``raw`` holds, each with the
+    business date of the run that last loaded it."""
     c = COVERAGE.c
-    found = session.rows(sa.select(c.day).where(c.entity == entity, c.day.between(first, last)))
-    return {r[0] if isinstance(r[0], dt.date) else dt.date.fromisoformat(str(r[0])) for r in found}
+    found = session.rows(sa.select(c.day, c._business_date).where(c.entity == entity, c.day.between(first, last)))
+    return {_as_date(day): _as_date(loaded_by) for day, loaded_by in found}
+
+
+def _as_date(value) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
 
 
 def holds_snapshot(session: Session, entity: str, day: dt.date) -> bool:
@@ -122,6 +132,21 @@ def _missing_base(entity: str, business_date: dt.date) -> RuntimeError:
     )
 
 
+def _loaded_later(
+    session: Session, entity: str, span: tuple[dt.date, dt.date], business_date: dt.date
+) -> dt.date | None:
+    """The first day of ``span`` that a run of a later business date has loaded (None: none has):
+    a backfill of an older date, or dates loaded out of order. That run read those days later,
+    knowing at least as much, and its coverage says when they became final (decision 0029): a
+    load of an earlier date leaves them, from that day on (the days a later run reads are the
+    span's last), as they are."""
+    c = COVERAGE.c
+    first = session.scalar(
+        sa.select(sa.func.min(c.day)).where(c.entity == entity, c.day.between(*span), c._business_date > business_date)
+    )
+    return None if first is None else _as_date(first)
+
+
 def load_business_date(
     business_date: dt.date, settings: Settings, entities: Sequence[str] = tuple(ENTITIES)
 ) -> dict[str, int]:
@@ -137,14 +162,19 @@ def load_business_date(
             if span is None:
                 session.execute(sa.delete(table).where(table.c._business_date == business_date))
             else:
-                session.execute(sa.delete(table).where(table.c[WINDOW_COLUMN[entity]].between(*span)))
-                c = COVERAGE.c
-                session.execute(sa.delete(COVERAGE).where(c.entity == entity, c.day.between(*span)))
-                days = [span[0] + dt.timedelta(days=i) for i in range((span[1] - span[0]).days + 1)]
-                session.execute(sa.insert(COVERAGE), [{"entity": entity, "day": d, "_business_date": business_date}
-                                                      for d in days])  # fmt: skip
+                later = _loaded_later(session, entity, span, business_date)
+                own = span if later is None else (span[0], later - dt.timedelta(days=1))
+                if own[0] <= own[1]:
+                    session.execute(sa.delete(table).where(table.c[WINDOW_COLUMN[entity]].between(*own)))
+                    c = COVERAGE.c
+                    session.execute(sa.delete(COVERAGE).where(c.entity == entity, c.day.between(*own)))
+                    session.execute(sa.insert(COVERAGE), [{"entity": entity, "day": d, "_business_date": business_date}
+                                                          for d in _days(own)])  # fmt: skip
             schema = pq.read_schema(files[0])
             counts[entity] = session.insert_parquet(table, files, {"_business_date": business_date}, BATCH_ROWS)
+            if span is not None and later is not None:  # what a later date's run holds stays as it read it
+                counts[entity] -= session.execute(sa.delete(table).where(
+                    table.c._business_date == business_date, table.c[WINDOW_COLUMN[entity]] >= later))  # fmt: skip
             # statistics with the day's rows in them before any statement reads them: without, a
             # server plans the carry below for a day of no rows (a nested anti join over every
             # customer or account, which ran for over ten minutes on 100,000 customers)

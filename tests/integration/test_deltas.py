@@ -113,9 +113,17 @@ def test_raw_after_daily_deltas_equals_raw_after_full_loads(runs):
         assert got[entity] == expected[entity], entity
 
 
+def _coverage(s) -> dict[str, dict[dt.date, dt.date]]:
+    from ingestion.raw_load import covered_days
+
+    with warehouse(s).connect() as session:
+        return {e: covered_days(session, e, dt.date(2000, 1, 1), dt.date(2100, 1, 1))
+                for e in ("transactions", "campaign_responses")}  # fmt: skip
+
+
 def test_a_rerun_changes_nothing_and_a_gap_is_loaded_by_history(runs):
     deltas, full, _ = runs
-    before = _raw(deltas)
+    before, read = _raw(deltas), _coverage(deltas)
     again = _run(DATES[1], deltas, True)  # a rerun (clear, backfill) of an earlier date: its delta again
     assert again["plan"]["transactions"][0] == (DATES[1] - dt.timedelta(days=3)).isoformat()
     assert _raw(deltas) == before
@@ -127,9 +135,14 @@ def test_a_rerun_changes_nothing_and_a_gap_is_loaded_by_history(runs):
     assert again["slices"]["transactions"] == 1
     assert [p.name for p in partition_files(deltas.landing_dir, "transactions", FIRST)] == ["data.parquet"]
     assert _raw(deltas) == before
+    # the reruns of earlier dates leave the days later runs read as those runs read them: when each
+    # day was read for the last time (decision 0029) does not go back to an earlier date
+    assert _coverage(deltas) == read
     after_gap = _run(GAP_DATE, deltas, True)
-    first_missing = DATES[-1] + dt.timedelta(days=1)
-    assert after_gap["plan"]["transactions"] == [first_missing.isoformat(), GAP_DATE.isoformat()]
+    # the days after the last run are missing; the last run's last 3 days (all but its first) were
+    # never read for the last time by the runs that did not happen: read from the first of them
+    never_final = DATES[-1] - dt.timedelta(days=2)
+    assert after_gap["plan"]["transactions"] == [never_final.isoformat(), GAP_DATE.isoformat()]
     assert after_gap["plan"]["customers"] is None  # the day before is missing: the whole snapshot
     _run(GAP_DATE, full, False)
     got, expected = _raw(deltas), _raw(full)

@@ -23,8 +23,10 @@ def _settings(tmp_path, **given_values) -> Settings:
     return Settings(home=tmp_path).replace(**values)
 
 
-def _days(first: dt.date, last: dt.date) -> set[dt.date]:
-    return {first + dt.timedelta(days=k) for k in range((last - first).days + 1)}
+def _days(first: dt.date, last: dt.date, loaded_by: dt.date = D - dt.timedelta(days=1)) -> dict[dt.date, dt.date]:
+    """The days ``first``..``last`` as ``raw._coverage`` holds them: each last loaded by the run of
+    ``loaded_by`` (yesterday's, by default)."""
+    return {first + dt.timedelta(days=k): loaded_by for k in range((last - first).days + 1)}
 
 
 @given(
@@ -60,14 +62,31 @@ def test_a_warehouse_that_holds_the_history_gets_the_day_and_its_late_arrivals(t
 def test_an_empty_warehouse_gets_the_whole_window_and_a_gap_everything_from_its_first_day(tmp_path):
     settings = _settings(tmp_path)
     first, _ = window("transactions", D, settings)
-    assert plan_window("transactions", D, set(), settings) == (first, D)
+    assert plan_window("transactions", D, {}, settings) == (first, D)
     gap = D - dt.timedelta(days=40)
-    held = _days(first, D) - {gap, gap + dt.timedelta(days=5)}
+    held = {d: by for d, by in _days(first, D).items() if d not in (gap, gap + dt.timedelta(days=5))}
     assert plan_window("transactions", D, held, settings) == (gap, D)
     # a missing day inside the late-arrival days is fetched anyway: no history load for it
-    held = _days(first, D) - {D - dt.timedelta(days=2)}
+    held = {d: by for d, by in _days(first, D).items() if d != D - dt.timedelta(days=2)}
     assert plan_window("transactions", D, held, settings) == (D - dt.timedelta(days=3), D)
-    assert plan_window("customers", D, set(), settings) is None
+    assert plan_window("customers", D, {}, settings) is None
+
+
+def test_days_whose_last_reads_never_ran_are_read_again(tmp_path):
+    """The runs of D - 4 and D - 3 failed, then D - 2 and D - 1 ran (each reading its day and the 3
+    before it). D - 7 and D - 6 were last loaded by the run of D - 5; the runs that read them for the
+    last time (D - 4, D - 3) never ran, so their late bookings were never read, and the plan starts at
+    D - 7 (decision 0029: a day is final once the run 3 days after it loaded it). D - 8, loaded by
+    D - 5 too, was read for the last time then."""
+    settings = _settings(tmp_path)
+    first, _ = window("transactions", D, settings)
+    held = _days(first, D - dt.timedelta(days=1))
+    for age in (8, 7, 6):
+        held[D - dt.timedelta(days=age)] = D - dt.timedelta(days=5)
+    assert plan_window("transactions", D, held, settings) == (D - dt.timedelta(days=7), D)
+    for age in (7, 6):  # a run of D - 3 after all (a backfill): the delta as usual
+        held[D - dt.timedelta(days=age)] = D - dt.timedelta(days=3)
+    assert plan_window("transactions", D, held, settings) == (D - dt.timedelta(days=3), D)
 
 
 def test_a_plan_becomes_one_job_per_snapshot_and_slices_of_about_the_configured_records(tmp_path):
