@@ -86,6 +86,7 @@ from pathlib import Path
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 from cosmos import ProfileConfig
+from cosmos import settings as cosmos_settings
 from cosmos.constants import InvocationMode
 
 from crm.settings import WAREHOUSE_POOL, get_settings
@@ -124,6 +125,15 @@ def _ensure_warehouse(context) -> None:
     os.environ.update(dbt_env(settings))
 
 
+# the project's partial parse, shared by the dbt calls of every date (Cosmos writes it atomically);
+# none when Cosmos's cache is off ([cosmos] enable_cache, enable_cache_partial_parse)
+DBT_PARSE_CACHE = (
+    cosmos_settings.cache_dir / "crm_dbt"
+    if cosmos_settings.enable_cache and cosmos_settings.enable_cache_partial_parse
+    else None
+)
+
+
 def _dbt_build(task_id: str, **selection: str) -> DbtBuildWithLineage:
     """One ``dbt build`` of the selected part of the project: each model, then its tests, in dbt's
     order and with its threads (one task, not one per model: decision 0010)."""
@@ -138,6 +148,10 @@ def _dbt_build(task_id: str, **selection: str) -> DbtBuildWithLineage:
         ),
         dbt_executable_path=str(Path(sys.executable).parent / "dbt"),
         invocation_mode=InvocationMode.DBT_RUNNER,
+        # dbt's partial parse kept between calls (Cosmos copies the project to a temporary folder for
+        # each, and without a cache folder of its own dbt parsed the whole project every time: about
+        # 3 s of each of the run's two dbt calls)
+        cache_dir=DBT_PARSE_CACHE,
         env={
             # not a dbt var: a var that changes every day makes every dbt call parse the whole project
             "CRM_BUSINESS_DATE": "{{ ds }}",

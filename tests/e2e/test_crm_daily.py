@@ -571,6 +571,11 @@ def test_a_running_api_serves_each_new_run_without_a_restart(first_run, e2e_home
     # lock, and the analyst saw D's rows whole throughout and D+1's arrive whole, in every mart at once
     analyst.assert_saw_whole_dates_only(D + dt.timedelta(days=1))
     analyst.assert_the_date_arrived_in_every_mart_at_once(D + dt.timedelta(days=1))
+    # each dbt call of the day parsed only what changed since the call before (the partial parse
+    # kept in Cosmos's cache), never the whole project again
+    log = (e2e_home / "runs" / f"crm_daily_{D + dt.timedelta(days=1)}.log").read_text()
+    assert log.count("Trying to run dbtRunner with") == 2
+    assert "Starting full parse" not in log
     # the loop is closed: D's list went to the bank when D's snapshot went live, and on D + 1 the
     # bank contacted its served offers and tracked its control, which D + 1's run extracted
     from crm.warehouse import warehouse
