@@ -134,15 +134,18 @@ def _analysts_copy(cached: Path) -> None:
 
 def _parse_as_the_day_before(home: Path) -> None:
     """dbt's partial parse of the project as the run of the day before leaves it in the home's Cosmos
-    cache (``crm_daily``'s ``DBT_PARSE_CACHE``), untimed. The copy is at another path than the
-    history was made at, and the warehouse's path is part of what dbt checks before it reuses a
-    parse: without this the timed day would parse the whole project once, which no day after the
+    cache (``crm_daily``'s ``DBT_PARSE_CACHE``), untimed, with what dbt checks before it reuses a
+    parse as the DAG's calls have it (the profile and target named, the warehouse's path): the copy
+    is at another path than the history was made at (and a history cached before that cache has
+    none), so the timed day would otherwise parse the whole project once, which no day after the
     first does where the warehouse stays put."""
     from crm.warehouse import run_dbt
 
     settings = Settings(home=home)
-    done = run_dbt("parse", "--no-static-parser", duckdb_path=settings.duckdb_path, business_date=HISTORY_DATE,
-                   target="local", target_path=home / "cosmos" / "crm_dbt" / "target", settings=settings)  # fmt: skip
+    target = get_settings().dbt_target
+    done = run_dbt("parse", "--no-static-parser", "--profile", "crm", "--target", target,
+                   duckdb_path=settings.duckdb_path, business_date=HISTORY_DATE, target=target,
+                   target_path=home / "cosmos" / "crm_dbt" / "target", settings=settings)  # fmt: skip
     if done.returncode != 0:
         raise SystemExit(f"dbt parse for the copy of the history failed:\n{done.stdout[-4000:]}")
 

@@ -173,8 +173,8 @@ def load_business_date(
             schema = pq.read_schema(files[0])
             counts[entity] = session.insert_parquet(table, files, {"_business_date": business_date}, BATCH_ROWS)
             if span is not None and later is not None:  # what a later date's run holds stays as it read it
-                counts[entity] -= session.execute(sa.delete(table).where(
-                    table.c._business_date == business_date, table.c[WINDOW_COLUMN[entity]] >= later))  # fmt: skip
+                theirs = sa.and_(table.c._business_date == business_date, table.c[WINDOW_COLUMN[entity]] >= later)
+                counts[entity] -= session.execute(sa.delete(table).where(theirs))
             # statistics with the day's rows in them before any statement reads them: without, a
             # server plans the carry below for a day of no rows (a nested anti join over every
             # customer or account, which ran for over ten minutes on 100,000 customers)

@@ -138,7 +138,8 @@ class Extraction(Concern):
         "CRM_LATE_ARRIVAL_DAYS",
         3,
         "days before the business date the daily delta re-reads whole (late bookings and "
-        "responses); earlier days come from the warehouse, extracted once",
+        "responses); earlier days come from the warehouse, extracted once; a contact is learnt "
+        "from once its day is read for the last time (raising it reads the whole window again once)",
         ge=0,
     )
     transaction_lookback_days: int = var(

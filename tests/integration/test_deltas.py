@@ -15,7 +15,7 @@ from ingestion.extract import extract_entity, extract_job
 from ingestion.landing import partition_files, prepare_partitions
 from ingestion.plan import extraction_jobs
 from ingestion.raw_load import load_business_date
-from models.core_banking import ENTITIES
+from models.core_banking import ENTITIES, PRIMARY_KEYS
 
 FIRST = dt.date(2026, 10, 20)  # a Tuesday: no weekly full snapshot among the four days
 DATES = [FIRST + dt.timedelta(days=i) for i in range(4)]
@@ -58,8 +58,7 @@ def _run(day: dt.date, s, planned: bool) -> dict:
         plan = {}
         for entity in ENTITIES:
             received[entity] = extract_entity(entity, day, s).received
-    load_business_date(day, s)
-    return {"plan": plan, **received}
+    return {"plan": plan, "loaded": load_business_date(day, s), **received}
 
 
 def _raw(s) -> dict[str, list[tuple]]:
@@ -121,12 +120,21 @@ def _coverage(s) -> dict[str, dict[dt.date, dt.date]]:
                 for e in ("transactions", "campaign_responses")}  # fmt: skip
 
 
+def _loaded_by(s) -> dict[str, list[tuple]]:
+    """Each windowed record with the business date of the load that holds it."""
+    return {e: sorted(warehouse(s).rows(f"select {PRIMARY_KEYS[e]}, _business_date from raw.{e}"))
+            for e in ("transactions", "campaign_responses")}  # fmt: skip
+
+
 def test_a_rerun_changes_nothing_and_a_gap_is_loaded_by_history(runs):
     deltas, full, _ = runs
-    before, read = _raw(deltas), _coverage(deltas)
+    before, read, holders = _raw(deltas), _coverage(deltas), _loaded_by(deltas)
     again = _run(DATES[1], deltas, True)  # a rerun (clear, backfill) of an earlier date: its delta again
     assert again["plan"]["transactions"][0] == (DATES[1] - dt.timedelta(days=3)).isoformat()
     assert _raw(deltas) == before
+    # of its 4 days, the 3 that later runs read stay theirs: it counts what it kept, not what it landed
+    kept = warehouse(deltas).scalar("select count(*) from raw.transactions where _business_date = :d", {"d": DATES[1]})
+    assert 0 < again["loaded"]["transactions"] == kept < again["transactions"]
     # the first date again: raw now holds its history, so its plan is a delta, and the history
     # load's slices landed by the first run are gone from its landing (load_raw reads them all)
     sliced = partition_files(deltas.landing_dir, "transactions", FIRST)
@@ -137,7 +145,7 @@ def test_a_rerun_changes_nothing_and_a_gap_is_loaded_by_history(runs):
     assert _raw(deltas) == before
     # the reruns of earlier dates leave the days later runs read as those runs read them: when each
     # day was read for the last time (decision 0029) does not go back to an earlier date
-    assert _coverage(deltas) == read
+    assert _coverage(deltas) == read and _loaded_by(deltas) == holders
     after_gap = _run(GAP_DATE, deltas, True)
     # the days after the last run are missing; the last run's last 3 days (all but its first) were
     # never read for the last time by the runs that did not happen: read from the first of them
