@@ -139,13 +139,14 @@ def _parse_as_the_day_before(home: Path) -> None:
     is at another path than the history was made at (and a history cached before that cache has
     none), so the timed day would otherwise parse the whole project once, which no day after the
     first does where the warehouse stays put."""
+    from crm.airflow_env import DBT_PARSE_CACHE_NAME, cosmos_cache_dir
     from crm.warehouse import run_dbt
 
     settings = Settings(home=home)
     target = get_settings().dbt_target
     done = run_dbt("parse", "--no-static-parser", "--profile", "crm", "--target", target,
                    duckdb_path=settings.duckdb_path, business_date=HISTORY_DATE, target=target,
-                   target_path=home / "cosmos" / "crm_dbt" / "target", settings=settings)  # fmt: skip
+                   target_path=cosmos_cache_dir(settings) / DBT_PARSE_CACHE_NAME / "target", settings=settings)  # fmt: skip
     if done.returncode != 0:
         raise SystemExit(f"dbt parse for the copy of the history failed:\n{done.stdout[-4000:]}")
 

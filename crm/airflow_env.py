@@ -14,6 +14,15 @@ from pathlib import Path
 from crm.settings import REPO_ROOT, WAREHOUSE_POOL, Settings
 
 API_PORT = 8080
+# crm_daily's dbt parse cache, a folder of Cosmos's cache folder (AIRFLOW__COSMOS__CACHE_DIR)
+DBT_PARSE_CACHE_NAME = "crm_dbt"
+
+
+def cosmos_cache_dir(settings: Settings) -> Path:
+    """Cosmos's cache folder of the local installation."""
+    return settings.home / "cosmos"
+
+
 STARTING = re.compile(r"\[DAG TEST\] starting task_id=([\w.]+)(?: map_index=(-?\d+))?")
 
 
@@ -40,7 +49,7 @@ def airflow_env(settings: Settings, extra: dict[str, str] | None = None) -> dict
         # task logs carry what the tasks did (counts, ids): the user's alone, as the rest of .crm/
         "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FOLDER_PERMISSIONS": "0o700",
         "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FILE_PERMISSIONS": "0o600",
-        "AIRFLOW__COSMOS__CACHE_DIR": str(settings.home / "cosmos"),  # partial parses reused across tasks
+        "AIRFLOW__COSMOS__CACHE_DIR": str(cosmos_cache_dir(settings)),  # partial parses reused across tasks
         "AIRFLOW__API__HOST": "127.0.0.1",
         # no usage telemetry leaves the machine
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",

@@ -89,6 +89,7 @@ from cosmos import ProfileConfig
 from cosmos import settings as cosmos_settings
 from cosmos.constants import InvocationMode
 
+from crm.airflow_env import DBT_PARSE_CACHE_NAME
 from crm.settings import WAREHOUSE_POOL, get_settings
 from entrypoints.alerts import dag_alerting
 from entrypoints.assets import ASSIGNMENT, MARTS, SNAPSHOT, mark
@@ -128,7 +129,7 @@ def _ensure_warehouse(context) -> None:
 # the project's partial parse, shared by the dbt calls of every date (Cosmos writes it atomically);
 # none when Cosmos's cache is off ([cosmos] enable_cache, enable_cache_partial_parse)
 DBT_PARSE_CACHE = (
-    cosmos_settings.cache_dir / "crm_dbt"
+    cosmos_settings.cache_dir / DBT_PARSE_CACHE_NAME
     if cosmos_settings.enable_cache and cosmos_settings.enable_cache_partial_parse
     else None
 )

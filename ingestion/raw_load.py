@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from crm.settings import Settings
-from crm.warehouse import Session, metadata, warehouse
+from crm.warehouse import Session, as_date, metadata, warehouse
 from ingestion.landing import landed_since, landed_window, partition_files
 from models.core_banking import ENTITIES, PRIMARY_KEYS
 
@@ -97,13 +97,7 @@ def covered_days(session: Session, entity: str, first: dt.date, last: dt.date) -
     business date of the run that last loaded it."""
     c = COVERAGE.c
     found = session.rows(sa.select(c.day, c._business_date).where(c.entity == entity, c.day.between(first, last)))
-    return {_as_date(day): _as_date(loaded_by) for day, loaded_by in found}
-
-
-def _as_date(value) -> dt.date:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
+    return {as_date(day): as_date(loaded_by) for day, loaded_by in found}
 
 
 def holds_snapshot(session: Session, entity: str, day: dt.date) -> bool:
@@ -144,7 +138,7 @@ def _loaded_later(
     first = session.scalar(
         sa.select(sa.func.min(c.day)).where(c.entity == entity, c.day.between(*span), c._business_date > business_date)
     )
-    return None if first is None else _as_date(first)
+    return None if first is None else as_date(first)
 
 
 def load_business_date(
@@ -159,6 +153,7 @@ def load_business_date(
         for entity, files in paths.items():
             table = raw_table(entity)
             span = landed_window(entity, business_date, settings)
+            later = None
             if span is None:
                 session.execute(sa.delete(table).where(table.c._business_date == business_date))
             else:
@@ -172,7 +167,7 @@ def load_business_date(
                                                           for d in _days(own)])  # fmt: skip
             schema = pq.read_schema(files[0])
             counts[entity] = session.insert_parquet(table, files, {"_business_date": business_date}, BATCH_ROWS)
-            if span is not None and later is not None:  # what a later date's run holds stays as it read it
+            if later is not None:  # what a later date's run holds stays as it read it
                 theirs = sa.and_(table.c._business_date == business_date, table.c[WINDOW_COLUMN[entity]] >= later)
                 counts[entity] -= session.execute(sa.delete(table).where(theirs))
             # statistics with the day's rows in them before any statement reads them: without, a

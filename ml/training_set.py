@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import pandas as pd
 import sqlalchemy as sa
 
-from crm.warehouse import Session, days_after
+from crm.warehouse import Session, as_date, days_after
 from ml.features import FEATURES, cast_features, feature_columns
 
 
@@ -119,12 +119,8 @@ def feature_dates_missing(session: Session, window: TrainingWindow) -> list[dt.d
     uncovered = sa.select(contacts.c.contact_date).distinct()
     uncovered = uncovered.where(contacts.c.contact_id.not_in(sa.select(usable.c.contact_id)))
     step, d = window.feature_step_days, window.business_date
-    days_back = {1 + step * math.ceil((d - _date(r[0])).days / step) for r in session.rows(uncovered)}
+    days_back = {1 + step * math.ceil((d - as_date(r[0])).days / step) for r in session.rows(uncovered)}
     return sorted(d - dt.timedelta(days=n) for n in days_back)
-
-
-def _date(value) -> dt.date:
-    return value.date() if isinstance(value, dt.datetime) else value
 
 
 ASSIGNED = sa.table("customer_campaign_assignments", *map(sa.column, ("business_date", "customer_id", "campaign_id",

@@ -25,7 +25,7 @@ the same warehouse).
 from crm.warehouse.dbt_runs import dbt_command, dbt_docs, dbt_env, run_dbt, run_dbt_in_process
 from crm.warehouse.engines import analysts_warehouse, dispose_engines, parquet_view, scratch_duckdb, warehouse
 from crm.warehouse.session import ENGINES, Session, Warehouse, WarehouseError, add_column, engine_name, fingerprint
-from crm.warehouse.sql import Analyze, Statement, days_after, insert_statement, metadata, stddev_pop
+from crm.warehouse.sql import Analyze, Statement, as_date, days_after, insert_statement, metadata, stddev_pop
 
 __all__ = [
     "ENGINES",
@@ -36,6 +36,7 @@ __all__ = [
     "WarehouseError",
     "add_column",
     "analysts_warehouse",
+    "as_date",
     "days_after",
     "dbt_command",
     "dbt_docs",

@@ -4,10 +4,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 
 metadata = sa.MetaData()
+
+
+def as_date(value) -> dt.date:
+    """A DATE column's value as a date, however the engine's driver returned it (a date, a datetime
+    from SQL Server's, a string)."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
 
 
 class stddev_pop(sa.sql.functions.GenericFunction):
