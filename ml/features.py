@@ -15,7 +15,7 @@ NUMERIC_FEATURES = [
     "has_personal_loan", "has_mortgage", "has_insurance",
     "tx_count_30d", "tx_count_90d", "spend_30d_pen", "spend_90d_pen", "salary_90d_pen",
     "salary_180d_pen", "salary_count_180d", "balance_savings_pen",
-    "pos_count_90d", "wallet_count_90d", "days_since_last_tx",
+    "pos_count_90d", "wallet_count_90d", "accounts_transacted_180d", "days_since_last_tx",
     "consent_sms", "consent_email", "consent_phone", "consent_push", "consent_social",
 ]  # fmt: skip
 CATEGORICAL_FEATURES = ["campaign_id", "segment", "income_band", "region"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ml.estimators import INPUTS, PerCampaign, customer_traits, derived_features, logistic
+from ml.estimators import INPUTS, PerCampaign, customer_traits, customer_traits_and_card, derived_features, logistic
 
 
 def _customers(n: int, seed: int) -> pd.DataFrame:
@@ -95,3 +95,23 @@ def test_a_life_stage_in_the_middle_of_the_ages_is_ranked_first():
     probe["age"] = [25, 52, 75]
     young, family, old = model.predict_proba(probe)[:, 1]
     assert family > young + 0.15 and family > old + 0.15
+
+
+def test_a_card_not_yet_listed_is_known_by_the_second_account_it_pays_from():
+    """Acceptance driven by holding a card, where half the card holders' cards are not yet among their
+    listed accounts but pay in shops from a second account: the model ranks those customers with the
+    listed card holders, above customers with no card."""
+    rng = np.random.default_rng(11)
+    train = _customers(12_000, 12).assign(campaign_id="CMP-CARD")
+    card = rng.random(len(train)) < 0.4
+    listed = card & (rng.random(len(train)) < 0.5)
+    train["has_credit_card"] = listed.astype(int)
+    train["accounts_transacted_180d"] = np.where(card, 2, 1)
+    train["accepted"] = (rng.random(len(train)) < np.where(card, 0.30, 0.05)).astype(int)
+    assert customer_traits_and_card(train)["card_in_use"].tolist() == card.astype(float).tolist()
+    model = PerCampaign(logistic()).fit(train, train["accepted"])
+    probe = pd.concat([_customers(1, 13)] * 3, ignore_index=True).assign(campaign_id="CMP-CARD")
+    probe["has_credit_card"] = [1, 0, 0]
+    probe["accounts_transacted_180d"] = [2, 2, 1]
+    listed_card, unlisted_card, no_card = model.predict_proba(probe)[:, 1]
+    assert unlisted_card > no_card + 0.15 and abs(unlisted_card - listed_card) < 0.08

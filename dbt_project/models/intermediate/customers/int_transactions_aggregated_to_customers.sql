@@ -1,11 +1,12 @@
 -- Recency, frequency and monetary value of each customer's transactions over 30, 90 and 180 days,
--- and card spend by merchant category over 180 days. One pass over the window; windows are ranges
+-- the accounts they went through, and card spend by merchant category over 180 days. One pass over the window; windows are ranges
 -- of booking_date (the business date included), compared against constants.
 {% set windows = [30, 90, 180] %}
 {% set categories = var('merchant_categories') %}
 with transactions as (
     select
         customer_id,
+        account_id,
         transaction_type,
         merchant_category,
         amount,
@@ -34,6 +35,8 @@ aggregated as (
             as integer) as pos_count_90d,
         cast(sum(case when booking_date > {{ days_before(90) }} and transaction_type = 'WALLET_P2P' then 1 else 0 end)
             as integer) as wallet_count_90d,
+        -- the accounts money moved through: a card pays before it is among the accounts listed to us
+        cast(count(distinct account_id) as integer) as accounts_transacted_180d,
         {% for c in categories %}
         sum(case when merchant_category = '{{ c }}' then -amount else 0 end)
             as spend_180d_{{ c | lower }}_pen{{ "," if not loop.last }}

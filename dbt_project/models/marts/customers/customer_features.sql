@@ -64,6 +64,7 @@ joined as (
         {% endfor %}
         coalesce(t.pos_count_90d, 0) as pos_count_90d,
         coalesce(t.wallet_count_90d, 0) as wallet_count_90d,
+        coalesce(t.accounts_transacted_180d, 0) as accounts_transacted_180d,
         coalesce(t.days_since_last_tx, 999) as days_since_last_tx,
         -- contact history
         coalesce(h.contacts_365d, 0) as contacts_365d,
