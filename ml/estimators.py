@@ -76,20 +76,25 @@ def customer_traits(X: pd.DataFrame) -> pd.DataFrame:
     return d
 
 
-def customer_traits_and_card(X: pd.DataFrame) -> pd.DataFrame:
-    """:func:`customer_traits`, and a card in use (``card_in_use``): one listed among the customer's
-    accounts, or money moved through a second account. A card pays in shops months before the core
-    lists its account for the customer (decision 0031). :func:`customer_traits` stays as it was:
-    models registered before this change call it by name."""
+def customer_traits_v2(X: pd.DataFrame) -> pd.DataFrame:
+    """:func:`customer_traits`, and two more that recover a trait (decision 0031):
+
+    - a card in use (``card_in_use``): one listed among the customer's accounts, or money moved
+      through a second account. A card pays in shops months before the core lists its account;
+    - the savings balance of a customer with no salary deposit seen (``no_salary_x_savings_balance``):
+      where the salary does not say the income, the balances speak for it.
+
+    :func:`customer_traits` stays as it was: models registered before call it by name."""
     d = customer_traits(X)
     moved = X["accounts_transacted_180d"] if "accounts_transacted_180d" in X else pd.Series(0.0, index=X.index)
     second = (pd.to_numeric(moved, errors="coerce").fillna(0.0).to_numpy() >= 2).astype("float64")
     d["card_in_use"] = np.maximum(d["has_credit_card"].to_numpy(), second)
+    d["no_salary_x_savings_balance"] = (1.0 - d["has_salary"].to_numpy()) * d["log_savings_balance"].to_numpy()
     return d
 
 
 def logistic():
-    """:func:`customer_traits_and_card`, age as a cubic spline, standardised, into a logistic regression whose
+    """:func:`customer_traits_v2`, age as a cubic spline, standardised, into a logistic regression whose
     regularisation the data choose (by cross-validated log loss): a campaign with a few hundred
     contacts needs much of it (the demo bank), one with tens of thousands little."""
     from sklearn.compose import ColumnTransformer
@@ -100,7 +105,7 @@ def logistic():
     age = SplineTransformer(n_knots=AGE_KNOTS, degree=3, knots="uniform")
     return Pipeline(
         [
-            ("features", FunctionTransformer(customer_traits_and_card)),
+            ("features", FunctionTransformer(customer_traits_v2)),
             ("age_curve", ColumnTransformer([("age", age, ["age"])], remainder="passthrough")),
             ("scale", StandardScaler()),
             (
