@@ -3,9 +3,15 @@
 One model for every campaign (the campaign is a feature). The training set is point in time
 (:mod:`ml.training_set`) and every split is by contact date, never at random: the oldest 80% fit
 each candidate (its probabilities calibrated on out-of-fold predictions), the latest 20% are the
-holdout every candidate and the current champion are measured on. The version registered is the
-one measured: refitted on the whole window, it would have seen the contacts the next week's holdout
-measures it on (decision 0027).
+holdout every candidate and the current champion are measured on.
+
+The version registered serves the best candidate fitted again on the whole window: the latest
+contacts are the ones most like tomorrow's customers, and a fifth more contacts is worth 0.3 points
+of ``make bench-scoring``'s oracle capture (decision 0031). The gate never measures that refit: it
+has seen the contacts a later training's holdout is drawn from and would be favoured over every
+challenger. Each version keeps the fit that was measured (its tag ``measured_model``), and a later
+training measures the champion by that one: fitted on contacts before its own holdout, which a
+later holdout starts after.
 
 Promotion (:mod:`ml.gate`): the candidate that captures most at the campaigns' capacities on the
 holdout is registered as a new version of ``crm-campaign-propensity``. It takes the alias
@@ -41,6 +47,8 @@ CANDIDATES = ("logistic_regression", "gradient_boosting", "per_campaign_logistic
 PROMOTION_METRIC = "capture_at_capacity"
 CALIBRATION_TOLERANCE = 0.01  # calibration error a new champion may add to the champion's
 DEFAULT_MARGIN = 0.005
+# a version's tag: the URI of the fit on the window's oldest 80 %, which the gate measures
+MEASURED_TAG = "measured_model"
 MIN_CONTACTS = 200
 MIN_ACCEPTANCES = 20
 MAX_WEIGHT = 20.0  # a contact's weight at most: one unlikely draw must not outweigh twenty contacts
@@ -85,8 +93,9 @@ class TrainingResult:
     reason: str
     metrics: dict[str, float] = field(default_factory=dict)
     champion_before: str | None = None
-    training_rows: int = 0
+    training_rows: int = 0  # the measured fit's (the oldest 80 %)
     holdout_rows: int = 0
+    served_rows: int = 0  # the registered version's: the whole window
     backfilled_feature_dates: int = 0
 
 
@@ -222,7 +231,8 @@ def _champion_on(
         version = str(client.get_model_version_by_alias(model_name, CHAMPION).version)
     except MlflowException:
         return None, None, "there is no champion yet"
-    uri = f"models:/{model_name}/{version}"
+    # the fit that was measured (a version before decision 0031 is its own)
+    uri = client.get_model_version(model_name, version).tags.get(MEASURED_TAG) or f"models:/{model_name}/{version}"
     names = mlflow.models.get_model_info(uri).signature.inputs.input_names()
     missing = sorted(set(names) - set(holdout.columns))
     if missing:
@@ -264,8 +274,6 @@ def train_and_register(
     """Train every candidate on the window (its features built: see ``feature_dates_missing``),
     register the best, decide its alias."""
     import mlflow
-    from mlflow.models import infer_signature
-    from sklearn import __version__ as sklearn_version
 
     config = config or TrainingConfig()
     window = config.window(business_date, settings)
@@ -307,7 +315,8 @@ def train_and_register(
                 "promotion_metric": PROMOTION_METRIC,
                 "calibration_tolerance": CALIBRATION_TOLERANCE,
                 "capacities_as_of": capacity_date.isoformat(),
-                "split": "by contact date: fit 80% (sigmoid calibration out of 3 folds), holdout the latest 20%",
+                "split": "by contact date: fit 80% (sigmoid calibration out of 3 folds), holdout the latest 20%; "
+                "the version registered serves the best fitted again on 100%",
                 "features": ",".join(FEATURES),
                 "backfilled_feature_dates": len(missing),
             }
@@ -329,19 +338,19 @@ def train_and_register(
                 calibration_plot(y, p, cand / "calibration.png", f"{name}: holdout calibration")
                 feature_importance(model, holdout, cand / "feature_importance.csv")
                 mlflow.log_artifacts(str(cand), artifact_path="evaluation")
-                info = mlflow.sklearn.log_model(
-                    model,
-                    name="model",
-                    signature=infer_signature(example, model.predict_proba(example)[:, 1]),
-                    input_example=example,
-                    pip_requirements=[f"scikit-learn=={sklearn_version}", "pandas", "numpy"],
-                    skops_trusted_types=_trusted_types(model),
-                )
-                results[name] = (metrics, info)
+                results[name] = (metrics, _log_model(model, example))
                 log.info("candidate %s (run %s): %s", name, child.info.run_id, _brief(metrics))
         best = max(results, key=lambda n: (results[n][0][PROMOTION_METRIC], results[n][0]["roc_auc"]))
-        metrics, info = results[best]
+        metrics, measured = results[best]
+        with mlflow.start_run(run_name=f"{best} on the whole window", nested=True) as child:
+            served, method = fit_calibrated(best, df, config.weight_contacts)
+            mlflow.log_params({"candidate": best, "calibration": method, "fitted_on": "every contact of the window",
+                               "measured_model": measured.model_uri})  # fmt: skip
+            mlflow.log_metric("training_rows", len(df))
+            info = _log_model(served, example)
+            log.info("%s fitted again on all %d contacts of the window (run %s)", best, len(df), child.info.run_id)
         version = str(mlflow.register_model(info.model_uri, settings.model.model_name).version)
+        client.set_model_version_tag(settings.model.model_name, version, MEASURED_TAG, measured.model_uri)
         champion = _champion_on(holdout, client, settings.model.model_name, capacities)
         champion_version, champion_metrics = champion[0], champion[1]
         alias, reason = promotion(version, best, metrics, champion, config.promotion_margin)
@@ -366,7 +375,24 @@ def train_and_register(
         champion_before=champion_version,
         training_rows=len(train),
         holdout_rows=len(holdout),
+        served_rows=len(df),
         backfilled_feature_dates=len(missing),
+    )
+
+
+def _log_model(model, example: pd.DataFrame):
+    """Log ``model`` to the active run as ``model``, with its signature and an input example."""
+    import mlflow
+    from mlflow.models import infer_signature
+    from sklearn import __version__ as sklearn_version
+
+    return mlflow.sklearn.log_model(
+        model,
+        name="model",
+        signature=infer_signature(example, model.predict_proba(example)[:, 1]),
+        input_example=example,
+        pip_requirements=[f"scikit-learn=={sklearn_version}", "pandas", "numpy"],
+        skops_trusted_types=_trusted_types(model),
     )
 
 
