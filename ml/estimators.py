@@ -15,6 +15,9 @@ salary deposit of (a fifth of them, whose income the model otherwise did not kno
 consents by age (a consent says more of a young customer than of an old one), and age as a smooth
 curve (a spline) rather than a line: life stages come and go with age. ``make bench-scoring``'s
 oracle capture 0.918 -> 0.934 with ``ml.train``'s cross-validated calibration (decision 0027).
+
+And (:func:`customer_traits_v2`, decision 0031): the card a customer pays with before the core lists
+it, and the savings balance with a slope of its own where no salary deposit is seen.
 """
 
 from __future__ import annotations
