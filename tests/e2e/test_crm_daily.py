@@ -686,8 +686,8 @@ def test_model_training_dag_logs_candidates_and_promotes_only_by_the_margin(firs
     whole = parent.data.metrics["training_rows"] + parent.data.metrics["holdout_rows"]
     assert served.data.metrics["training_rows"] == whole
     assert challenger.run_id == served.info.run_id and challenger.tags["measured_model"] != challenger.source
-    assert parent.data.metrics["champion_holdout_capture_at_capacity"] == parent.data.metrics[
-        "best_capture_at_capacity"]  # fmt: skip
+    for measure in ("capture_at_capacity", "calibration_error", "roc_auc"):
+        assert parent.data.metrics[f"champion_holdout_{measure}"] == parent.data.metrics[f"best_{measure}"], measure
     for run in measured:
         assert {"roc_auc", "pr_auc", "brier", "lift_top_decile"} <= set(run.data.metrics)
         assert any(k.startswith("auc.CMP-") for k in run.data.metrics)
