@@ -119,7 +119,8 @@ def _check_signature(model_uri: str, columns: list[str]) -> None:
     if missing or unexpected:
         raise FeatureMismatch(
             f"the features do not match the signature of {model_uri}: missing {missing or 'none'}, "
-            f"not in the signature {unexpected or 'none'}"
+            f"not in the signature {unexpected or 'none'}; run crm_model_training: a version that reads "
+            "today's features takes over from a champion that cannot"
         )
 
 

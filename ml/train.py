@@ -231,13 +231,22 @@ def _champion_on(
         version = str(client.get_model_version_by_alias(model_name, CHAMPION).version)
     except MlflowException:
         return None, None, "there is no champion yet"
-    # the fit that was measured (a version before decision 0031 is its own)
-    uri = client.get_model_version(model_name, version).tags.get(MEASURED_TAG) or f"models:/{model_name}/{version}"
-    names = mlflow.models.get_model_info(uri).signature.inputs.input_names()
-    missing = sorted(set(names) - set(holdout.columns))
-    if missing:
-        return version, None, f"champion v{version} cannot score today's features (missing {missing})"
-    p = mlflow.sklearn.load_model(uri).predict_proba(holdout[names])[:, 1]
+    served = f"models:/{model_name}/{version}"
+    names = mlflow.models.get_model_info(served).signature.inputs.input_names()
+    missing, unread = sorted(set(names) - set(holdout.columns)), sorted(set(FEATURES) - set(names))
+    if missing or unread:  # crm_daily refuses it (ml.score's signature check): the new version must take over
+        return version, None, (f"champion v{version} cannot score today's features (missing {missing or 'none'}, "
+                               f"not read {unread or 'none'})")  # fmt: skip
+    # the fit that was measured (a version before decision 0031 is its own); when it is gone (its run
+    # deleted, the version copied to another registry), the version itself, which favours the champion
+    measured = client.get_model_version(model_name, version).tags.get(MEASURED_TAG)
+    try:
+        model = mlflow.sklearn.load_model(measured or served)
+    except (MlflowException, OSError) as exc:
+        log.warning("champion v%s's measured fit %s cannot be loaded (%s): measuring the version itself",
+                    version, measured, exc)  # fmt: skip
+        model = mlflow.sklearn.load_model(served)
+    p = model.predict_proba(holdout[names])[:, 1]
     y, campaigns = holdout["accepted"].to_numpy(), holdout["campaign_id"]
     return (
         version,
@@ -349,8 +358,8 @@ def train_and_register(
             mlflow.log_metric("training_rows", len(df))
             info = _log_model(served, example)
             log.info("%s fitted again on all %d contacts of the window (run %s)", best, len(df), child.info.run_id)
-        version = str(mlflow.register_model(info.model_uri, settings.model.model_name).version)
-        client.set_model_version_tag(settings.model.model_name, version, MEASURED_TAG, measured.model_uri)
+        version = str(mlflow.register_model(info.model_uri, settings.model.model_name,
+                                            tags={MEASURED_TAG: measured.model_uri}).version)  # fmt: skip
         champion = _champion_on(holdout, client, settings.model.model_name, capacities)
         champion_version, champion_metrics = champion[0], champion[1]
         alias, reason = promotion(version, best, metrics, champion, config.promotion_margin)

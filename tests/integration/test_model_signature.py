@@ -39,3 +39,56 @@ def test_a_matching_signature_passes(settings):
     _check_signature(info.model_uri, [*FEATURES, "customer_id", "offer_id"])
     with pytest.raises(FeatureMismatch, match=r"missing \['age'\]"):
         _check_signature(info.model_uri, [c for c in FEATURES if c != "age"])
+
+
+def _register_champion(settings, features: list[str], tags: dict | None = None) -> str:
+    """A registered version reading ``features``, with the champion alias; its version."""
+    import mlflow
+    from mlflow.models import infer_signature
+    from sklearn.dummy import DummyClassifier
+
+    client = mlflow_client(settings)
+    frame = pd.DataFrame({c: (["x"] * 4 if c in CATEGORICAL_FEATURES else np.arange(4.0)) for c in features})
+    model = DummyClassifier(strategy="prior").fit(frame[[c for c in features if c in NUMERIC_FEATURES]], [0, 1, 0, 1])
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(model, name="model", signature=infer_signature(frame, np.zeros(4)))
+    name = settings.model.model_name
+    version = str(mlflow.register_model(info.model_uri, name, tags=tags).version)
+    client.set_registered_model_alias(name, "champion", version)
+    return version
+
+
+def _holdout(n: int = 400) -> pd.DataFrame:
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({c: (["x"] * n if c in CATEGORICAL_FEATURES else rng.random(n)) for c in FEATURES})
+    accepted = (rng.random(n) < 0.3).astype(int)
+    return frame.assign(campaign_id="CMP-A", accepted=accepted, arm=None, selection_probability=1.0)
+
+
+def test_a_champion_that_does_not_read_today_s_features_gives_way_to_the_new_version(settings):
+    """crm_daily refuses a champion that does not read a feature today's release added: training must
+    not keep it because it cannot be beaten by the margin."""
+    from ml.gate import Capacity
+    from ml.train import _champion_on, promotion
+
+    version = _register_champion(settings, [c for c in FEATURES if c != "wallet_count_90d"])
+    champion = _champion_on(_holdout(), mlflow_client(settings), settings.model.model_name,
+                            {"CMP-A": Capacity(share=0.1, worth=1.0)})  # fmt: skip
+    assert champion[:2] == (version, None) and "not read ['wallet_count_90d']" in champion[2]
+    alias, reason = promotion("9", "per_campaign_logistic", {"capture_at_capacity": 0.0, "calibration_error": 1.0},
+                              champion, 0.005)  # fmt: skip
+    assert alias == "champion" and "cannot score today's features" in reason
+
+
+def test_a_champion_whose_measured_fit_is_gone_is_measured_by_itself(settings, caplog):
+    """The gate measures a champion by the fit that was measured (decision 0031); when that fit is
+    gone (its run deleted, the version copied to another registry), by the version, with a warning."""
+    from ml.gate import Capacity
+    from ml.train import MEASURED_TAG, _champion_on
+
+    version = _register_champion(settings, FEATURES, tags={MEASURED_TAG: "models:/m-0123456789abcdef0123456789abcdef"})
+    with caplog.at_level("WARNING", logger="ml.train"):
+        champion = _champion_on(_holdout(), mlflow_client(settings), settings.model.model_name,
+                                {"CMP-A": Capacity(share=0.1, worth=1.0)})  # fmt: skip
+    assert champion[0] == version and champion[1] is not None and "capture_at_capacity" in champion[1]
+    assert f"champion v{version}'s measured fit" in caplog.text and "cannot be loaded" in caplog.text
