@@ -54,10 +54,13 @@ def features_sql(business_date: dt.date) -> str:
     spend = lambda cond: f"sum(case when {cond} and amount < 0 then -amount else 0 end)"  # noqa: E731
     cats = ",\n".join(f"{spend(f'merchant_category = {c.upper()!r}')} as spend_180d_{c}_pen" for c in CATEGORIES)
     has = ",\n".join(f"max(case when product = '{p.upper()}' then 1 else 0 end) as has_{p}" for p in PRODUCT_NAMES)
+    balances = ",\n".join(f"sum(case when product = '{p.upper()}' then bal else 0 end) as balance_{p}_pen"
+                          for p in PRODUCT_NAMES)  # fmt: skip
     return f"""
     with a as (
         select customer_id, count(*) as n_products,
-               sum(greatest(bal, 0)) as total_balance_pen, sum(greatest(-bal, 0)) as total_debt_pen, {has}
+               sum(greatest(bal, 0)) as total_balance_pen, sum(greatest(-bal, 0)) as total_debt_pen, {has},
+               {balances}
         from (select customer_id, product, case when currency = 'USD' then balance * {usd_pen} else balance end as bal
               from raw.accounts where _business_date = {d} and status = 'ACTIVE')
         group by customer_id
@@ -71,6 +74,9 @@ def features_sql(business_date: dt.date) -> str:
                {spend("true")} as spend_180d_pen,
                sum(amount) filter (where type = 'SALARY_DEPOSIT' and booking_date > {d} - 90) as salary_90d_pen,
                sum(amount) filter (where type = 'SALARY_DEPOSIT') as salary_180d_pen,
+               count(*) filter (where type = 'SALARY_DEPOSIT' and booking_date > {d} - 90) as salary_count_90d,
+               count(*) filter (where type = 'SALARY_DEPOSIT') as salary_count_180d,
+               count(distinct account_id) as accounts_transacted_180d,
                {cats},
                count(*) filter (where type = 'POS_PURCHASE' and booking_date > {d} - 90) as pos_count_90d,
                count(*) filter (where type = 'WALLET_P2P' and booking_date > {d} - 90) as wallet_count_90d
@@ -92,12 +98,15 @@ def features_sql(business_date: dt.date) -> str:
            cast(coalesce(a.total_balance_pen, 0) as decimal(18, 2)) as total_balance_pen,
            cast(coalesce(a.total_debt_pen, 0) as decimal(18, 2)) as total_debt_pen,
            {", ".join(f"coalesce(a.has_{p}, 0) as has_{p}" for p in PRODUCT_NAMES)},
+           {", ".join(f"cast(coalesce(a.balance_{p}_pen, 0) as decimal(18, 2)) as balance_{p}_pen" for p in PRODUCT_NAMES)},
            coalesce(t.tx_count_30d, 0) as tx_count_30d, coalesce(t.tx_count_90d, 0) as tx_count_90d,
            coalesce(t.spend_30d_pen, 0) as spend_30d_pen, coalesce(t.spend_90d_pen, 0) as spend_90d_pen,
            coalesce(t.salary_90d_pen, 0) as salary_90d_pen, coalesce(t.tx_count_180d, 0) as tx_count_180d,
            coalesce(t.spend_180d_pen, 0) as spend_180d_pen, coalesce(t.salary_180d_pen, 0) as salary_180d_pen,
+           coalesce(t.salary_count_90d, 0) as salary_count_90d, coalesce(t.salary_count_180d, 0) as salary_count_180d,
            {", ".join(f"coalesce(t.spend_180d_{c}_pen, 0) as spend_180d_{c}_pen" for c in CATEGORIES)},
            coalesce(t.pos_count_90d, 0) as pos_count_90d, coalesce(t.wallet_count_90d, 0) as wallet_count_90d,
+           coalesce(t.accounts_transacted_180d, 0) as accounts_transacted_180d,
            coalesce(t.days_since_last_tx, 999) as days_since_last_tx,
            coalesce(h.contacts_365d, 0) as contacts_365d, coalesce(h.accepts_365d, 0) as accepts_365d,
            coalesce(h.declines_365d, 0) as declines_365d,

@@ -16,8 +16,8 @@ consents by age (a consent says more of a young customer than of an old one), an
 curve (a spline) rather than a line: life stages come and go with age. ``make bench-scoring``'s
 oracle capture 0.918 -> 0.934 with ``ml.train``'s cross-validated calibration (decision 0027).
 
-And (:func:`customer_traits_v2`, decision 0031): the card a customer pays with before the core lists
-it, and the savings balance with a slope of its own where no salary deposit is seen.
+And (:func:`customer_traits_v2`, decision 0031): money moving through a second account (a card pays
+before the core lists it), and the savings balance with a slope of its own where no salary deposit is seen.
 """
 
 from __future__ import annotations
@@ -82,16 +82,16 @@ def customer_traits(X: pd.DataFrame) -> pd.DataFrame:
 def customer_traits_v2(X: pd.DataFrame) -> pd.DataFrame:
     """:func:`customer_traits`, and two more that recover a trait (decision 0031):
 
-    - a card in use (``card_in_use``): one listed among the customer's accounts, or money moved
-      through a second account. A card pays in shops months before the core lists its account;
+    - money moving through two accounts or more in 180 days (``two_accounts_in_use``): a card
+      pays in shops from its own account, months before the core lists that account for the
+      customer (``has_credit_card`` says only the listed cards);
     - the savings balance of a customer with no salary deposit seen (``no_salary_x_savings_balance``):
       where the salary does not say the income, the balances speak for it.
 
     :func:`customer_traits` stays as it was: models registered before call it by name."""
     d = customer_traits(X)
     moved = X["accounts_transacted_180d"] if "accounts_transacted_180d" in X else pd.Series(0.0, index=X.index)
-    second = (pd.to_numeric(moved, errors="coerce").fillna(0.0).to_numpy() >= 2).astype("float64")
-    d["card_in_use"] = np.maximum(d["has_credit_card"].to_numpy(), second)
+    d["two_accounts_in_use"] = (pd.to_numeric(moved, errors="coerce").fillna(0.0).to_numpy() >= 2).astype("float64")
     d["no_salary_x_savings_balance"] = (1.0 - d["has_salary"].to_numpy()) * d["log_savings_balance"].to_numpy()
     return d
 

@@ -108,7 +108,7 @@ def test_a_card_not_yet_listed_is_known_by_the_second_account_it_pays_from():
     train["has_credit_card"] = listed.astype(int)
     train["accounts_transacted_180d"] = np.where(card, 2, 1)
     train["accepted"] = (rng.random(len(train)) < np.where(card, 0.30, 0.05)).astype(int)
-    assert customer_traits_v2(train)["card_in_use"].tolist() == card.astype(float).tolist()
+    assert customer_traits_v2(train)["two_accounts_in_use"].tolist() == card.astype(float).tolist()
     model = PerCampaign(logistic()).fit(train, train["accepted"])
     probe = pd.concat([_customers(1, 13)] * 3, ignore_index=True).assign(campaign_id="CMP-CARD")
     probe["has_credit_card"] = [1, 0, 0]
