@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Iterator
 
@@ -75,8 +76,9 @@ def scoring_batches(session, business_date: dt.date, batch_rows: int = 200_000) 
     """Every eligible customer x campaign pair of ``business_date`` with its features and the
     customer's contacts per channel in the last 30 days, in chunks of ``batch_rows``. In no set
     order: an order would make the warehouse hold the whole result before the first chunk."""
-    batches = session.batches(
-        f"""
+    batches = contextlib.closing(
+        session.batches(
+            f"""
         with recent as (
             -- each customer's contacts per channel in the 30 days up to the date (frequency caps)
             select customer_id, {_CONTACTS_30D}
@@ -95,8 +97,10 @@ def scoring_batches(session, business_date: dt.date, batch_rows: int = 200_000) 
         left join recent as r on r.customer_id = e.customer_id
         where e.as_of_date = :d
         """,
-        {"d": business_date, "since": business_date - dt.timedelta(days=30)},
-        rows=batch_rows,
+            {"d": business_date, "since": business_date - dt.timedelta(days=30)},
+            rows=batch_rows,
+        )
     )
-    for batch in batches:
-        yield cast_features(batch)
+    with batches as stream:  # closed with this generator: the warehouse's result with it
+        for batch in stream:
+            yield cast_features(batch)

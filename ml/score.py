@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -108,20 +109,25 @@ def scoring_champion(settings: Settings) -> ModelRef | None:
     return ref
 
 
-def _check_signature(model_uri: str, columns: list[str]) -> None:
-    """Fail with the column names when the model's signature and our features disagree."""
+def _check_signature(model_uri: str, columns: list[str]) -> list[str]:
+    """The columns the model reads. Fail with their names when today's features lack some of them; a
+    model that does not read some of today's features (trained before a release added them) scores
+    on those it reads, and the log says which it leaves out and how to use them."""
     from mlflow.models import get_model_info
 
     signature = get_model_info(model_uri).signature
-    expected = set(signature.inputs.input_names()) if signature is not None else set(FEATURES)
-    missing = sorted(expected - set(columns))
-    unexpected = sorted(set(FEATURES) - expected)
-    if missing or unexpected:
+    expected = list(signature.inputs.input_names()) if signature is not None else list(FEATURES)
+    missing = sorted(set(expected) - set(columns))
+    if missing:
         raise FeatureMismatch(
-            f"the features do not match the signature of {model_uri}: missing {missing or 'none'}, "
-            f"not in the signature {unexpected or 'none'}; run crm_model_training: a version that reads "
-            "today's features takes over from a champion that cannot"
+            f"the features do not match the signature of {model_uri}: today's features lack {missing}; "
+            "rebuild the marts with this release, or move the champion alias to a version that reads them"
         )
+    unread = sorted(set(FEATURES) - set(expected))
+    if unread:
+        log.warning("%s does not read today's features %s (trained before they were added): it scores on "
+                    "those it reads; crm_model_training trains a version that reads them", model_uri, unread)  # fmt: skip
+    return expected
 
 
 class ReasonCoder:
@@ -204,17 +210,16 @@ def score_pairs(model, batches, coder: ReasonCoder, model_uri: str | None = None
     """Score every pair of ``batches`` (chunks, in any order): a narrow frame of what arbitration
     needs, and each campaign's offer, value, weight and validity."""
     parts, offers = [], {}
-    checked = model_uri is None
+    reads = None if model_uri is not None else FEATURES
     for batch in batches:
-        if not checked:
-            _check_signature(model_uri, list(batch.columns))
-            checked = True
+        if reads is None:
+            reads = _check_signature(model_uri, list(batch.columns))
         for row in batch.drop_duplicates("campaign_id").itertuples():
             offers.setdefault(row.campaign_id, (row.offer_id, row.valid_until, row.value_pen, row.priority_weight))
         campaign = pd.Categorical(batch["campaign_id"], categories=coder.campaigns)
         if (campaign.codes < 0).any():
             raise ValueError(f"campaigns without a policy: {sorted(set(batch['campaign_id']) - set(coder.campaigns))}")
-        propensity = model.predict_proba(batch[FEATURES])[:, 1]
+        propensity = model.predict_proba(batch[reads])[:, 1]
         coder.add(batch, propensity, campaign.codes)
         out = pd.DataFrame({"customer_id": batch["customer_id"].to_numpy(dtype=np.int64), "campaign_id": campaign,
                             "propensity": np.round(propensity, 6)})  # fmt: skip
@@ -267,7 +272,9 @@ def score_and_assign(business_date: dt.date, settings: Settings) -> ScoringResul
     with wh.connect() as session:
         policy = load_policy(session, settings.model.max_offers_per_customer)
         coder = ReasonCoder(_reference(session, business_date), sorted(policy.campaign_capacity))
-        pairs, offers = score_pairs(model, scoring_batches(session, business_date), coder, model_uri)
+        # closed when scoring stops early: an open result would fail the rollback and hide why it stopped
+        with contextlib.closing(scoring_batches(session, business_date)) as batches:
+            pairs, offers = score_pairs(model, batches, coder, model_uri)
         shares = Shares.of(settings)
         assigned = assign(pairs, policy, business_date, shares)
         assignment_gate(session, business_date, len(pairs), len(assigned))

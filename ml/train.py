@@ -233,10 +233,9 @@ def _champion_on(
         return None, None, "there is no champion yet"
     served = f"models:/{model_name}/{version}"
     names = mlflow.models.get_model_info(served).signature.inputs.input_names()
-    missing, unread = sorted(set(names) - set(holdout.columns)), sorted(set(FEATURES) - set(names))
-    if missing or unread:  # crm_daily refuses it (ml.score's signature check): the new version must take over
-        return version, None, (f"champion v{version} cannot score today's features (missing {missing or 'none'}, "
-                               f"not read {unread or 'none'})")  # fmt: skip
+    missing = sorted(set(names) - set(holdout.columns))
+    if missing:  # crm_daily refuses it too (ml.score's signature check): the new version takes over
+        return version, None, f"champion v{version} cannot score today's features (missing {missing})"
     # the fit that was measured (a version before decision 0031 is its own); when it is gone (its run
     # deleted, the version copied to another registry), the version itself, which favours the champion
     measured = client.get_model_version(model_name, version).tags.get(MEASURED_TAG)

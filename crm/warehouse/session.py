@@ -87,8 +87,12 @@ class Session:
     ) -> Iterator[pd.DataFrame]:
         """The result ``rows`` at a time, streamed: the warehouse never hands over the whole of it."""
         if self.engine == "duckdb":
-            for batch in self._duckdb_relation(statement, params).to_arrow_reader(rows):
-                yield batch.to_pandas()
+            reader = self._duckdb_relation(statement, params).to_arrow_reader(rows)
+            try:
+                for batch in reader:
+                    yield batch.to_pandas()
+            finally:  # left early (the reader raised): the connection's result closed, or nothing else runs on it
+                reader.close()
             return
         result = self.connection.execution_options(stream_results=True, yield_per=rows).execute(
             as_executable(statement), params

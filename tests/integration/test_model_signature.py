@@ -1,4 +1,5 @@
-"""A model whose signature does not match today's features is refused, naming the columns."""
+"""A model that needs a column today's features lack is refused, naming it; one trained before a
+release added a feature scores on the columns it reads."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from ml.registry import mlflow_client
 from ml.score import FeatureMismatch, _check_signature
 
 
-def test_a_signature_without_a_feature_is_refused_with_its_name(settings):
+def test_a_champion_trained_before_a_feature_was_added_scores_on_what_it_reads(settings, caplog):
+    """A release that adds a feature must not stop crm_daily: the champion scores on the columns its
+    signature names, and the log names the feature it leaves out and how to use it."""
     import mlflow
     from mlflow.models import infer_signature
     from sklearn.dummy import DummyClassifier
@@ -22,8 +25,10 @@ def test_a_signature_without_a_feature_is_refused_with_its_name(settings):
     model = DummyClassifier().fit(frame[[c for c in old_features if c in NUMERIC_FEATURES]], [0, 1, 0, 1])
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(model, name="old", signature=infer_signature(frame, np.zeros(4)))
-    with pytest.raises(FeatureMismatch, match=r"not in the signature \['wallet_count_90d'\]"):
-        _check_signature(info.model_uri, [*FEATURES, "customer_id"])
+    with caplog.at_level("WARNING", logger="ml.score"):
+        reads = _check_signature(info.model_uri, [*FEATURES, "customer_id"])
+    assert reads == old_features
+    assert "does not read today's features ['wallet_count_90d']" in caplog.text and "crm_model_training" in caplog.text
 
 
 def test_a_matching_signature_passes(settings):
@@ -37,7 +42,7 @@ def test_a_matching_signature_passes(settings):
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(model, name="now", signature=infer_signature(frame, np.zeros(4)))
     _check_signature(info.model_uri, [*FEATURES, "customer_id", "offer_id"])
-    with pytest.raises(FeatureMismatch, match=r"missing \['age'\]"):
+    with pytest.raises(FeatureMismatch, match=r"today's features lack \['age'\]"):
         _check_signature(info.model_uri, [c for c in FEATURES if c != "age"])
 
 
@@ -65,16 +70,16 @@ def _holdout(n: int = 400) -> pd.DataFrame:
     return frame.assign(campaign_id="CMP-A", accepted=accepted, arm=None, selection_probability=1.0)
 
 
-def test_a_champion_that_does_not_read_today_s_features_gives_way_to_the_new_version(settings):
-    """crm_daily refuses a champion that does not read a feature today's release added: training must
-    not keep it because it cannot be beaten by the margin."""
+def test_a_champion_that_needs_a_column_today_s_features_lack_gives_way_to_the_new_version(settings):
+    """crm_daily refuses a champion that reads a column the features no longer have: training must not
+    keep it because it cannot be beaten by the margin."""
     from ml.gate import Capacity
     from ml.train import _champion_on, promotion
 
-    version = _register_champion(settings, [c for c in FEATURES if c != "wallet_count_90d"])
+    version = _register_champion(settings, [*FEATURES, "retired_feature"])
     champion = _champion_on(_holdout(), mlflow_client(settings), settings.model.model_name,
                             {"CMP-A": Capacity(share=0.1, worth=1.0)})  # fmt: skip
-    assert champion[:2] == (version, None) and "not read ['wallet_count_90d']" in champion[2]
+    assert champion[:2] == (version, None) and "missing ['retired_feature']" in champion[2]
     alias, reason = promotion("9", "per_campaign_logistic", {"capture_at_capacity": 0.0, "calibration_error": 1.0},
                               champion, 0.005)  # fmt: skip
     assert alias == "champion" and "cannot score today's features" in reason
