@@ -24,6 +24,7 @@ Evaluation only: the pipeline never sees the oracle.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from dataclasses import asdict, dataclass
@@ -88,7 +89,8 @@ def measured_pairs(
     """The eligible pairs of ``business_date`` the model chooses among (not the exploration arm's
     customers), with ``columns`` of ``scoring_batches``, and the policy with the capacities left to them."""
     with warehouse(settings).connect() as session:
-        batches = [b[columns] for b in scoring_batches(session, business_date)]
+        with contextlib.closing(scoring_batches(session, business_date)) as stream:
+            batches = [b[columns] for b in stream]
         policy = load_policy(session, settings.model.max_offers_per_customer)
     pairs = pd.concat(batches, ignore_index=True) if batches else pd.DataFrame(columns=columns)
     shares = Shares.of(settings)

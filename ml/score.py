@@ -121,12 +121,14 @@ def _check_signature(model_uri: str, columns: list[str]) -> list[str]:
     if missing:
         raise FeatureMismatch(
             f"the features do not match the signature of {model_uri}: today's features lack {missing}; "
-            "rebuild the marts with this release, or move the champion alias to a version that reads them"
+            "run crm_model_training (a version that reads today's features takes over from a champion that "
+            "cannot), or move the champion alias to such a version"
         )
     unread = sorted(set(FEATURES) - set(expected))
     if unread:
         log.warning("%s does not read today's features %s (trained before they were added): it scores on "
-                    "those it reads; crm_model_training trains a version that reads them", model_uri, unread)  # fmt: skip
+                    "those it reads; crm_model_training trains a version that reads them, champion when it captures more",
+                    model_uri, unread)  # fmt: skip
     return expected
 
 

@@ -232,7 +232,10 @@ def _champion_on(
     except MlflowException:
         return None, None, "there is no champion yet"
     served = f"models:/{model_name}/{version}"
-    names = mlflow.models.get_model_info(served).signature.inputs.input_names()
+    signature = mlflow.models.get_model_info(
+        served
+    ).signature  # none (registered by hand): today's, as scoring reads it
+    names = list(signature.inputs.input_names()) if signature is not None else list(FEATURES)
     missing = sorted(set(names) - set(holdout.columns))
     if missing:  # crm_daily refuses it too (ml.score's signature check): the new version takes over
         return version, None, f"champion v{version} cannot score today's features (missing {missing})"

@@ -97,9 +97,12 @@ class Session:
         result = self.connection.execution_options(stream_results=True, yield_per=rows).execute(
             as_executable(statement), params
         )
-        columns = list(result.keys())
-        for part in result.partitions():
-            yield pd.DataFrame(part, columns=columns)
+        try:
+            columns = list(result.keys())
+            for part in result.partitions():
+                yield pd.DataFrame(part, columns=columns)
+        finally:  # a pending cursor would keep the connection busy (SQL Server)
+            result.close()
 
     def create(self, *tables: sa.Table) -> None:
         """The tables (and their schemas) when missing, in the engine's own DDL."""

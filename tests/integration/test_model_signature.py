@@ -46,7 +46,7 @@ def test_a_matching_signature_passes(settings):
         _check_signature(info.model_uri, [c for c in FEATURES if c != "age"])
 
 
-def _register_champion(settings, features: list[str], tags: dict | None = None) -> str:
+def _register_champion(settings, features: list[str], tags: dict | None = None, signed: bool = True) -> str:
     """A registered version reading ``features``, with the champion alias; its version."""
     import mlflow
     from mlflow.models import infer_signature
@@ -56,7 +56,8 @@ def _register_champion(settings, features: list[str], tags: dict | None = None) 
     frame = pd.DataFrame({c: (["x"] * 4 if c in CATEGORICAL_FEATURES else np.arange(4.0)) for c in features})
     model = DummyClassifier(strategy="prior").fit(frame[[c for c in features if c in NUMERIC_FEATURES]], [0, 1, 0, 1])
     with mlflow.start_run():
-        info = mlflow.sklearn.log_model(model, name="model", signature=infer_signature(frame, np.zeros(4)))
+        signature = infer_signature(frame, np.zeros(4)) if signed else None
+        info = mlflow.sklearn.log_model(model, name="model", signature=signature)
     name = settings.model.model_name
     version = str(mlflow.register_model(info.model_uri, name, tags=tags).version)
     client.set_registered_model_alias(name, "champion", version)
@@ -97,3 +98,15 @@ def test_a_champion_whose_measured_fit_is_gone_is_measured_by_itself(settings, c
                                 {"CMP-A": Capacity(share=0.1, worth=1.0)})  # fmt: skip
     assert champion[0] == version and champion[1] is not None and "capture_at_capacity" in champion[1]
     assert f"champion v{version}'s measured fit" in caplog.text and "cannot be loaded" in caplog.text
+
+
+def test_a_champion_registered_without_a_signature_is_measured_on_today_s_features(settings):
+    """Scoring reads today's features for a version registered by hand without a signature; the gate
+    measures it the same way instead of failing every training."""
+    from ml.gate import Capacity
+    from ml.train import _champion_on
+
+    version = _register_champion(settings, FEATURES, signed=False)
+    champion = _champion_on(_holdout(), mlflow_client(settings), settings.model.model_name,
+                            {"CMP-A": Capacity(share=0.1, worth=1.0)})  # fmt: skip
+    assert champion[0] == version and champion[1] is not None and "capture_at_capacity" in champion[1]
