@@ -69,3 +69,14 @@ def latest_version(settings: Settings):
     """The newest registered version of the propensity model, with its tags (candidate, promotion)."""
     client = mlflow_client(settings)
     return max(client.search_model_versions(f"name = '{settings.model.model_name}'"), key=lambda v: int(v.version))
+
+
+def model_inputs(model_uri: str) -> list[str]:
+    """The columns a logged model reads: its signature's, or today's features for a model logged
+    without one (registered by hand). Scoring and the promotion gate read a champion alike."""
+    from mlflow.models import get_model_info
+
+    from ml.features import FEATURES
+
+    signature = get_model_info(model_uri).signature
+    return list(signature.inputs.input_names()) if signature is not None else list(FEATURES)

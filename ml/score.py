@@ -19,7 +19,7 @@ from crm.warehouse import Session, metadata, warehouse
 from ml.arbitrate import load_policy
 from ml.arms import EXPLORATION, EXPLORATION_REASON, MODEL, Shares, assign
 from ml.features import FEATURES, REASON_TEXT, scoring_batches
-from ml.registry import CHAMPION, ModelRef, champion, mlflow_client
+from ml.registry import CHAMPION, ModelRef, champion, mlflow_client, model_inputs
 from models.core_banking import CHANNELS
 
 log = logging.getLogger(__name__)
@@ -113,10 +113,7 @@ def _check_signature(model_uri: str, columns: list[str]) -> list[str]:
     """The columns the model reads. Fail with their names when today's features lack some of them; a
     model that does not read some of today's features (trained before a release added them) scores
     on those it reads, and the log says which it leaves out and how to use them."""
-    from mlflow.models import get_model_info
-
-    signature = get_model_info(model_uri).signature
-    expected = list(signature.inputs.input_names()) if signature is not None else list(FEATURES)
+    expected = model_inputs(model_uri)
     missing = sorted(set(expected) - set(columns))
     if missing:
         raise FeatureMismatch(

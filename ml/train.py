@@ -37,7 +37,7 @@ from crm.settings import Settings
 from crm.warehouse import warehouse
 from ml.features import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES
 from ml.gate import Capacity, campaign_capacities, capture_metrics
-from ml.registry import CHALLENGER, CHAMPION, mlflow_client
+from ml.registry import CHALLENGER, CHAMPION, mlflow_client, model_inputs
 from ml.reports import calibration_plot, data_profile, feature_importance
 from ml.training_set import TrainingWindow, feature_dates_missing, training_frame
 
@@ -232,10 +232,7 @@ def _champion_on(
     except MlflowException:
         return None, None, "there is no champion yet"
     served = f"models:/{model_name}/{version}"
-    signature = mlflow.models.get_model_info(
-        served
-    ).signature  # none (registered by hand): today's, as scoring reads it
-    names = list(signature.inputs.input_names()) if signature is not None else list(FEATURES)
+    names = model_inputs(served)
     missing = sorted(set(names) - set(holdout.columns))
     if missing:  # crm_daily refuses it too (ml.score's signature check): the new version takes over
         return version, None, f"champion v{version} cannot score today's features (missing {missing})"
