@@ -108,20 +108,31 @@ def run_crm(*args: str, env: dict | None = None) -> tuple[int, float]:
     return code, round(time.perf_counter() - start, 1)
 
 
-def fresh_bench_home(name: str, customers: int, seed: int) -> tuple[Path, Path, tuple[str, ...]]:
+SHARED_PLACES = ("CRM_DUCKDB_PATH", "CRM_MLFLOW_TRACKING_URI", "CRM_MLFLOW_ARTIFACT_ROOT", "CRM_REDIS_URL",
+                 "CRM_CORE_API_URL")  # fmt: skip
+
+
+def fresh_bench_home(
+    name: str, customers: int, seed: int, bench_home: Path | None = None
+) -> tuple[Path, Path, tuple[str, ...]]:
     """(the bench results' home, ``<CRM_HOME>/bench/<name>`` emptied, the ``crm`` options of the bank):
     the environment names the home and the bank, for every command the bench runs and the runs an
-    Airflow scheduler starts on its own."""
+    Airflow scheduler starts on its own. ``bench_home``: the results' home when the environment
+    already names a bench's own (a bench's second bank)."""
     import os
     import shutil
 
     from crm.settings import get_settings
 
-    bench_home = get_settings().home
+    bench_home = bench_home or get_settings().home
     home = bench_home / "bench" / name
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     os.environ.update({"CRM_HOME": str(home), "CRM_SANDBOX_CUSTOMERS": str(customers), "CRM_SANDBOX_SEED": str(seed)})
+    # everything in the bench's home: a warehouse, registry or service named elsewhere would be shared
+    # with the developer's own, or between a bench's two banks
+    for name in SHARED_PLACES:
+        os.environ.pop(name, None)
     return bench_home, home, ("--customers", str(customers), "--seed", str(seed))
 
 
