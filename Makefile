@@ -125,7 +125,7 @@ bench-daily-postgres: setup postgres-programs  ## bench-daily on the embedded Po
 bench-scoring: setup  ## scoring and arbitration of 1,000,000 customers x 12 campaigns: time, memory, capture of the oracle's expected acceptances
 	$(BIN)/python -m benchmarks.scoring
 
-bench-loop: setup  ## 14 closed-loop days (make demo each day, make train every 2 days) on 100,000 customers: capture per day, uplift estimated vs true (LOOP_CUSTOMERS, LOOP_DAYS)
+bench-loop: setup  ## 14 closed-loop days (make demo each day, make train every 2 days) on 100,000 customers: each day's champion on the first day's pool (must not fall), capture per day, uplift estimated vs true (LOOP_CUSTOMERS, LOOP_DAYS)
 	$(BIN)/python -m benchmarks.loop --customers $(or $(LOOP_CUSTOMERS),100000) --days $(or $(LOOP_DAYS),14)
 
 bench-serving: setup  ## snapshot load, memory and API look-ups for 1,000,000 customers

@@ -26,7 +26,8 @@ AREAS = {
     "backfill": "a 30-day backfill through Airflow against each date computed alone in a fresh home",
     "daily": "crm_daily end to end through Airflow for the day after a cached history",
     "daily-postgres": "the same day on the embedded PostgreSQL warehouse (100,000 customers; no target: beside DuckDB's)",
-    "loop": "14 closed-loop days on 100,000 customers: capture per day, each campaign's uplift estimated vs true",
+    "loop": "14 closed-loop days on 100,000 customers: each day's champion on the first day's pool, capture per "
+    "day, each campaign's uplift estimated vs true",
 }
 PAGE = REPO_ROOT / "docs" / "benchmarks.md"
 

@@ -1,5 +1,7 @@
-"""The truth about a sandbox bank, for tests and evaluation (never for the pipeline): what each
-listing holds, which of its records the faults broke and how, and the hidden propensities.
+"""The truth about a sandbox bank, for tests and evaluation (never for the platform's own runs):
+what each listing holds, which of its records the faults broke and how, and the hidden
+propensities. :class:`OracleModel` is those propensities dressed as a model, for ``make
+bench-loop``'s second loop: the pipeline run with the truth in its model's place.
 
     oracle = Oracle(customers=300, seed=7, faults=Faults.parse("all"))
     truth = oracle.truth("accounts", as_of=date)
@@ -13,8 +15,10 @@ import datetime as dt
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from models.core_banking import PRIMARY_KEYS
 from sandbox.app import record_stream
@@ -90,3 +94,33 @@ class Oracle:
     def true_uplift(self, customer_ids: np.ndarray, campaign_id: str) -> np.ndarray:
         """What a contact of ``campaign_id`` adds to the probability that the customers buy."""
         return self.bank.true_uplift(customer_ids, campaign_id)
+
+
+@lru_cache(maxsize=4)
+def _bank(customers: int, seed: int) -> Bank:
+    return Bank(customers, seed)
+
+
+class OracleModel(ClassifierMixin, BaseEstimator):
+    """The sandbox bank's true propensities as a scikit-learn classifier of (customer_id,
+    campaign_id) pairs: registered as a bench bank's champion, ``crm_daily`` scores, arbitrates
+    and hands on what a perfect model would (``make bench-loop``'s oracle loop). Nothing is fitted,
+    and nothing of the bank is stored with it: the bank is drawn again from its size and seed."""
+
+    def __init__(self, customers: int = 0, seed: int = 0):
+        self.customers = customers
+        self.seed = seed
+
+    def fit(self, X=None, y=None):
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        bank = _bank(self.customers, self.seed)
+        ids = np.asarray(X["customer_id"], dtype=np.int64)
+        campaigns = np.asarray(X["campaign_id"]).astype(str)
+        p = np.empty(len(ids))
+        for campaign in np.unique(campaigns).tolist():
+            rows = campaigns == campaign
+            p[rows] = bank.true_propensity(ids[rows], campaign)
+        return np.column_stack([1.0 - p, p])
