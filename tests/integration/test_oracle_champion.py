@@ -24,13 +24,16 @@ def test_the_oracle_registered_as_champion_scores_the_truth(settings, tmp_path):
     assert ref is not None and ref.version == version
     uri = f"models:/{ref.name}@{CHAMPION}"
     # what score_pairs hands the model: the batch's columns the signature names
-    assert _check_signature(uri, ["customer_id", "campaign_id", "offer_id", *FEATURES]) == ["customer_id", "campaign_id"]
+    reads = _check_signature(uri, ["customer_id", "campaign_id", "offer_id", *FEATURES])
+    assert reads == ["customer_id", "campaign_id"]
 
     oracle = Oracle(500, 3)
     campaigns = oracle.bank.campaign_ids
     pairs = pd.DataFrame({"customer_id": np.array([7, 8, 9, 7], dtype=np.int64),
                           "campaign_id": [campaigns[0], campaigns[3], campaigns[0], campaigns[5]]})  # fmt: skip
     scored = mlflow.sklearn.load_model(uri).predict_proba(pairs)[:, 1]
-    truth = [oracle.true_propensity(np.array([c]), k)[0] for c, k in zip(pairs.customer_id, pairs.campaign_id, strict=True)]
+    truth = [
+        oracle.true_propensity(np.array([c]), k)[0] for c, k in zip(pairs.customer_id, pairs.campaign_id, strict=True)
+    ]
     np.testing.assert_allclose(scored, truth)
     assert len(set(np.round(scored, 6))) == 4  # each pair its own: not one campaign's or customer's for all
