@@ -9,9 +9,14 @@ every ``--retrain-every`` days, so the model learns from the contacts its own li
 
 Then, per day (decision 0032):
 
-- ``champion_capture_by_day`` (:func:`champion_capture`): the oracle capture of the champion that
-  scored the day, on one pool, the first day's, which the loop had not yet worked. What the loop
-  made of its model, day after day: the target, it must not fall.
+- ``champion_capture_by_day``: the oracle capture of the champion that scored the day, on one pool,
+  the first day's, which the loop had not yet worked (:func:`version_capture` measures every
+  registered version there). What the loop served, day after day: it must not fall. Nor must the
+  last version registered, promoted or not, against the first day's champion
+  (``last_version_change``): the learning itself, before the gate chose. And the pool must tell a
+  collapse: the candidate fitted on the model arm's contacts alone (a loop that learns only from
+  its own lists) must capture at least 0.01 less there than fitted on all contacts
+  (``own_picks_only_loss``, :func:`own_picks_capture`).
 - ``capture_by_day``: ``ml.evaluate`` on the day's own pool (the model's choice over the oracle's,
   in expected value, among the customers the loop left). It falls for any model short of the truth,
   learning or not: the caps and exclusions take out what the model ranked high, and what stays is
@@ -30,9 +35,10 @@ control arm's offers, as ``ml.evaluate``), and ``loop_capture`` over the whole d
 oracle's loop takes its best customers first and ours reaches some later, so the day's ratio drifts
 up for any model.
 
-Writes ``<CRM_HOME>/bench/loop.json``. Targets: the champion's capture must not fall (the last
-week's mean at least the first week's less 0.01), and the true uplift lies in the estimate's
-interval for at least three campaigns in four.
+Writes ``<CRM_HOME>/bench/loop.json``. Targets: the champions' capture on the first day's pool
+must not fall (the last week's mean at least the first week's less 0.01), nor the last version's
+against the first champion's (by more than 0.01); learning from its own picks alone loses at least
+0.01 there; and the true uplift lies in the estimate's interval for at least three campaigns in four.
 """
 
 from __future__ import annotations
@@ -96,8 +102,8 @@ def static_ceiling(settings, days: list[dt.date], oracle, seed: int) -> dict[str
     sandbox's hidden traits but the young-family draw: ``make bench-scoring``'s ``family_unseen``),
     fitted once on the first day's training window (all of it: no holdout) and never again. The caps and
     exclusions take each day's chosen pairs out of the next days' pool, and what stays is what the
-    choosing model ranked low; even this model's capture falls with it. Ours falling no faster is
-    what says the loop does not collapse onto its own picks."""
+    choosing model ranked low; even this model's capture falls with it (a figure, no target: it
+    scores pools another model left, decision 0032)."""
     from benchmarks.scoring import trait_capture, trait_models
     from crm.warehouse import warehouse
     from ml.evaluate import measured_pairs
@@ -127,15 +133,17 @@ def _capture_with(model, inputs: list[str], day: dt.date, pairs, policy, oracle,
 
 
 def _champions(settings, days: list[dt.date]) -> dict[str, str]:
-    """Per day, the registered version that scored it (the model arm's offers carry it)."""
+    """Per day, the registered version that scored it (each of the day's offers carries it)."""
     from crm.warehouse import warehouse
 
     with warehouse(settings).connect() as session:
         rows = session.rows(
-            "select business_date, max(model_version) from marts.customer_campaign_assignments "
-            "where arm = 'model' group by business_date"
+            "select business_date, max(model_version) from marts.customer_campaign_assignments group by business_date"
         )
     by_day = {str(d)[:10]: str(v) for d, v in rows}
+    missing = [str(d) for d in days if str(d) not in by_day]
+    if missing:
+        raise SystemExit(f"no assignment for {missing} in {settings.home}: the loop did not score those days")
     return {str(d): by_day[str(d)] for d in days}
 
 
@@ -166,21 +174,42 @@ def frozen_capture(settings, days: list[dt.date], oracle, seed: int) -> dict[str
     return out
 
 
-def champion_capture(settings, days: list[dt.date], oracle, seed: int) -> dict[str, float]:
-    """Per day, the oracle capture of the champion that scored that day, on one pool the loop had not
-    yet worked: the first day's eligible pairs. The loop's own pools fall away from any model that is
-    not the truth (decision 0032); on a fixed pool, a champion that learned worse from the loop's own
-    picks captures less, one that learned nothing captures the same, one that learned captures more."""
+def version_capture(settings, days: list[dt.date], oracle, seed: int) -> dict[str, float]:
+    """Every registered version's oracle capture on one pool the loop had not yet worked: the first
+    day's eligible pairs. The loop's own pools fall away from any model that is not the truth
+    (decision 0032); on a fixed pool, a version that learned worse from the loop's own picks captures
+    less. Every version, promoted or not: what the learning made, before the gate chose."""
     from ml.evaluate import PAIR_COLUMNS, measured_pairs
     from ml.features import FEATURES
+    from ml.registry import mlflow_client
 
     pairs, policy = measured_pairs(days[0], settings, list(dict.fromkeys([*PAIR_COLUMNS, *FEATURES])))
-    out, by_version = {}, {}
-    for day, version in _champions(settings, days).items():
-        if version not in by_version:
-            model, inputs = _load(settings, version)
-            by_version[version] = _capture_with(model, inputs, days[0], pairs, policy, oracle, seed)
-        out[day] = by_version[version]
+    found = mlflow_client(settings).search_model_versions(f"name = '{settings.model.model_name}'")
+    out = {}
+    for version in sorted((str(v.version) for v in found), key=int):
+        model, inputs = _load(settings, version)
+        out[version] = _capture_with(model, inputs, days[0], pairs, policy, oracle, seed)
+    return out
+
+
+def own_picks_capture(settings, days: list[dt.date], oracle, seed: int) -> dict[str, float]:
+    """Whether the fixed pool would see a loop that collapses onto its own picks: the per-campaign
+    candidate fitted on the last day's training window, on all its contacts and on the model arm's
+    alone (what a loop that learnt only from its own lists would learn), each measured as
+    :func:`version_capture` measures the versions."""
+    from crm.warehouse import warehouse
+    from ml.evaluate import PAIR_COLUMNS, measured_pairs
+    from ml.features import FEATURES
+    from ml.train import TrainingConfig, fit_calibrated
+    from ml.training_set import training_frame
+
+    pairs, policy = measured_pairs(days[0], settings, list(dict.fromkeys([*PAIR_COLUMNS, *FEATURES])))
+    with warehouse(settings).connect() as session:
+        contacts = training_frame(session, TrainingConfig().window(days[-1], settings))
+    out = {}
+    for name, rows in (("all_contacts", contacts), ("own_picks_only", contacts[contacts["arm"] == "model"])):
+        model, _ = fit_calibrated("per_campaign_logistic", rows.reset_index(drop=True))
+        out[name] = _capture_with(model, FEATURES, days[0], pairs, policy, oracle, seed)
     return out
 
 
@@ -269,7 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     oracle = Oracle(args.customers, args.seed)
     ours = {str(d): evaluate(d, args.customers, args.seed, settings) for d in days}
     capture = {d: e.oracle_capture for d, e in ours.items()}
-    champions = champion_capture(settings, days, oracle, args.seed)
+    versions = version_capture(settings, days, oracle, args.seed)
+    served = _champions(settings, days)
+    champions = {d: versions[v] for d, v in served.items()}
+    own_picks = own_picks_capture(settings, days, oracle, args.seed)
     ceiling = static_ceiling(settings, days, oracle, args.seed)
     frozen = frozen_capture(settings, days, oracle, args.seed)
     per_campaign = uplift(settings, oracle)
@@ -291,11 +323,18 @@ def main(argv: list[str] | None = None) -> int:
         "customers": args.customers,
         "days": len(days),
         "retrained_on": retrained,
-        "champion_by_day": _champions(settings, days),
+        "champion_by_day": served,
         "champion_capture_by_day": champions,
         "champion_capture_first_week": first_week(champions),
         "champion_capture_last_week": last_week(champions),
         "champion_capture_change": change(champions),
+        "version_capture": versions,
+        # the last version registered, promoted or not, against the first day's champion: the learning itself
+        "last_version_change": round(versions[max(versions, key=int)] - versions[served[str(days[0])]], 4),
+        "refit_all_contacts_capture": own_picks["all_contacts"],
+        "refit_own_picks_only_capture": own_picks["own_picks_only"],
+        # what learning from its own lists alone would cost on the fixed pool: the measure can see a collapse
+        "own_picks_only_loss": round(own_picks["all_contacts"] - own_picks["own_picks_only"], 4),
         "capture_by_day": capture,
         "capture_first_week": first_week(capture),
         "capture_last_week": last_week(capture),
@@ -310,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         "uplift_covered_share": round(covered / max(len(per_campaign), 1), 3),
         "run_s_by_day": seconds,
     }
-    targets = {"champion_capture_change": -0.01, "uplift_covered_share": 0.75}
+    targets = {"champion_capture_change": -0.01, "last_version_change": -0.01, "own_picks_only_loss": 0.01,
+               "uplift_covered_share": 0.75}  # fmt: skip
     if args.oracle_loop:  # last: it points the environment at a home of its own
         print(json.dumps(figures), flush=True)  # what the first loop measured, should the second fail
         perfect = oracle_loop(bench_home, days, args.customers, args.seed, publish)
