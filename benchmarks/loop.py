@@ -51,8 +51,12 @@ import sys
 import numpy as np
 
 from benchmarks.backfill import fresh_bench_home, run_crm
+from ml.evaluate import PAIR_COLUMNS
+from ml.features import FEATURES
 
 LAST = dt.date(2026, 11, 27)
+# what a model is measured with: the pairs' columns and every feature (a version reads its own of them)
+SCORED_COLUMNS = list(dict.fromkeys([*PAIR_COLUMNS, *FEATURES]))
 Z95 = 1.959964
 
 
@@ -125,7 +129,7 @@ def _capture_with(model, inputs: list[str], day: dt.date, pairs, policy, oracle,
     import pandas as pd
 
     from ml.arbitrate import arbitrate
-    from ml.evaluate import PAIR_COLUMNS, compare
+    from ml.evaluate import compare
 
     scored = pairs.assign(propensity=model.predict_proba(pairs[inputs])[:, 1])
     chosen = arbitrate(scored[[*PAIR_COLUMNS, "propensity"]], policy)
@@ -158,52 +162,47 @@ def _load(settings, version: str):
     return mlflow.sklearn.load_model(uri), model_inputs(uri)
 
 
-def frozen_capture(settings, days: list[dt.date], oracle, seed: int) -> dict[str, float]:
-    """Per day, the oracle capture the first day's champion would have had on that day's pool, had it
-    never been replaced (the same arbitration, fed its probabilities): the loop without its
-    retrains, beside the loop with them."""
-    from ml.evaluate import PAIR_COLUMNS, measured_pairs
-    from ml.features import FEATURES
+def frozen_capture(settings, days: list[dt.date], first: str, oracle, seed: int) -> dict[str, float]:
+    """Per day, the oracle capture the first day's champion (version ``first``) would have had on that
+    day's pool, had it never been replaced (the same arbitration, fed its probabilities): the loop
+    without its retrains, beside the loop with them."""
+    from ml.evaluate import measured_pairs
 
-    model, inputs = _load(settings, _champions(settings, days)[str(days[0])])
-    columns = list(dict.fromkeys([*PAIR_COLUMNS, *FEATURES]))
+    model, inputs = _load(settings, first)
     out = {}
     for day in days:
-        pairs, policy = measured_pairs(day, settings, columns)
+        pairs, policy = measured_pairs(day, settings, SCORED_COLUMNS)
         out[str(day)] = _capture_with(model, inputs, day, pairs, policy, oracle, seed)
     return out
 
 
-def version_capture(settings, days: list[dt.date], oracle, seed: int) -> dict[str, float]:
-    """Every registered version's oracle capture on one pool the loop had not yet worked: the first
-    day's eligible pairs. The loop's own pools fall away from any model that is not the truth
-    (decision 0032); on a fixed pool, a version that learned worse from the loop's own picks captures
-    less. Every version, promoted or not: what the learning made, before the gate chose."""
-    from ml.evaluate import PAIR_COLUMNS, measured_pairs
-    from ml.features import FEATURES
+def version_capture(settings, day: dt.date, pool, oracle, seed: int) -> dict[str, float]:
+    """Every registered version's oracle capture on one pool the loop had not yet worked: ``pool``,
+    the (pairs, policy) of the first day ``day``. The loop's own pools fall away from any model that
+    is not the truth (decision 0032); on a fixed pool, a version that learned worse from the loop's
+    own picks captures less. Every version, promoted or not: what the learning made, before the gate
+    chose."""
     from ml.registry import mlflow_client
 
-    pairs, policy = measured_pairs(days[0], settings, list(dict.fromkeys([*PAIR_COLUMNS, *FEATURES])))
+    pairs, policy = pool
     found = mlflow_client(settings).search_model_versions(f"name = '{settings.model.model_name}'")
     out = {}
     for version in sorted((str(v.version) for v in found), key=int):
         model, inputs = _load(settings, version)
-        out[version] = _capture_with(model, inputs, days[0], pairs, policy, oracle, seed)
+        out[version] = _capture_with(model, inputs, day, pairs, policy, oracle, seed)
     return out
 
 
-def own_picks_capture(settings, days: list[dt.date], oracle, seed: int) -> dict[str, float]:
+def own_picks_capture(settings, days: list[dt.date], pool, oracle, seed: int) -> dict[str, float]:
     """Whether the fixed pool would see a loop that collapses onto its own picks: the per-campaign
     candidate fitted on the last day's training window, on all its contacts and on the model arm's
-    alone (what a loop that learnt only from its own lists would learn), each measured as
-    :func:`version_capture` measures the versions."""
+    alone (what a loop that learnt only from its own lists would learn), each measured on ``pool``
+    as :func:`version_capture` measures the versions."""
     from crm.warehouse import warehouse
-    from ml.evaluate import PAIR_COLUMNS, measured_pairs
-    from ml.features import FEATURES
     from ml.train import TrainingConfig, fit_calibrated
     from ml.training_set import training_frame
 
-    pairs, policy = measured_pairs(days[0], settings, list(dict.fromkeys([*PAIR_COLUMNS, *FEATURES])))
+    pairs, policy = pool
     with warehouse(settings).connect() as session:
         contacts = training_frame(session, TrainingConfig().window(days[-1], settings))
     out = {}
@@ -218,10 +217,9 @@ def register_oracle(settings, customers: int, seed: int) -> str:
     version ``crm_daily`` will score with."""
     import mlflow
     import pandas as pd
-    from mlflow.models import infer_signature
-    from sklearn import __version__ as sklearn_version
 
     from ml.registry import CHAMPION, mlflow_client
+    from ml.train import _log_model
     from sandbox.oracle import Oracle, OracleModel
 
     client = mlflow_client(settings)
@@ -229,15 +227,8 @@ def register_oracle(settings, customers: int, seed: int) -> str:
     example = pd.DataFrame({"customer_id": np.array([1, 2], dtype=np.int64),
                             "campaign_id": Oracle(customers, seed).bank.campaign_ids[:2]})  # fmt: skip
     with mlflow.start_run(run_name="the sandbox's oracle (make bench-loop)"):
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=infer_signature(example, model.predict_proba(example)[:, 1]),
-            pip_requirements=[f"scikit-learn=={sklearn_version}", "pandas", "numpy"],
-            skops_trusted_types=["sandbox.oracle.OracleModel"],
-            registered_model_name=settings.model.model_name,
-        )
-    version = str(info.registered_model_version)
+        info = _log_model(model, example)  # as training logs its versions: signature, example, trusted types
+    version = str(mlflow.register_model(info.model_uri, settings.model.model_name).version)
     client.set_registered_model_alias(settings.model.model_name, CHAMPION, version)
     return version
 
@@ -276,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.report import report
     from crm.settings import Settings
-    from ml.evaluate import evaluate
+    from ml.evaluate import evaluate, measured_pairs
     from sandbox.oracle import Oracle
 
     bench_home, home, bank = fresh_bench_home("loop", args.customers, args.seed)
@@ -298,12 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     oracle = Oracle(args.customers, args.seed)
     ours = {str(d): evaluate(d, args.customers, args.seed, settings) for d in days}
     capture = {d: e.oracle_capture for d, e in ours.items()}
-    versions = version_capture(settings, days, oracle, args.seed)
+    pool = measured_pairs(days[0], settings, SCORED_COLUMNS)  # the fixed pool, the first day's
+    versions = version_capture(settings, days[0], pool, oracle, args.seed)
     served = _champions(settings, days)
     champions = {d: versions[v] for d, v in served.items()}
-    own_picks = own_picks_capture(settings, days, oracle, args.seed)
+    own_picks = own_picks_capture(settings, days, pool, oracle, args.seed)
     ceiling = static_ceiling(settings, days, oracle, args.seed)
-    frozen = frozen_capture(settings, days, oracle, args.seed)
+    frozen = frozen_capture(settings, days, served[str(days[0])], oracle, args.seed)
     per_campaign = uplift(settings, oracle)
     values = list(capture.values())
     week = min(7, len(values) // 2) or 1  # the first and the last week, never overlapping
